@@ -15,13 +15,13 @@ Mirrors how llama.cpp (as vendored in llama-cpp-python 0.3.36) places and sizes 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from app.core import ggml_types
 from app.core.errors import EstimateError
 from app.core.gguf_header import TensorInfo
 from app.core.model_info import ModelInfo, layer_of
-from app.core.quant_recipe import quantized_tensors
+from app.core.quant_recipe import file_bytes, quantized_tensors
 from app.core.units import MIB
 
 KV_PAD_CELLS = 256  # GGML_PAD(n_ctx, 256), llama-context.cpp
@@ -154,7 +154,7 @@ class MemoryEstimate:
 
 def kv_cells(model: ModelInfo, s: RunSettings) -> tuple[int, int]:
     """(cells of full-attention layers, cells of sliding-window layers)."""
-    full = _pad(s.n_ctx * (s.n_seq if s.n_seq > 1 else 1) if False else s.n_ctx, KV_PAD_CELLS)
+    full = _pad(s.n_ctx, KV_PAD_CELLS)
     if not model.has_swa or s.swa_full:
         return full, full
     swa = _pad(min(full, model.sliding_window * s.n_seq + s.n_ubatch), KV_PAD_CELLS)
@@ -228,14 +228,28 @@ def _is_output_tensor(name: str) -> bool:
     return name.startswith(("output.", "output_norm."))
 
 
-def estimate(model: ModelInfo, quant: str | None = None, settings: RunSettings | None = None) -> MemoryEstimate:
-    """Memory of running ``model`` quantized to ``quant`` (None = as the file is) with ``settings``."""
-    s = (settings or RunSettings()).validated()
-    tensors: tuple[TensorInfo, ...]
+def tensors_for(model: ModelInfo, quant: str | None) -> tuple[TensorInfo, ...]:
+    """The tensor table of ``model`` as a ``quant`` file (None or the file's own type: as it is)."""
     if quant is None or quant == model.file_type:
-        tensors, quant = model.tensors, quant or model.file_type or "?"
-    else:
-        tensors = quantized_tensors(model, quant)
+        return model.tensors
+    return quantized_tensors(model, quant)
+
+
+def estimate(
+    model: ModelInfo,
+    quant: str | None = None,
+    settings: RunSettings | None = None,
+    *,
+    tensors: tuple[TensorInfo, ...] | None = None,
+) -> MemoryEstimate:
+    """Memory of running ``model`` quantized to ``quant`` (None = as the file is) with ``settings``.
+
+    ``tensors`` may pass a precomputed :func:`tensors_for` table when many settings are tried.
+    """
+    s = (settings or RunSettings()).validated()
+    if tensors is None:
+        tensors = tensors_for(model, quant)
+    quant = quant or model.file_type or "?"
     devices = _layer_devices(model.n_layer, s)
     out_dev = devices[model.n_layer]
     repackable = repack_types(s.cpu_isa)
@@ -247,7 +261,16 @@ def estimate(model: ModelInfo, quant: str | None = None, settings: RunSettings |
         acc[dev][key] += n
 
     layer_bytes = [0] * model.n_layer
+    # File order and offsets: a real file's, or the converter's order for a predicted one.
+    offsets, pos = [], 0
+    real_offsets = any(t.offset_bytes for t in tensors)
     for t in tensors:
+        offsets.append(t.offset_bytes if real_offsets else pos)
+        pos += (t.n_bytes + 31) // 32 * 32
+    span_lo, span_hi = None, 0  # llama.cpp keeps mapped only the span of CPU-mapped tensors
+    cpu_plain = 0  # CPU tensors read into RAM as they are (no mmap), or mapped and touched
+    skipped_in_span: list[tuple[int, int]] = []  # untouched untied embedding inside the span
+    for t, off in zip(tensors, offsets):
         nbytes = t.n_bytes
         li = layer_of(t.name)
         if li is not None and li < model.n_layer:
@@ -257,12 +280,31 @@ def estimate(model: ModelInfo, quant: str | None = None, settings: RunSettings |
             dev = out_dev
         else:
             dev = "CPU"  # token_embd and other input tensors stay on the CPU
-        add(dev, "weights", nbytes)
         if t.name == "token_embd.weight" and model.tied_embeddings and out_dev != "CPU":
             add(out_dev, "weights", nbytes)  # the output matmul needs its own copy on the GPU
-        if (dev == "CPU" and t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
-                and t.name != "token_embd.weight"):  # fmt: skip
+        if dev != "CPU":
+            add(dev, "weights", nbytes)
+            continue
+        repacked = (t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
+                    and t.name != "token_embd.weight")  # fmt: skip
+        if repacked:
             add("CPU", "repack", nbytes)
+            continue
+        span_lo = off if span_lo is None else min(span_lo, off)
+        span_hi = max(span_hi, off + nbytes)
+        untouched = t.name == "token_embd.weight" and not model.tied_embeddings
+        if untouched:
+            # get_rows reads one row per token: an untied input embedding stays on disk.
+            skipped_in_span.append((off, nbytes))
+        else:
+            cpu_plain += nbytes
+    if s.use_mmap and span_lo is not None:
+        # Every page inside the mapped span was read at load (CPU tensors, repacked ones, and
+        # GPU tensors uploaded from the mapping) and stays resident while mapped.
+        resident = span_hi - span_lo - sum(n for o, n in skipped_in_span if span_lo <= o < span_hi)
+        add("CPU", "weights", resident)
+    else:
+        add("CPU", "weights", cpu_plain)
 
     cells_full, cells_swa = kv_cells(model, s)
     for il in range(model.n_layer):
@@ -297,8 +339,6 @@ def estimate(model: ModelInfo, quant: str | None = None, settings: RunSettings |
                 n_layers=a.get("layers", 0),
             )
         )
-    from app.core.quant_recipe import file_bytes
-
     return MemoryEstimate(
         quant=quant,
         settings=s,
@@ -314,6 +354,3 @@ def ub_embd_bytes(model: ModelInfo, s: RunSettings) -> int:
     """CPU compute when every layer is offloaded: the embedding rows of one ubatch."""
     return min(s.n_ubatch, s.n_batch) * model.n_embd * 4 + COMPUTE_CONST_BYTES
 
-
-def with_settings(s: RunSettings, **changes: object) -> RunSettings:
-    return replace(s, **changes)  # type: ignore[arg-type]

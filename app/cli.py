@@ -1,0 +1,236 @@
+"""``tailorlm``: TailorLM's capabilities from a terminal, for people and scripts (``--json``).
+
+A thin client of ``app.core``: it parses arguments, calls core functions and prints. Errors from
+the core (``TailorError``) become one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from app import __version__
+from app.core.errors import TailorError
+from app.core.units import format_bytes, parse_size
+
+EXIT_USAGE = 2
+
+
+def _profile(args: argparse.Namespace) -> Any:
+    from app.core.hardware import apply_overrides, detect_machine
+
+    profile = detect_machine(measure_bandwidth=not getattr(args, "no_bandwidth", False))
+    changes: dict[str, int] = {}
+    if getattr(args, "ram", None):
+        changes["ram_bytes"] = parse_size(args.ram)
+    if getattr(args, "vram", None):
+        changes["vram_bytes"] = parse_size(args.vram)
+    return apply_overrides(profile, **changes) if changes else profile
+
+
+def _budget(args: argparse.Namespace, profile: Any) -> Any:
+    from app.core.recommend import DEFAULT_RAM_RESERVE_BYTES, budget_from_profile
+
+    reserve = parse_size(args.reserve) if getattr(args, "reserve", None) else DEFAULT_RAM_RESERVE_BYTES
+    return budget_from_profile(profile, ram_reserve_bytes=reserve)
+
+
+def cmd_hw(args: argparse.Namespace) -> int:
+    profile = _profile(args)
+    data = profile.to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    cpu = profile.cpu
+    print(f"CPU     {cpu.model} — {cpu.physical_cores} cores / {cpu.logical_cores} threads ({cpu.arch})")
+    print(f"        instruction sets: {', '.join(cpu.isa) or 'none detected'}")
+    print(f"RAM     {format_bytes(profile.ram_total_bytes)} total, {format_bytes(profile.ram_available_bytes)} available")
+    if profile.ram_bandwidth_bytes_s:
+        print(f"        bandwidth ~{profile.ram_bandwidth_bytes_s / 1e9:.1f} GB/s (measured)")
+    if not profile.gpus:
+        print("GPU     none found")
+    for g in profile.gpus:
+        free = format_bytes(g.vram_free_bytes) if g.vram_free_bytes is not None else "?"
+        total = format_bytes(g.vram_total_bytes) if g.vram_total_bytes is not None else "?"
+        extra = f", compute {g.compute_capability}" if getattr(g, "compute_capability", None) else ""
+        print(f"GPU{g.index}    {g.name}: {free} free of {total}{extra}")
+    off = profile.offload
+    backends = ", ".join(off.backends) if off.backends else "none"
+    print(f"llama.cpp offload: {'yes' if off.supported else 'no'} (backends: {backends})")
+    for note in profile.notes:
+        print(f"note    {note}")
+    for o in profile.overrides:
+        print(f"override {o}")
+    return 0
+
+
+def _model(spec: str) -> Any:
+    from app.core.model_source import load_model
+
+    return load_model(spec)
+
+
+def _fit_word(fits: str) -> str:
+    return {"gpu": "GPU", "partial": "GPU+CPU", "cpu": "CPU", "no": "no"}[fits]
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from app.core.recommend import advise
+
+    model = _model(args.model)
+    profile = _profile(args)
+    budget = _budget(args, profile)
+    contexts = (args.ctx,) if args.ctx else None
+    advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s)
+    if args.json:
+        out = {
+            "model": _model_dict(model),
+            "budget": {
+                "ram_bytes": budget.ram_bytes,
+                "gpus": [{"name": g.name, "free_bytes": g.free_bytes} for g in budget.gpus],
+                "can_offload": budget.can_offload,
+            },
+            "target_ctx": advice.target_ctx,
+            "plans": [p.to_dict() for p in advice.plans],
+            "recommended": advice.recommended.to_dict() if advice.recommended else None,
+            "reasons": list(advice.reasons),
+            "warnings": list(advice.warnings),
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{model.name}  ({model.architecture}, {model.n_params / 1e9:.2f} B parameters, "
+          f"{model.n_layer} layers, trained context {model.n_ctx_train:,})")  # fmt: skip
+    gpu = f", {format_bytes(budget.gpus[0].free_bytes)} VRAM" if budget.gpus and budget.can_offload else ""
+    print(f"Budget: {format_bytes(budget.ram_bytes)} RAM{gpu} (after headroom)\n")
+    header = f"{'quant':8} {'file':>10} {'ctx':>7} {'fits':>8} {'GPU layers':>10} {'RAM':>10} {'VRAM':>10} {'tok/s':>6}  quality"
+    print(header)
+    print("-" * len(header))
+    rec = advice.recommended
+    for p in advice.plans:
+        if p.n_ctx != advice.target_ctx:
+            continue
+        mark = "  <- recommended" if rec is not None and p.quant == rec.quant and p.n_ctx == rec.n_ctx else ""
+        dom = f" (worse than {p.dominated_by})" if p.dominated_by else ""
+        print(f"{p.quant:8} {format_bytes(p.file_bytes):>10} {p.n_ctx:>7} {_fit_word(p.fits):>8} {p.n_gpu_layers:>10} "
+              f"{format_bytes(p.ram_bytes):>10} {format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} "
+              f"{p.speed.tok_s:>6.1f}  {p.quality.label}{dom}{mark}")  # fmt: skip
+    print()
+    for r in advice.reasons:
+        print(f"* {r}")
+    for w in advice.warnings:
+        print(f"! {w}")
+    return 0
+
+
+def _model_dict(model: Any) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "source": model.source,
+        "source_kind": model.source_kind,
+        "architecture": model.architecture,
+        "n_params": model.n_params,
+        "n_layer": model.n_layer,
+        "n_embd": model.n_embd,
+        "n_head": model.n_head[0] if model.n_head else 0,
+        "n_head_kv": model.n_head_kv[0] if model.n_head_kv else 0,
+        "head_dim": model.head_dim_k,
+        "n_ff": model.n_ff,
+        "n_vocab": model.n_vocab,
+        "n_ctx_train": model.n_ctx_train,
+        "sliding_window": model.sliding_window,
+        "n_swa_layers": sum(model.swa_layers),
+        "n_expert": model.n_expert,
+        "n_expert_used": model.n_expert_used,
+        "tied_embeddings": model.tied_embeddings,
+        "file_type": model.file_type,
+        "file_size_bytes": model.file_size_bytes,
+    }
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from app.core.catalog import load_catalog
+    from app.core.model_source import model_from_catalog
+    from app.core.recommend import advise
+
+    profile = _profile(args)
+    budget = _budget(args, profile)
+    rows = []
+    for entry in load_catalog():
+        model = model_from_catalog(entry)
+        advice = advise(model, budget, n_ctx=args.ctx, contexts=(args.ctx,), min_tok_s=args.min_tok_s)
+        rows.append((entry, advice.recommended))
+    # Best first: what runs, then the most capable (largest) model, then the best quality.
+    rows.sort(key=lambda r: (r[1] is None, -r[0].params_b, r[1].quality.kld if r[1] else 0.0))
+    if args.json:
+        print(json.dumps([
+            {"id": e.id, "name": e.name, "params_b": e.params_b, "gguf_repos": list(e.gguf_repos),
+             "recommended": p.to_dict() if p else None}
+            for e, p in rows
+        ], indent=2))  # fmt: skip
+        return 0
+    print(f"{'model':36} {'params':>7} {'quant':>8} {'fits':>8} {'RAM':>10} {'VRAM':>10} {'tok/s':>6}")
+    for e, p in rows:
+        if p is None:
+            print(f"{e.name[:36]:36} {e.params_b:>6.1f}B {'-':>8} {'no':>8}")
+            continue
+        print(f"{e.name[:36]:36} {e.params_b:>6.1f}B {p.quant:>8} {_fit_word(p.fits):>8} {format_bytes(p.ram_bytes):>10} "
+              f"{format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} {p.speed.tok_s:>6.1f}")  # fmt: skip
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tailorlm",
+        description="Which language model, at which quantization, fits this machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"tailorlm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def hardware_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ram", metavar="SIZE", help="plan for this much RAM instead (e.g. 16GB)")
+        p.add_argument("--vram", metavar="SIZE", help="plan for a GPU with this much VRAM (e.g. 8GB)")
+        p.add_argument("--no-bandwidth", action="store_true", help="skip the memory-bandwidth measurement")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p_hw = sub.add_parser("hw", help="show this machine's CPU, RAM and GPUs")
+    hardware_flags(p_hw)
+    p_hw.set_defaults(func=cmd_hw)
+
+    p_adv = sub.add_parser("advise", help="which quantization and GPU split of MODEL fits this machine")
+    p_adv.add_argument("model", help="a .gguf file, a Hugging Face checkpoint folder, a Hub repo id or a catalog name")
+    p_adv.add_argument("--ctx", type=int, metavar="N", help="context length in tokens (default 4096)")
+    p_adv.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
+    p_adv.add_argument("--min-tok-s", type=float, default=5.0, help="slowest acceptable generation speed")
+    hardware_flags(p_adv)
+    p_adv.set_defaults(func=cmd_advise)
+
+    p_cat = sub.add_parser("catalog", help="what this machine can run from the built-in catalog, best first")
+    p_cat.add_argument("--ctx", type=int, default=4096, metavar="N", help="context length (default 4096)")
+    p_cat.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
+    p_cat.add_argument("--min-tok-s", type=float, default=5.0, help="slowest acceptable generation speed")
+    hardware_flags(p_cat)
+    p_cat.set_defaults(func=cmd_catalog)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except TailorError as err:
+        print(f"tailorlm: {err.user_message()}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tailorlm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
