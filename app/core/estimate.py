@@ -270,7 +270,7 @@ def estimate(
     span_lo, span_hi = None, 0  # llama.cpp keeps mapped only the span of CPU-mapped tensors
     cpu_plain = 0  # CPU tensors read into RAM as they are (no mmap), or mapped and touched
     skipped_in_span: list[tuple[int, int]] = []  # untouched untied embedding inside the span
-    for t, off in zip(tensors, offsets):
+    for t, off in zip(tensors, offsets, strict=False):
         nbytes = t.n_bytes
         li = layer_of(t.name)
         if li is not None and li < model.n_layer:

@@ -6,10 +6,10 @@ llama.cpp ``ggml/src/ggml-common.h``), so they follow the file format as it grow
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tables() -> tuple[dict[int, str], dict[str, tuple[int, int]]]:
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 

@@ -35,7 +35,7 @@ def test_header_matches_gguf_package(which: str, request: pytest.FixtureRequest)
     ours = read_gguf_file(path)
     ref = gguf.GGUFReader(str(path))
     assert len(ours.tensors) == len(ref.tensors)
-    for a, b in zip(ours.tensors, ref.tensors):
+    for a, b in zip(ours.tensors, ref.tensors, strict=True):
         assert a.name == b.name
         assert a.shape == tuple(int(x) for x in b.shape)
         assert a.type_name == b.tensor_type.name
