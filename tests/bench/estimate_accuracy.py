@@ -85,9 +85,9 @@ def measure(path: Path, n_ctx: int, isa: tuple[str, ...]) -> dict[str, object]:
         "measured_bytes": measured,
         "error": (predicted - measured) / measured,
         "predicted": {"weights": cpu.weights_bytes, "repack": cpu.repack_bytes, "kv": cpu.kv_bytes,
-                      "compute": cpu.compute_bytes, "output": cpu.output_bytes, "runtime": cpu.runtime_bytes},  # fmt: skip
+                      "compute": cpu.compute_bytes, "output": cpu.output_bytes, "runtime": cpu.runtime_bytes},
         "llama_cpp_buffers": {"model": run["model_buffers"], "kv": run["kv_buffers"],
-                              "compute": run["compute_buffers"], "output": run["output_buffers"]},  # fmt: skip
+                              "compute": run["compute_buffers"], "output": run["output_buffers"]},
         "decode_tok_s": run.get("decode_tok_s"),
         "prompt_tok_s": run.get("prompt_tok_s"),
         "wall_s": round(time.perf_counter() - t0, 1),
