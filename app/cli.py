@@ -85,8 +85,10 @@ def cmd_advise(args: argparse.Namespace) -> int:
     budget = _budget(args, profile)
     contexts = (args.ctx,) if args.ctx else None
     advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s)
+    check = _dry_run_check(model, advice) if args.dry_run else None
     if args.json:
         out = {
+            "dry_run": check,
             "model": _model_dict(model),
             "budget": {
                 "ram_bytes": budget.ram_bytes,
@@ -122,7 +124,34 @@ def cmd_advise(args: argparse.Namespace) -> int:
         print(f"* {r}")
     for w in advice.warnings:
         print(f"! {w}")
+    if check:
+        print(f"\nllama.cpp dry run of this file ({check['quant']}, {check['n_ctx']:,} tokens, CPU):")
+        for key in ("kv", "compute", "output"):
+            print(f"  {key:8} llama.cpp {format_bytes(check['llama_cpp'][key]):>10}   TailorLM {format_bytes(check['tailorlm'][key]):>10}")
     return 0
+
+
+def _dry_run_check(model: Any, advice: Any) -> dict[str, Any] | None:
+    """Ask llama.cpp itself (no_alloc dry run, in a child process) to size the file's buffers."""
+    if model.source_kind != "gguf":
+        raise TailorError("--dry-run needs a local .gguf file.")
+    from app.core.estimate import RunSettings, estimate
+    from app.engine.memory_probe import probe_in_child
+
+    ctx = advice.target_ctx
+    spec = {"model": model.source, "n_ctx": ctx, "flash_attn": "on", "dry_run": True}
+    run = probe_in_child(spec, timeout_s=120)
+    ours = estimate(model, None, RunSettings(n_ctx=ctx, cpu_isa=advice.budget.cpu_isa)).device("CPU")
+    return {
+        "quant": model.file_type,
+        "n_ctx": ctx,
+        "llama_cpp": {
+            "kv": run["kv_size_bytes"],
+            "compute": sum(run["compute_buffers"].values()),
+            "output": sum(run["output_buffers"].values()),
+        },
+        "tailorlm": {"kv": ours.kv_bytes, "compute": ours.compute_bytes, "output": ours.output_bytes},
+    }
 
 
 def _model_dict(model: Any) -> dict[str, Any]:
@@ -204,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_adv.add_argument("--ctx", type=int, metavar="N", help="context length in tokens (default 4096)")
     p_adv.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
     p_adv.add_argument("--min-tok-s", type=float, default=5.0, help="slowest acceptable generation speed")
+    p_adv.add_argument("--dry-run", action="store_true",
+                       help="for a .gguf file: also ask llama.cpp to size its buffers, and compare")  # fmt: skip
     hardware_flags(p_adv)
     p_adv.set_defaults(func=cmd_advise)
 

@@ -63,3 +63,7 @@ class HardwareError(TailorError):
 
 class Cancelled(TailorError):
     """Long work was cancelled by the user."""
+
+
+class EngineError(TailorError):
+    """The llama.cpp child process failed or ended unexpectedly."""

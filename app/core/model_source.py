@@ -100,10 +100,10 @@ def _checkpoint_dtype(config: dict[str, Any], dtypes: set[str]) -> str:
 
 def model_from_checkpoint(folder: Path) -> ModelInfo:
     """A local Hugging Face checkpoint: config.json for the shapes, safetensors headers for the dtype."""
+    config = _read_config(folder)
     from app.core.hf_arch import header_from_hf_config
     from app.core.safetensors_header import checkpoint_tensors
 
-    config = _read_config(folder)
     st = checkpoint_tensors(folder)
     dtype = _checkpoint_dtype(config, {t.dtype for t in st})
     header = header_from_hf_config(config, dtype=dtype)

@@ -25,6 +25,8 @@ _MIB = 1 << 20
 _MODEL_BUF = re.compile(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB")
 # "llama_kv_cache:        CPU KV buffer size =    90.00 MiB"
 _KV_BUF = re.compile(r"llama_kv_cache:\s+(\S+) KV buffer size =\s+([\d.]+) MiB")
+# "llama_kv_cache: size =   12.00 MiB (  4096 cells, ..." — logged in dry runs too
+_KV_SIZE = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB")
 # "sched_reserve:        CPU compute buffer size =    99.38 MiB"
 _COMPUTE_BUF = re.compile(r"(\S+) compute buffer size =\s+([\d.]+) MiB")
 # "llama_context:        CPU  output buffer size =     0.19 MiB"
@@ -128,7 +130,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     compute_bufs: dict[str, int] = {}
     output_bufs: dict[str, int] = {}
     flash = None
+    kv_logical = 0
     for line in "".join(lines).splitlines():
+        if m := _KV_SIZE.search(line):
+            kv_logical += round(float(m.group(1)) * _MIB)
         if m := _MODEL_BUF.search(line):
             _add(model_bufs, m.group(1), m.group(2))
         elif m := _KV_BUF.search(line):
@@ -142,6 +147,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     result.update(
         model_buffers=model_bufs,
         kv_buffers=kv_bufs,
+        kv_size_bytes=kv_logical,  # what the KV cache needs, also known in a dry run
         compute_buffers=compute_bufs,
         output_buffers=output_bufs,
         flash_attn_used=flash,
@@ -160,3 +166,34 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def probe_in_child(spec: dict[str, Any], *, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Run :func:`run` in a fresh child process, so a crash or an out-of-memory kill of llama.cpp
+    only costs this call. Raises ``EngineError`` with what the child said."""
+    import subprocess
+
+    from app.core.errors import EngineError
+
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "app.engine.memory_probe", json.dumps(spec)],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"llama.cpp did not finish within {timeout_s:.0f} s.") from None
+    last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    try:
+        data = json.loads(last) if last else {}
+    except json.JSONDecodeError:
+        data = {}
+    if out.returncode != 0 or "error" in data:
+        if out.returncode < 0:
+            cause = f"it was killed by signal {-out.returncode}"
+        else:
+            cause = str(data.get("error") or f"exit code {out.returncode}")
+        raise EngineError(
+            f"The llama.cpp process failed: {cause}.",
+            hint="The file may be damaged or need a newer llama.cpp.",
+        )
+    return data
