@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from app.core import quant_recipe
 from app.core.estimate import MemoryEstimate, RunSettings, estimate, tensors_for
+from app.core.gguf_header import TensorInfo
 from app.core.model_info import ModelInfo
 from app.core.quality import Quality, quality_of
 from app.core.speed import SpeedEstimate, predict_speed
@@ -167,7 +168,13 @@ def _settings(budget: Budget, n_ctx: int, ngl: int, type_k: str) -> RunSettings:
 
 
 def best_plan(
-    model: ModelInfo, quant: str, n_ctx: int, budget: Budget, *, type_k: str = "F16", tensors=None
+    model: ModelInfo,
+    quant: str,
+    n_ctx: int,
+    budget: Budget,
+    *,
+    type_k: str = "F16",
+    tensors: tuple[TensorInfo, ...] | None = None,
 ) -> Plan:
     """The most GPU layers that fit for (quant, ctx); falls back to CPU, or reports "no"."""
     tensors = tensors if tensors is not None else tensors_for(model, quant)
