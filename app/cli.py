@@ -49,7 +49,8 @@ def cmd_hw(args: argparse.Namespace) -> int:
     print(f"        instruction sets: {', '.join(cpu.isa) or 'none detected'}")
     print(f"RAM     {format_bytes(profile.ram_total_bytes)} total, {format_bytes(profile.ram_available_bytes)} available")
     if profile.ram_bandwidth_bytes_s:
-        print(f"        bandwidth ~{profile.ram_bandwidth_bytes_s / 1e9:.1f} GB/s (measured)")
+        how = "measured" if profile.ram_bandwidth_measured else "assumed; not measured"
+        print(f"        bandwidth ~{profile.ram_bandwidth_bytes_s / 1e9:.1f} GB/s ({how})")
     if not profile.gpus:
         print("GPU     none found")
     for g in profile.gpus:

@@ -105,11 +105,19 @@ class DeviceMemory:
     repack_bytes: int = 0
     runtime_bytes: int = 0  # process baseline (CPU) or driver context (GPU)
     n_layers: int = 0
+    # Mapped file pages read once at load and not used again (repacked or offloaded tensors):
+    # part of the resident set until the kernel needs the memory, not part of what must fit.
+    reclaimable_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
         return (self.weights_bytes + self.kv_bytes + self.compute_bytes + self.output_bytes
                 + self.repack_bytes + self.runtime_bytes)  # fmt: skip
+
+    @property
+    def resident_bytes(self) -> int:
+        """What ``top`` shows right after loading: what must fit plus reclaimable file pages."""
+        return self.total_bytes + self.reclaimable_bytes
 
     def to_dict(self) -> dict[str, int | str]:
         return {
@@ -122,6 +130,7 @@ class DeviceMemory:
             "runtime_bytes": self.runtime_bytes,
             "n_layers": self.n_layers,
             "total_bytes": self.total_bytes,
+            "reclaimable_bytes": self.reclaimable_bytes,
         }
 
 
@@ -140,6 +149,11 @@ class MemoryEstimate:
     @property
     def ram_bytes(self) -> int:
         return sum(d.total_bytes for d in self.devices if d.device == "CPU")
+
+    @property
+    def rss_bytes(self) -> int:
+        """Predicted peak resident set of the process (includes reclaimable mapped pages)."""
+        return self.device("CPU").resident_bytes
 
     @property
     def vram_bytes(self) -> int:
@@ -171,8 +185,16 @@ def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, c
     if n_kv == 0:
         return 0
     cells = cells_swa if model.swa_layers[il] else cells_full
-    k = ggml_types.row_bytes(s.type_k, n_kv * model.head_dim_k)
-    v = ggml_types.row_bytes(s.type_v, n_kv * model.head_dim_v)
+    try:
+        k = ggml_types.row_bytes(s.type_k, n_kv * model.head_dim_k)
+        v = ggml_types.row_bytes(s.type_v, n_kv * model.head_dim_v)
+    except ValueError:
+        # llama.cpp refuses such a context too: quantized rows must be whole blocks.
+        raise EstimateError(
+            f"A {s.type_k}/{s.type_v} KV cache does not fit this model's head size "
+            f"({model.head_dim_k}).",
+            hint="Use an F16 or Q8_0 KV cache.",
+        ) from None
     return (k + v) * cells
 
 
@@ -268,9 +290,9 @@ def estimate(
         offsets.append(t.offset_bytes if real_offsets else pos)
         pos += (t.n_bytes + 31) // 32 * 32
     span_lo, span_hi = None, 0  # llama.cpp keeps mapped only the span of CPU-mapped tensors
-    cpu_plain = 0  # CPU tensors read into RAM as they are (no mmap), or mapped and touched
-    skipped_in_span: list[tuple[int, int]] = []  # untouched untied embedding inside the span
-    for t, off in zip(tensors, offsets, strict=False):
+    cpu_plain = 0  # CPU tensors used as they are: read into RAM (no mmap) or mapped and touched
+    elsewhere: list[tuple[int, int]] = []  # repacked or offloaded: read once at load, then unused
+    for t, off in zip(tensors, offsets, strict=True):
         nbytes = t.n_bytes
         li = layer_of(t.name)
         if li is not None and li < model.n_layer:
@@ -284,27 +306,26 @@ def estimate(
             add(out_dev, "weights", nbytes)  # the output matmul needs its own copy on the GPU
         if dev != "CPU":
             add(dev, "weights", nbytes)
+            elsewhere.append((off, nbytes))
             continue
         repacked = (t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
                     and t.name != "token_embd.weight")  # fmt: skip
         if repacked:
             add("CPU", "repack", nbytes)
+            elsewhere.append((off, nbytes))
             continue
         span_lo = off if span_lo is None else min(span_lo, off)
         span_hi = max(span_hi, off + nbytes)
-        untouched = t.name == "token_embd.weight" and not model.tied_embeddings
-        if untouched:
-            # get_rows reads one row per token: an untied input embedding stays on disk.
-            skipped_in_span.append((off, nbytes))
-        else:
-            cpu_plain += nbytes
+        if t.name == "token_embd.weight" and not model.tied_embeddings:
+            continue  # get_rows reads one row per token: an untied input embedding stays on disk
+        cpu_plain += nbytes
+    add("CPU", "weights", cpu_plain)
     if s.use_mmap and span_lo is not None:
-        # Every page inside the mapped span was read at load (CPU tensors, repacked ones, and
-        # GPU tensors uploaded from the mapping) and stays resident while mapped.
-        resident = span_hi - span_lo - sum(n for o, n in skipped_in_span if span_lo <= o < span_hi)
-        add("CPU", "weights", resident)
-    else:
-        add("CPU", "weights", cpu_plain)
+        # Pages of repacked and offloaded tensors inside the mapped span were read at load and
+        # stay resident while mapped (measured: SmolLM2 as Q4_0 peaks at mapped + repack). They
+        # are clean file pages the kernel drops under pressure, so they count in RSS, not in fit.
+        lo, hi = span_lo, span_hi
+        add("CPU", "reclaimable", sum(n for o, n in elsewhere if lo <= o < hi))
 
     cells_full, cells_swa = kv_cells(model, s)
     for il in range(model.n_layer):
@@ -337,6 +358,7 @@ def estimate(
                 repack_bytes=a.get("repack", 0),
                 runtime_bytes=a.get("runtime", 0),
                 n_layers=a.get("layers", 0),
+                reclaimable_bytes=a.get("reclaimable", 0),
             )
         )
     return MemoryEstimate(

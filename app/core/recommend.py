@@ -31,6 +31,8 @@ DEFAULT_MIN_TOK_S = 5.0
 # Quality differences below this mean KLD are invisible in use (Q8_0 vs F16 is 0.00136):
 # prefer the smaller file then.
 SAME_QUALITY_KLD = 0.0015
+# "good" in app.core.quality's bands (Q4_K_M: 0.031): the least we settle for to gain speed.
+GOOD_KLD = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class Plan:
             "n_ctx": self.n_ctx,
             "n_gpu_layers": self.n_gpu_layers,
             "type_k": self.type_k,
-            "fits": self.fits,
+            "fits": self.fits != "no",
+            "placement": self.fits if self.fits != "no" else None,  # "gpu" | "partial" | "cpu"
             "ram_bytes": self.ram_bytes,
             "vram_bytes": self.vram_bytes,
             "file_bytes": self.file_bytes,
@@ -255,12 +258,17 @@ def _pick(plans: list[Plan], min_tok_s: float) -> Plan | None:
     fitting = [p for p in plans if p.fits != "no" and p.dominated_by is None]
     if not fitting:
         return None
-    usable = [p for p in fitting if p.speed.tok_s >= min_tok_s] or fitting
+    usable = [p for p in fitting if p.speed.tok_s >= min_tok_s]
+    if not usable:
+        # Too slow whatever we pick: shaving bits buys little speed and costs real quality, so
+        # keep at least "good" quality (Q4_K_M-like) at its smallest file; say it is slow.
+        good = [p for p in fitting if p.quality.kld <= GOOD_KLD]
+        if good:
+            return min(good, key=lambda p: (p.file_bytes, p.quality.kld))
+        return min(fitting, key=lambda p: p.quality.kld)
     best_kld = min(p.quality.kld for p in usable)
     # Among plans of practically equal quality take the smallest file (faster, more headroom).
     near = [p for p in usable if p.quality.kld - best_kld < SAME_QUALITY_KLD]
-    if usable is fitting and not any(p.speed.tok_s >= min_tok_s for p in fitting):
-        return max(fitting, key=lambda p: (p.speed.tok_s, -p.quality.kld))
     return min(near, key=lambda p: (p.file_bytes, -p.speed.tok_s))
 
 

@@ -74,7 +74,7 @@ def measure(path: Path, n_ctx: int, isa: tuple[str, ...]) -> dict[str, object]:
     run = json.loads(out.stdout)
     model = model_from_gguf(path)
     est = estimate(model, None, RunSettings(n_ctx=n_ctx, flash_attn=True, cpu_isa=isa))
-    predicted = est.ram_bytes
+    predicted = est.rss_bytes  # peak RSS includes reclaimable mapped pages
     measured = int(run["peak_rss_bytes"])
     cpu = est.device("CPU")
     return {
@@ -85,7 +85,8 @@ def measure(path: Path, n_ctx: int, isa: tuple[str, ...]) -> dict[str, object]:
         "measured_bytes": measured,
         "error": (predicted - measured) / measured,
         "predicted": {"weights": cpu.weights_bytes, "repack": cpu.repack_bytes, "kv": cpu.kv_bytes,
-                      "compute": cpu.compute_bytes, "output": cpu.output_bytes, "runtime": cpu.runtime_bytes},
+                      "compute": cpu.compute_bytes, "output": cpu.output_bytes, "runtime": cpu.runtime_bytes,
+                      "reclaimable": cpu.reclaimable_bytes, "fit_ram": est.ram_bytes},
         "llama_cpp_buffers": {"model": run["model_buffers"], "kv": run["kv_buffers"],
                               "compute": run["compute_buffers"], "output": run["output_buffers"]},
         "decode_tok_s": run.get("decode_tok_s"),
