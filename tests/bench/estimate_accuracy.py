@@ -47,7 +47,6 @@ def _isa() -> tuple[str, ...]:
 def synthetic_model(catalog_id: str, quant: str) -> Path:
     """Write (once) the F16 model with real shapes, then quantize it with llama.cpp."""
     from app.core.catalog import find_entry
-
     from tests.synthetic import quantize_gguf, write_synthetic_gguf
 
     CACHE.mkdir(parents=True, exist_ok=True)
