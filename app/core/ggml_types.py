@@ -6,6 +6,7 @@ llama.cpp ``ggml/src/ggml-common.h``), so they follow the file format as it grow
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 
@@ -56,7 +57,4 @@ def row_bytes(name: str, n_per_row: int) -> int:
 
 def tensor_bytes(name: str, shape: tuple[int, ...]) -> int:
     """Bytes of a tensor of ``shape`` (ggml order: ``shape[0]`` is the row length)."""
-    n_rows = 1
-    for dim in shape[1:]:
-        n_rows *= dim
-    return row_bytes(name, shape[0]) * n_rows
+    return row_bytes(name, shape[0]) * math.prod(shape[1:])

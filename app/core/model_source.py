@@ -30,14 +30,14 @@ def load_model(spec: str) -> ModelInfo:
         return model_from_gguf(path)
     if path.is_dir():
         return model_from_checkpoint(path)
-    from app.core import catalog
+    from app.core.catalog import find_entry_or_none, suggest
 
-    entry = catalog.find_entry_or_none(spec)
+    entry = find_entry_or_none(spec)
     if entry is not None:
         return model_from_catalog(entry)
     if _REPO_ID.match(spec) and not spec.endswith(".gguf"):
         return model_from_repo(spec)
-    hint = catalog.suggest(spec)
+    hint = suggest(spec)
     raise ModelNotFoundError(
         f"No model file, folder, catalog entry or Hub repo called {spec!r}.",
         hint=(f"Did you mean {hint}?" if hint else "Run `tailorlm catalog` to see the built-in models."),
@@ -148,9 +148,9 @@ def model_from_repo(repo_id: str) -> ModelInfo:
             f"The Hub has no repo {repo_id!r} (or it is private).", hint="Check the name, or set HF_TOKEN."
         ) from None
     except EntryNotFoundError:
-        from app.core import catalog
+        from app.core.catalog import find_by_gguf_repo
 
-        entry = catalog.find_by_gguf_repo(repo_id)
+        entry = find_by_gguf_repo(repo_id)
         if entry is not None:
             return model_from_catalog(entry)
         raise ModelReadError(

@@ -9,6 +9,7 @@ can read remote headers with range requests.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,7 @@ class SafeTensor:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 def read_safetensors_header(source: ByteSource, *, name: str = "safetensors file") -> tuple[SafeTensor, ...]:

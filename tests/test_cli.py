@@ -1,0 +1,136 @@
+"""The command line as a user or a script runs it: real files, real exit codes, real JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def tailorlm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_hw_json_describes_this_machine() -> None:
+    out = tailorlm("hw", "--json", "--no-bandwidth")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["ram_total_bytes"] > data["ram_available_bytes"] > 0
+    assert data["cpu"]["logical_cores"] >= 1
+    assert isinstance(data["gpus"], list)
+
+
+def test_hw_overrides_what_if() -> None:
+    data = json.loads(tailorlm("hw", "--json", "--no-bandwidth", "--ram", "16GB", "--vram", "8GiB").stdout)
+    assert data["ram_total_bytes"] == 16_000_000_000
+    assert data["gpus"][0]["vram_total_bytes"] == 8 << 30
+
+
+def test_advise_gguf_json(smollm2_path: Path) -> None:
+    out = tailorlm("advise", str(smollm2_path), "--json", "--no-bandwidth", "--ctx", "4096")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    plans = data["plans"]
+    assert {"quant", "n_ctx", "n_gpu_layers", "fits", "ram_bytes", "vram_bytes", "breakdown", "tok_s", "quality"} <= set(plans[0])
+    assert "Q4_1" in {p["quant"] for p in plans}  # the file's own quant is a plan
+    assert all(p["n_ctx"] == 4096 for p in plans)
+    rec = data["recommended"]
+    assert rec is not None and rec["fits"] is True
+    assert rec["ram_bytes"] == sum(d["total_bytes"] for d in rec["breakdown"] if d["device"] == "CPU")
+    assert data["reasons"] and all(isinstance(r, str) for r in data["reasons"])
+
+
+def test_advise_with_a_hypothetical_gpu_offloads(gemma3_path: Path) -> None:
+    data = json.loads(tailorlm("advise", str(gemma3_path), "--json", "--no-bandwidth", "--vram", "8GB").stdout)
+    rec = data["recommended"]
+    assert rec["placement"] == "gpu" and rec["n_gpu_layers"] == 19 and rec["vram_bytes"] > 0
+
+
+def test_advise_too_little_ram_says_so(gemma3_path: Path) -> None:
+    out = tailorlm("advise", str(gemma3_path), "--json", "--no-bandwidth", "--ram", "1.2GB")
+    data = json.loads(out.stdout)
+    assert out.returncode == 0
+    assert data["recommended"] is None
+    assert "does not fit" in data["reasons"][0]
+
+
+def test_advise_human_table(gemma3_path: Path) -> None:
+    out = tailorlm("advise", str(gemma3_path), "--no-bandwidth")
+    assert out.returncode == 0, out.stderr
+    assert "<- recommended" in out.stdout and "Q4_K_M" in out.stdout and "Q8_0" in out.stdout
+
+
+def test_advise_dry_run_agrees_with_llama_cpp(smollm2_path: Path) -> None:
+    data = json.loads(tailorlm("advise", str(smollm2_path), "--json", "--no-bandwidth", "--dry-run").stdout)
+    check = data["dry_run"]
+    assert check["llama_cpp"]["kv"] == check["tailorlm"]["kv"]
+    assert abs(check["llama_cpp"]["compute"] - check["tailorlm"]["compute"]) < 0.01 * check["llama_cpp"]["compute"]
+
+
+def test_advise_catalog_name() -> None:
+    data = json.loads(tailorlm("advise", "qwen2.5-1.5b-instruct", "--json", "--no-bandwidth").stdout)
+    assert data["model"]["architecture"] == "qwen2"
+    assert 1.4e9 < data["model"]["n_params"] < 1.7e9
+
+
+def test_catalog_lists_best_first() -> None:
+    out = tailorlm("catalog", "--json", "--no-bandwidth", "--ram", "8GB")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) >= 20
+    runnable = [r for r in rows if r["recommended"]]
+    assert runnable and all(r["recommended"]["ram_bytes"] <= 8e9 for r in runnable)
+    first_unrunnable = next((i for i, r in enumerate(rows) if not r["recommended"]), len(rows))
+    assert all(r["recommended"] for r in rows[:first_unrunnable])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty or too short"),
+        (b"not a model at all, just text" * 4, "not a GGUF"),
+    ],
+)
+def test_bad_files_give_one_clear_line(tmp_path: Path, content: bytes, message: str) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(content)
+    out = tailorlm("advise", str(bad), "--no-bandwidth")
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_gguf(tmp_path: Path, gemma3_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    with gemma3_path.open("rb") as f:
+        cut.write_bytes(f.read(100_000_000))
+    out = tailorlm("advise", str(cut), "--no-bandwidth")
+    assert out.returncode == 2 and "truncated" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_checkpoint_without_config(tmp_path: Path) -> None:
+    out = tailorlm("advise", str(tmp_path), "--no-bandwidth")
+    assert out.returncode == 2 and "config.json" in out.stderr
+
+
+def test_unknown_architecture(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "frobnicator", "architectures": ["FrobForCausalLM"]}))
+    out = tailorlm("advise", str(tmp_path), "--no-bandwidth")
+    assert out.returncode == 2 and "frobnicator" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_size() -> None:
+    out = tailorlm("advise", "smollm2-135m-instruct", "--ram", "lots")
+    assert out.returncode == 2 and "not a size" in out.stderr
+
+
+def test_python_m_app_shows_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "app"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "advise" in out.stdout
