@@ -53,3 +53,55 @@ def test_ladder_sizes(gemma3_path: Path) -> None:
 def test_unknown_ftype(gemma3_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown quantization"):
         quant_recipe.quantized_types(_info(gemma3_path), "Q9_X")
+
+
+# --- against llama.cpp's own quantizer ---------------------------------------------------------
+# Tiny models with the structure of real ones: 16 layers so use_more_bits() picks a real pattern,
+# widths that are and are not multiples of 256, GQA ratios on both sides of 4, fused tensors
+# (phi3), stacked experts (qwen3_moe), tied and untied embeddings.
+RECIPE_MODELS = {
+    "llama-gqa4": {"model_type": "llama", "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 16,
+                   "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 2048,
+                   "max_position_embeddings": 4096, "tie_word_embeddings": False},
+    "smollm-odd-widths": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+                          "num_hidden_layers": 16, "num_attention_heads": 9, "num_key_value_heads": 3,
+                          "vocab_size": 2048, "max_position_embeddings": 4096, "tie_word_embeddings": True},
+    "gemma3": {"model_type": "gemma3_text", "hidden_size": 640, "intermediate_size": 2048, "num_hidden_layers": 12,
+               "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 2048,
+               "max_position_embeddings": 4096, "sliding_window": 512},
+    "phi3": {"model_type": "phi3", "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 8,
+             "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 2048,
+             "max_position_embeddings": 4096, "original_max_position_embeddings": 4096, "sliding_window": None},
+    "qwen3moe": {"model_type": "qwen3_moe", "hidden_size": 512, "intermediate_size": 1024,
+                 "moe_intermediate_size": 256, "num_hidden_layers": 8, "num_attention_heads": 8,
+                 "num_key_value_heads": 2, "head_dim": 64, "num_experts": 8, "num_experts_per_tok": 2,
+                 "vocab_size": 2048, "max_position_embeddings": 4096},
+}  # fmt: skip
+FTYPES = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "IQ4_XS"]
+
+
+@pytest.fixture(scope="module")
+def f16_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.synthetic import write_synthetic_gguf
+
+    folder = tmp_path_factory.mktemp("recipe")
+    return {name: write_synthetic_gguf(cfg, folder / f"{name}-F16.gguf") for name, cfg in RECIPE_MODELS.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RECIPE_MODELS))
+def test_recipe_matches_llama_cpp_quantizer(name: str, f16_models: dict[str, Path], tmp_path: Path) -> None:
+    from tests.synthetic import quantize_gguf
+
+    source = _info(f16_models[name])
+    for ftype in FTYPES:
+        out = quantize_gguf(f16_models[name], tmp_path / f"{name}-{ftype}.gguf", ftype)
+        real = read_gguf_file(out)
+        actual = {t.name: t.type_name for t in real.tensors}
+        predicted = quant_recipe.quantized_types(source, ftype)
+        wrong = {n: (predicted[n], actual[n]) for n in actual if predicted[n] != actual[n]}
+        assert not wrong, f"{name} {ftype}: (predicted, llama.cpp) {wrong}"
+        assert quant_recipe.file_bytes(quant_recipe.quantized_tensors(source, ftype)) == (
+            real.file_size_bytes - real.data_offset_bytes
+        )
+        out.unlink()
