@@ -192,8 +192,14 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         model = model_from_catalog(entry)
         advice = advise(model, budget, n_ctx=args.ctx, contexts=(args.ctx,), min_tok_s=args.min_tok_s)
         rows.append((entry, advice.recommended))
-    # Best first: what runs, then the most capable (largest) model, then the best quality.
-    rows.sort(key=lambda r: (r[1] is None, -r[0].params_b, r[1].quality.kld if r[1] else 0.0))
+    # Best first: what runs at a usable speed, then what runs slowly, then what does not fit;
+    # within each, the most capable (largest) model first, then the best quality.
+    def rank(row: tuple[Any, Any]) -> tuple[int, float, float]:
+        entry, plan = row
+        group = 2 if plan is None else (0 if plan.speed.tok_s >= args.min_tok_s else 1)
+        return (group, -entry.params_b, plan.quality.kld if plan else 0.0)
+
+    rows.sort(key=rank)
     if args.json:
         print(json.dumps([
             {"id": e.id, "name": e.name, "params_b": e.params_b, "gguf_repos": list(e.gguf_repos),

@@ -258,14 +258,16 @@ def _pick(plans: list[Plan], min_tok_s: float) -> Plan | None:
     fitting = [p for p in plans if p.fits != "no" and p.dominated_by is None]
     if not fitting:
         return None
-    usable = [p for p in fitting if p.speed.tok_s >= min_tok_s]
+    # Speed never buys quality below "good" (Q4_K_M-like): a fast wrong answer helps nobody.
+    good = [p for p in fitting if p.quality.kld <= GOOD_KLD]
+    pool = good or fitting
+    usable = [p for p in pool if p.speed.tok_s >= min_tok_s]
     if not usable:
-        # Too slow whatever we pick: shaving bits buys little speed and costs real quality, so
-        # keep at least "good" quality (Q4_K_M-like) at its smallest file; say it is slow.
-        good = [p for p in fitting if p.quality.kld <= GOOD_KLD]
-        if good:
-            return min(good, key=lambda p: (p.file_bytes, p.quality.kld))
-        return min(fitting, key=lambda p: p.quality.kld)
+        # Slow whatever we pick: the smallest file of good quality is the fastest of those;
+        # with nothing good fitting, the best quality that fits. The warning says it is slow.
+        return min(good, key=lambda p: (p.file_bytes, p.quality.kld)) if good else min(
+            fitting, key=lambda p: p.quality.kld
+        )
     best_kld = min(p.quality.kld for p in usable)
     # Among plans of practically equal quality take the smallest file (faster, more headroom).
     near = [p for p in usable if p.quality.kld - best_kld < SAME_QUALITY_KLD]
@@ -313,9 +315,10 @@ def _explain(
         )
         return reasons, warnings
     q = rec.quality
-    reasons.append(
-        f"{rec.quant} is the best quality that fits: it {_where(rec, budget)} with a {rec.n_ctx:,}-token context."
-    )
+    slower_better = [p for p in at_target if p.fits != "no" and p.dominated_by is None
+                     and p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD]  # fmt: skip
+    verdict = ("the best balance of quality and speed" if slower_better else "the best quality that fits")
+    reasons.append(f"{rec.quant} is {verdict}: it {_where(rec, budget)} with a {rec.n_ctx:,}-token context.")
     loss = (f"about {100 * (1 - q.top_token_agreement):.0f} % of next-token choices differ from F16"
             if q.top_token_agreement not in (None, 1.0) else f"mean KL divergence {q.kld:.4f} from F16")  # fmt: skip
     if q.kld == 0:

@@ -91,3 +91,15 @@ def test_requested_context_is_used(smollm2_path: Path, ctx: int) -> None:
     advice = advise(_info(smollm2_path), cpu_budget(16 * GIB), n_ctx=ctx)
     assert advice.recommended is not None and advice.recommended.n_ctx == ctx
     assert {p.n_ctx for p in advice.plans} == {ctx}
+
+
+def test_slow_machine_keeps_good_quality_instead_of_chasing_speed() -> None:
+    from app.core.model_source import load_model
+
+    model = load_model("llama-3.1-8b-instruct")
+    advice = advise(model, Budget(ram_bytes=16 * GIB, ram_bandwidth_bytes_s=8e9))
+    rec = advice.recommended
+    assert rec is not None
+    assert all(p.speed.tok_s < 5 for p in advice.plans)  # nothing is comfortable on this machine
+    assert rec.quant == "Q4_K_M"  # not Q2_K: a few tenths of a token per second are not worth it
+    assert any("slow" in w for w in advice.warnings)
