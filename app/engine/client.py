@@ -67,8 +67,12 @@ class EngineClient:
         self._inbox = queue.Queue()
         self.stderr_tail = []
         assert self._proc.stdout is not None and self._proc.stderr is not None
-        threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True, name="engine-out").start()
-        threading.Thread(target=self._read_err, args=(self._proc.stderr,), daemon=True, name="engine-err").start()
+        self._readers = [
+            threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True, name="engine-out"),
+            threading.Thread(target=self._read_err, args=(self._proc.stderr,), daemon=True, name="engine-err"),
+        ]
+        for t in self._readers:
+            t.start()
 
     def _read(self, stream: IO[bytes]) -> None:
         for line in stream:
@@ -92,9 +96,19 @@ class EngineClient:
         except (BrokenPipeError, OSError):
             raise self._died() from None
 
+    def _reap(self, proc: subprocess.Popen[bytes]) -> int:
+        code = proc.wait(timeout=5)
+        for t in getattr(self, "_readers", []):
+            t.join(timeout=2)  # they end at EOF, once the process is gone
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        return code
+
     def _died(self) -> EngineError:
         proc = self._proc
-        code = proc.wait(timeout=5) if proc is not None else 0
+        code = self._reap(proc) if proc is not None else 0
         self._proc = None
         self.loaded = None
         stage = {"load": "while loading the model", "generate": "while writing an answer"}.get(self._stage, "")
@@ -119,11 +133,11 @@ class EngineClient:
         try:
             if proc.stdin:
                 proc.stdin.write(P.encode(P.Shutdown()))
-                proc.stdin.close()
-            proc.wait(timeout=5)
+                proc.stdin.flush()
+            self._reap(proc)
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
-            proc.wait()
+            self._reap(proc)
 
     def kill(self) -> None:
         """Stop the model process at once (a stuck load, or a test of crash handling)."""
