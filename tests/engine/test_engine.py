@@ -96,7 +96,7 @@ def test_corrupt_file_is_a_load_error_not_a_crash(tmp_path: Path, smollm2_path: 
     with smollm2_path.open("rb") as f:
         bad.write_bytes(f.read(5_000_000))  # truncated: header fine, tensors missing
     with EngineClient() as client:
-        with pytest.raises(EngineError, match="could not load bad.gguf"):
+        with pytest.raises(EngineError, match=r"could not load bad\.gguf"):
             client.load(P.Load(model_path=str(bad), n_ctx=512))
         assert client.pid is not None  # the model process survived and serves the next load
         client.load(P.Load(model_path=str(smollm2_path), n_ctx=512, n_threads=2))
