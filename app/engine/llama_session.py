@@ -250,7 +250,7 @@ class LlamaSession:
             tok = sample(smpl, ctx, -1)
             if n_gen == 0:
                 stats.ttft_s = time.perf_counter() - t_req
-            if is_eog(vocab, tok):
+            if is_eog(vocab, tok) and not s.ignore_eos:
                 stop_reason = "eos"
                 break
             n_gen += 1

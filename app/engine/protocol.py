@@ -48,6 +48,7 @@ class Sampling:
     seed: int = -1  # -1 = random
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # benchmarks: always produce max_tokens, as llama-bench does
 
 
 @dataclass(frozen=True)
