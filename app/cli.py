@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from app import __version__
@@ -217,6 +218,112 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat_plan(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The load request for ``chat``: the advisor's plan for this file (``--ngl auto``) or the user's."""
+    from app.core.estimate import RunSettings
+    from app.core.model_source import model_from_gguf
+    from app.core.recommend import best_plan
+    from app.engine.protocol import Load
+
+    path = Path(args.model).expanduser()
+    if not path.is_file():
+        raise TailorError(f"{args.model} is not a .gguf file.", hint="Give the path of a downloaded GGUF model.")
+    model = model_from_gguf(path)
+    ctx = args.ctx or min(4096, model.n_ctx_train or 4096)
+    if args.ngl == "auto":
+        plan = best_plan(model, model.file_type or "?", ctx, _budget(args, _profile(args)))
+        if plan.fits == "no":
+            raise TailorError(
+                f"{model.name} as {plan.quant} needs {format_bytes(plan.ram_bytes)} of RAM with a {ctx:,}-token "
+                "context; this machine cannot give it that.",
+                hint="Try a smaller --ctx, or a smaller quantization (`tailorlm advise` lists them).",
+            )
+        ngl, predicted = plan.n_gpu_layers, {"ram_bytes": plan.ram_bytes, "vram_bytes": plan.vram_bytes}
+    else:
+        ngl, predicted = int(args.ngl), {}
+    s = RunSettings(n_ctx=ctx, n_gpu_layers=ngl)
+    load = Load(model_path=str(path), n_ctx=ctx, n_gpu_layers=ngl, n_threads=args.threads or 0,
+                type_k=s.type_k, type_v=s.type_v, flash_attn="on" if s.flash_attn else "off")  # fmt: skip
+    return load, {"quant": model.file_type, "predicted": predicted}
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from app.core.chat_store import ChatStore
+    from app.engine import protocol as P
+    from app.engine.chat import ChatSession, Trimmed
+    from app.engine.client import EngineClient
+
+    load, plan = _chat_plan(args)
+    sampling = P.Sampling(temperature=args.temperature, max_tokens=args.max_tokens,
+                          seed=args.seed if args.seed is not None else -1)  # fmt: skip
+    with EngineClient() as client, ChatStore() as store:
+        session = ChatSession(client, store, load, system_prompt=args.system or "", sampling=sampling, plan=plan)
+        loaded = session.start()
+        template_note = session.template.describe() if session.template else ""
+        if args.prompt is not None:
+            return _chat_once(session, args.prompt, loaded, template_note, plan, as_json=args.json)
+        print(f"{Path(load.model_path).name}: {loaded.n_ctx:,}-token context, {load.n_gpu_layers} GPU layers, "
+              f"loaded in {loaded.load_s:.1f} s. {template_note}")  # fmt: skip
+        print("Type a message; Ctrl+C stops an answer, Ctrl+C at the prompt (or Ctrl+D) exits.")
+        while True:
+            try:
+                text = input("\n> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            if not text:
+                continue
+            gen = session.send(text)
+            done = None
+            try:
+                for ev in gen:
+                    if isinstance(ev, Trimmed):
+                        print(f"[left out {ev.n_messages} older messages to fit the context]")
+                    elif isinstance(ev, P.TokenChunk):
+                        print(ev.text, end="", flush=True)
+                    else:
+                        done = ev
+            except KeyboardInterrupt:
+                session.cancel()
+                for ev in gen:
+                    if isinstance(ev, P.Done):
+                        done = ev
+            if done is not None:
+                print(f"\n[{done.n_gen_tokens} tokens, {done.gen_tok_s:.1f} tok/s, first token after "
+                      f"{done.ttft_ms:.0f} ms, {format_bytes(done.rss_bytes)} RAM"
+                      f"{', stopped' if done.stop_reason == 'cancelled' else ''}]")  # fmt: skip
+
+
+def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan: dict[str, Any], *,
+               as_json: bool) -> int:  # fmt: skip
+    from app.engine import protocol as P
+
+    text, done = [], None
+    for ev in session.send(prompt):
+        if isinstance(ev, P.TokenChunk):
+            text.append(ev.text)
+            if not as_json:
+                print(ev.text, end="", flush=True)
+        elif isinstance(ev, P.Done):
+            done = ev
+    if as_json:
+        out = {
+            "text": "".join(text).strip(),
+            "template": template_note,
+            "load": {"load_s": loaded.load_s, "n_ctx": loaded.n_ctx, "flash_attn": loaded.flash_attn,
+                     "buffers": loaded.buffers, "rss_bytes": loaded.rss_bytes},
+            "plan": plan,
+            "metrics": None if done is None else {k: getattr(done, k) for k in (
+                "stop_reason", "n_prompt_tokens", "n_gen_tokens", "ttft_ms", "prompt_tok_s", "gen_tok_s",
+                "rss_bytes", "peak_rss_bytes")},
+            "conversation_id": session.conversation_id,
+        }  # fmt: skip
+        print(json.dumps(out, indent=2))
+    else:
+        print()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tailorlm",
@@ -251,6 +358,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_cat.add_argument("--min-tok-s", type=float, default=5.0, help="slowest acceptable generation speed")
     hardware_flags(p_cat)
     p_cat.set_defaults(func=cmd_catalog)
+
+    p_chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal (streaming)")
+    p_chat.add_argument("model", help="a .gguf file")
+    p_chat.add_argument("--ctx", type=int, metavar="N", help="context length (default 4096)")
+    p_chat.add_argument("--ngl", default="auto", metavar="N|auto", help="GPU layers; auto = the advisor's plan")
+    p_chat.add_argument("--system", metavar="TEXT", help="system prompt")
+    p_chat.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
+    p_chat.add_argument("--temperature", type=float, default=0.7)
+    p_chat.add_argument("--max-tokens", type=int, default=512)
+    p_chat.add_argument("--seed", type=int)
+    p_chat.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p_chat.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
+    hardware_flags(p_chat)
+    p_chat.set_defaults(func=cmd_chat)
     return parser
 
 

@@ -193,6 +193,9 @@ class LlamaSession:
         L = self.L
         t_req = time.perf_counter()
         tokens = self.tokenize(prompt)
+        bos = L.llama_vocab_bos(self.vocab)
+        if len(tokens) > 1 and tokens[0] == bos and tokens[1] == bos:
+            tokens = tokens[1:]  # the template wrote <bos> and the vocab adds one too
         n_ctx = L.llama_n_ctx(self.ctx)
         stats.n_prompt_tokens = len(tokens)
         if len(tokens) >= n_ctx:

@@ -1,0 +1,128 @@
+"""A conversation with a loaded model: history from the store, the chat template, trimming to
+the context, streaming through the engine, and every finished (or stopped) answer saved.
+
+Shared by the CLI and the GUI; a plain object whose long calls are generators of events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.core.chat_store import ChatStore, Message
+from app.core.chat_template import ChatTemplate, render_with_fallback, select_template, trim_history
+from app.core.gguf_header import read_gguf_file
+from app.engine import protocol as P
+from app.engine.client import EngineClient
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """Older turns were left out so the prompt fits the context (the user is told)."""
+
+    n_messages: int
+
+
+@dataclass
+class Answer:
+    """What one reply produced, for the UI and for ``--json``."""
+
+    text: str = ""
+    done: P.Done | None = None
+    message_id: int | None = None
+    trimmed: int = 0
+    first_token_s: float | None = None  # wall time in the app from send to first text
+    chunks: list[str] = field(default_factory=list)
+
+
+class ChatSession:
+    def __init__(self, client: EngineClient, store: ChatStore, load: P.Load, *, system_prompt: str = "",
+                 sampling: P.Sampling | None = None, conversation_id: int | None = None,
+                 plan: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.client = client
+        self.store = store
+        self.load_request = load
+        self.system_prompt = system_prompt
+        self.sampling = sampling or P.Sampling()
+        self.plan = plan or {}
+        self.conversation_id = conversation_id
+        self.template: ChatTemplate | None = None
+        self.loaded: P.Loaded | None = None
+        header = read_gguf_file(load.model_path)
+        self._metadata = header.metadata
+        self._arch = header.architecture
+        self._name = str(header.metadata.get("general.name") or Path(load.model_path).stem)
+
+    def start(self, on_progress: Any = None) -> P.Loaded:
+        self.loaded = self.client.load(self.load_request, on_progress=on_progress)
+        self.template = select_template(self._metadata, architecture=self._arch, name_hint=self._name)
+        if self.conversation_id is None:
+            conv = self.store.create_conversation(
+                title="New chat", model=self.load_request.model_path,
+                plan={**self.plan, **{k: v for k, v in asdict(self.load_request).items() if k != "model_path"}},
+                settings={"system_prompt": self.system_prompt, "sampling": asdict(self.sampling)},
+            )  # fmt: skip
+            self.conversation_id = conv.id
+        return self.loaded
+
+    # --- turns ---------------------------------------------------------------------------
+
+    def send(self, text: str) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
+        assert self.conversation_id is not None, "start() first"
+        thread = self.store.thread(self.conversation_id)
+        parent = thread[-1].id if thread else None
+        if not thread and self.system_prompt:
+            parent = self.store.add_message(self.conversation_id, role="system", content=self.system_prompt).id
+        user = self.store.add_message(self.conversation_id, role="user", content=text, parent_id=parent)
+        if not thread:
+            self.store.rename(self.conversation_id, text[:60])
+        yield from self._answer(self.store.thread(self.conversation_id, leaf_id=user.id), user.id)
+
+    def regenerate(self) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
+        assert self.conversation_id is not None
+        history, parent_id = self.store.branch_for_regenerate(self.conversation_id)
+        yield from self._answer(history, parent_id)
+
+    def edit(self, message_id: int, new_text: str) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
+        assert self.conversation_id is not None
+        user = self.store.edit_user_message(message_id, new_text)
+        yield from self._answer(self.store.thread(self.conversation_id, leaf_id=user.id), user.id)
+
+    def cancel(self) -> None:
+        self.client.cancel()
+
+    def _answer(self, history: list[Message], parent_id: int | None) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
+        assert self.loaded is not None and self.template is not None and self.conversation_id is not None
+        messages = [{"role": m.role, "content": m.content} for m in history]
+        budget = self.loaded.n_ctx - self.sampling.max_tokens
+        kept, dropped = trim_history(
+            messages, count_tokens=self.client.count_tokens, budget_tokens=max(budget, self.loaded.n_ctx // 2),
+            template=self.template, bos_token=self.loaded.bos_token, eos_token=self.loaded.eos_token,
+        )  # fmt: skip
+        if dropped:
+            yield Trimmed(dropped)
+        prompt, used = render_with_fallback(self.template, kept, bos_token=self.loaded.bos_token,
+                                            eos_token=self.loaded.eos_token)  # fmt: skip
+        if used is not self.template:
+            self.template = used  # the file's template failed: keep the fallback for this chat
+        sampling = P.Sampling(**{**asdict(self.sampling), "stop": tuple(self.sampling.stop) + used.stop_strings})
+        text: list[str] = []
+        done: P.Done | None = None
+        t0 = time.perf_counter()
+        try:
+            for ev in self.client.generate(prompt, sampling):
+                if isinstance(ev, P.TokenChunk):
+                    text.append(ev.text)
+                else:
+                    done = ev
+                yield ev
+        finally:
+            answer = "".join(text).strip()
+            status = "complete" if done is not None and done.stop_reason != "cancelled" else "partial"
+            if answer or status == "complete":
+                timings = asdict(done) if done is not None else {"wall_s": time.perf_counter() - t0}
+                self.store.add_message(self.conversation_id, role="assistant", content=answer, status=status,
+                                       parent_id=parent_id, timings=timings, model=self._name)  # fmt: skip
