@@ -198,7 +198,9 @@ def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, c
     return (k + v) * cells
 
 
-def compute_buffer_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:
+def compute_buffer_bytes(
+    model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int, *, filled_tokens: int | None = None
+) -> int:
     """Peak of llama.cpp's graph allocation for a worst-case ubatch (CPU backend).
 
     Fitted to dry runs (``app.engine.memory_probe`` with ``dry_run``) of llama-shaped models
@@ -206,7 +208,14 @@ def compute_buffer_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cell
     live; without flash attention the attention stage keeps 3·n_embd + 2·(q width) + 2·(kv width)
     floats per token plus the f32 scores (n_head·n_kv per token). The KQ masks (f16 with flash
     attention, f32 without) are inputs that live through the whole graph, one per cache kind.
+
+    llama.cpp reserves the buffer for a full cache; a graph only spans the cells in use, padded
+    to 256 (``llama_kv_cache::get_n_kv``). With ``filled_tokens`` the result is the part a run
+    with that many tokens in the context has touched — what the resident set shows.
     """
+    if filled_tokens is not None:
+        used = _pad(max(filled_tokens, 1), KV_PAD_CELLS)
+        cells_full, cells_swa = min(cells_full, used), min(cells_swa, used)
     ub = min(s.n_ubatch, s.n_batch)
     e = model.n_embd
     ff = max(model.n_ff, model.n_ff_expert * max(model.n_expert_used, 1))
@@ -263,10 +272,14 @@ def estimate(
     settings: RunSettings | None = None,
     *,
     tensors: tuple[TensorInfo, ...] | None = None,
+    filled_tokens: int | None = None,
 ) -> MemoryEstimate:
     """Memory of running ``model`` quantized to ``quant`` (None = as the file is) with ``settings``.
 
-    ``tensors`` may pass a precomputed :func:`tensors_for` table when many settings are tried.
+    By default the worst case — a full context — which is what must fit. ``filled_tokens``
+    predicts the resident memory with that many tokens in the context instead (the compute
+    buffer is only touched as far as the cache is filled). ``tensors`` may pass a precomputed
+    :func:`tensors_for` table when many settings are tried.
     """
     s = (settings or RunSettings()).validated()
     if tensors is None:
@@ -332,7 +345,7 @@ def estimate(
         add(devices[il], "kv", kv_layer_bytes(model, s, il, cells_full, cells_swa))
         add(devices[il], "layers", 1)
 
-    compute = compute_buffer_bytes(model, s, cells_full, cells_swa)
+    compute = compute_buffer_bytes(model, s, cells_full, cells_swa, filled_tokens=filled_tokens)
     gpu_devs = sorted({d for d in devices if d != "CPU"})
     for d in gpu_devs:
         add(d, "compute", compute)

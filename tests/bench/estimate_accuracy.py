@@ -61,8 +61,10 @@ def synthetic_model(catalog_id: str, quant: str) -> Path:
 
 
 def measure(path: Path, n_ctx: int, isa: tuple[str, ...]) -> dict[str, object]:
-    spec = {"model": str(path), "n_ctx": n_ctx, "flash_attn": "on", "prompt_tokens": 512, "decode_tokens": 8,
-            "n_threads": 2}  # fmt: skip
+    n_prompt = min(512, n_ctx - 16)  # one full ubatch where the context allows
+    n_decode = 8
+    spec = {"model": str(path), "n_ctx": n_ctx, "flash_attn": "on", "prompt_tokens": n_prompt,
+            "decode_tokens": n_decode, "n_threads": 2}  # fmt: skip
     t0 = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "app.engine.memory_probe", json.dumps(spec)],
@@ -72,7 +74,9 @@ def measure(path: Path, n_ctx: int, isa: tuple[str, ...]) -> dict[str, object]:
         return {"model": path.name, "n_ctx": n_ctx, "error": (out.stdout + out.stderr)[-500:]}
     run = json.loads(out.stdout)
     model = model_from_gguf(path)
-    est = estimate(model, None, RunSettings(n_ctx=n_ctx, flash_attn=True, cpu_isa=isa))
+    settings = RunSettings(n_ctx=n_ctx, flash_attn=True, cpu_isa=isa)
+    worst = estimate(model, None, settings)  # a full context: what the advisor plans with
+    est = estimate(model, None, settings, filled_tokens=n_prompt + n_decode)  # this run's fill
     predicted = est.rss_bytes  # peak RSS includes reclaimable mapped pages
     measured = int(run["peak_rss_bytes"])
     cpu = est.device("CPU")
@@ -83,6 +87,7 @@ def measure(path: Path, n_ctx: int, isa: tuple[str, ...]) -> dict[str, object]:
         "predicted_bytes": predicted,
         "measured_bytes": measured,
         "error": (predicted - measured) / measured,
+        "predicted_full_context_bytes": worst.rss_bytes,
         "predicted": {"weights": cpu.weights_bytes, "repack": cpu.repack_bytes, "kv": cpu.kv_bytes,
                       "compute": cpu.compute_bytes, "output": cpu.output_bytes, "runtime": cpu.runtime_bytes,
                       "reclaimable": cpu.reclaimable_bytes, "fit_ram": est.ram_bytes},

@@ -204,3 +204,13 @@ def test_offloading_moves_memory_from_ram_to_vram(shape, ngl: int) -> None:
     b = estimate(m, "Q4_K_M", RunSettings(n_gpu_layers=ngl + 1))
     assert b.vram_bytes >= a.vram_bytes
     assert b.device("CPU").weights_bytes + b.device("CPU").kv_bytes <= a.device("CPU").weights_bytes + a.device("CPU").kv_bytes
+
+
+def test_partly_filled_context_touches_less_compute(smollm2_path: Path) -> None:
+    m = _info(smollm2_path)
+    s = RunSettings(n_ctx=16384, flash_attn=False)
+    full = estimate(m, None, s)
+    short = estimate(m, None, s, filled_tokens=520)
+    assert short.device("CPU").compute_bytes < full.device("CPU").compute_bytes
+    assert short.device("CPU").kv_bytes == full.device("CPU").kv_bytes  # the cache is cleared: all resident
+    assert estimate(m, None, s, filled_tokens=16384).device("CPU").compute_bytes == full.device("CPU").compute_bytes
