@@ -1,0 +1,107 @@
+"""Conversations end to end on the real models: templates, storage, trimming, regenerate, edit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from app.core.chat_store import ChatStore
+from app.engine import protocol as P
+from app.engine.chat import ChatSession, Trimmed
+from app.engine.client import EngineClient
+
+
+def _text(events: list[object]) -> str:
+    return "".join(e.text for e in events if isinstance(e, P.TokenChunk))
+
+
+def test_conversation_is_stored_and_survives_a_restart(tmp_path: Path, smollm2_path: Path) -> None:
+    db = tmp_path / "chats.sqlite3"
+    with EngineClient() as client, ChatStore(db) as store:
+        chat = ChatSession(client, store, P.Load(model_path=str(smollm2_path), n_ctx=1024, n_threads=2),
+                           system_prompt="You are brief.", sampling=P.Sampling(temperature=0, max_tokens=24))  # fmt: skip
+        chat.start()
+        assert chat.template is not None and chat.template.source == "gguf"
+        first = list(chat.send("What is the capital of France?"))
+        assert "Paris" in _text(first)
+        list(chat.send("And of Italy?"))
+        conv_id = chat.conversation_id
+    with ChatStore(db) as store:  # a new process would see the same
+        thread = store.thread(conv_id)
+        assert [m.role for m in thread] == ["system", "user", "assistant", "user", "assistant"]
+        assert thread[2].status == "complete" and thread[2].timings and thread[2].timings["n_gen_tokens"] > 0
+        assert "Paris" in thread[2].content
+
+
+def test_cancelled_answer_is_kept_as_partial(tmp_path: Path, smollm2_path: Path) -> None:
+    with EngineClient() as client, ChatStore(tmp_path / "c.sqlite3") as store:
+        chat = ChatSession(client, store, P.Load(model_path=str(smollm2_path), n_ctx=1024, n_threads=2),
+                           sampling=P.Sampling(temperature=0.8, max_tokens=300, seed=3))  # fmt: skip
+        chat.start()
+        n = 0
+        for ev in chat.send("Write a long poem about the ocean."):
+            if isinstance(ev, P.TokenChunk):
+                n += ev.n_tokens
+                if n >= 8:
+                    chat.cancel()
+        last = store.thread(chat.conversation_id)[-1]
+        assert last.role == "assistant" and last.status == "partial" and last.content
+
+
+def test_gemma_file_without_template_uses_the_fallback(tmp_path: Path, gemma3_path: Path) -> None:
+    with EngineClient() as client, ChatStore(tmp_path / "c.sqlite3") as store:
+        chat = ChatSession(client, store, P.Load(model_path=str(gemma3_path), n_ctx=1024, n_threads=2),
+                           system_prompt="Answer briefly.", sampling=P.Sampling(temperature=0, max_tokens=8))  # fmt: skip
+        chat.start()
+        assert chat.template is not None and chat.template.source == "fallback" and chat.template.name == "Gemma"
+        assert "No chat template in the file" in chat.template.describe()
+        assert any(isinstance(e, P.Done) for e in chat.send("Hello"))
+
+
+def test_overflow_drops_oldest_turns_and_keeps_the_system_prompt(tmp_path: Path, smollm2_path: Path) -> None:
+    with EngineClient() as client, ChatStore(tmp_path / "c.sqlite3") as store:
+        chat = ChatSession(client, store, P.Load(model_path=str(smollm2_path), n_ctx=512, n_threads=2),
+                           system_prompt="SYSTEM RULE: be brief.", sampling=P.Sampling(temperature=0, max_tokens=16))  # fmt: skip
+        chat.start()
+        long = "Here is some context about the weather. " * 12  # ~100 tokens a turn
+        trimmed = []
+        for i in range(6):
+            events = list(chat.send(f"{i}: {long}"))
+            trimmed += [e.n_messages for e in events if isinstance(e, Trimmed)]
+            assert any(isinstance(e, P.Done) for e in events)  # never fails on a full context
+        assert trimmed  # older turns were left out, and the user is told
+        # what the model saw always starts with the system prompt
+        assert store.thread(chat.conversation_id)[0].content == "SYSTEM RULE: be brief."
+
+
+def test_regenerate_and_edit_make_branches(tmp_path: Path, smollm2_path: Path) -> None:
+    with EngineClient() as client, ChatStore(tmp_path / "c.sqlite3") as store:
+        chat = ChatSession(client, store, P.Load(model_path=str(smollm2_path), n_ctx=1024, n_threads=2),
+                           sampling=P.Sampling(temperature=0.9, max_tokens=12, seed=7))  # fmt: skip
+        chat.start()
+        list(chat.send("Name a fruit."))
+        first_answer = store.thread(chat.conversation_id)[-1]
+        list(chat.regenerate())
+        second_answer = store.thread(chat.conversation_id)[-1]
+        assert second_answer.id != first_answer.id and second_answer.parent_id == first_answer.parent_id
+        user = store.thread(chat.conversation_id)[-2]
+        list(chat.edit(user.id, "Name a vegetable."))
+        thread = store.thread(chat.conversation_id)
+        assert thread[-2].content == "Name a vegetable." and thread[-1].role == "assistant"
+        assert len(store.siblings(user.id)) == 2
+
+
+def test_cli_chat_once_json(tmp_path: Path, smollm2_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "chat", str(smollm2_path), "--prompt", "What is the capital of France?",
+         "--temperature", "0", "--max-tokens", "24", "--json", "--no-bandwidth", "--ctx", "1024"],
+        capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "TAILORLM_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert "Paris" in data["text"]
+    assert data["metrics"]["n_gen_tokens"] > 0 and data["metrics"]["gen_tok_s"] > 0
+    assert data["plan"]["predicted"]["ram_bytes"] > 0  # --ngl auto: the advisor's plan
