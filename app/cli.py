@@ -289,8 +289,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     if isinstance(ev, P.Done):
                         done = ev
             if done is not None:
+                predicted = plan["predicted"].get("ram_bytes") if plan.get("predicted") else None
+                pred = f" (predicted {format_bytes(predicted)})" if predicted else ""
                 print(f"\n[{done.n_gen_tokens} tokens, {done.gen_tok_s:.1f} tok/s, first token after "
-                      f"{done.ttft_ms:.0f} ms, {format_bytes(done.rss_bytes)} RAM"
+                      f"{done.ttft_ms:.0f} ms, model process {format_bytes(session.monitor.peak.child_rss_bytes)} RAM{pred}"
                       f"{', stopped' if done.stop_reason == 'cancelled' else ''}]")  # fmt: skip
 
 
@@ -313,14 +315,37 @@ def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan:
             "load": {"load_s": loaded.load_s, "n_ctx": loaded.n_ctx, "flash_attn": loaded.flash_attn,
                      "buffers": loaded.buffers, "rss_bytes": loaded.rss_bytes},
             "plan": plan,
-            "metrics": None if done is None else {k: getattr(done, k) for k in (
+            "metrics": None if done is None else {**{k: getattr(done, k) for k in (
                 "stop_reason", "n_prompt_tokens", "n_gen_tokens", "ttft_ms", "prompt_tok_s", "gen_tok_s",
                 "rss_bytes", "peak_rss_bytes")},
+                "measured_rss_bytes": session.monitor.peak.child_rss_bytes,
+                "measured_vram_bytes": session.monitor.peak.child_vram_bytes,
+                "load_peak_rss_bytes": session.load_peak.child_rss_bytes},
             "conversation_id": session.conversation_id,
         }  # fmt: skip
         print(json.dumps(out, indent=2))
     else:
         print()
+    return 0
+
+
+def cmd_chats(args: argparse.Namespace) -> int:
+    from app.core.chat_store import ChatStore
+
+    with ChatStore() as store:
+        if args.export is not None:
+            if args.format == "json":
+                print(json.dumps(store.export_json(args.export), indent=2))
+            else:
+                print(store.export_markdown(args.export))
+            return 0
+        convs = store.list_conversations(limit=args.limit)
+        if args.json:
+            print(json.dumps([{"id": c.id, "title": c.title, "model": c.model, "updated_at": c.updated_at}
+                              for c in convs], indent=2))  # fmt: skip
+            return 0
+        for c in convs:
+            print(f"{c.id:>5}  {c.title[:50]:50}  {Path(c.model).name}")
     return 0
 
 
@@ -372,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_chat.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
     hardware_flags(p_chat)
     p_chat.set_defaults(func=cmd_chat)
+
+    p_chats = sub.add_parser("chats", help="list saved conversations, or export one")
+    p_chats.add_argument("--export", type=int, metavar="ID", help="print conversation ID")
+    p_chats.add_argument("--format", choices=("md", "json"), default="md", help="export format (default md)")
+    p_chats.add_argument("--limit", type=int, default=50)
+    p_chats.add_argument("--json", action="store_true", help="machine-readable list")
+    p_chats.set_defaults(func=cmd_chats)
     return parser
 
 

@@ -57,7 +57,12 @@ class ChatSession:
         self._name = str(header.metadata.get("general.name") or Path(load.model_path).stem)
 
     def start(self, on_progress: Any = None) -> P.Loaded:
-        self.loaded = self.client.load(self.load_request, on_progress=on_progress)
+        from app.engine.monitor import MemoryMonitor
+
+        self.client.start()
+        with MemoryMonitor(self.client.pid or 0) as mon:
+            self.loaded = self.client.load(self.load_request, on_progress=on_progress)
+        self.load_peak = mon.peak
         self.template = select_template(self._metadata, architecture=self._arch, name_hint=self._name)
         if self.conversation_id is None:
             conv = self.store.create_conversation(
@@ -112,17 +117,28 @@ class ChatSession:
         text: list[str] = []
         done: P.Done | None = None
         t0 = time.perf_counter()
+        from app.engine.monitor import MemoryMonitor
+
+        self.monitor = MemoryMonitor(self.client.pid or 0)
         try:
-            for ev in self.client.generate(prompt, sampling):
-                if isinstance(ev, P.TokenChunk):
-                    text.append(ev.text)
-                else:
-                    done = ev
-                yield ev
+            with self.monitor:
+                for ev in self.client.generate(prompt, sampling):
+                    if isinstance(ev, P.TokenChunk):
+                        text.append(ev.text)
+                    else:
+                        done = ev
+                    yield ev
         finally:
             answer = "".join(text).strip()
             status = "complete" if done is not None and done.stop_reason != "cancelled" else "partial"
             if answer or status == "complete":
                 timings = asdict(done) if done is not None else {"wall_s": time.perf_counter() - t0}
+                peak = self.monitor.peak
+                timings.update(
+                    measured_rss_bytes=peak.child_rss_bytes,
+                    measured_vram_bytes=peak.child_vram_bytes,
+                    system_used_bytes=peak.system_used_bytes,
+                    predicted=self.plan.get("predicted"),  # the advisor's numbers, side by side
+                )
                 self.store.add_message(self.conversation_id, role="assistant", content=answer, status=status,
                                        parent_id=parent_id, timings=timings, model=self._name)  # fmt: skip

@@ -56,6 +56,10 @@ class EngineClient:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc and self._proc.poll() is None else None
 
+    def start(self) -> None:
+        """Start the model process now (``load`` also does); lets a monitor attach first."""
+        self._start()
+
     def _start(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             return
