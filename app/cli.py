@@ -254,17 +254,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from app.engine.client import EngineClient
 
     load, plan = _chat_plan(args)
-    sampling = P.Sampling(temperature=args.temperature, max_tokens=args.max_tokens,
-                          seed=args.seed if args.seed is not None else -1)  # fmt: skip
+    sampling = P.Sampling(temperature=args.temperature, max_tokens=args.max_tokens, top_k=args.top_k,
+                          top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                          seed=args.seed if args.seed is not None else -1, stop=tuple(args.stop or ()))  # fmt: skip
     with EngineClient() as client, ChatStore() as store:
         session = ChatSession(client, store, load, system_prompt=args.system or "", sampling=sampling, plan=plan)
-        loaded = session.start()
+
+        def progress(fraction: float) -> None:
+            if args.prompt is None:
+                print(f"\rloading {Path(load.model_path).name}: {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+
+        loaded = session.start(on_progress=progress)
+        if args.prompt is None:
+            print(file=sys.stderr)
         template_note = session.template.describe() if session.template else ""
         if args.prompt is not None:
             return _chat_once(session, args.prompt, loaded, template_note, plan, as_json=args.json)
         print(f"{Path(load.model_path).name}: {loaded.n_ctx:,}-token context, {load.n_gpu_layers} GPU layers, "
               f"loaded in {loaded.load_s:.1f} s. {template_note}")  # fmt: skip
-        print("Type a message; Ctrl+C stops an answer, Ctrl+C at the prompt (or Ctrl+D) exits.")
+        print("Type a message. /regen answers again, /edit TEXT rewrites your last message, /export prints "
+              "the chat as Markdown. Ctrl+C stops an answer; Ctrl+C at the prompt (or Ctrl+D) exits.")  # fmt: skip
         while True:
             try:
                 text = input("\n> ").strip()
@@ -273,7 +282,19 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 return 0
             if not text:
                 continue
-            gen = session.send(text)
+            if text == "/export":
+                print(store.export_markdown(session.conversation_id))
+                continue
+            if text == "/regen":
+                gen = session.regenerate()
+            elif text.startswith("/edit "):
+                users = [m for m in store.thread(session.conversation_id) if m.role == "user"]
+                if not users:
+                    print("Nothing to edit yet.")
+                    continue
+                gen = session.edit(users[-1].id, text[len("/edit "):])
+            else:
+                gen = session.send(text)
             done = None
             try:
                 for ev in gen:
@@ -393,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_chat.add_argument("--temperature", type=float, default=0.7)
     p_chat.add_argument("--max-tokens", type=int, default=512)
     p_chat.add_argument("--seed", type=int)
+    p_chat.add_argument("--top-k", type=int, default=40)
+    p_chat.add_argument("--top-p", type=float, default=0.95)
+    p_chat.add_argument("--min-p", type=float, default=0.05)
+    p_chat.add_argument("--repeat-penalty", type=float, default=1.1)
+    p_chat.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
     p_chat.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     p_chat.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
     hardware_flags(p_chat)
