@@ -286,7 +286,7 @@ class LlamaSession:
                 stop_reason = "cancelled"
                 break
             now = time.perf_counter()
-            if now - last_flush >= flush_s:
+            if now - last_flush >= flush_s or n_gen == 1:  # the first token goes out at once (TTFT)
                 joined = "".join(out_text)
                 upto = len(joined) - hold if s.stop else len(joined)
                 if upto > emitted:

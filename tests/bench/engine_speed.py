@@ -55,12 +55,17 @@ def llama_bench() -> Path:
 
 
 def bench_llama_bench(exe: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, float]:
-    out = subprocess.run([str(exe), "-m", str(model), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
-                          "-fa", "1", "-r", str(reps), "-o", "json"], capture_output=True, text=True, check=True)  # fmt: skip
-    rows = json.loads(out.stdout)
-    pp = next(r for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
-    tg = next(r for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
-    return {"prompt_tok_s": float(pp["avg_ts"]), "gen_tok_s": float(tg["avg_ts"])}
+    """pp at an empty cache; tg at a depth of ``n_prompt`` tokens (-d), as in a chat after the prompt."""
+    def run(*extra: str) -> dict[str, object]:
+        out = subprocess.run([str(exe), "-m", str(model), "-t", str(threads), "-fa", "1", "-r", str(reps),
+                              "-o", "json", *extra], capture_output=True, text=True, check=True)  # fmt: skip
+        return json.loads(out.stdout)[0]  # type: ignore[no-any-return]
+
+    pp = run("-p", str(n_prompt), "-n", "0")
+    tg = run("-p", "0", "-n", str(n_gen), "-d", str(n_prompt))
+    tg0 = run("-p", "0", "-n", str(n_gen))
+    return {"prompt_tok_s": float(pp["avg_ts"]), "gen_tok_s": float(tg["avg_ts"]),  # type: ignore[arg-type]
+            "gen_tok_s_empty_cache": float(tg0["avg_ts"])}  # type: ignore[arg-type]  # fmt: skip
 
 
 def _prompt_text(n_tokens: int) -> str:
