@@ -99,7 +99,13 @@ def bench_engine(model: Path, threads: int, n_prompt: int, n_gen: int, reps: int
     gen, pp, ttft_overhead = [], [], []
     with EngineClient() as client:
         client.load(P.Load(model_path=str(model), n_ctx=n_prompt + n_gen + 64, n_threads=threads, flash_attn="on"))
-        text = _prompt_text(n_prompt)
+        words = _prompt_text(n_prompt).split()
+        # Exactly one n_prompt-token batch, like llama-bench's pp: trim the text to fit.
+        lo, hi = 1, len(words)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if client.count_tokens("0 " + " ".join(words[:mid])) <= n_prompt else (lo, mid - 1)
+        text = " ".join(words[:lo])
         for i in range(reps):
             prompt = f"{i} {text}"  # a new first token: no prompt-cache reuse between repetitions
             t0 = time.perf_counter()
