@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from app.engine.llama_log import parse_buffers
 from app.engine.protocol import Load, Sampling
 
-_KV_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "BF16": 30, "IQ4_NL": 20}
-_BUF = re.compile(r"(load_tensors|llama_kv_cache|sched_reserve|llama_context):\s+(\S+)\s+(model|KV|compute|output) buffer size =\s+([\d.]+) MiB")
+# ggml_type ids of the KV cache types (ggml.h)
+KV_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "BF16": 30, "IQ4_NL": 20}
 
 
 class LoadFailed(Exception):
@@ -123,8 +123,8 @@ class LlamaSession:
         cp.swa_full = req.swa_full
         cp.flash_attn_type = {"auto": L.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
                               "off": L.LLAMA_FLASH_ATTN_TYPE_DISABLED}[req.flash_attn]  # fmt: skip
-        cp.type_k = _KV_TYPES[req.type_k.upper()]
-        cp.type_v = _KV_TYPES[req.type_v.upper()]
+        cp.type_k = KV_TYPES[req.type_k.upper()]
+        cp.type_v = KV_TYPES[req.type_v.upper()]
         cp.abort_callback = self._on_abort
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
@@ -134,20 +134,16 @@ class LlamaSession:
             raise LoadFailed(err, hint="Try a smaller context, a quantized KV cache or fewer GPU layers.")
         self.kv_tokens = []
         template = L.llama_model_chat_template(self.model, None)
-        log = "".join(self.log_lines)
-        buffers: dict[str, int] = {}
-        for m in _BUF.finditer(log):
-            key = f"{m.group(3).lower()}:{m.group(2)}"
-            buffers[key] = buffers.get(key, 0) + round(float(m.group(4)) * (1 << 20))
+        bufs = parse_buffers("".join(self.log_lines))
         return {
             "load_s": time.perf_counter() - t0,
             "n_ctx": L.llama_n_ctx(self.ctx),
             "n_threads": threads,
-            "flash_attn": _fa_on(log),
+            "flash_attn": bufs.flash_attn,
             "bos_token": self._text(L.llama_vocab_bos(self.vocab)),
             "eos_token": self._text(L.llama_vocab_eos(self.vocab)),
             "chat_template": template.decode("utf-8", "replace") if template else None,
-            "buffers": buffers,
+            "buffers": bufs.flat(),
         }
 
     def _load_error(self) -> str:
@@ -330,16 +326,6 @@ class LlamaSession:
         seed = s.seed if s.seed >= 0 else 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: random
         add(chain, L.llama_sampler_init_dist(seed))
         return chain
-
-
-def _fa_on(log: str) -> bool:
-    """Whether llama.cpp ended up using flash attention ("auto" resolves at context creation)."""
-    for line in log.splitlines():
-        if "Flash Attention enabled" in line:  # resolve_fused_ops, when auto picks it
-            return True
-        if line.startswith("llama_context: flash_attn") and line.rstrip().endswith("enabled"):
-            return True
-    return False
 
 
 def _physical_cores() -> int:

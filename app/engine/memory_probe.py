@@ -15,38 +15,12 @@ from __future__ import annotations
 
 import ctypes
 import json
-import re
 import sys
 import time
 from typing import Any
 
-_MIB = 1 << 20
-# "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB"
-_MODEL_BUF = re.compile(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB")
-# "llama_kv_cache:        CPU KV buffer size =    90.00 MiB"
-_KV_BUF = re.compile(r"llama_kv_cache:\s+(\S+) KV buffer size =\s+([\d.]+) MiB")
-# "llama_kv_cache: size =   12.00 MiB (  4096 cells, ..." — logged in dry runs too
-_KV_SIZE = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB")
-# "sched_reserve:        CPU compute buffer size =    99.38 MiB"
-_COMPUTE_BUF = re.compile(r"(\S+) compute buffer size =\s+([\d.]+) MiB")
-# "llama_context:        CPU  output buffer size =     0.19 MiB"
-_OUTPUT_BUF = re.compile(r"(\S+)\s+output buffer size =\s+([\d.]+) MiB")
-
-_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
-
-
-def _peak_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def _add(table: dict[str, int], key: str, mib: str) -> None:
-    table[key] = table.get(key, 0) + round(float(mib) * _MIB)
+from app.engine.llama_log import parse_buffers
+from app.engine.llama_session import KV_TYPES, rss_bytes
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +34,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     L.llama_log_set(on_log, ctypes.c_void_p(0))
     L.llama_backend_init()
-    rss_before = _peak_rss_bytes()
+    rss_before = rss_bytes()[1]
 
     dry = bool(spec.get("dry_run", False))
     mp = L.llama_model_default_params()
@@ -88,8 +62,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "on": L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
         "off": L.LLAMA_FLASH_ATTN_TYPE_DISABLED,
     }[fa]
-    cp.type_k = _KV_TYPES[spec.get("type_k", "f16")]
-    cp.type_v = _KV_TYPES[spec.get("type_v", "f16")]
+    cp.type_k = KV_TYPES[str(spec.get("type_k", "f16")).upper()]
+    cp.type_v = KV_TYPES[str(spec.get("type_v", "f16")).upper()]
     ctx = L.llama_init_from_model(model, cp)
     if not ctx:
         raise SystemExit(json.dumps({"error": "context failed", "log": "".join(lines[-20:])}))
@@ -119,38 +93,20 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 raise SystemExit(json.dumps({"error": "decode failed"}))
         t3 = time.perf_counter()
         result.update(
-            peak_rss_bytes=_peak_rss_bytes(),
+            peak_rss_bytes=rss_bytes()[1],
             rss_before_load_bytes=rss_before,
             prompt_tok_s=n_prompt / (t2 - t1),
             decode_tok_s=n_decode / (t3 - t2) if n_decode else None,
         )
 
-    model_bufs: dict[str, int] = {}
-    kv_bufs: dict[str, int] = {}
-    compute_bufs: dict[str, int] = {}
-    output_bufs: dict[str, int] = {}
-    flash = None
-    kv_logical = 0
-    for line in "".join(lines).splitlines():
-        if m := _KV_SIZE.search(line):
-            kv_logical += round(float(m.group(1)) * _MIB)
-        if m := _MODEL_BUF.search(line):
-            _add(model_bufs, m.group(1), m.group(2))
-        elif m := _KV_BUF.search(line):
-            _add(kv_bufs, m.group(1), m.group(2))
-        elif "~llama_context" not in line and (m := _COMPUTE_BUF.search(line)):
-            compute_bufs[m.group(1)] = round(float(m.group(2)) * _MIB)
-        elif m := _OUTPUT_BUF.search(line):
-            _add(output_bufs, m.group(1), m.group(2))
-        elif "flash_attn" in line and "=" in line:
-            flash = line.split("=")[-1].strip()
+    b = parse_buffers("".join(lines))
     result.update(
-        model_buffers=model_bufs,
-        kv_buffers=kv_bufs,
-        kv_size_bytes=kv_logical,  # what the KV cache needs, also known in a dry run
-        compute_buffers=compute_bufs,
-        output_buffers=output_bufs,
-        flash_attn_used=flash,
+        model_buffers=b.model,
+        kv_buffers=b.kv,
+        kv_size_bytes=b.kv_size_bytes,
+        compute_buffers=b.compute,
+        output_buffers=b.output,
+        flash_attn_used=b.flash_attn,
     )
     L.llama_free(ctx)
     L.llama_model_free(model)
