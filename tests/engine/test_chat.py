@@ -105,3 +105,7 @@ def test_cli_chat_once_json(tmp_path: Path, smollm2_path: Path) -> None:
     assert "Paris" in data["text"]
     assert data["metrics"]["n_gen_tokens"] > 0 and data["metrics"]["gen_tok_s"] > 0
     assert data["plan"]["predicted"]["ram_bytes"] > 0  # --ngl auto: the advisor's plan
+    # the app's own sampling of the model process agrees with what the process says of itself
+    measured = data["metrics"]["measured_rss_bytes"]
+    assert 50 << 20 < measured <= data["metrics"]["peak_rss_bytes"] * 1.05
+    assert data["metrics"]["measured_vram_bytes"] is None  # no NVIDIA GPU here
