@@ -233,6 +233,17 @@ class EngineClient:
             if isinstance(msg, P.Failed) and msg.request_id == rid:
                 raise EngineError(msg.message)
 
+    def stats(self, *, timeout_s: float = 10.0) -> P.StatsReport:
+        """The model process's own view: memory, and how full the context is."""
+        self._start()
+        rid = self._next_id
+        self._next_id += 1
+        self._send(P.Stats(request_id=rid))
+        while True:
+            msg = self._next(timeout_s)
+            if isinstance(msg, P.StatsReport) and msg.request_id == rid:
+                return msg
+
     def unload(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._send(P.Unload())

@@ -1,8 +1,9 @@
 """The typed messages between the app and its model process: one JSON object per line.
 
 Parent → child: :class:`Load`, :class:`Generate`, :class:`Cancel`, :class:`Tokenize`,
-:class:`Unload`, :class:`Shutdown`. Child → parent: :class:`LoadProgress`, :class:`Loaded`,
-:class:`TokenChunk`, :class:`Done`, :class:`TokenCount`, :class:`Failed`. Every message is a
+:class:`Stats`, :class:`Unload`, :class:`Shutdown`. Child → parent: :class:`LoadProgress`,
+:class:`Loaded`, :class:`TokenChunk`, :class:`Done`, :class:`TokenCount`, :class:`StatsReport`,
+:class:`Failed`. Every message is a
 frozen dataclass; ``encode``/``decode`` turn it into a line and back, checking the kind.
 """
 
@@ -74,6 +75,12 @@ class Tokenize(Message):
 
 
 @dataclass(frozen=True)
+class Stats(Message):
+    kind: ClassVar[str] = "stats"
+    request_id: int
+
+
+@dataclass(frozen=True)
 class Unload(Message):
     kind: ClassVar[str] = "unload"
 
@@ -138,6 +145,17 @@ class TokenCount(Message):
 
 
 @dataclass(frozen=True)
+class StatsReport(Message):
+    kind: ClassVar[str] = "stats_report"
+    request_id: int
+    rss_bytes: int
+    peak_rss_bytes: int
+    loaded: bool
+    n_ctx: int
+    n_ctx_used: int  # tokens in the KV cache now
+
+
+@dataclass(frozen=True)
 class Failed(Message):
     kind: ClassVar[str] = "failed"
     stage: str  # "load" | "generate" | "protocol"
@@ -148,8 +166,8 @@ class Failed(Message):
 
 KINDS: dict[str, type[Message]] = {
     c.kind: c
-    for c in (Load, Generate, Cancel, Tokenize, Unload, Shutdown, LoadProgress, Loaded, TokenChunk, Done,
-              TokenCount, Failed)
+    for c in (Load, Generate, Cancel, Tokenize, Stats, Unload, Shutdown, LoadProgress, Loaded, TokenChunk, Done,
+              TokenCount, StatsReport, Failed)
 }  # fmt: skip
 
 

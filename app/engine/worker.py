@@ -105,6 +105,14 @@ class Worker:
                 return
             n = len(self.session.tokenize(msg.text))
             self.send(P.TokenCount(request_id=msg.request_id, n_tokens=n))
+        elif isinstance(msg, P.Stats):
+            cur, peak = rss_bytes()
+            s = self.session
+            loaded = s is not None and s.ctx is not None
+            n_ctx = int(s.L.llama_n_ctx(s.ctx)) if loaded and s is not None else 0
+            used = len(s.kv_tokens) if s is not None else 0
+            self.send(P.StatsReport(request_id=msg.request_id, rss_bytes=cur, peak_rss_bytes=peak, loaded=loaded,
+                                    n_ctx=n_ctx, n_ctx_used=used))  # fmt: skip
         elif isinstance(msg, P.Unload) and self.session is not None:
             self.session.unload()
 

@@ -43,6 +43,13 @@ def test_streams_tokens_then_usage(engine: EngineClient) -> None:
     assert done.ttft_ms > 0 and done.gen_tok_s > 0 and done.peak_rss_bytes >= done.rss_bytes > 50 << 20
 
 
+def test_stats_report_memory_and_context_use(engine: EngineClient) -> None:
+    list(engine.generate(CHATML.format(q="Hello"), P.Sampling(temperature=0, max_tokens=4)))
+    st = engine.stats()
+    assert st.loaded and st.n_ctx == 2048 and 0 < st.n_ctx_used < 2048
+    assert st.peak_rss_bytes >= st.rss_bytes > 50 << 20
+
+
 def test_greedy_is_deterministic_and_reuses_the_prompt_cache(engine: EngineClient) -> None:
     prompt = CHATML.format(q="Name three colours.")
     runs = [list(engine.generate(prompt, P.Sampling(temperature=0, max_tokens=16))) for _ in range(2)]
