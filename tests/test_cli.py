@@ -134,3 +134,13 @@ def test_bad_size() -> None:
 def test_python_m_app_shows_help() -> None:
     out = subprocess.run([sys.executable, "-m", "app"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "advise" in out.stdout
+
+
+def test_hub_repo_offline_fails_fast_with_one_line() -> None:
+    import time
+
+    t0 = time.perf_counter()
+    out = tailorlm("advise", "someorg/some-model", "--no-bandwidth", env={"HF_ENDPOINT": "https://hub.invalid"})
+    assert out.returncode == 2 and "Cannot reach hub.invalid" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert time.perf_counter() - t0 < 20

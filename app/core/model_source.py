@@ -127,17 +127,45 @@ def model_from_catalog(entry: Any) -> ModelInfo:
     return replace(info, file_type="BF16")
 
 
+def _check_reachable(endpoint: str) -> None:
+    """Fail at once, not after a minute of retries, when the Hub's host name does not resolve."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    try:
+        socket.getaddrinfo(url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+    except OSError:
+        raise HubError(
+            f"Cannot reach {url.hostname} (no network?).",
+            hint="Use a local .gguf file, a checkpoint folder or a catalog name offline.",
+        ) from None
+
+
 def model_from_repo(repo_id: str) -> ModelInfo:
     """A Hub repo: its config.json (a few KB) through huggingface_hub; no weights are fetched."""
     from app.core.hf_arch import header_from_hf_config
 
     try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+        )
+        from huggingface_hub.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - a dependency
         raise HubError("huggingface_hub is not installed.") from exc
+    _check_reachable(constants.ENDPOINT)
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # its retry warnings are not for our users; we say it once
     try:
         cfg_file = hf_hub_download(repo_id, "config.json")
+    except LocalEntryNotFoundError:
+        raise HubError(
+            f"Could not reach the Hugging Face Hub for {repo_id}, and it is not in the local cache.",
+            hint="Check the connection, or use a local file or a catalog name offline.",
+        ) from None
     except GatedRepoError:
         raise HubError(
             f"{repo_id} is gated: accept its license on the Hub and log in.",
