@@ -135,21 +135,27 @@ def main() -> int:
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all three; medians reported")
     args = ap.parse_args()
     exe = llama_bench()
     results = []
     for model in (models.smollm2_path(), models.gemma3_path()):
         row: dict[str, object] = {"model": model.name}
-        # Interleave the three so machine noise hits them alike.
-        row["llama_bench"] = bench_llama_bench(exe, model, args.threads, args.prompt, args.gen, args.reps)
-        row["llama_cpp_python"] = bench_llama_cpp_python(model, args.threads, args.prompt, args.gen, args.reps)
-        row["engine"] = bench_engine(model, args.threads, args.prompt, args.gen, args.reps)
+        runs: dict[str, list[dict[str, float]]] = {"llama_bench": [], "llama_cpp_python": [], "engine": []}
+        # Interleave the three, round after round, so the shared machine's noise hits them alike.
+        for _ in range(args.rounds):
+            runs["llama_bench"].append(bench_llama_bench(exe, model, args.threads, args.prompt, args.gen, args.reps))
+            runs["llama_cpp_python"].append(bench_llama_cpp_python(model, args.threads, args.prompt, args.gen, args.reps))
+            runs["engine"].append(bench_engine(model, args.threads, args.prompt, args.gen, args.reps))
+        for name, rs in runs.items():
+            row[name] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         lb, lp, en = row["llama_bench"], row["llama_cpp_python"], row["engine"]
         row["ratios"] = {
             "engine_gen_vs_llama_bench": en["gen_tok_s"] / lb["gen_tok_s"],  # type: ignore[index]
             "engine_prompt_vs_llama_bench": en["prompt_tok_s"] / lb["prompt_tok_s"],  # type: ignore[index]
             "llama_cpp_python_gen_vs_llama_bench": lp["gen_tok_s"] / lb["gen_tok_s"],  # type: ignore[index]
         }
+        row["per_round_engine_gen_ratio"] = [e["gen_tok_s"] / b["gen_tok_s"] for e, b in zip(runs["engine"], runs["llama_bench"], strict=True)]
         results.append(row)
     print(json.dumps({"benchmark": "engine_speed", "threads": args.threads, "n_prompt": args.prompt,
                       "n_gen": args.gen, "results": results}, indent=2))  # fmt: skip
