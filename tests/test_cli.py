@@ -144,3 +144,20 @@ def test_hub_repo_offline_fails_fast_with_one_line() -> None:
     assert out.returncode == 2 and "Cannot reach hub.invalid" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert time.perf_counter() - t0 < 20
+
+
+def test_advise_hub_repo_reads_only_its_config(tmp_path: Path) -> None:
+    from tests.fake_hub import fake_hub
+
+    config = {"model_type": "qwen2", "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
+              "num_attention_heads": 12, "num_key_value_heads": 2, "vocab_size": 151936,
+              "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}  # fmt: skip
+    with fake_hub({"acme/my-finetune": {"config.json": json.dumps(config).encode()}}) as url:
+        env = {"HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
+        out = tailorlm("advise", "acme/my-finetune", "--json", "--no-bandwidth", env=env)
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        assert data["model"]["source_kind"] == "hf_repo" and data["model"]["architecture"] == "qwen2"
+        assert 1.5e9 < data["model"]["n_params"] < 1.6e9
+        missing = tailorlm("advise", "nobody/nothing", "--no-bandwidth", env=env)
+        assert missing.returncode == 2 and "Traceback" not in missing.stderr
