@@ -11,12 +11,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    repos: dict[str, dict[str, bytes]] = {}
+    repos: ClassVar[dict[str, dict[str, bytes]]] = {}
 
     def log_message(self, *args: object) -> None:  # keep test output clean
         pass
