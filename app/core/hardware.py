@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import platform
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +22,7 @@ import psutil
 
 from app.core import bandwidth
 from app.core.errors import HardwareError
+from app.core.offload import OffloadSupport, detect_offload
 from app.core.units import GIB, MIB, format_bytes
 
 SysctlReader = Callable[[str], "str | None"]  # macOS: the value of one sysctl key, None if absent
@@ -59,9 +59,6 @@ _DARWIN_FEATURE_WORDS = {"FMA": "FMA", "F16C": "F16C", "AVX1.0": "AVX", "AVX2": 
 _WINDOWS_FEATURES = {39: "AVX", 40: "AVX2", 41: "AVX512F", 19: "NEON", 43: "DOTPROD"}
 _ISA_ORDER = tuple(dict.fromkeys([*_LINUX_FLAGS.values(), *_DARWIN_KEYS.values()]))
 
-# enum ggml_backend_dev_type, ggml/include/ggml-backend.h: CPU, GPU, IGPU, ACCEL.
-_GGML_DEVICE_KINDS = ("cpu", "gpu", "igpu", "accel")
-
 
 @dataclass(frozen=True)
 class CpuInfo:
@@ -85,28 +82,6 @@ class GpuInfo:
     bandwidth_bytes_s: float | None = None
     unified_memory: bool = False  # Apple: "VRAM" is a share of RAM, not memory on top of it
     hypothetical: bool = False  # added by apply_overrides
-
-
-@dataclass(frozen=True)
-class BackendDevice:
-    """One device of the installed llama.cpp build (ggml_backend_dev_*)."""
-
-    name: str  # "CUDA0", "Metal", "Vulkan0", "CPU"
-    description: str
-    backend: str  # the ggml registry: "CUDA", "Metal", "Vulkan", "CPU", "BLAS"
-    kind: str  # "cpu" | "gpu" | "igpu" | "accel"
-    memory_total_bytes: int | None = None  # asked of Metal only: see _ggml_devices
-    memory_free_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class OffloadSupport:
-    supported: bool  # plans may put layers on a GPU (the build can, or an override assumes it)
-    build_supports_gpu: bool  # llama_supports_gpu_offload() of the installed build
-    installed: bool  # llama-cpp-python imports
-    backends: tuple[str, ...] = ()  # GPU backends of the build: "CUDA", "Metal", "Vulkan"
-    devices: tuple[BackendDevice, ...] = ()
-    llama_cpp_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -355,85 +330,6 @@ def detect_apple_gpu(
         unified_memory=True,
     )
     return gpu, note
-
-
-# --- llama.cpp -------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet_llama_logs() -> Iterator[None]:
-    # llama-cpp-python prints every ggml log line to stderr while its logger is NOTSET
-    # (llama_cpp/_logger.py); the CUDA registry logs "ggml_cuda_init: found 1 CUDA devices".
-    logger = logging.getLogger("llama-cpp-python")
-    old = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
-def _ggml_devices() -> tuple[BackendDevice, ...]:
-    """The build's devices through ggml's C API; llama-cpp-python binds none of these functions."""
-    try:
-        from llama_cpp import _ggml  # the handle on libggml that llama-cpp-python keeps
-
-        lib = _ggml.libggml
-        vp, cp, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
-        # fresh prototypes, so the shared CDLL's attributes are left as llama-cpp-python set them
-        dev_count = ctypes.CFUNCTYPE(sz)(("ggml_backend_dev_count", lib))
-        dev_get = ctypes.CFUNCTYPE(vp, sz)(("ggml_backend_dev_get", lib))
-        dev_name = ctypes.CFUNCTYPE(cp, vp)(("ggml_backend_dev_name", lib))
-        dev_desc = ctypes.CFUNCTYPE(cp, vp)(("ggml_backend_dev_description", lib))
-        dev_type = ctypes.CFUNCTYPE(ctypes.c_int, vp)(("ggml_backend_dev_type", lib))
-        dev_reg = ctypes.CFUNCTYPE(vp, vp)(("ggml_backend_dev_backend_reg", lib))
-        reg_name = ctypes.CFUNCTYPE(cp, vp)(("ggml_backend_reg_name", lib))
-        dev_memory = ctypes.CFUNCTYPE(None, vp, ctypes.POINTER(sz), ctypes.POINTER(sz))(
-            ("ggml_backend_dev_memory", lib)
-        )
-    except (ImportError, AttributeError, OSError):
-        return ()
-    devices = []
-    for i in range(dev_count()):
-        dev = dev_get(i)
-        kind = dev_type(dev)
-        backend = (reg_name(dev_reg(dev)) or b"?").decode()
-        total = free = None
-        if backend == "Metal":
-            # Metal reports recommendedMaxWorkingSetSize, the exact Apple GPU share. Not asked of
-            # CUDA: ggml_backend_cuda_device_get_memory calls cudaMemGetInfo, which creates a CUDA
-            # context (~530 MiB of VRAM on an H100, llama-cpp-facts.md) that would live as long as
-            # this process. NVML and sysfs tell free VRAM without that.
-            f, t = sz(), sz()
-            dev_memory(dev, ctypes.byref(f), ctypes.byref(t))
-            total, free = int(t.value) or None, int(f.value) or None
-        devices.append(
-            BackendDevice(
-                name=(dev_name(dev) or b"?").decode(),
-                description=(dev_desc(dev) or b"").decode(errors="replace"),
-                backend=backend,
-                kind=_GGML_DEVICE_KINDS[kind] if 0 <= kind < len(_GGML_DEVICE_KINDS) else "unknown",
-                memory_total_bytes=total,
-                memory_free_bytes=free,
-            )
-        )
-    return tuple(devices)
-
-
-def detect_offload() -> tuple[OffloadSupport, tuple[str, ...]]:
-    """Whether the installed llama.cpp build can offload layers, and to which backends."""
-    with _quiet_llama_logs():
-        try:
-            import llama_cpp
-        except (ImportError, OSError, RuntimeError) as e:  # RuntimeError: its library failed to load
-            missing = isinstance(e, ImportError)
-            why = "llama-cpp-python is not installed" if missing else f"llama-cpp-python failed to load ({e})"
-            return OffloadSupport(False, False, False), (f"{why}: nothing can run until it is.",)
-        gpu = bool(llama_cpp.llama_supports_gpu_offload())
-        devices = _ggml_devices()
-    backends = tuple(dict.fromkeys(d.backend for d in devices if d.kind in ("gpu", "igpu")))
-    version = str(getattr(llama_cpp, "__version__", "")) or None
-    return OffloadSupport(gpu, gpu, True, backends, devices, version), ()
 
 
 # --- the profile -----------------------------------------------------------------------------
