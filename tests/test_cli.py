@@ -161,3 +161,15 @@ def test_advise_hub_repo_reads_only_its_config(tmp_path: Path) -> None:
         assert 1.5e9 < data["model"]["n_params"] < 1.6e9
         missing = tailorlm("advise", "nobody/nothing", "--no-bandwidth", env=env)
         assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_advise_a_gguf_on_the_hub_reads_only_its_header(smollm2_path: Path) -> None:
+    from tests.fake_hub import fake_hub
+
+    with fake_hub({"acme/smol-GGUF": {"SmolLM2-135M-Instruct.Q4_1.gguf": smollm2_path.read_bytes()}}) as url:
+        out = tailorlm("advise", "acme/smol-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf", "--json", "--no-bandwidth",
+                       env={"HF_ENDPOINT": url})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["model"]["source_kind"] == "hf_gguf" and data["model"]["file_type"] == "Q4_1"
+    assert "Q4_1" in {p["quant"] for p in data["plans"]}

@@ -21,6 +21,7 @@ from app.core.model_info import ModelInfo, model_info_from_header
 
 _SPLIT = re.compile(r"^(?P<stem>.*)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_REPO_FILE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)/(?P<file>.+\.gguf)$", re.IGNORECASE)
 
 
 def load_model(spec: str) -> ModelInfo:
@@ -37,6 +38,8 @@ def load_model(spec: str) -> ModelInfo:
         return model_from_catalog(entry)
     if _REPO_ID.match(spec) and not spec.endswith(".gguf"):
         return model_from_repo(spec)
+    if m := _REPO_FILE.match(spec):
+        return model_from_hub_gguf(m.group("repo"), m.group("file"))
     hint = suggest(spec)
     raise ModelNotFoundError(
         f"No model file, folder, catalog entry or Hub repo called {spec!r}.",
@@ -117,6 +120,16 @@ def model_from_checkpoint(folder: Path) -> ModelInfo:
                 f"describes {info.n_params:,}: files are missing or the config does not match."
             )
     return replace(info, file_type=dtype, file_size_bytes=sum(t.n_bytes for t in st) or None)
+
+
+def model_from_hub_gguf(repo_id: str, filename: str) -> ModelInfo:
+    """A GGUF on the Hub, read with range requests: its header only (a few MB), no weights."""
+    from app.core.remote_source import hub_endpoint, read_remote_gguf_header
+
+    _check_reachable(hub_endpoint())
+    header, _ = read_remote_gguf_header(repo_id, filename)
+    return model_info_from_header(header, source=f"{repo_id}/{filename}", source_kind="hf_gguf",
+                                  name=_gguf_name(header, Path(filename)))  # fmt: skip
 
 
 def model_from_catalog(entry: Any) -> ModelInfo:
