@@ -18,6 +18,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 class _Handler(BaseHTTPRequestHandler):
     repos: ClassVar[dict[str, dict[str, bytes]]] = {}
+    # path → byte count: the next GET of that file stops after so many bytes (a dropped connection)
+    drop_after: ClassVar[dict[str, int]] = {}
+    requests: ClassVar[list[str]] = []
 
     def log_message(self, *args: object) -> None:  # keep test output clean
         pass
@@ -56,26 +59,36 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers(*found)
 
     def do_GET(self) -> None:
+        self.requests.append(f"GET {self.path} {self.headers.get('Range', '')}")
         found = self._file()
         if found is None:
             self._missing()
             return
         data, etag = found
+        path = self.path.split("/resolve/", 1)[-1].split("/", 1)[-1]
+        cut = self.drop_after.pop(path, None)
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes="):
             a, _, b = rng[6:].partition("-")
             start, end = int(a or 0), int(b) if b else len(data) - 1
             self._headers(data, etag, 206, start, end)
-            self.wfile.write(data[start : end + 1])
+            body = data[start : end + 1]
         else:
             self._headers(data, etag)
-            self.wfile.write(data)
+            body = data
+        if cut is not None:
+            self.wfile.write(body[:cut])
+            self.close_connection = True
+            return
+        self.wfile.write(body)
 
 
 @contextmanager
-def fake_hub(repos: dict[str, dict[str, bytes]]) -> Iterator[str]:
+def fake_hub(repos: dict[str, dict[str, bytes]], *, drop_after: dict[str, int] | None = None,
+             requests: list[str] | None = None) -> Iterator[str]:  # fmt: skip
     """Serve ``{repo_id: {path: bytes}}`` on 127.0.0.1; yields the endpoint URL."""
-    handler = type("Handler", (_Handler,), {"repos": repos})
+    handler = type("Handler", (_Handler,), {"repos": repos, "drop_after": drop_after if drop_after is not None else {},
+                                            "requests": requests if requests is not None else []})  # fmt: skip
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
