@@ -66,9 +66,8 @@ def test_cancel_keeps_the_partial_file_and_the_next_call_resumes(tmp_path: Path,
 def test_corrupted_byte_is_detected_and_nothing_is_kept(tmp_path: Path, model_bytes: bytes) -> None:
     bad = bytearray(model_bytes)
     bad[len(bad) // 2] ^= 0xFF
-    with fake_hub({"acme/smol": {FILE: bytes(bad)}}) as url:
-        with pytest.raises(DownloadCorruptError, match="SHA-256"):
-            download(f"{url}/acme/smol/resolve/main/{FILE}", tmp_path / FILE, expected_sha256=_sha(model_bytes))
+    with fake_hub({"acme/smol": {FILE: bytes(bad)}}) as url, pytest.raises(DownloadCorruptError, match="SHA-256"):
+        download(f"{url}/acme/smol/resolve/main/{FILE}", tmp_path / FILE, expected_sha256=_sha(model_bytes))
     assert not (tmp_path / FILE).exists() and not (tmp_path / f"{FILE}.part").exists()
 
 
