@@ -350,6 +350,38 @@ def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan:
     return 0
 
 
+def cmd_files(args: argparse.Namespace) -> int:
+    """A repo's GGUF files, each sized up by the advisor from its remote header."""
+    from app.core.hub import list_gguf_files, remote_model
+    from app.core.model_source import _check_reachable
+    from app.core.recommend import best_plan
+    from app.core.remote_source import hub_endpoint
+
+    _check_reachable(hub_endpoint())
+    files = list_gguf_files(args.repo)
+    if not files:
+        raise TailorError(f"{args.repo} has no GGUF files.", hint="Give a repo with .gguf files, e.g. a '-GGUF' repo.")
+    budget = _budget(args, _profile(args))
+    rows = []
+    for rf in files:
+        model = remote_model(args.repo, rf.file)
+        quant = rf.file.quant or model.file_type or "?"
+        plan = best_plan(model, model.file_type or quant, args.ctx, budget)
+        rows.append({"paths": list(rf.file.paths), "quant": quant, "size_bytes": rf.file.size_bytes,
+                     "sha256": list(rf.sha256), "plan": plan.to_dict()})  # fmt: skip
+    if args.json:
+        print(json.dumps({"repo": args.repo, "n_ctx": args.ctx, "files": rows}, indent=2))
+        return 0
+    print(f"{'file':56} {'quant':8} {'size':>10} {'fits':>8} {'RAM':>10} {'VRAM':>10} {'tok/s':>6}")
+    for r in rows:
+        p = r["plan"]
+        size = format_bytes(r["size_bytes"]) if r["size_bytes"] else "?"
+        fits = _fit_word(p["placement"]) if p["fits"] else "no"
+        print(f"{r['paths'][0][:56]:56} {r['quant']:8} {size:>10} {fits:>8} {format_bytes(p['ram_bytes']):>10} "
+              f"{format_bytes(p['vram_bytes']) if p['vram_bytes'] else '-':>10} {p['tok_s']:>6.1f}")  # fmt: skip
+    return 0
+
+
 def cmd_chats(args: argparse.Namespace) -> int:
     from app.core.chat_store import ChatStore
 
@@ -423,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_chat.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
     hardware_flags(p_chat)
     p_chat.set_defaults(func=cmd_chat)
+
+    p_files = sub.add_parser("files", help="a Hub repo's GGUF files, each sized up for this machine")
+    p_files.add_argument("repo", help="a Hub repo id, e.g. bartowski/Llama-3.2-1B-Instruct-GGUF")
+    p_files.add_argument("--ctx", type=int, default=4096, metavar="N", help="context length (default 4096)")
+    p_files.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
+    hardware_flags(p_files)
+    p_files.set_defaults(func=cmd_files)
 
     p_chats = sub.add_parser("chats", help="list saved conversations, or export one")
     p_chats.add_argument("--export", type=int, metavar="ID", help="print conversation ID")

@@ -7,6 +7,7 @@ Tests point ``HF_ENDPOINT`` at it; nothing leaves the machine. The hub issue gro
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,8 +59,32 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._headers(*found)
 
+    def _tree(self) -> bool:
+        """``GET /api/models/{repo}/tree/{rev}``: the file list with sizes and LFS SHA-256s."""
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) < 6 or parts[:2] != ["api", "models"] or parts[4] != "tree":
+            return False
+        repo = "/".join(parts[2:4])
+        if repo not in self.repos:
+            self._missing()
+            return True
+        entries = [
+            {"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest(),
+             "lfs": {"size": len(data), "oid": hashlib.sha256(data).hexdigest(), "pointerSize": 134}}
+            for path, data in sorted(self.repos[repo].items())
+        ]  # fmt: skip
+        body = json.dumps(entries).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return True
+
     def do_GET(self) -> None:
         self.requests.append(f"GET {self.path} {self.headers.get('Range', '')}")
+        if self._tree():
+            return
         found = self._file()
         if found is None:
             self._missing()

@@ -173,3 +173,21 @@ def test_advise_a_gguf_on_the_hub_reads_only_its_header(smollm2_path: Path) -> N
     data = json.loads(out.stdout)
     assert data["model"]["source_kind"] == "hf_gguf" and data["model"]["file_type"] == "Q4_1"
     assert "Q4_1" in {p["quant"] for p in data["plans"]}
+
+
+def test_files_lists_and_sizes_up_every_gguf(smollm2_path: Path, tmp_path: Path) -> None:
+    from tests.fake_hub import fake_hub
+
+    smol = smollm2_path.read_bytes()
+    repo = {"SmolLM2-135M-Instruct.Q4_1.gguf": smol, "README.md": b"# hi", "mmproj-x-f16.gguf": b"GGUF"}
+    with fake_hub({"acme/smol-GGUF": repo}) as url:
+        out = tailorlm("files", "acme/smol-GGUF", "--json", "--no-bandwidth",
+                       env={"HF_ENDPOINT": url, "HF_HOME": str(tmp_path / "hf")})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    [f] = data["files"]  # README and the multimodal projector are not models
+    assert f["quant"] == "Q4_1" and f["size_bytes"] == len(smol)
+    import hashlib
+
+    assert f["sha256"] == [hashlib.sha256(smol).hexdigest()]
+    assert f["plan"]["fits"] is True and f["plan"]["quant"] == "Q4_1"
