@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from app.core.errors import Cancelled, EngineError
+from app.core.errors import EngineError
 from app.engine import protocol as P
 
 _EOF = object()
@@ -187,7 +187,6 @@ class EngineClient:
         rid = self._next_id
         self._next_id += 1
         self._stage = "generate"
-        self._active = rid
         self._send(P.Generate(request_id=rid, prompt=prompt, sampling=sampling or P.Sampling(), flush_ms=flush_ms))
         finished = False
         try:
@@ -248,8 +247,3 @@ class EngineClient:
         if self._proc is not None and self._proc.poll() is None:
             self._send(P.Unload())
         self.loaded = None
-
-
-def check_cancelled(flag: threading.Event) -> None:
-    if flag.is_set():
-        raise Cancelled("Stopped.")
