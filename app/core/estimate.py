@@ -234,7 +234,7 @@ def compute_buffer_bytes(
     return max(ffn_stage, attn_stage) + mask + COMPUTE_CONST_BYTES
 
 
-def _layer_devices(n_layer: int, s: RunSettings) -> list[str]:
+def layer_devices(n_layer: int, s: RunSettings) -> list[str]:
     """Device of each repeating layer and, last, of the output layer (index n_layer)."""
     n_gpu = max(0, min(s.n_gpu_layers, n_layer + 1))
     start = n_layer + 1 - n_gpu
@@ -255,7 +255,7 @@ def _layer_devices(n_layer: int, s: RunSettings) -> list[str]:
     return out
 
 
-def _is_output_tensor(name: str) -> bool:
+def is_output_tensor(name: str) -> bool:
     return name.startswith(("output.", "output_norm."))
 
 
@@ -285,7 +285,7 @@ def estimate(
     if tensors is None:
         tensors = tensors_for(model, quant)
     quant = quant or model.file_type or "?"
-    devices = _layer_devices(model.n_layer, s)
+    devices = layer_devices(model.n_layer, s)
     out_dev = devices[model.n_layer]
     repackable = repack_types(s.cpu_isa)
 
@@ -311,7 +311,7 @@ def estimate(
         if li is not None and li < model.n_layer:
             dev = devices[li]
             layer_bytes[li] += nbytes
-        elif _is_output_tensor(t.name):
+        elif is_output_tensor(t.name):
             dev = out_dev
         else:
             dev = "CPU"  # token_embd and other input tensors stay on the CPU

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.core.estimate import MemoryEstimate, RunSettings
+from app.core.estimate import MemoryEstimate, is_output_tensor, layer_devices
 from app.core.gguf_header import TensorInfo
 from app.core.model_info import ModelInfo, layer_of
 
@@ -56,29 +56,27 @@ def predict_speed(
     cpu_bandwidth_bytes_s: float,
     gpu_bandwidth_bytes_s: dict[str, float],
 ) -> SpeedEstimate:
-    s: RunSettings = est.settings
-    n_gpu_repeating = max(0, min(s.n_gpu_layers - 1, model.n_layer)) if s.n_gpu_layers > 0 else 0
-    gpu_start = model.n_layer - n_gpu_repeating
+    devices = layer_devices(model.n_layer, est.settings)  # the estimator's own placement
     cpu_bytes = gpu_bytes = 0
     for t in tensors:
         li = layer_of(t.name)
-        on_gpu = (li is not None and li >= gpu_start) or (li is None and s.n_gpu_layers > 0 and t.name.startswith("output"))
-        if li is None and t.name == "token_embd.weight" and model.tied_embeddings:
-            # a tied embedding is the output matrix: read in full every token
-            on_gpu = s.n_gpu_layers > 0
-            n = t.n_bytes
+        if li is not None and li < model.n_layer:
+            dev = devices[li]
+        elif is_output_tensor(t.name) or (t.name == "token_embd.weight" and model.tied_embeddings):
+            dev = devices[model.n_layer]  # a tied embedding is the output matrix
         else:
-            n = _read_bytes(model, t)
-        if on_gpu:
-            gpu_bytes += n
-        else:
+            dev = "CPU"
+        # a tied embedding is read in full every token (the output matmul), not one row
+        n = t.n_bytes if t.name == "token_embd.weight" and model.tied_embeddings else _read_bytes(model, t)
+        if dev == "CPU":
             cpu_bytes += n
-    kv_cpu = est.device("CPU").kv_bytes
-    kv_gpu = est.vram_bytes and sum(d.kv_bytes for d in est.devices if d.device != "CPU")
-    cpu_bytes += int(kv_cpu * KV_AVERAGE_FILL)
-    gpu_bytes += int(kv_gpu * KV_AVERAGE_FILL)
+        else:
+            gpu_bytes += n
+    cpu_bytes += int(est.device("CPU").kv_bytes * KV_AVERAGE_FILL)
+    gpu_bytes += int(sum(d.kv_bytes for d in est.devices if d.device != "CPU") * KV_AVERAGE_FILL)
 
     gpu_bw = min(gpu_bandwidth_bytes_s.values()) if gpu_bandwidth_bytes_s else 0.0
+    n_gpu_repeating = sum(d != "CPU" for d in devices[: model.n_layer])
     n_cpu_layers = model.n_layer - n_gpu_repeating
     t_cpu_bw = cpu_bytes / (cpu_bandwidth_bytes_s * CPU_BANDWIDTH_EFFICIENCY) if cpu_bytes else 0.0
     t_cpu_over = n_cpu_layers * CPU_LAYER_OVERHEAD_S
