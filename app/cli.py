@@ -353,11 +353,11 @@ def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan:
 def cmd_files(args: argparse.Namespace) -> int:
     """A repo's GGUF files, each sized up by the advisor from its remote header."""
     from app.core.hub import list_gguf_files, remote_model
-    from app.core.model_source import _check_reachable
+    from app.core.model_source import check_reachable
     from app.core.recommend import best_plan
     from app.core.remote_source import hub_endpoint
 
-    _check_reachable(hub_endpoint())
+    check_reachable(hub_endpoint())
     files = list_gguf_files(args.repo)
     if not files:
         raise TailorError(f"{args.repo} has no GGUF files.", hint="Give a repo with .gguf files, e.g. a '-GGUF' repo.")

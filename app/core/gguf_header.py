@@ -285,6 +285,13 @@ def _check_tensor_extent(header: GGUFHeader) -> None:
         )
 
 
+def join_split_parts(parts: list[GGUFHeader], size_bytes: int | None) -> GGUFHeader:
+    """One header for a split model: the first part's metadata, every part's tensors."""
+    first = parts[0]
+    tensors = tuple(t for h in parts for t in h.tensors)
+    return GGUFHeader(first.metadata, tensors, first.version, first.data_offset_bytes, size_bytes)
+
+
 def read_gguf_file(path: str | Path) -> GGUFHeader:
     """Header of a local GGUF file; never reads the weights."""
     with FileSource(path) as src:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core.errors import HubError, ModelNotFoundError
-from app.core.gguf_header import GGUFHeader
+from app.core.gguf_header import join_split_parts
 from app.core.hub_files import GGUFFile, group_gguf_files
 from app.core.model_info import ModelInfo, model_info_from_header
 from app.core.remote_source import read_remote_gguf_header
@@ -40,7 +40,4 @@ def list_gguf_files(repo_id: str, *, revision: str = "main") -> list[RepoGGUF]:
 def remote_model(repo_id: str, f: GGUFFile, *, revision: str = "main") -> ModelInfo:
     """ModelInfo of a (possibly split) GGUF on the Hub from its headers alone."""
     headers = [read_remote_gguf_header(repo_id, p, revision=revision)[0] for p in f.paths]
-    first = headers[0]
-    joined = GGUFHeader(first.metadata, tuple(t for h in headers for t in h.tensors), first.version,
-                        first.data_offset_bytes, f.size_bytes)  # fmt: skip
-    return model_info_from_header(joined, source=f"{repo_id}/{f.first}", source_kind="hf_gguf")
+    return model_info_from_header(join_split_parts(headers, f.size_bytes), source=f"{repo_id}/{f.first}", source_kind="hf_gguf")

@@ -16,7 +16,7 @@ from app.core.errors import (
     ModelNotFoundError,
     ModelReadError,
 )
-from app.core.gguf_header import GGUFHeader, read_gguf_file
+from app.core.gguf_header import GGUFHeader, join_split_parts, read_gguf_file
 from app.core.model_info import ModelInfo, model_info_from_header
 
 _SPLIT = re.compile(r"^(?P<stem>.*)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$")
@@ -53,8 +53,7 @@ def model_from_gguf(path: Path) -> ModelInfo:
     m = _SPLIT.match(path.name)
     n_split = int(header.metadata.get("split.count", 1) or 1)
     if n_split > 1 and m:
-        tensors = list(header.tensors)
-        size = header.file_size_bytes or 0
+        parts = [header]
         for i in range(1, n_split + 1):
             part = path.with_name(f"{m.group('stem')}-{i:05d}-of-{n_split:05d}.gguf")
             if part == path:
@@ -63,10 +62,8 @@ def model_from_gguf(path: Path) -> ModelInfo:
                 raise CorruptModelError(
                     f"Split model part {part.name} is missing.", hint="Download every part of the model."
                 )
-            other = read_gguf_file(part)
-            tensors.extend(other.tensors)
-            size += other.file_size_bytes or 0
-        header = GGUFHeader(header.metadata, tuple(tensors), header.version, header.data_offset_bytes, size)
+            parts.append(read_gguf_file(part))
+        header = join_split_parts(parts, sum(h.file_size_bytes or 0 for h in parts))
     if header.metadata.get("general.type") == "adapter":
         raise ModelReadError(f"{path.name} is a LoRA adapter, not a model.", hint="Choose the base model file.")
     return model_info_from_header(header, source=str(path), source_kind="gguf", name=_gguf_name(header, path))
@@ -126,7 +123,7 @@ def model_from_hub_gguf(repo_id: str, filename: str) -> ModelInfo:
     """A GGUF on the Hub, read with range requests: its header only (a few MB), no weights."""
     from app.core.remote_source import hub_endpoint, read_remote_gguf_header
 
-    _check_reachable(hub_endpoint())
+    check_reachable(hub_endpoint())
     header, _ = read_remote_gguf_header(repo_id, filename)
     return model_info_from_header(header, source=f"{repo_id}/{filename}", source_kind="hf_gguf",
                                   name=_gguf_name(header, Path(filename)))  # fmt: skip
@@ -140,7 +137,7 @@ def model_from_catalog(entry: Any) -> ModelInfo:
     return replace(info, file_type="BF16")
 
 
-def _check_reachable(endpoint: str) -> None:
+def check_reachable(endpoint: str) -> None:
     """Fail at once, not after a minute of retries, when the Hub's host name does not resolve."""
     import socket
     from urllib.parse import urlparse
@@ -170,7 +167,7 @@ def model_from_repo(repo_id: str) -> ModelInfo:
         from huggingface_hub.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - a dependency
         raise HubError("huggingface_hub is not installed.") from exc
-    _check_reachable(constants.ENDPOINT)
+    check_reachable(constants.ENDPOINT)
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # its retry warnings are not for our users; we say it once
     try:
         cfg_file = hf_hub_download(repo_id, "config.json")

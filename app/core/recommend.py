@@ -279,7 +279,7 @@ def _where(p: Plan, budget: Budget) -> str:
         gpu = budget.gpus[0].name if budget.gpus else "GPU"
         return f"fits entirely on the {gpu} ({format_bytes(p.vram_bytes)} of VRAM, {format_bytes(p.ram_bytes)} of RAM)"
     if p.fits == "partial":
-        return (f"runs with {p.n_gpu_layers} of {p.estimate.kv_cells and len(p.estimate.layer_weight_bytes) + 1} "
+        return (f"runs with {p.n_gpu_layers} of {len(p.estimate.layer_weight_bytes) + 1} "
                 f"layers on the GPU ({format_bytes(p.vram_bytes)} VRAM) and the rest in RAM ({format_bytes(p.ram_bytes)})")  # fmt: skip
     return f"runs on the CPU in {format_bytes(p.ram_bytes)} of RAM"
 
