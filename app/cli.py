@@ -48,7 +48,9 @@ def cmd_hw(args: argparse.Namespace) -> int:
     cpu = profile.cpu
     print(f"CPU     {cpu.model} — {cpu.physical_cores} cores / {cpu.logical_cores} threads ({cpu.arch})")
     print(f"        instruction sets: {', '.join(cpu.isa) or 'none detected'}")
-    print(f"RAM     {format_bytes(profile.ram_total_bytes)} total, {format_bytes(profile.ram_available_bytes)} available")
+    print(
+        f"RAM     {format_bytes(profile.ram_total_bytes)} total, {format_bytes(profile.ram_available_bytes)} available"
+    )
     if profile.ram_bandwidth_bytes_s:
         how = "measured" if profile.ram_bandwidth_measured else "assumed; not measured"
         print(f"        bandwidth ~{profile.ram_bandwidth_bytes_s / 1e9:.1f} GB/s ({how})")
@@ -70,9 +72,11 @@ def cmd_hw(args: argparse.Namespace) -> int:
 
 
 def _model(spec: str) -> Any:
+    from app.cli_hub import library_path
     from app.core.model_source import load_model
 
-    return load_model(spec)
+    local = library_path(spec)  # a library id, e.g. after `tailorlm pull`
+    return load_model(str(local) if local else spec)
 
 
 def _fit_word(fits: str) -> str:
@@ -129,7 +133,9 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if check:
         print(f"\nllama.cpp dry run of this file ({check['quant']}, {check['n_ctx']:,} tokens, CPU):")
         for key in ("kv", "compute", "output"):
-            print(f"  {key:8} llama.cpp {format_bytes(check['llama_cpp'][key]):>10}   TailorLM {format_bytes(check['tailorlm'][key]):>10}")
+            print(
+                f"  {key:8} llama.cpp {format_bytes(check['llama_cpp'][key]):>10}   TailorLM {format_bytes(check['tailorlm'][key]):>10}"
+            )
     return 0
 
 
@@ -193,6 +199,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         model = model_from_catalog(entry)
         advice = advise(model, budget, n_ctx=args.ctx, contexts=(args.ctx,), min_tok_s=args.min_tok_s)
         rows.append((entry, advice.recommended))
+
     # Best first: what runs at a usable speed, then what runs slowly, then what does not fit;
     # within each, the most capable (largest) model first, then the best quality.
     def rank(row: tuple[Any, Any]) -> tuple[int, float, float]:
@@ -220,14 +227,17 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 def _chat_plan(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The load request for ``chat``: the advisor's plan for this file (``--ngl auto``) or the user's."""
+    from app.cli_hub import library_path
     from app.core.estimate import RunSettings
     from app.core.model_source import model_from_gguf
     from app.core.recommend import best_plan
     from app.engine.protocol import Load
 
-    path = Path(args.model).expanduser()
+    path = library_path(args.model) or Path(args.model).expanduser()
     if not path.is_file():
-        raise TailorError(f"{args.model} is not a .gguf file.", hint="Give the path of a downloaded GGUF model.")
+        raise TailorError(
+            f"{args.model} is not a .gguf file.", hint="Give the path of a downloaded GGUF model."
+        )
     model = model_from_gguf(path)
     ctx = args.ctx or min(4096, model.n_ctx_train or 4096)
     if args.ngl == "auto":
@@ -258,11 +268,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
                           top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
                           seed=args.seed if args.seed is not None else -1, stop=tuple(args.stop or ()))  # fmt: skip
     with EngineClient() as client, ChatStore() as store:
-        session = ChatSession(client, store, load, system_prompt=args.system or "", sampling=sampling, plan=plan)
+        session = ChatSession(
+            client, store, load, system_prompt=args.system or "", sampling=sampling, plan=plan
+        )
 
         def progress(fraction: float) -> None:
             if args.prompt is None:
-                print(f"\rloading {Path(load.model_path).name}: {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+                print(
+                    f"\rloading {Path(load.model_path).name}: {fraction:4.0%}",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         loaded = session.start(on_progress=progress)
         if args.prompt is None:
@@ -292,7 +309,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 if not users:
                     print("Nothing to edit yet.")
                     continue
-                gen = session.edit(users[-1].id, text[len("/edit "):])
+                gen = session.edit(users[-1].id, text[len("/edit ") :])
             else:
                 gen = session.send(text)
             done = None
@@ -350,38 +367,6 @@ def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan:
     return 0
 
 
-def cmd_files(args: argparse.Namespace) -> int:
-    """A repo's GGUF files, each sized up by the advisor from its remote header."""
-    from app.core.hub import list_gguf_files, remote_model
-    from app.core.model_source import check_reachable
-    from app.core.recommend import best_plan
-    from app.core.remote_source import hub_endpoint
-
-    check_reachable(hub_endpoint())
-    files = list_gguf_files(args.repo)
-    if not files:
-        raise TailorError(f"{args.repo} has no GGUF files.", hint="Give a repo with .gguf files, e.g. a '-GGUF' repo.")
-    budget = _budget(args, _profile(args))
-    rows = []
-    for rf in files:
-        model = remote_model(args.repo, rf.file)
-        quant = rf.file.quant or model.file_type or "?"
-        plan = best_plan(model, model.file_type or quant, args.ctx, budget)
-        rows.append({"paths": list(rf.file.paths), "quant": quant, "size_bytes": rf.file.size_bytes,
-                     "sha256": list(rf.sha256), "plan": plan.to_dict()})  # fmt: skip
-    if args.json:
-        print(json.dumps({"repo": args.repo, "n_ctx": args.ctx, "files": rows}, indent=2))
-        return 0
-    print(f"{'file':56} {'quant':8} {'size':>10} {'fits':>8} {'RAM':>10} {'VRAM':>10} {'tok/s':>6}")
-    for r in rows:
-        p = r["plan"]
-        size = format_bytes(r["size_bytes"]) if r["size_bytes"] else "?"
-        fits = _fit_word(p["placement"]) if p["fits"] else "no"
-        print(f"{r['paths'][0][:56]:56} {r['quant']:8} {size:>10} {fits:>8} {format_bytes(p['ram_bytes']):>10} "
-              f"{format_bytes(p['vram_bytes']) if p['vram_bytes'] else '-':>10} {p['tok_s']:>6.1f}")  # fmt: skip
-    return 0
-
-
 def cmd_chats(args: argparse.Namespace) -> int:
     from app.core.chat_store import ChatStore
 
@@ -421,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_hw.set_defaults(func=cmd_hw)
 
     p_adv = sub.add_parser("advise", help="which quantization and GPU split of MODEL fits this machine")
-    p_adv.add_argument("model", help="a .gguf file, a Hugging Face checkpoint folder, a Hub repo id or a catalog name")
+    p_adv.add_argument(
+        "model", help="a .gguf file, a Hugging Face checkpoint folder, a Hub repo id or a catalog name"
+    )
     p_adv.add_argument("--ctx", type=int, metavar="N", help="context length in tokens (default 4096)")
     p_adv.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
     p_adv.add_argument("--min-tok-s", type=float, default=5.0, help="slowest acceptable generation speed")
@@ -438,9 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_cat.set_defaults(func=cmd_catalog)
 
     p_chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal (streaming)")
-    p_chat.add_argument("model", help="a .gguf file")
+    p_chat.add_argument("model", help="a .gguf file or a library id (`tailorlm list`)")
     p_chat.add_argument("--ctx", type=int, metavar="N", help="context length (default 4096)")
-    p_chat.add_argument("--ngl", default="auto", metavar="N|auto", help="GPU layers; auto = the advisor's plan")
+    p_chat.add_argument(
+        "--ngl", default="auto", metavar="N|auto", help="GPU layers; auto = the advisor's plan"
+    )
     p_chat.add_argument("--system", metavar="TEXT", help="system prompt")
     p_chat.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
     p_chat.add_argument("--temperature", type=float, default=0.7)
@@ -456,12 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     hardware_flags(p_chat)
     p_chat.set_defaults(func=cmd_chat)
 
-    p_files = sub.add_parser("files", help="a Hub repo's GGUF files, each sized up for this machine")
-    p_files.add_argument("repo", help="a Hub repo id, e.g. bartowski/Llama-3.2-1B-Instruct-GGUF")
-    p_files.add_argument("--ctx", type=int, default=4096, metavar="N", help="context length (default 4096)")
-    p_files.add_argument("--reserve", metavar="SIZE", help="RAM to keep free for the system (default 1GiB)")
-    hardware_flags(p_files)
-    p_files.set_defaults(func=cmd_files)
+    from app import cli_hub
+
+    cli_hub.add_parsers(sub, hardware_flags, lambda a: _budget(a, _profile(a)))
 
     p_chats = sub.add_parser("chats", help="list saved conversations, or export one")
     p_chats.add_argument("--export", type=int, metavar="ID", help="print conversation ID")

@@ -12,7 +12,13 @@ from tests import models
 @pytest.fixture(autouse=True)
 def _private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Never read or write the developer's real config, cache or data.
-    monkeypatch.setenv("TAILORLM_HOME", str(tmp_path_factory.mktemp("home")))
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("TAILORLM_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-hub"))  # nor the developer's Hugging Face cache
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    # nor the models of the developer's LM Studio and Ollama (the library scans $HOME's folders)
+    monkeypatch.setenv("HOME", str(home / "user"))
+    monkeypatch.delenv("OLLAMA_MODELS", raising=False)
 
 
 @pytest.fixture(scope="session")

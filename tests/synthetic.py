@@ -220,3 +220,33 @@ def quantize_gguf(src: str | Path, dst: str | Path, ftype: str, *, nthread: int 
             f"llama_model_quantize({src.name} → {ftype}) failed with code {rc}; see llama.cpp's log"
         )
     return dst
+
+
+def split_gguf(src: Path, folder: Path, n_parts: int, *, stem: str = "model") -> list[Path]:
+    """Cut a real GGUF into ``n_parts`` loadable files the way llama.cpp's ``gguf-split`` does:
+    all metadata in part 1, the tensors spread over the parts, ``split.*`` keys in each."""
+    reader = gguf.GGUFReader(str(src))
+    tensors = list(reader.tensors)
+    per = -(-len(tensors) // n_parts)
+    arch = str(reader.fields["general.architecture"].contents())
+    paths = []
+    for i in range(n_parts):
+        path = folder / f"{stem}-{i + 1:05d}-of-{n_parts:05d}.gguf"
+        w = gguf.GGUFWriter(str(path), arch=arch)
+        if i == 0:
+            for key, field in reader.fields.items():
+                if key.startswith("GGUF.") or key == "general.architecture":
+                    continue
+                sub = field.types[-1] if len(field.types) > 1 else None
+                w.add_key_value(key, field.contents(), field.types[0], sub_type=sub)
+        w.add_uint16("split.no", i)
+        w.add_uint16("split.count", n_parts)
+        w.add_int32("split.tensors.count", len(tensors))
+        for t in tensors[i * per : (i + 1) * per]:
+            w.add_tensor(t.name, t.data, raw_shape=t.data.shape, raw_dtype=t.tensor_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        paths.append(path)
+    return paths

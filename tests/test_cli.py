@@ -38,7 +38,17 @@ def test_advise_gguf_json(smollm2_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     plans = data["plans"]
-    assert {"quant", "n_ctx", "n_gpu_layers", "fits", "ram_bytes", "vram_bytes", "breakdown", "tok_s", "quality"} <= set(plans[0])
+    assert {
+        "quant",
+        "n_ctx",
+        "n_gpu_layers",
+        "fits",
+        "ram_bytes",
+        "vram_bytes",
+        "breakdown",
+        "tok_s",
+        "quality",
+    } <= set(plans[0])
     assert "Q4_1" in {p["quant"] for p in plans}  # the file's own quant is a plan
     assert all(p["n_ctx"] == 4096 for p in plans)
     rec = data["recommended"]
@@ -48,7 +58,9 @@ def test_advise_gguf_json(smollm2_path: Path) -> None:
 
 
 def test_advise_with_a_hypothetical_gpu_offloads(gemma3_path: Path) -> None:
-    data = json.loads(tailorlm("advise", str(gemma3_path), "--json", "--no-bandwidth", "--vram", "8GB").stdout)
+    data = json.loads(
+        tailorlm("advise", str(gemma3_path), "--json", "--no-bandwidth", "--vram", "8GB").stdout
+    )
     rec = data["recommended"]
     assert rec["placement"] == "gpu" and rec["n_gpu_layers"] == 19 and rec["vram_bytes"] > 0
 
@@ -71,7 +83,10 @@ def test_advise_dry_run_agrees_with_llama_cpp(smollm2_path: Path) -> None:
     data = json.loads(tailorlm("advise", str(smollm2_path), "--json", "--no-bandwidth", "--dry-run").stdout)
     check = data["dry_run"]
     assert check["llama_cpp"]["kv"] == check["tailorlm"]["kv"]
-    assert abs(check["llama_cpp"]["compute"] - check["tailorlm"]["compute"]) < 0.01 * check["llama_cpp"]["compute"]
+    assert (
+        abs(check["llama_cpp"]["compute"] - check["tailorlm"]["compute"])
+        < 0.01 * check["llama_cpp"]["compute"]
+    )
 
 
 def test_advise_catalog_name() -> None:
@@ -121,7 +136,9 @@ def test_checkpoint_without_config(tmp_path: Path) -> None:
 
 
 def test_unknown_architecture(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "frobnicator", "architectures": ["FrobForCausalLM"]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "frobnicator", "architectures": ["FrobForCausalLM"]})
+    )
     out = tailorlm("advise", str(tmp_path), "--no-bandwidth")
     assert out.returncode == 2 and "frobnicator" in out.stderr and "Traceback" not in out.stderr
 
@@ -140,7 +157,9 @@ def test_hub_repo_offline_fails_fast_with_one_line() -> None:
     import time
 
     t0 = time.perf_counter()
-    out = tailorlm("advise", "someorg/some-model", "--no-bandwidth", env={"HF_ENDPOINT": "https://hub.invalid"})
+    out = tailorlm(
+        "advise", "someorg/some-model", "--no-bandwidth", env={"HF_ENDPOINT": "https://hub.invalid"}
+    )
     assert out.returncode == 2 and "Cannot reach hub.invalid" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert time.perf_counter() - t0 < 20

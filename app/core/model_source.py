@@ -65,7 +65,9 @@ def model_from_gguf(path: Path) -> ModelInfo:
             parts.append(read_gguf_file(part))
         header = join_split_parts(parts, sum(h.file_size_bytes or 0 for h in parts))
     if header.metadata.get("general.type") == "adapter":
-        raise ModelReadError(f"{path.name} is a LoRA adapter, not a model.", hint="Choose the base model file.")
+        raise ModelReadError(
+            f"{path.name} is a LoRA adapter, not a model.", hint="Choose the base model file."
+        )
     return model_info_from_header(header, source=str(path), source_kind="gguf", name=_gguf_name(header, path))
 
 
@@ -80,7 +82,9 @@ def _read_config(folder: Path) -> dict[str, Any]:
         ggufs = sorted(folder.glob("*.gguf"))
         hint = (f"This folder holds GGUF files; choose one, e.g. {ggufs[0].name}." if ggufs
                 else "Choose a Hugging Face checkpoint folder (with config.json) or a .gguf file.")  # fmt: skip
-        raise MissingConfigError(f"{folder} has no config.json, so it is not a Hugging Face checkpoint.", hint=hint)
+        raise MissingConfigError(
+            f"{folder} has no config.json, so it is not a Hugging Face checkpoint.", hint=hint
+        )
     try:
         config = json.loads(cfg_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -205,5 +209,7 @@ def model_from_repo(repo_id: str) -> ModelInfo:
     except json.JSONDecodeError as exc:
         raise CorruptModelError(f"{repo_id}'s config.json is not valid JSON ({exc}).") from None
     dtype = _checkpoint_dtype(config, set())
-    info = model_info_from_header(header_from_hf_config(config, dtype=dtype), source=repo_id, source_kind="hf_repo", name=repo_id)
+    info = model_info_from_header(
+        header_from_hf_config(config, dtype=dtype), source=repo_id, source_kind="hf_repo", name=repo_id
+    )
     return replace(info, file_type=dtype)

@@ -50,3 +50,17 @@ def config_dir() -> Path:
 def log_dir() -> Path:
     """Rotating logs and crash reports."""
     return _base("log")
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache shared with other tools, read from the environment at call time.
+
+    huggingface_hub freezes ``HF_HUB_CACHE`` when it is imported; this follows the same rules
+    (``HF_HUB_CACHE``, else ``HF_HOME``/hub, else ``~/.cache/huggingface/hub``) but late.
+    """
+    explicit = os.environ.get("HF_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME")
+    base = Path(home) if home else Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return base.expanduser() / "hub"

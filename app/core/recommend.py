@@ -249,12 +249,13 @@ def advise(
         for c in ctxs:
             plans.append(replace(best_plan(model, q, c, budget, tensors=tables[q]), dominated_by=dom))
     at_target = [p for p in plans if p.n_ctx == target]
-    rec = _pick(at_target, min_tok_s)
+    rec = pick_plan(at_target, min_tok_s)
     reasons, warnings = _explain(model, budget, target, at_target, plans, rec, min_tok_s)
     return Advice(model, budget, target, tuple(plans), rec, tuple(reasons), tuple(warnings))
 
 
-def _pick(plans: list[Plan], min_tok_s: float) -> Plan | None:
+def pick_plan(plans: list[Plan], min_tok_s: float = DEFAULT_MIN_TOK_S) -> Plan | None:
+    """The recommended plan among ``plans`` (one context): best quality that fits, then speed."""
     fitting = [p for p in plans if p.fits != "no" and p.dominated_by is None]
     if not fitting:
         return None
@@ -265,8 +266,10 @@ def _pick(plans: list[Plan], min_tok_s: float) -> Plan | None:
     if not usable:
         # Slow whatever we pick: the smallest file of good quality is the fastest of those;
         # with nothing good fitting, the best quality that fits. The warning says it is slow.
-        return min(good, key=lambda p: (p.file_bytes, p.quality.kld)) if good else min(
-            fitting, key=lambda p: p.quality.kld
+        return (
+            min(good, key=lambda p: (p.file_bytes, p.quality.kld))
+            if good
+            else min(fitting, key=lambda p: p.quality.kld)
         )
     best_kld = min(p.quality.kld for p in usable)
     # Among plans of practically equal quality take the smallest file (faster, more headroom).
@@ -296,7 +299,9 @@ def _explain(
     reasons: list[str] = []
     warnings: list[str] = []
     gpu_ram = f"{format_bytes(budget.ram_bytes)} of RAM" + (
-        f" and {format_bytes(budget.gpus[0].free_bytes)} of VRAM" if budget.gpus and budget.can_offload else ""
+        f" and {format_bytes(budget.gpus[0].free_bytes)} of VRAM"
+        if budget.gpus and budget.can_offload
+        else ""
     )
     if rec is None:
         smallest = min(at_target, key=lambda p: p.ram_bytes + p.vram_bytes)
@@ -317,7 +322,7 @@ def _explain(
     q = rec.quality
     slower_better = [p for p in at_target if p.fits != "no" and p.dominated_by is None
                      and p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD]  # fmt: skip
-    verdict = ("the best balance of quality and speed" if slower_better else "the best quality that fits")
+    verdict = "the best balance of quality and speed" if slower_better else "the best quality that fits"
     reasons.append(f"{rec.quant} is {verdict}: it {_where(rec, budget)} with a {rec.n_ctx:,}-token context.")
     loss = (f"about {100 * (1 - q.top_token_agreement):.0f} % of next-token choices differ from F16"
             if q.top_token_agreement not in (None, 1.0) else f"mean KL divergence {q.kld:.4f} from F16")  # fmt: skip
@@ -332,7 +337,9 @@ def _explain(
         f"Speed: about {rec.speed.tok_s:.0f} tokens/s when writing, {rec.speed.prompt_tok_s:.0f} tokens/s "
         f"reading the prompt ({rec.speed.bound} bound; a rough estimate)."
     )
-    better = [p for p in at_target if p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD and p.dominated_by is None]
+    better = [
+        p for p in at_target if p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD and p.dominated_by is None
+    ]
     if better:
         nxt = max(better, key=lambda p: p.quality.kld)
         if nxt.fits == "no":
@@ -357,7 +364,9 @@ def _explain(
             "prefer Q5_K_M or better when it fits."
         )
     if rec.speed.tok_s < min_tok_s:
-        warnings.append(f"Expect slow answers (~{rec.speed.tok_s:.1f} tokens/s): a smaller model will feel better.")
+        warnings.append(
+            f"Expect slow answers (~{rec.speed.tok_s:.1f} tokens/s): a smaller model will feel better."
+        )
     bigger = [p for p in plans if p.quant == rec.quant and p.n_ctx > target and p.fits != "no"]
     if bigger:
         top = max(bigger, key=lambda p: p.n_ctx)

@@ -1,46 +1,32 @@
 """A file on the Hugging Face Hub as a ``ByteSource``: HTTP range requests, so the advisor can read
 a remote GGUF header (a few MB) and plan every quant file of a repo before downloading any.
 
-Uses the stdlib HTTP client (redirects followed, which is how the Hub serves LFS files) and the
-user's token from ``HF_TOKEN`` or huggingface_hub's stored login; the token is never logged.
+Uses the stdlib HTTP client (redirects followed, which is how the Hub serves LFS files, without
+the token once the host changes) and the user's token; see ``hub_http``.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import urllib.error
-import urllib.request
-from urllib.parse import quote
 
 from app.core.errors import HubError, ModelNotFoundError
 from app.core.gguf_header import GGUFHeader, read_header
+from app.core.hub_http import auth_headers, hub_endpoint, open_url, resolve_url
+
+__all__ = ["HubFileSource", "hub_endpoint", "read_remote_gguf_header"]
 
 _RANGE_TOTAL = re.compile(r"/(\d+)$")
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def _token() -> str | None:
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        return token
-    try:
-        from huggingface_hub import get_token
-
-        return get_token()
-    except ImportError:  # pragma: no cover - a dependency
-        return None
 
 
 class HubFileSource:
     """``read(offset, size)`` over a Hub file; counts the bytes it fetched."""
 
-    def __init__(self, repo_id: str, filename: str, *, revision: str = "main", timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, repo_id: str, filename: str, *, revision: str = "main", timeout_s: float = 30.0
+    ) -> None:
         self.repo_id, self.filename = repo_id, filename
-        self.url = f"{hub_endpoint()}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
+        self.url = resolve_url(repo_id, filename, revision)
         self.timeout_s = timeout_s
         self.bytes_fetched = 0
         self._size: int | None = None
@@ -50,12 +36,9 @@ class HubFileSource:
         return self._size
 
     def read(self, offset: int, size: int) -> bytes:
-        req = urllib.request.Request(self.url, headers={"Range": f"bytes={offset}-{offset + size - 1}"})
-        token = _token()
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
+        headers = {**auth_headers(), "Range": f"bytes={offset}-{offset + size - 1}"}
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with open_url(self.url, headers, timeout_s=self.timeout_s) as resp:
                 if resp.status == 200 and offset > 0:
                     raise HubError(f"The server does not support range requests for {self.filename}.")
                 total = _RANGE_TOTAL.search(resp.headers.get("Content-Range", ""))

@@ -27,9 +27,7 @@ def parse_size(text: str) -> int:
     m = _SIZE_RE.match(text)
     unit = m.group(2).upper() if m else ""
     if not m or unit not in _UNITS:
-        raise InvalidSizeError(
-            f"{text!r} is not a size.", hint="Write it like 16GB, 8GiB or 512MB."
-        )
+        raise InvalidSizeError(f"{text!r} is not a size.", hint="Write it like 16GB, 8GiB or 512MB.")
     return int(float(m.group(1)) * _UNITS[unit])
 
 
@@ -37,7 +35,7 @@ def format_bytes(n: float) -> str:
     """Binary units with three significant digits: ``1.50 GiB``, ``640 MiB``."""
     sign = "-" if n < 0 else ""
     n = abs(n)
-    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+    for unit, size in (("TiB", 1 << 40), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
         if n >= size:
             value = n / size
             digits = 2 if value < 10 else 1 if value < 100 else 0

@@ -80,7 +80,9 @@ class ChatSession:
         thread = self.store.thread(self.conversation_id)
         parent = thread[-1].id if thread else None
         if not thread and self.system_prompt:
-            parent = self.store.add_message(self.conversation_id, role="system", content=self.system_prompt).id
+            parent = self.store.add_message(
+                self.conversation_id, role="system", content=self.system_prompt
+            ).id
         user = self.store.add_message(self.conversation_id, role="user", content=text, parent_id=parent)
         if not thread:
             self.store.rename(self.conversation_id, text[:60])
@@ -99,7 +101,9 @@ class ChatSession:
     def cancel(self) -> None:
         self.client.cancel()
 
-    def _answer(self, history: list[Message], parent_id: int | None) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
+    def _answer(
+        self, history: list[Message], parent_id: int | None
+    ) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
         assert self.loaded is not None and self.template is not None and self.conversation_id is not None
         messages = [{"role": m.role, "content": m.content} for m in history]
         budget = self.loaded.n_ctx - self.sampling.max_tokens
@@ -113,7 +117,9 @@ class ChatSession:
                                             eos_token=self.loaded.eos_token)  # fmt: skip
         if used is not self.template:
             self.template = used  # the file's template failed: keep the fallback for this chat
-        sampling = P.Sampling(**{**asdict(self.sampling), "stop": tuple(self.sampling.stop) + used.stop_strings})
+        sampling = P.Sampling(
+            **{**asdict(self.sampling), "stop": tuple(self.sampling.stop) + used.stop_strings}
+        )
         text: list[str] = []
         done: P.Done | None = None
         t0 = time.perf_counter()

@@ -73,7 +73,9 @@ class EngineClient:
         assert self._proc.stdout is not None and self._proc.stderr is not None
         self._readers = [
             threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True, name="engine-out"),
-            threading.Thread(target=self._read_err, args=(self._proc.stderr,), daemon=True, name="engine-err"),
+            threading.Thread(
+                target=self._read_err, args=(self._proc.stderr,), daemon=True, name="engine-err"
+            ),
         ]
         for t in self._readers:
             t.start()
@@ -115,10 +117,14 @@ class EngineClient:
         code = self._reap(proc) if proc is not None else 0
         self._proc = None
         self.loaded = None
-        stage = {"load": "while loading the model", "generate": "while writing an answer"}.get(self._stage, "")
+        stage = {"load": "while loading the model", "generate": "while writing an answer"}.get(
+            self._stage, ""
+        )
         hint = ("Try a smaller quantization, a shorter context or fewer GPU layers — `tailorlm advise` "
                 "shows what fits.")  # fmt: skip
-        return EngineError(f"The model process ended {stage}: {_signal_words(code)}.".replace("  ", " "), hint=hint)
+        return EngineError(
+            f"The model process ended {stage}: {_signal_words(code)}.".replace("  ", " "), hint=hint
+        )
 
     def _next(self, timeout_s: float | None) -> P.Message:
         try:
@@ -187,7 +193,9 @@ class EngineClient:
         rid = self._next_id
         self._next_id += 1
         self._stage = "generate"
-        self._send(P.Generate(request_id=rid, prompt=prompt, sampling=sampling or P.Sampling(), flush_ms=flush_ms))
+        self._send(
+            P.Generate(request_id=rid, prompt=prompt, sampling=sampling or P.Sampling(), flush_ms=flush_ms)
+        )
         finished = False
         try:
             while True:

@@ -74,7 +74,9 @@ class MemoryMonitor:
             child_rss_bytes=max(self.peak.child_rss_bytes, rss),
             system_used_bytes=max(self.peak.system_used_bytes, s.system_used_bytes),
             child_vram_bytes=None if child_vram is None else max(self.peak.child_vram_bytes or 0, child_vram),
-            device_vram_used_bytes=None if dev_used is None else max(self.peak.device_vram_used_bytes or 0, dev_used),
+            device_vram_used_bytes=None
+            if dev_used is None
+            else max(self.peak.device_vram_used_bytes or 0, dev_used),
         )
         return s
 

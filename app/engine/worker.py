@@ -52,7 +52,9 @@ class Worker:
                 self.handle(msg)
             except Exception as exc:  # report, keep serving: the parent decides what to do
                 rid = getattr(msg, "request_id", None)
-                self.send(P.Failed(stage=msg.kind, message=f"{exc.__class__.__name__}: {exc}", request_id=rid))
+                self.send(
+                    P.Failed(stage=msg.kind, message=f"{exc.__class__.__name__}: {exc}", request_id=rid)
+                )
 
     def handle(self, msg: P.Message) -> None:
         from app.engine.llama_session import GenStats, LlamaSession, LoadFailed, rss_bytes
@@ -82,8 +84,12 @@ class Worker:
             self.active_request = msg.request_id
             stats = GenStats()
             try:
-                for piece in self.session.generate(msg.prompt, msg.sampling, stats, flush_s=msg.flush_ms / 1000):
-                    self.send(P.TokenChunk(request_id=msg.request_id, text=piece.text, n_tokens=piece.n_tokens))
+                for piece in self.session.generate(
+                    msg.prompt, msg.sampling, stats, flush_s=msg.flush_ms / 1000
+                ):
+                    self.send(
+                        P.TokenChunk(request_id=msg.request_id, text=piece.text, n_tokens=piece.n_tokens)
+                    )
             finally:
                 self.active_request = None
             cur, peak = rss_bytes()

@@ -50,12 +50,19 @@ def llama_bench() -> Path:
     subprocess.run(["cmake", "-S", str(build.parent), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                     "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
                     "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"], check=True, capture_output=True)  # fmt: skip
-    subprocess.run(["cmake", "--build", str(build), "-j", "2", "--target", "llama-bench"], check=True, capture_output=True)
+    subprocess.run(
+        ["cmake", "--build", str(build), "-j", "2", "--target", "llama-bench"],
+        check=True,
+        capture_output=True,
+    )
     return exe
 
 
-def bench_llama_bench(exe: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, float]:
+def bench_llama_bench(
+    exe: Path, model: Path, threads: int, n_prompt: int, n_gen: int, reps: int
+) -> dict[str, float]:
     """pp at an empty cache; tg at a depth of ``n_prompt`` tokens (-d), as in a chat after the prompt."""
+
     def run(*extra: str) -> dict[str, object]:
         out = subprocess.run([str(exe), "-m", str(model), "-t", str(threads), "-fa", "1", "-r", str(reps),
                               "-o", "json", *extra], capture_output=True, text=True, check=True)  # fmt: skip
@@ -72,7 +79,9 @@ def _prompt_text(n_tokens: int) -> str:
     return " ".join(["the quick brown fox jumps over the lazy dog"] * (n_tokens // 9 + 1))
 
 
-def bench_llama_cpp_python(model: Path, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, float]:
+def bench_llama_cpp_python(
+    model: Path, threads: int, n_prompt: int, n_gen: int, reps: int
+) -> dict[str, float]:
     """The high-level API most apps use: create_completion(stream=True), measured as tokens arrive."""
     code = f"""
 import json, time, llama_cpp
@@ -98,13 +107,17 @@ def bench_engine(model: Path, threads: int, n_prompt: int, n_gen: int, reps: int
     """TailorLM's engine, measured in the parent as token events arrive."""
     gen, pp, ttft_overhead = [], [], []
     with EngineClient() as client:
-        client.load(P.Load(model_path=str(model), n_ctx=n_prompt + n_gen + 64, n_threads=threads, flash_attn="on"))
+        client.load(
+            P.Load(model_path=str(model), n_ctx=n_prompt + n_gen + 64, n_threads=threads, flash_attn="on")
+        )
         words = _prompt_text(n_prompt).split()
         # Exactly one n_prompt-token batch, like llama-bench's pp: trim the text to fit.
         lo, hi = 1, len(words)
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if client.count_tokens("0 " + " ".join(words[:mid])) <= n_prompt else (lo, mid - 1)
+            lo, hi = (
+                (mid, hi) if client.count_tokens("0 " + " ".join(words[:mid])) <= n_prompt else (lo, mid - 1)
+            )
         text = " ".join(words[:lo])
         for i in range(reps):
             prompt = f"{i} {text}"  # a new first token: no prompt-cache reuse between repetitions
@@ -144,8 +157,12 @@ def main() -> int:
         runs: dict[str, list[dict[str, float]]] = {"llama_bench": [], "llama_cpp_python": [], "engine": []}
         # Interleave the three, round after round, so the shared machine's noise hits them alike.
         for _ in range(args.rounds):
-            runs["llama_bench"].append(bench_llama_bench(exe, model, args.threads, args.prompt, args.gen, args.reps))
-            runs["llama_cpp_python"].append(bench_llama_cpp_python(model, args.threads, args.prompt, args.gen, args.reps))
+            runs["llama_bench"].append(
+                bench_llama_bench(exe, model, args.threads, args.prompt, args.gen, args.reps)
+            )
+            runs["llama_cpp_python"].append(
+                bench_llama_cpp_python(model, args.threads, args.prompt, args.gen, args.reps)
+            )
             runs["engine"].append(bench_engine(model, args.threads, args.prompt, args.gen, args.reps))
         for name, rs in runs.items():
             row[name] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
@@ -155,7 +172,9 @@ def main() -> int:
             "engine_prompt_vs_llama_bench": en["prompt_tok_s"] / lb["prompt_tok_s"],  # type: ignore[index]
             "llama_cpp_python_gen_vs_llama_bench": lp["gen_tok_s"] / lb["gen_tok_s"],  # type: ignore[index]
         }
-        row["per_round_engine_gen_ratio"] = [e["gen_tok_s"] / b["gen_tok_s"] for e, b in zip(runs["engine"], runs["llama_bench"], strict=True)]
+        row["per_round_engine_gen_ratio"] = [
+            e["gen_tok_s"] / b["gen_tok_s"] for e, b in zip(runs["engine"], runs["llama_bench"], strict=True)
+        ]
         results.append(row)
     print(json.dumps({"benchmark": "engine_speed", "threads": args.threads, "n_prompt": args.prompt,
                       "n_gen": args.gen, "results": results}, indent=2))  # fmt: skip

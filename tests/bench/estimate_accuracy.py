@@ -88,11 +88,22 @@ def measure(path: Path, n_ctx: int, isa: tuple[str, ...]) -> dict[str, object]:
         "measured_bytes": measured,
         "error": (predicted - measured) / measured,
         "predicted_full_context_bytes": worst.rss_bytes,
-        "predicted": {"weights": cpu.weights_bytes, "repack": cpu.repack_bytes, "kv": cpu.kv_bytes,
-                      "compute": cpu.compute_bytes, "output": cpu.output_bytes, "runtime": cpu.runtime_bytes,
-                      "reclaimable": cpu.reclaimable_bytes, "fit_ram": est.ram_bytes},
-        "llama_cpp_buffers": {"model": run["model_buffers"], "kv": run["kv_buffers"],
-                              "compute": run["compute_buffers"], "output": run["output_buffers"]},
+        "predicted": {
+            "weights": cpu.weights_bytes,
+            "repack": cpu.repack_bytes,
+            "kv": cpu.kv_bytes,
+            "compute": cpu.compute_bytes,
+            "output": cpu.output_bytes,
+            "runtime": cpu.runtime_bytes,
+            "reclaimable": cpu.reclaimable_bytes,
+            "fit_ram": est.ram_bytes,
+        },
+        "llama_cpp_buffers": {
+            "model": run["model_buffers"],
+            "kv": run["kv_buffers"],
+            "compute": run["compute_buffers"],
+            "output": run["output_buffers"],
+        },
         "decode_tok_s": run.get("decode_tok_s"),
         "prompt_tok_s": run.get("prompt_tok_s"),
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -106,7 +117,9 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", help="catalog ids of synthetic models (default: a 1-4B set)")
     args = ap.parse_args()
     isa = _isa()
-    cases: list[tuple[Path, int]] = [(p, c) for p in (models.smollm2_path(), models.gemma3_path()) for c in CONTEXTS]
+    cases: list[tuple[Path, int]] = [
+        (p, c) for p in (models.smollm2_path(), models.gemma3_path()) for c in CONTEXTS
+    ]
     if not args.quick:
         ids = list(args.models or SYNTHETIC) + (["llama-3.1-8b-instruct"] if args.with_8b else [])
         for cid in ids:
@@ -126,7 +139,11 @@ def main() -> int:
         "failed": sum(1 for r in results if not isinstance(r.get("error"), float)),
         "median_abs_error": statistics.median(errors) if errors else None,
         "worst_abs_error": max(errors) if errors else None,
-        "mean_signed_error": statistics.fmean(float(r["error"]) for r in results if isinstance(r.get("error"), float)) if errors else None,
+        "mean_signed_error": statistics.fmean(
+            float(r["error"]) for r in results if isinstance(r.get("error"), float)
+        )
+        if errors
+        else None,
         "results": results,
     }
     print(json.dumps(summary, indent=2))

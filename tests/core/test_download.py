@@ -36,10 +36,14 @@ def test_full_download_is_verified(tmp_path: Path, model_bytes: bytes) -> None:
 
 def test_dropped_connection_resumes_and_ends_verified(tmp_path: Path, model_bytes: bytes) -> None:
     requests: list[str] = []
-    with fake_hub({"acme/smol": {FILE: model_bytes}}, drop_after={FILE: 30_000_000}, requests=requests) as url:
-        out = download(f"{url}/acme/smol/resolve/main/{FILE}", tmp_path / FILE, expected_sha256=_sha(model_bytes))
+    with fake_hub(
+        {"acme/smol": {FILE: model_bytes}}, drop_after={FILE: 30_000_000}, requests=requests
+    ) as url:
+        out = download(
+            f"{url}/acme/smol/resolve/main/{FILE}", tmp_path / FILE, expected_sha256=_sha(model_bytes)
+        )
     assert _sha(out.read_bytes()) == _sha(model_bytes)
-    gets = [r for r in requests if r.startswith("GET")]
+    gets = [r for r in requests if r.startswith("GET /cdn-lfs/")]  # the Hub redirects files to its CDN
     assert len(gets) == 2 and gets[1].endswith("bytes=30000000-")  # resumed, not restarted
 
 
@@ -54,7 +58,9 @@ def test_cancel_keeps_the_partial_file_and_the_next_call_resumes(tmp_path: Path,
     with fake_hub({"acme/smol": {FILE: model_bytes}}, requests=requests) as url:
         src = f"{url}/acme/smol/resolve/main/{FILE}"
         with pytest.raises(Cancelled):
-            download(src, tmp_path / FILE, expected_sha256=_sha(model_bytes), on_progress=stop_early, cancel=cancel)
+            download(
+                src, tmp_path / FILE, expected_sha256=_sha(model_bytes), on_progress=stop_early, cancel=cancel
+            )
         part = tmp_path / f"{FILE}.part"
         assert part.exists() and 10_000_000 < part.stat().st_size < len(model_bytes)
         assert not (tmp_path / FILE).exists()  # nothing half-finished is presented as the model
@@ -66,7 +72,10 @@ def test_cancel_keeps_the_partial_file_and_the_next_call_resumes(tmp_path: Path,
 def test_corrupted_byte_is_detected_and_nothing_is_kept(tmp_path: Path, model_bytes: bytes) -> None:
     bad = bytearray(model_bytes)
     bad[len(bad) // 2] ^= 0xFF
-    with fake_hub({"acme/smol": {FILE: bytes(bad)}}) as url, pytest.raises(DownloadCorruptError, match="SHA-256"):
+    with (
+        fake_hub({"acme/smol": {FILE: bytes(bad)}}) as url,
+        pytest.raises(DownloadCorruptError, match="SHA-256"),
+    ):
         download(f"{url}/acme/smol/resolve/main/{FILE}", tmp_path / FILE, expected_sha256=_sha(model_bytes))
     assert not (tmp_path / FILE).exists() and not (tmp_path / f"{FILE}.part").exists()
 

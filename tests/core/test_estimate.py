@@ -33,7 +33,9 @@ def probe(spec: dict[str, object]) -> dict[str, object]:
     return json.loads(out.stdout)
 
 
-def llama_like(e: int, ff: int, n_layer: int, heads: int, kv_heads: int, vocab: int, dtype: str = "F16") -> ModelInfo:
+def llama_like(
+    e: int, ff: int, n_layer: int, heads: int, kv_heads: int, vocab: int, dtype: str = "F16"
+) -> ModelInfo:
     hd = e // heads
     tensors = [TensorInfo("token_embd.weight", (e, vocab), dtype)]
     for i in range(n_layer):
@@ -76,7 +78,9 @@ def test_sliding_window_cache_hand_checked(gemma3_path: Path) -> None:
     full, swa = kv_cells(m, RunSettings(n_ctx=4096))
     assert (full, swa) == (4096, 1024)  # pad(min(4096, 512 + 512), 256)
     per_cell = 1 * 256 * 2 * 2  # 1 KV head x 256 dims x f16, K and V
-    assert estimate(m, None, RunSettings(n_ctx=4096)).device("CPU").kv_bytes == (3 * 4096 + 15 * 1024) * per_cell
+    assert (
+        estimate(m, None, RunSettings(n_ctx=4096)).device("CPU").kv_bytes == (3 * 4096 + 15 * 1024) * per_cell
+    )
     full_swa = estimate(m, None, RunSettings(n_ctx=4096, swa_full=True)).device("CPU").kv_bytes
     assert full_swa == 18 * 4096 * per_cell
 
@@ -203,7 +207,10 @@ def test_offloading_moves_memory_from_ram_to_vram(shape, ngl: int) -> None:
     a = estimate(m, "Q4_K_M", RunSettings(n_gpu_layers=ngl))
     b = estimate(m, "Q4_K_M", RunSettings(n_gpu_layers=ngl + 1))
     assert b.vram_bytes >= a.vram_bytes
-    assert b.device("CPU").weights_bytes + b.device("CPU").kv_bytes <= a.device("CPU").weights_bytes + a.device("CPU").kv_bytes
+    assert (
+        b.device("CPU").weights_bytes + b.device("CPU").kv_bytes
+        <= a.device("CPU").weights_bytes + a.device("CPU").kv_bytes
+    )
 
 
 def test_partly_filled_context_touches_less_compute(smollm2_path: Path) -> None:
@@ -213,4 +220,7 @@ def test_partly_filled_context_touches_less_compute(smollm2_path: Path) -> None:
     short = estimate(m, None, s, filled_tokens=520)
     assert short.device("CPU").compute_bytes < full.device("CPU").compute_bytes
     assert short.device("CPU").kv_bytes == full.device("CPU").kv_bytes  # the cache is cleared: all resident
-    assert estimate(m, None, s, filled_tokens=16384).device("CPU").compute_bytes == full.device("CPU").compute_bytes
+    assert (
+        estimate(m, None, s, filled_tokens=16384).device("CPU").compute_bytes
+        == full.device("CPU").compute_bytes
+    )

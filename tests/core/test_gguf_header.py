@@ -48,7 +48,11 @@ def test_header_matches_gguf_package(which: str, request: pytest.FixtureRequest)
         if isinstance(value, ArrayLength):
             assert value.length == len(field.data)
         else:
-            assert value == pytest.approx(field.contents()) if isinstance(value, float) else value == field.contents()
+            assert (
+                value == pytest.approx(field.contents())
+                if isinstance(value, float)
+                else value == field.contents()
+            )
 
 
 def test_header_reads_only_the_header_through_a_range_source(gemma3_path: Path) -> None:

@@ -43,7 +43,12 @@ def _write_split(src: Path, folder: Path, n_parts: int) -> list[Path]:
             for key, field in reader.fields.items():
                 if key.startswith(("GGUF.", "general.architecture")) or key.startswith("tokenizer."):
                     continue
-                w.add_key_value(key, field.contents(), field.types[0], sub_type=field.types[-1] if len(field.types) > 1 else None)
+                w.add_key_value(
+                    key,
+                    field.contents(),
+                    field.types[0],
+                    sub_type=field.types[-1] if len(field.types) > 1 else None,
+                )
         w.add_uint16("split.no", i)
         w.add_uint16("split.count", n_parts)
         w.add_int32("split.tensors.count", len(tensors))
@@ -75,7 +80,9 @@ def test_split_gguf_is_one_model(tmp_path: Path, smollm2_path: Path) -> None:
         model_from_gguf(parts[0])
 
 
-def _write_safetensors(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]], *, truncate: int = 0) -> None:
+def _write_safetensors(
+    path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]], *, truncate: int = 0
+) -> None:
     sizes = {"BF16": 2, "F16": 2, "F32": 4}
     header, offset = {}, 0
     for name, (dtype, shape) in tensors.items():

@@ -77,7 +77,20 @@ RECIPE_MODELS = {
                  "num_key_value_heads": 2, "head_dim": 64, "num_experts": 8, "num_experts_per_tok": 2,
                  "vocab_size": 2048, "max_position_embeddings": 4096},
 }  # fmt: skip
-FTYPES = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "IQ4_XS"]
+FTYPES = [
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_0",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+    "IQ4_XS",
+]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +98,9 @@ def f16_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.synthetic import write_synthetic_gguf
 
     folder = tmp_path_factory.mktemp("recipe")
-    return {name: write_synthetic_gguf(cfg, folder / f"{name}-F16.gguf") for name, cfg in RECIPE_MODELS.items()}
+    return {
+        name: write_synthetic_gguf(cfg, folder / f"{name}-F16.gguf") for name, cfg in RECIPE_MODELS.items()
+    }
 
 
 @pytest.mark.slow

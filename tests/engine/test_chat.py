@@ -56,7 +56,9 @@ def test_gemma_file_without_template_uses_the_fallback(tmp_path: Path, gemma3_pa
         chat = ChatSession(client, store, P.Load(model_path=str(gemma3_path), n_ctx=1024, n_threads=2),
                            system_prompt="Answer briefly.", sampling=P.Sampling(temperature=0, max_tokens=8))  # fmt: skip
         chat.start()
-        assert chat.template is not None and chat.template.source == "fallback" and chat.template.name == "Gemma"
+        assert (
+            chat.template is not None and chat.template.source == "fallback" and chat.template.name == "Gemma"
+        )
         assert "No chat template in the file" in chat.template.describe()
         assert any(isinstance(e, P.Done) for e in chat.send("Hello"))
 

@@ -59,6 +59,21 @@ def test_greedy_is_deterministic_and_reuses_the_prompt_cache(engine: EngineClien
     assert isinstance(second, P.Done) and second.n_prompt_evaluated < second.n_prompt_tokens
 
 
+def test_greedy_fast_path_picks_what_llama_cpps_sampler_chain_picks(engine: EngineClient) -> None:
+    """Plain greedy runs as an argmax over the logits; llama.cpp's chain with top-k 1 must agree token for token."""
+    prompt = CHATML.format(q="Write a haiku about the sea.")
+    fast = P.Sampling(temperature=0, repeat_penalty=1.0, max_tokens=48)
+    chain = P.Sampling(
+        temperature=1.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, max_tokens=48, seed=7
+    )
+    texts = [
+        "".join(e.text for e in engine.generate(prompt, s) if isinstance(e, P.TokenChunk))
+        for s in (fast, chain, fast)
+    ]
+    assert len(texts[0]) > 40
+    assert texts[0] == texts[1] == texts[2]
+
+
 def test_stop_strings_end_the_answer(engine: EngineClient) -> None:
     events = list(engine.generate(CHATML.format(q="Count from 1 to 20, separated by commas."),
                                   P.Sampling(temperature=0, max_tokens=64, stop=("7",))))  # fmt: skip
@@ -82,7 +97,9 @@ def test_cancel_stops_promptly(engine: EngineClient) -> None:
             assert ev.stop_reason == "cancelled" and ev.n_gen_tokens < 500
             assert latency < 0.5  # measured ~10-15 ms on 2 cores; generous for a loaded CI machine
     # the next request works normally
-    assert any(isinstance(e, P.Done) for e in engine.generate(CHATML.format(q="Hi"), P.Sampling(max_tokens=4)))
+    assert any(
+        isinstance(e, P.Done) for e in engine.generate(CHATML.format(q="Hi"), P.Sampling(max_tokens=4))
+    )
 
 
 def test_killed_process_gives_a_clear_error_and_the_next_load_works(smollm2_path: Path) -> None:

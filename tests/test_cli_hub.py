@@ -1,0 +1,115 @@
+"""``tailorlm search | files | pull | list | rm`` and chatting with a pulled model by its library id,
+as a user runs them: subprocesses against the local fake Hub, real files, real exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fake_hub import RepoMeta, fake_hub
+
+SMOL = "SmolLM2-135M-Instruct-Q4_1.gguf"
+
+
+def tailorlm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=300,
+                          check=False, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_search_prints_repos_most_downloaded_first(smollm2_path: Path) -> None:
+    repos: dict[str, dict[str, bytes | Path]] = {"a/SmolLM2-GGUF": {SMOL: smollm2_path},
+                                                 "b/SmolLM2-Instruct-GGUF": {SMOL: smollm2_path}}  # fmt: skip
+    meta = {
+        "a/SmolLM2-GGUF": RepoMeta(downloads=5),
+        "b/SmolLM2-Instruct-GGUF": RepoMeta(downloads=50, likes=3),
+    }
+    with fake_hub(repos, meta=meta) as url:
+        out = tailorlm("search", "smollm2", "--json", env={"HF_ENDPOINT": url})
+        text = tailorlm("search", "smollm2", env={"HF_ENDPOINT": url})
+        none = tailorlm("search", "no-such-model", env={"HF_ENDPOINT": url})
+    assert out.returncode == 0, out.stderr
+    assert [m["repo_id"] for m in json.loads(out.stdout)] == ["b/SmolLM2-Instruct-GGUF", "a/SmolLM2-GGUF"]
+    assert text.stdout.index("b/SmolLM2-Instruct-GGUF") < text.stdout.index("a/SmolLM2-GGUF")
+    assert none.returncode == 0 and "No GGUF repos match" in none.stdout
+
+
+def test_pull_list_chat_and_rm(smollm2_path: Path, gemma3_path: Path) -> None:
+    repo: dict[str, bytes | Path] = {
+        SMOL: smollm2_path,
+        "gemma-3-270m-Q4_K_M.gguf": gemma3_path,
+        "README.md": b"hi",
+    }
+    with fake_hub({"acme/mix-GGUF": repo}) as url:
+        env = {"HF_ENDPOINT": url}
+        files = tailorlm("files", "acme/mix-GGUF", "--json", "--no-bandwidth", env=env)
+        assert files.returncode == 0, files.stderr
+        listed = json.loads(files.stdout)["files"]
+        assert {f["quant"] for f in listed} == {"Q4_1", "Q4_K_M"} and sum(
+            f["recommended"] for f in listed
+        ) == 1
+        pulled = tailorlm("pull", "acme/mix-GGUF", "--quant", "Q4_1", "--json", "--no-bandwidth", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    info = json.loads(pulled.stdout)
+    path = Path(info["paths"][0])
+    assert info["sha256"] == [hashlib.sha256(smollm2_path.read_bytes()).hexdigest()]
+    assert path.is_file() and "models--acme--mix-GGUF" in str(path)
+
+    listing = json.loads(tailorlm("list", "--json").stdout)
+    [entry] = [m for m in listing if m["id"] == info["id"]]
+    assert entry["origin"] == "tailorlm" and entry["owned"] and entry["quant"] == "Q4_1" and entry["present"]
+
+    chat = tailorlm("chat", info["id"], "--prompt", "What is the capital of France?", "--json",
+                    "--temperature", "0", "--max-tokens", "16", "--no-bandwidth")  # fmt: skip
+    assert chat.returncode == 0, chat.stderr
+    assert "Paris" in json.loads(chat.stdout)["text"]
+
+    keep = tailorlm("rm", info["id"])
+    assert keep.returncode == 0 and "stays at" in keep.stdout and path.is_file()
+    assert info["id"] not in {m["id"] for m in json.loads(tailorlm("list", "--json").stdout)}
+
+
+def test_rm_delete_removes_only_what_tailorlm_downloaded(smollm2_path: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "my-models"
+    folder.mkdir()
+    mine = folder / "mine.Q4_1.gguf"
+    os.link(smollm2_path, mine)
+    added = tailorlm("list", "--add-folder", str(folder), "--json")
+    assert added.returncode == 0, added.stderr
+    [found] = [m for m in json.loads(added.stdout) if m["paths"] == [str(mine)]]
+    assert found["origin"] == "folder" and not found["owned"]
+    refused = tailorlm("rm", found["id"], "--delete")
+    assert refused.returncode == 2 and "will not delete it" in refused.stderr
+    assert mine.is_file()
+
+    with fake_hub({"acme/smol-GGUF": {SMOL: smollm2_path}}) as url:
+        pulled = tailorlm("pull", "acme/smol-GGUF", "--file", SMOL, "--json", env={"HF_ENDPOINT": url})
+    info = json.loads(pulled.stdout)
+    blob = Path(info["paths"][0]).resolve()
+    gone = tailorlm("rm", info["id"], "--delete")
+    assert gone.returncode == 0, gone.stderr
+    assert not blob.exists() and not Path(info["paths"][0]).exists()
+
+
+def test_pull_errors_are_one_clear_line(smollm2_path: Path) -> None:
+    meta = {"acme/gated-GGUF": RepoMeta(gated_token="hf_abcSECRET")}
+    with fake_hub(
+        {"acme/gated-GGUF": {SMOL: smollm2_path}, "acme/smol-GGUF": {SMOL: smollm2_path}}, meta=meta
+    ) as url:
+        env = {"HF_ENDPOINT": url}
+        gated = tailorlm("pull", "acme/gated-GGUF", "--quant", "Q4_1", env=env)
+        wrong = tailorlm("pull", "acme/smol-GGUF", "--quant", "Q8_0", env=env)
+        missing = tailorlm("pull", "acme/nothing-GGUF", env=env)
+        with_token = tailorlm(
+            "pull", "acme/gated-GGUF", "--quant", "Q4_1", env={**env, "HF_TOKEN": "hf_abcSECRET"}
+        )
+    assert gated.returncode == 2 and "gated or private" in gated.stderr and "HF_TOKEN" in gated.stderr
+    assert wrong.returncode == 2 and "No Q8_0 file" in wrong.stderr and "Q4_1" in wrong.stderr
+    assert missing.returncode == 2 and "no repo" in missing.stderr.lower()
+    for out in (gated, wrong, missing):
+        assert "Traceback" not in out.stderr and out.stderr.count("tailorlm:") == 1
+    assert with_token.returncode == 0, with_token.stderr
+    assert "hf_abcSECRET" not in with_token.stdout + with_token.stderr
