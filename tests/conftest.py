@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests import models
+
+# llama.cpp's converter: the environment scripts/test.sh built, shared by every test (and by
+# module-scoped fixtures, which run before function-scoped monkeypatches).
+os.environ.setdefault(
+    "TAILORLM_CONVERTER_ENV", str(Path(__file__).resolve().parent.parent / ".cache" / "converter-env")
+)
 
 
 @pytest.fixture(autouse=True)

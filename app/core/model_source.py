@@ -17,6 +17,7 @@ from app.core.errors import (
     ModelReadError,
 )
 from app.core.gguf_header import GGUFHeader, join_split_parts, read_gguf_file
+from app.core.hub_http import hub_endpoint
 from app.core.model_info import ModelInfo, model_info_from_header
 
 _SPLIT = re.compile(r"^(?P<stem>.*)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$")
@@ -76,7 +77,7 @@ def _gguf_name(header: GGUFHeader, path: Path) -> str:
     return str(name) if name else path.stem
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+def read_config(folder: Path) -> dict[str, Any]:
     cfg_path = folder / "config.json"
     if not cfg_path.exists():
         ggufs = sorted(folder.glob("*.gguf"))
@@ -104,14 +105,18 @@ def _checkpoint_dtype(config: dict[str, Any], dtypes: set[str]) -> str:
 
 def model_from_checkpoint(folder: Path) -> ModelInfo:
     """A local Hugging Face checkpoint: config.json for the shapes, safetensors headers for the dtype."""
-    config = _read_config(folder)
-    from app.core.hf_arch import header_from_hf_config
     from app.core.safetensors_header import checkpoint_tensors
 
-    st = checkpoint_tensors(folder)
+    return _from_config(read_config(folder), checkpoint_tensors(folder), str(folder), "hf_dir", folder.name)
+
+
+def _from_config(config: dict[str, Any], st: tuple[Any, ...], source: str, kind: str, name: str) -> ModelInfo:
+    """ModelInfo from config.json, checked against the checkpoint's safetensors headers when we have them."""
+    from app.core.hf_arch import header_from_hf_config
+
     dtype = _checkpoint_dtype(config, {t.dtype for t in st})
     header = header_from_hf_config(config, dtype=dtype)
-    info = model_info_from_header(header, source=str(folder), source_kind="hf_dir", name=folder.name)
+    info = model_info_from_header(header, source=source, source_kind=kind, name=name)
     if st:
         ckpt_params = sum(t.n_elements for t in st)
         # A checkpoint with a vision tower or extra heads holds more than the text model we run.
@@ -123,9 +128,31 @@ def model_from_checkpoint(folder: Path) -> ModelInfo:
     return replace(info, file_type=dtype, file_size_bytes=sum(t.n_bytes for t in st) or None)
 
 
+def _remote_safetensors(repo_id: str) -> tuple[Any, ...]:
+    """The tensors of a Hub checkpoint from its safetensors headers, read with range requests
+    (the 8-byte length, then the JSON table: a few hundred KB per shard, no weights)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    from app.core.remote_source import HubFileSource
+    from app.core.safetensors_header import read_safetensors_header
+
+    try:
+        tree = HfApi(endpoint=hub_endpoint()).list_repo_tree(
+            repo_id
+        )  # the top level, where transformers looks
+        shards = sorted(e.path for e in tree if isinstance(e, RepoFile) and e.path.endswith(".safetensors"))
+    except OSError:
+        return ()  # the listing is a cross-check; config.json alone still sizes the model
+    tensors: list[Any] = []
+    for shard in shards:
+        tensors.extend(read_safetensors_header(HubFileSource(repo_id, shard), name=f"{repo_id}/{shard}"))
+    return tuple(tensors)
+
+
 def model_from_hub_gguf(repo_id: str, filename: str) -> ModelInfo:
     """A GGUF on the Hub, read with range requests: its header only (a few MB), no weights."""
-    from app.core.remote_source import hub_endpoint, read_remote_gguf_header
+    from app.core.remote_source import read_remote_gguf_header
 
     check_reachable(hub_endpoint())
     header, _ = read_remote_gguf_header(repo_id, filename)
@@ -157,11 +184,10 @@ def check_reachable(endpoint: str) -> None:
 
 
 def model_from_repo(repo_id: str) -> ModelInfo:
-    """A Hub repo: its config.json (a few KB) through huggingface_hub; no weights are fetched."""
-    from app.core.hf_arch import header_from_hf_config
-
+    """A Hub repo: its config.json (a few KB) through huggingface_hub and its safetensors headers
+    with range requests; no weights are fetched."""
     try:
-        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (
             EntryNotFoundError,
             GatedRepoError,
@@ -171,10 +197,10 @@ def model_from_repo(repo_id: str) -> ModelInfo:
         from huggingface_hub.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - a dependency
         raise HubError("huggingface_hub is not installed.") from exc
-    check_reachable(constants.ENDPOINT)
+    check_reachable(hub_endpoint())
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # its retry warnings are not for our users; we say it once
     try:
-        cfg_file = hf_hub_download(repo_id, "config.json")
+        cfg_file = hf_hub_download(repo_id, "config.json", endpoint=hub_endpoint())
     except LocalEntryNotFoundError:
         raise HubError(
             f"Could not reach the Hugging Face Hub for {repo_id}, and it is not in the local cache.",
@@ -208,8 +234,6 @@ def model_from_repo(repo_id: str) -> ModelInfo:
         config = json.loads(Path(cfg_file).read_text())
     except json.JSONDecodeError as exc:
         raise CorruptModelError(f"{repo_id}'s config.json is not valid JSON ({exc}).") from None
-    dtype = _checkpoint_dtype(config, set())
-    info = model_info_from_header(
-        header_from_hf_config(config, dtype=dtype), source=repo_id, source_kind="hf_repo", name=repo_id
-    )
-    return replace(info, file_type=dtype)
+    if not isinstance(config, dict):
+        raise CorruptModelError(f"{repo_id}'s config.json is not a JSON object.")
+    return _from_config(config, _remote_safetensors(repo_id), repo_id, "hf_repo", repo_id)

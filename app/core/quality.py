@@ -75,6 +75,11 @@ def _label(kld: float) -> str:
 
 
 def quality_of(quant: str) -> Quality:
+    if quant == "F32":  # the reference itself, at more than F16's precision
+        quant_f16 = quality_of("F16")
+        return Quality(
+            "F32", quant_f16.kld, quant_f16.ppl_delta, quant_f16.top_token_agreement, False, quant_f16.label
+        )
     if quant in _PUBLISHED:
         d, k, a = _PUBLISHED[quant]
         return Quality(quant, k, d, a, False, _label(k))
