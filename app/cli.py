@@ -7,6 +7,7 @@ the core (``TailorError``) become one line on stderr and exit code 2, never a tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -92,8 +93,12 @@ def cmd_advise(args: argparse.Namespace) -> int:
     contexts = (args.ctx,) if args.ctx else None
     advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s)
     check = _dry_run_check(model, advice) if args.dry_run else None
+    from app.core.measured_quality import measured
+
+    here = measured(model)
     if args.json:
         out = {
+            "measured_quality": here,
             "dry_run": check,
             "model": _model_dict(model),
             "budget": {
@@ -130,6 +135,15 @@ def cmd_advise(args: argparse.Namespace) -> int:
         print(f"* {r}")
     for w in advice.warnings:
         print(f"! {w}")
+    if here:
+        from app.core.quality import quality_of
+
+        print("\nMeasured on this machine (`tailorlm quality`), beside the published number vs F16:")
+        for quant, m in sorted(here.items()):
+            with contextlib.suppress(ValueError):
+                pub = quality_of(quant).kld
+                print(f"  {quant:8} vs {m['reference']:6} KLD {m['kld_mean']:.4f}, same top token "
+                      f"{100 * m['top1_agreement']:.0f} %   (published: KLD {pub:.4f})")  # fmt: skip
     if check:
         print(f"\nllama.cpp dry run of this file ({check['quant']}, {check['n_ctx']:,} tokens, CPU):")
         for key in ("kv", "compute", "output"):

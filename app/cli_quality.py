@@ -62,11 +62,13 @@ def _read_text(path: Path) -> str:
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
+    from app.core.measured_quality import record
     from app.core.model_source import model_from_gguf
     from app.engine.quality_eval import default_text, evaluate
 
     ref, cand = _gguf(args.reference), _gguf(args.candidate)
-    quants = [model_from_gguf(p).file_type or p.stem for p in (ref, cand)]  # also rejects non-GGUF files
+    infos = [model_from_gguf(p) for p in (ref, cand)]  # also rejects non-GGUF files
+    quants = [m.file_type or p.stem for m, p in zip(infos, (ref, cand), strict=True)]
     text = _read_text(args.text) if args.text else default_text()
 
     def progress(fraction: float) -> None:
@@ -74,6 +76,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
             print(f"\rscoring: {fraction:4.0%}", end="", file=sys.stderr, flush=True)
 
     result = evaluate(ref, cand, text, n_ctx=args.ctx, n_threads=args.threads, on_progress=progress)
+    record(infos[1], quants[0], quants[1], result.to_dict())  # `tailorlm advise` shows it from now on
     if args.json:
         print(json.dumps({**result.to_dict(), "reference_quant": quants[0], "candidate_quant": quants[1],
                           "text": str(args.text) if args.text else "built-in"}, indent=2))  # fmt: skip

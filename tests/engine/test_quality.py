@@ -161,6 +161,12 @@ def test_cli_prints_numbers_as_json_and_as_a_table(
     assert out["n_chunks"] == 1 and out["text"] == str(text)
     r = QualityResult(**{k: v for k, v in out.items() if k in QualityResult.__dataclass_fields__})
     assert math.isclose(out["ppl_change"], r.ppl_change) and 0 <= r.kld_mean < 0.05
+    # The advisor shows the measurement beside the published number from now on.
+    from app.cli import main as tailorlm
+
+    assert tailorlm(["advise", str(requants["Q8_0"]), "--json", "--no-bandwidth"]) == 0
+    here = json.loads(capsys.readouterr().out)["measured_quality"]
+    assert here["Q8_0"]["reference"] == "Q4_1" and here["Q8_0"]["kld_mean"] == out["kld_mean"]
 
     cli_quality._print_table(r, ["Q4_1", "Q8_0"], "text.txt")
     table = capsys.readouterr().out
