@@ -1,4 +1,4 @@
-"""``python -m app``: the desktop app. Until the window lands, this prints the CLI's help."""
+"""``python -m app``: the desktop app. ``python -m app COMMAND …`` runs the command line instead."""
 
 from __future__ import annotations
 
@@ -6,10 +6,28 @@ import sys
 
 
 def main() -> int:
-    from app.cli import main as cli_main
+    from app.core.runtime import CHILD_FLAG
 
-    # The GUI arrives with the desktop issue; the CLI already does everything the core can.
-    return cli_main(sys.argv[1:] or ["--help"])
+    if len(sys.argv) > 2 and sys.argv[1] == CHILD_FLAG:  # the packaged app starting its own child
+        import runpy
+
+        module = sys.argv[2]
+        sys.argv = [module, *sys.argv[3:]]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return 0
+    if len(sys.argv) > 1:  # `python -m app advise …`: the CLI, for scripts and the packaged app
+        from app.cli import main as cli_main
+
+        return cli_main(sys.argv[1:])
+    from app.gui.app import has_display
+    from app.gui.app import main as gui_main
+
+    if not has_display():
+        sys.stderr.write(
+            "TailorLM: no display found. The command line does everything: python -m app --help\n"
+        )
+        return 2
+    return gui_main()
 
 
 if __name__ == "__main__":

@@ -477,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from app.core.logs import setup_logging
+
+    setup_logging()
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

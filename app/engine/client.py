@@ -12,7 +12,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,9 @@ from pathlib import Path
 from typing import IO
 
 from app.core.errors import EngineError
+from app.core.runtime import module_command
 from app.engine import protocol as P
+from app.engine.llama_log import device_error
 
 _EOF = object()
 
@@ -65,7 +66,7 @@ class EngineClient:
             return
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "app.engine.worker"],
+            module_command("app.engine.worker"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
         )  # fmt: skip
         self._inbox = queue.Queue()
@@ -122,8 +123,11 @@ class EngineClient:
         )
         hint = ("Try a smaller quantization, a shorter context or fewer GPU layers — `tailorlm advise` "
                 "shows what fits.")  # fmt: skip
+        # ggml aborts on a failed CUDA call; the child logged the cause to stderr first.
+        cuda = device_error("".join(self.stderr_tail))
+        cause = f" after CUDA error: {cuda}" if cuda else ""
         return EngineError(
-            f"The model process ended {stage}: {_signal_words(code)}.".replace("  ", " "), hint=hint
+            f"The model process ended {stage}: {_signal_words(code)}{cause}.".replace("  ", " "), hint=hint
         )
 
     def _next(self, timeout_s: float | None) -> P.Message:

@@ -60,3 +60,87 @@ def parse_buffers(log: str) -> Buffers:
         ):
             b.flash_attn = True
     return b
+
+
+# --- why a load failed ---------------------------------------------------------------------
+
+# "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 16384.00 MiB on device 0: cudaMalloc failed: out of memory"
+_CUDA_MALLOC = re.compile(r"allocating ([\d.]+) MiB on device (\d+): cudaMalloc failed: (.+)")
+# ggml-alloc.c, any backend: "alloc_tensor_range: failed to allocate CUDA0 buffer of size 17179869184"
+_ALLOC = re.compile(r"failed to allocate (\S+) buffer of size (\d+)\s*$")
+# What llama.cpp was allocating when it gave up (llama-model.cpp, llama-kv-cache.cpp, llama-context.cpp).
+_STAGES = (
+    (re.compile(r"unable to allocate \S+ buffer"), "the model weights"),
+    (re.compile(r"failed to allocate buffer for kv cache"), "the KV cache"),
+    (re.compile(r"failed to allocate compute|failed to reserve graph"), "the compute buffers"),
+    (re.compile(r"failed to (?:reserve|allocate) (?:initial )?output buffer"), "the output buffer"),
+)
+# ggml-cuda's CUDA_CHECK before it aborts: "CUDA error: out of memory"
+_CUDA_ERROR = re.compile(r"CUDA error: (.+)")
+
+
+@dataclass(frozen=True)
+class AllocFailure:
+    """A buffer llama.cpp could not allocate, read from its log."""
+
+    buffer: str  # ggml buffer type: "CUDA0", "CUDA_Host", "CPU", "Metal", "Vulkan0" …
+    # "the model weights" | "the KV cache" | "the compute buffers" | "the output buffer" | "a buffer"
+    what: str
+    needed_bytes: int
+    device_error: str | None = None  # "out of memory", as the device API said it
+
+    @property
+    def in_ram(self) -> bool:
+        return self.buffer.startswith("CPU") or self.buffer.endswith("_Host")
+
+
+def alloc_failure(log: str) -> AllocFailure | None:
+    """The first allocation that failed in ``log`` and what it was for; None if none did."""
+    failure: AllocFailure | None = None
+    device_error: str | None = None
+    for line in log.splitlines():
+        if failure is None and (m := _CUDA_MALLOC.search(line)):
+            device_error = m.group(3).strip()
+            failure = AllocFailure(
+                f"CUDA{m.group(2)}", "a buffer", round(float(m.group(1)) * _MIB), device_error
+            )
+        elif m := _ALLOC.search(line):
+            if failure is None or (failure.what == "a buffer" and failure.buffer == m.group(1)):
+                failure = AllocFailure(m.group(1), "a buffer", int(m.group(2)), device_error)
+        elif failure is not None and failure.what == "a buffer":
+            what = next((w for pattern, w in _STAGES if pattern.search(line)), None)
+            if what is not None:
+                failure = AllocFailure(failure.buffer, what, failure.needed_bytes, failure.device_error)
+    return failure
+
+
+def device_error(text: str) -> str | None:
+    """The CUDA error ggml reported before aborting ("out of memory"), if any."""
+    found = [m.group(1).strip() for m in _CUDA_ERROR.finditer(text)]
+    return found[-1] if found else None
+
+
+_NEXT_STEP = {
+    "the model weights": "Put fewer layers on the GPU or choose a smaller quantization",
+    "the KV cache": "Use a shorter context, a quantized KV cache (Q8_0 halves it) or fewer GPU layers",
+    "the compute buffers": "Use fewer GPU layers or a shorter context",
+}
+
+
+def out_of_memory_message(failure: AllocFailure, free_bytes: int | None) -> tuple[str, str]:
+    """("CUDA out of memory while allocating the KV cache: 16.0 GiB needed, 7.31 GiB free on CUDA0", hint)."""
+    from app.core.units import format_bytes
+
+    if failure.in_ram:
+        kind, where, free_word = "Out of memory (RAM)", "", "available"
+    else:
+        backend = "CUDA" if failure.buffer.startswith("CUDA") else failure.buffer
+        kind, where, free_word = f"{backend} out of memory", f" on {failure.buffer}", "free"
+    if failure.device_error and "memory" not in failure.device_error:
+        kind = f"{failure.buffer} could not allocate ({failure.device_error})"
+    free = f", {format_bytes(free_bytes)} {free_word}{where}" if free_bytes is not None else where
+    message = f"{kind} while allocating {failure.what}: {format_bytes(failure.needed_bytes)} needed{free}"
+    step = _NEXT_STEP.get(failure.what, "Use fewer GPU layers, a shorter context or a smaller quantization")
+    if failure.in_ram:
+        step = "Close other programs, or use a shorter context or a smaller quantization"
+    return message, f"{step}; `tailorlm advise` plans against the memory that is free now."

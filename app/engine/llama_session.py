@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from app.engine.llama_log import parse_buffers
+from app.engine.llama_log import alloc_failure, out_of_memory_message, parse_buffers
 from app.engine.protocol import Load, Sampling
 
+GGML_LOG_LEVEL_ERROR = 4  # enum ggml_log_level, ggml.h
 # ggml_type ids of the KV cache types (ggml.h)
 KV_TYPES = {
     "F32": 0,
@@ -92,6 +93,10 @@ class LlamaSession:
         def on_log(level: int, text: bytes, user: ctypes.c_void_p) -> None:
             if len(self.log_lines) < 5000:
                 self.log_lines.append(text.decode("utf-8", "replace"))
+            if level == GGML_LOG_LEVEL_ERROR:
+                # Also to stderr: if ggml aborts next ("CUDA error: out of memory"), the parent
+                # reads the cause from there, since this process is gone.
+                os.write(2, text)
 
         @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p)
         def on_abort(user: ctypes.c_void_p) -> bool:
@@ -122,7 +127,7 @@ class LlamaSession:
         mp.progress_callback = progress
         self.model = L.llama_model_load_from_file(req.model_path.encode(), mp)
         if not self.model:
-            raise LoadFailed(self._load_error(), hint="Check the file, or try fewer GPU layers.")
+            raise self._load_failed(hint="Check the file, or try fewer GPU layers.")
         self.vocab = L.llama_model_get_vocab(self.model)
 
         cp = L.llama_context_default_params()
@@ -140,10 +145,12 @@ class LlamaSession:
         cp.abort_callback = self._on_abort
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
-            err = self._load_error()
+            failed = self._load_failed(
+                hint="Try a smaller context, a quantized KV cache or fewer GPU layers."
+            )
             L.llama_model_free(self.model)
             self.model = None
-            raise LoadFailed(err, hint="Try a smaller context, a quantized KV cache or fewer GPU layers.")
+            raise failed
         self.kv_tokens = []
         template = L.llama_model_chat_template(self.model, None)
         bufs = parse_buffers("".join(self.log_lines))
@@ -158,13 +165,16 @@ class LlamaSession:
             "buffers": bufs.flat(),
         }
 
-    def _load_error(self) -> str:
-        lines = [
-            ln.strip()
-            for ln in "".join(self.log_lines).splitlines()
-            if "error" in ln.lower() or "failed" in ln.lower()
-        ]
-        return lines[-1] if lines else "llama.cpp could not load the model"
+    def _load_failed(self, *, hint: str) -> LoadFailed:
+        """Why the load failed, in words: a buffer that did not fit says what, how much and how
+        much was free; anything else is llama.cpp's last error line."""
+        log = "".join(self.log_lines)
+        failure = alloc_failure(log)
+        if failure is not None:
+            free = _ram_available_bytes() if failure.in_ram else _device_free_bytes(failure.buffer)
+            return LoadFailed(*out_of_memory_message(failure, free))
+        lines = [ln.strip() for ln in log.splitlines() if "error" in ln.lower() or "failed" in ln.lower()]
+        return LoadFailed(lines[-1] if lines else "llama.cpp could not load the model", hint=hint)
 
     def _text(self, token: int) -> str:
         if token < 0:
@@ -362,6 +372,35 @@ class LlamaSession:
         seed = s.seed if s.seed >= 0 else 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: random
         add(chain, L.llama_sampler_init_dist(seed))
         return chain
+
+
+def _device_free_bytes(name: str) -> int | None:
+    """Free memory of the ggml device ``name`` ("CUDA0") as its backend reports it (cudaMemGetInfo).
+    Asked only after a failed load: this process already holds the device's context."""
+    try:
+        from llama_cpp import _ggml  # llama-cpp-python's handle on libggml, as app.core.offload uses
+
+        lib = _ggml.libggml
+        by_name = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(("ggml_backend_dev_by_name", lib))
+        sz = ctypes.POINTER(ctypes.c_size_t)
+        memory = ctypes.CFUNCTYPE(None, ctypes.c_void_p, sz, sz)(("ggml_backend_dev_memory", lib))
+    except (ImportError, AttributeError, OSError):
+        return None
+    dev = by_name(name.encode())
+    if not dev:
+        return None
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    memory(dev, ctypes.byref(free), ctypes.byref(total))
+    return int(free.value) if total.value else None
+
+
+def _ram_available_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None
 
 
 def _physical_cores() -> int:

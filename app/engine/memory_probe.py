@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from app.core.runtime import module_command
 from app.engine.llama_log import parse_buffers
 from app.engine.llama_session import KV_TYPES, rss_bytes
 
@@ -133,7 +134,7 @@ def probe_in_child(spec: dict[str, Any], *, timeout_s: float = 600.0) -> dict[st
 
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "app.engine.memory_probe", json.dumps(spec)],
+            module_command("app.engine.memory_probe", json.dumps(spec)),
             capture_output=True, text=True, timeout=timeout_s, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from app.core.errors import Cancelled, EngineError, ModelNotFoundError, ModelReadError, TailorError
+from app.core.runtime import module_command
 
 MIN_TOKENS = 16  # below this a chunk scores a handful of tokens: noise, not a measurement
 POLL_S = 0.05  # how often the parent checks the cancel token while the child works
@@ -113,7 +114,7 @@ def evaluate(
             "n_ctx": n_ctx, "n_threads": n_threads}  # fmt: skip
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.engine.quality_eval"],
+            module_command("app.engine.quality_eval"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
         )  # fmt: skip
         try:

@@ -18,6 +18,7 @@ from pathlib import Path
 from app.core.convert import ConversionError, predicted_bytes, run_logged
 from app.core.download import check_disk_space
 from app.core.quality import quality_of
+from app.core.runtime import module_command
 
 # What `tailorlm quantize --to` offers: llama.cpp file types that need no importance matrix.
 QUANT_TYPES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_1",
@@ -73,7 +74,7 @@ def quantize(
         if on_progress is not None and (m := _TENSOR.match(line)):
             on_progress(QuantizeProgress(int(m.group(1)) / int(m.group(2)), m.group(3)))
 
-    cmd = [sys.executable, "-m", "app.engine.quantize", str(src), str(tmp), to, str(n_threads)]
+    cmd = module_command("app.engine.quantize", str(src), str(tmp), to, str(n_threads))
     try:
         rc, tail = run_logged(cmd, on_line, cancel)
         if rc != 0 or not tmp.exists():

@@ -1,0 +1,72 @@
+"""What the panels share: settings, the hardware profile (detected once, off the GUI thread), the
+model library, and a few app-wide signals — so panels never import each other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QObject, QSettings, Signal
+
+from app.gui.workers import run_task
+
+
+class AppContext(QObject):
+    # (message, next step): shown in the window's error banner, in plain words
+    error = Signal(str, str)
+    # (model path, load settings dict: n_ctx, n_gpu_layers, type_k, …, "predicted": {...})
+    open_chat = Signal(str, dict)
+    # the hardware profile arrived (or was refreshed)
+    profile_ready = Signal(object)
+    # a model was added to or removed from the library
+    library_changed = Signal()
+    # live numbers of the model process for the status bar: tok/s, ttft_ms, rss, vram, predicted
+    engine_metrics = Signal(dict)
+    # ask the window to show a panel by key ("machine", "advisor", "library", "chat", …)
+    show_panel = Signal(str)
+
+    def __init__(self, settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or QSettings()
+        self._profile: Any = None
+        self._library: Any = None
+        self._detecting = False
+
+    # --- hardware -----------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> Any:
+        """The MachineProfile once detected, else None (``detect()`` starts it)."""
+        return self._profile
+
+    def detect(self, *, refresh: bool = False) -> None:
+        if self._detecting or (self._profile is not None and not refresh):
+            if self._profile is not None:
+                self.profile_ready.emit(self._profile)
+            return
+        self._detecting = True
+
+        def work(report: Any, cancel: Any) -> Any:
+            from app.core.hardware import detect_machine
+
+            return detect_machine(measure_bandwidth=True)
+
+        def done(profile: Any) -> None:
+            self._detecting = False
+            self._profile = profile
+            self.profile_ready.emit(profile)
+
+        def failed(msg: str, hint: str, cancelled: bool) -> None:
+            self._detecting = False
+            self.error.emit(msg, hint)
+
+        run_task(work, on_done=done, on_failed=failed, name="detect")
+
+    # --- library ------------------------------------------------------------------------------
+
+    @property
+    def library(self) -> Any:
+        if self._library is None:
+            from app.core.library import Library
+
+            self._library = Library()
+        return self._library

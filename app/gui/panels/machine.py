@@ -1,0 +1,339 @@
+"""The machine at a glance: what was detected (CPU, RAM, GPUs, what the llama.cpp build can offload
+to) and live charts of RAM, CPU and per-GPU VRAM use, with the loaded model's share filled in.
+
+The numbers come from a sampler thread of its own (psutil, NVML, amdgpu's sysfs) because opening
+NVML can take a second on a cold driver and reading a sleeping laptop GPU wakes it; the GUI thread
+only copies the latest sample into the charts. Sampling runs only while the panel is visible, so a
+hidden panel never keeps a discrete GPU awake. pyqtgraph is imported when the panel is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.units import GIB, format_bytes
+from app.gui.context import AppContext
+
+SAMPLE_INTERVAL_S = 1.0
+HISTORY = 120  # points per chart: two minutes at one sample a second
+_SELECTABLE = Qt.TextInteractionFlag.TextSelectableByKeyboard | Qt.TextInteractionFlag.TextSelectableByMouse
+GpuKey = tuple[str, int]  # (vendor, index within the vendor), as GpuInfo names a GPU
+
+
+@dataclass(frozen=True)
+class SystemSample:
+    t: float  # time.monotonic()
+    ram_used_bytes: int
+    ram_total_bytes: int
+    cpu_percent: float
+    vram_used_bytes: dict[GpuKey, int] = field(default_factory=dict, hash=False)
+
+
+def _open_nvml() -> tuple[Any, list[Any]]:
+    """pynvml and one handle per NVIDIA GPU; (None, []) without a driver, library or GPU."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no package, no driver: VRAM of NVIDIA GPUs is simply not charted
+        return None, []
+    try:
+        return pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except pynvml.NVMLError:
+        return pynvml, []
+
+
+class SystemSampler:
+    """Samples the whole machine every ``interval_s`` on a daemon thread; the UI reads ``latest``.
+
+    Touches no Qt object. NVML handles are opened once per start and closed at stop.
+    """
+
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.latest: SystemSample | None = None
+        self._stop: threading.Event | None = None
+
+    def start(self) -> None:
+        if self._stop is not None:
+            return
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, args=(self._stop,), daemon=True, name="machine-sampler").start()
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()  # the thread ends within one interval; nobody waits for it
+            self._stop = None
+
+    def _run(self, stop: threading.Event) -> None:
+        import psutil
+
+        from app.core.hardware import detect_amd_gpus
+
+        nvml, handles = _open_nvml()
+        psutil.cpu_percent(None)  # the first call only sets the reference point
+        try:
+            while not stop.wait(0.2 if self.latest is None else self.interval_s):
+                vram: dict[GpuKey, int] = {}
+                for i, handle in enumerate(handles):
+                    with contextlib.suppress(Exception):
+                        vram["nvidia", i] = int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
+                for gpu in detect_amd_gpus():  # a few small sysfs reads per card
+                    if gpu.vram_total_bytes is not None and gpu.vram_free_bytes is not None:
+                        vram["amd", gpu.index] = gpu.vram_total_bytes - gpu.vram_free_bytes
+                vm = psutil.virtual_memory()
+                used = int(vm.total - vm.available)
+                self.latest = SystemSample(
+                    time.monotonic(), used, int(vm.total), psutil.cpu_percent(None), vram
+                )
+        finally:
+            if nvml is not None:
+                with contextlib.suppress(Exception):
+                    nvml.nvmlShutdown()
+
+
+class Chart:
+    """One live plot: a line for the whole machine and, for memory, a filled area for the model."""
+
+    def __init__(self, pg: Any, title: str, *, label: str, y_max: float, memory: bool = True) -> None:
+        self.label, self.memory = label, memory  # memory: bytes shown in GiB; else a percentage
+        self.scale = GIB if memory else 1.0
+        self.widget = pg.PlotWidget(title=title)
+        self.widget.setAccessibleName(f"{title} chart")
+        self.widget.setBackground(None)  # the window's own colours, light or dark
+        self.widget.setMinimumHeight(150)
+        self.widget.setMenuEnabled(False)
+        self.widget.setMouseEnabled(x=False, y=False)
+        self.widget.hideButtons()
+        self.widget.setLabel("left", "GiB" if memory else "%")
+        self.widget.setLabel("bottom", "seconds ago")
+        self.widget.setXRange(-HISTORY * SAMPLE_INTERVAL_S, 0, padding=0)
+        self.widget.setYRange(0, y_max / self.scale, padding=0.02)
+        self.widget.addLegend(offset=(5, 5))
+        self.times: deque[float] = deque(maxlen=HISTORY)
+        self.values: deque[float] = deque(maxlen=HISTORY)  # raw: bytes or percent
+        self.model_values: deque[float] = deque(maxlen=HISTORY)
+        self.line = self.widget.plot(pen=pg.mkPen("#1f77b4", width=2), name="whole machine")
+        self.line.setZValue(1)  # above the model's filled area
+        self.area = None
+        if memory:
+            red = pg.mkPen("#d62728", width=1)
+            self.area = self.widget.plot(
+                pen=red, fillLevel=0, brush=(214, 39, 40, 90), name="the loaded model"
+            )
+        self.summary = QLabel("Waiting for the first sample…")
+        self.summary.setAccessibleName(f"{title} now")
+        self.summary.setTextInteractionFlags(_SELECTABLE)
+
+    def append(self, t: float, value: float, *, total: float = 0, model: float | None = None) -> None:
+        """One sample; the summary line says it in words for screen readers and tests."""
+        self.times.append(t)
+        self.values.append(value)
+        self.model_values.append(model or 0.0)
+        if self.memory:
+            share = f"; the model {format_bytes(model)}" if model else ""
+            text = f"{self.label}: {format_bytes(value)} of {format_bytes(total)} used{share}"
+        else:
+            text = f"{self.label}: {value:.0f} % busy"
+        self.summary.setText(text)
+        self.widget.setAccessibleDescription(text)
+
+    def redraw(self, now: float) -> None:
+        xs = [t - now for t in self.times]
+        self.line.setData(xs, [v / self.scale for v in self.values])
+        if self.area is not None:
+            self.area.setData(xs, [v / self.scale for v in self.model_values])
+
+
+def _gb_s(bytes_s: float) -> str:
+    return f"{bytes_s / 1e9:.0f} GB/s"
+
+
+def describe_profile(p: Any) -> dict[str, str]:
+    """One line of plain text per fact of a MachineProfile, keyed like the panel's rows."""
+    cpu = p.cpu
+    gpus = []
+    for g in p.gpus:
+        total = format_bytes(g.vram_total_bytes) if g.vram_total_bytes else "unknown"
+        free = f", {format_bytes(g.vram_free_bytes)} free" if g.vram_free_bytes is not None else ""
+        extra = [f"driver {g.driver_version}"] if g.driver_version else []
+        extra += [f"compute {g.compute_capability}"] if g.compute_capability else []
+        extra += [f"{_gb_s(g.bandwidth_bytes_s)}"] if g.bandwidth_bytes_s else []
+        kind = "shared with RAM" if g.unified_memory else "VRAM"
+        gpus.append(
+            f"{g.name} ({g.backend.upper()}): {total} {kind}{free}"
+            + (f"; {', '.join(extra)}" if extra else "")
+        )
+    off = p.offload
+    if not off.installed:
+        build = "llama.cpp (llama-cpp-python) is not installed: nothing can run yet."
+    elif off.build_supports_gpu:
+        build = (
+            f"llama-cpp-python {off.llama_cpp_version}: can offload to {', '.join(off.backends) or 'a GPU'}."
+        )
+    else:
+        build = f"llama-cpp-python {off.llama_cpp_version}: CPU only (this build cannot offload to a GPU)."
+    devices = ", ".join(f"{d.name} ({d.description})" for d in off.devices)
+    bw = "measured" if p.ram_bandwidth_measured else "assumed, not measured"
+    return {
+        "cpu": f"{cpu.model} — {cpu.physical_cores} cores, {cpu.logical_cores} threads ({cpu.arch})",
+        "isa": ", ".join(cpu.isa) or "none that llama.cpp uses",
+        "ram": f"{format_bytes(p.ram_total_bytes)} total, {format_bytes(p.ram_available_bytes)} available; "
+        f"{_gb_s(p.ram_bandwidth_bytes_s)} ({bw})",
+        "gpus": "\n".join(gpus) or "No GPU detected: models run on the CPU.",
+        "build": build + (f"\nDevices: {devices}" if devices else ""),
+        "notes": "\n".join([*p.notes, *p.overrides]) or "—",
+    }
+
+
+_ROWS = (
+    ("cpu", "&CPU"),
+    ("isa", "&Instruction sets"),
+    ("ram", "&RAM"),
+    ("gpus", "G&PUs"),
+    ("build", "&llama.cpp build"),
+    ("notes", "&Notes"),
+)
+
+
+class MachinePanel(QWidget):
+    """The hardware profile and live use; the profile comes from ``ctx.detect()`` (off-thread)."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__()
+        import pyqtgraph as pg
+
+        self.ctx, self._pg = ctx, pg
+        outer = QVBoxLayout(self)
+        head = QHBoxLayout()
+        self.status = QLabel("Detecting the hardware…")
+        self.status.setAccessibleName("Detection status")
+        self.refresh_button = QPushButton("Detect a&gain")
+        self.refresh_button.setAccessibleName("Detect the hardware again")
+        self.refresh_button.clicked.connect(self.refresh)
+        head.addWidget(self.status, 1)
+        head.addWidget(self.refresh_button)
+        outer.addLayout(head)
+        facts = QGroupBox("This machine")
+        form = QFormLayout(facts)
+        self.facts: dict[str, QLabel] = {}
+        for key, title in _ROWS:
+            label = QLabel("…")
+            label.setWordWrap(True)
+            label.setAccessibleName(title.replace("&", ""))
+            label.setTextInteractionFlags(_SELECTABLE)
+            label.setTextFormat(Qt.TextFormat.PlainText)
+            buddy = QLabel(title)
+            buddy.setBuddy(label)  # Alt+letter moves the keyboard focus to the fact
+            form.addRow(buddy, label)
+            self.facts[key] = label
+        outer.addWidget(facts)
+        live = QGroupBox("Live use (the loaded model's share filled in)")
+        self.grid = QGridLayout(live)
+        outer.addWidget(live, 1)
+        self.ram_chart = Chart(pg, "RAM used", label="RAM", y_max=GIB)
+        self.cpu_chart = Chart(pg, "CPU use", label="CPU", y_max=100.0, memory=False)
+        self.gpu_charts: dict[GpuKey, Chart] = {}
+        self.gpu_totals: dict[GpuKey, int] = {}
+        self._place_charts()
+        self.model_rss_bytes: int | None = None  # from the model process, via ctx.engine_metrics
+        self.model_vram_bytes: int | None = None
+        self.sampler = SystemSampler()
+        self._last_t = 0.0
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(SAMPLE_INTERVAL_S * 1000))
+        self.timer.timeout.connect(self.tick)
+        ctx.profile_ready.connect(self.show_profile)
+        ctx.engine_metrics.connect(self.on_metrics)
+        ctx.detect()
+
+    # --- the profile ----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        self.status.setText("Detecting the hardware…")
+        self.ctx.detect(refresh=True)
+
+    def show_profile(self, profile: Any) -> None:
+        for key, text in describe_profile(profile).items():
+            self.facts[key].setText(text)
+        self.status.setText("Detected. Live use is sampled once a second while this panel is shown.")
+        self.ram_chart.widget.setYRange(0, profile.ram_total_bytes / GIB, padding=0.02)
+        gpus = {(g.vendor, g.index): g for g in profile.gpus if not g.hypothetical and g.vendor != "apple"}
+        if set(gpus) != set(self.gpu_charts):
+            for chart in self.gpu_charts.values():
+                for w in (chart.widget, chart.summary):
+                    self.grid.removeWidget(w)
+                    w.deleteLater()
+            self.gpu_charts = {
+                key: Chart(self._pg, f"VRAM used — {g.name}", label="VRAM", y_max=g.vram_total_bytes or GIB)
+                for key, g in gpus.items()
+            }
+            self._place_charts()
+        self.gpu_totals = {key: g.vram_total_bytes or 0 for key, g in gpus.items()}
+
+    def _place_charts(self) -> None:
+        charts = [self.ram_chart, self.cpu_chart, *self.gpu_charts.values()]
+        for i, chart in enumerate(charts):
+            row, col = divmod(i, 2)
+            self.grid.addWidget(chart.widget, 2 * row, col)
+            self.grid.addWidget(chart.summary, 2 * row + 1, col)
+
+    # --- live numbers ---------------------------------------------------------------------------
+
+    def on_metrics(self, m: dict[str, Any]) -> None:
+        """The model process's own memory (0 or None once it unloads)."""
+        if "rss_bytes" in m:
+            self.model_rss_bytes = m["rss_bytes"] or None
+        if "vram_bytes" in m:
+            self.model_vram_bytes = m["vram_bytes"] or None
+
+    def tick(self) -> None:
+        s = self.sampler.latest
+        if s is None or s.t == self._last_t:
+            return
+        self._last_t = s.t
+        self.ram_chart.append(s.t, s.ram_used_bytes, total=s.ram_total_bytes, model=self.model_rss_bytes)
+        self.cpu_chart.append(s.t, s.cpu_percent)
+        first = next(iter(self.gpu_charts), None)
+        for key, chart in self.gpu_charts.items():
+            used = s.vram_used_bytes.get(key)
+            if used is None:
+                chart.summary.setText("VRAM use cannot be read for this GPU.")
+                continue
+            # the model process reports one VRAM figure; llama.cpp fills the first GPU first
+            vram = self.model_vram_bytes if key == first else None
+            chart.append(s.t, used, total=self.gpu_totals.get(key, 0), model=vram)
+        for chart in (self.ram_chart, self.cpu_chart, *self.gpu_charts.values()):
+            chart.redraw(s.t)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        self.sampler.start()
+        self.timer.start()
+        super().showEvent(event)
+
+    def hideEvent(self, event: Any) -> None:
+        self.timer.stop()
+        self.sampler.stop()
+        super().hideEvent(event)
+
+    def shutdown(self) -> None:
+        self.timer.stop()
+        self.sampler.stop()
