@@ -41,7 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             app.quit()
 
         QTimer.singleShot(500, report)
-    return int(app.exec())
+    code = int(app.exec())
+    from app.gui.workers import shutdown_tasks
+
+    shutdown_tasks()
+    return code
 
 
 def resources_dir() -> Path:

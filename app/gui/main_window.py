@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
         self._build_menu()
         ctx.error.connect(self.banner.show_error)
         ctx.show_panel.connect(self.show_panel)
+        ctx.open_chat.connect(self._open_chat)
         ctx.engine_metrics.connect(self._on_metrics)
         self._restore()
 
@@ -122,6 +123,14 @@ class MainWindow(QMainWindow):
             old.deleteLater()
             self.panels[key] = widget
         return self.panels[key]
+
+    def _open_chat(self, path: str, load: dict[str, Any]) -> None:
+        """A chat asked for before the Chat panel existed: build it and hand the request over."""
+        fresh = "chat" not in self.panels
+        panel = self.panel("chat")
+        if fresh:
+            panel.open_model(path, load)  # type: ignore[attr-defined]  # it was not listening yet
+        self.show_panel("chat")
 
     def show_panel(self, key: str) -> None:
         row = next(i for i, (k, _, _) in enumerate(PANELS) if k == key)

@@ -55,15 +55,25 @@ class Task(QObject):
 
         self.running = True
         try:
-            result = self.fn(self.progress.emit, self.cancel_event)
-        except BaseException as exc:
-            msg, hint = describe_error(exc)
-            self.failed.emit(msg, hint, isinstance(exc, Cancelled) or self.cancel_event.is_set())
-        else:
-            self.done.emit(result)
-        finally:
-            self.running = False
-            self.finished.emit()
+            try:
+                result = self.fn(self.progress.emit, self.cancel_event)
+            except BaseException as exc:  # every failure must reach the window
+                msg, hint = describe_error(exc)
+                self.failed.emit(msg, hint, isinstance(exc, Cancelled) or self.cancel_event.is_set())
+            else:
+                self.done.emit(result)
+            finally:
+                self.running = False
+                self.finished.emit()
+        except RuntimeError:  # the app is quitting and Qt already deleted this object: nobody listens
+            pass
+
+
+def shutdown_tasks(timeout_ms: int = 3000) -> None:
+    """At quit: cancel what still runs and give it a moment, so no thread outlives the app."""
+    for task in list(_live):
+        task.cancel()
+    QThreadPool.globalInstance().waitForDone(timeout_ms)
 
 
 class _Runnable(QRunnable):

@@ -1,0 +1,393 @@
+"""The Advisor: which quantization of a model, at which context, fits this machine — and why.
+
+Model → view-model → view: the core's :func:`app.core.recommend.advise` (through
+:mod:`app.gui.panels.advisor_compute`, on the thread pool) gives Plans; the table, the memory bar
+and the reasons show them. The context slider, the GPU-layer override and the "what if" RAM/VRAM
+boxes start a new computation 100 ms after the last change; a newer one cancels the older and
+stale answers are dropped. The precision slider only moves the selected row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QDoubleSpinBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.errors import TailorError
+from app.gui.panels import advisor_compute as compute
+from app.gui.panels.advisor_action import action_for, perform_action
+from app.gui.panels.advisor_overview import CatalogOverview
+from app.gui.panels.advisor_source import ModelPicker, ModelRequest, request_for_spec
+from app.gui.panels.advisor_table import FITS_PHRASE, PlanTable, measured_text, memory_bars
+from app.gui.panels.advisor_tasks import LatestTasks
+from app.gui.widgets.membar import MemoryBar
+
+if TYPE_CHECKING:
+    from app.core.model_info import ModelInfo
+    from app.core.recommend import Budget, Plan
+    from app.gui.context import AppContext
+
+DEBOUNCE_MS = 100  # slider drags: one advise per pause, not per pixel
+LIBRARY_CHOICE_KEY = "advisor/model"  # a path the Library panel asks us to size up
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class AdvisorPanel(QWidget):
+    updated = Signal()  # a new AdvisorResult is on screen (``self.result``)
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.profile: Any = ctx.profile
+        self.model: ModelInfo | None = None
+        self.request: ModelRequest | None = None
+        self.measured: dict[str, dict[str, Any]] = {}
+        self.result: compute.AdvisorResult | None = None
+        self._steps: list[int] = [compute.MIN_CTX]
+        self._user_quant: str | None = None  # the row the user chose; kept across recomputes
+        self._syncing = False
+        self._tasks = LatestTasks(self)  # "load" and "advise"; a newer one replaces the older
+        self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self._timer.timeout.connect(self.recompute)
+        self._build()
+        ctx.profile_ready.connect(self._on_profile)
+        if self.profile is None:
+            ctx.detect()
+        else:
+            self._on_profile(self.profile)
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        self.picker = ModelPicker(self.ctx)
+        self.picker.requested.connect(self.load)
+        lay.addWidget(self.picker)
+        what_if = QHBoxLayout()
+        self.ram_spin = self._gb_spin("What-if RAM in gigabytes; 0 means as detected")
+        self.vram_spin = self._gb_spin("What-if GPU memory in gigabytes; 0 means as detected")
+        for text, spin in (("What if this machine had &RAM:", self.ram_spin), ("&VRAM:", self.vram_spin)):
+            label = QLabel(text)
+            label.setBuddy(spin)
+            what_if.addWidget(label)
+            what_if.addWidget(spin)
+        self.budget_label = QLabel("Detecting this machine…")
+        self.budget_label.setAccessibleName("Memory the plans may use")
+        what_if.addWidget(self.budget_label, 1)
+        self.overview_button = QPushButton("What can this machine &run?")
+        self.overview_button.setAccessibleName("Show what this machine can run from the catalog")
+        self.overview_button.clicked.connect(self.show_overview)
+        what_if.addWidget(self.overview_button)
+        lay.addLayout(what_if)
+        self.status = QLabel("")
+        self.status.setAccessibleName("Advisor status")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self.stack = QStackedWidget()
+        self.overview = CatalogOverview()
+        self.overview.chosen.connect(lambda cid: self.load(request_for_spec(cid, "catalog")))
+        self.stack.addWidget(self.overview)
+        self.stack.addWidget(self._advice_page())
+        lay.addWidget(self.stack, 1)
+
+    def _gb_spin(self, name: str) -> QDoubleSpinBox:
+        spin = QDoubleSpinBox()
+        spin.setRange(0.0, 2048.0)
+        spin.setDecimals(1)
+        spin.setSingleStep(1.0)
+        spin.setSuffix(" GB")
+        spin.setSpecialValueText("as detected")
+        spin.setAccessibleName(name)
+        spin.valueChanged.connect(self._budget_changed)
+        return spin
+
+    def _advice_page(self) -> QWidget:
+        page = QWidget()
+        lay = QVBoxLayout(page)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.heading = QLabel("")
+        self.heading.setAccessibleName("Model")
+        self.heading.setWordWrap(True)
+        lay.addWidget(self.heading)
+        dials = QGridLayout()
+        self.ctx_slider = self._slider("Context length")
+        self.ctx_slider.valueChanged.connect(self._ctx_changed)
+        self.ctx_label = QLabel("")
+        self.ngl_spin = QSpinBox()
+        self.ngl_spin.setRange(-1, 1)
+        self.ngl_spin.setSpecialValueText("auto")
+        self.ngl_spin.setAccessibleName("Layers on the GPU; auto lets the advisor choose")
+        self.ngl_spin.setMaximumWidth(120)
+        self.ngl_spin.valueChanged.connect(lambda _v: self._timer.start())
+        self.precision_slider = self._slider("Precision")
+        self.precision_slider.valueChanged.connect(self._precision_moved)
+        self.precision_label = QLabel("")
+        for row, (text, widget, value) in enumerate((
+            ("&Context:", self.ctx_slider, self.ctx_label),
+            ("GPU &layers:", self.ngl_spin, None),
+            ("&Precision:", self.precision_slider, self.precision_label),
+        )):  # fmt: skip
+            label = QLabel(text)
+            label.setBuddy(widget)
+            dials.addWidget(label, row, 0)
+            dials.addWidget(widget, row, 1)
+            if value is not None:
+                value.setMinimumWidth(260)
+                dials.addWidget(value, row, 2)
+        lay.addLayout(dials)
+        self.table = PlanTable()
+        self.table.currentCellChanged.connect(lambda row, *_: self._row_selected(row))
+        lay.addWidget(self.table, 1)
+        self.memory_bar = MemoryBar()
+        lay.addWidget(self.memory_bar)
+        self.detail = QLabel("")
+        self.detail.setAccessibleName("Selected plan")
+        self.detail.setWordWrap(True)
+        lay.addWidget(self.detail)
+        self.reasons_label = QLabel("")
+        self.reasons_label.setAccessibleName("Why this recommendation")
+        self.reasons_label.setWordWrap(True)
+        self.reasons_label.setTextFormat(Qt.TextFormat.RichText)
+        self.reasons_label.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
+        lay.addWidget(self.reasons_label)
+        self.action_button = QPushButton("Chat with it")
+        self.action_button.setEnabled(False)
+        self.action_button.clicked.connect(self._act)
+        lay.addWidget(self.action_button, 0, Qt.AlignmentFlag.AlignLeft)
+        return page
+
+    def _slider(self, name: str) -> QSlider:
+        s = QSlider(Qt.Orientation.Horizontal)
+        s.setAccessibleName(name)
+        s.setPageStep(1)
+        s.setTickPosition(QSlider.TickPosition.TicksBelow)
+        return s
+
+    # --- inputs: profile, budget, model --------------------------------------------------------
+
+    def _on_profile(self, profile: Any) -> None:
+        self.profile = profile
+        self._budget_changed()
+
+    def budget(self) -> Budget:
+        """What plans may use: the detected profile with the "what if" sizes applied."""
+        return compute.budget_for(self.profile, ram_gb=self.ram_spin.value(), vram_gb=self.vram_spin.value())
+
+    def _budget_changed(self) -> None:
+        if self.profile is None:
+            return
+        from app.core.units import format_bytes
+
+        try:
+            b = self.budget()
+        except TailorError as exc:  # a TailorError from apply_overrides: say it, keep the old table
+            self.budget_label.setText(str(exc))
+            return
+        gpu = b.gpus[0] if b.gpus and b.can_offload else None
+        self.budget_label.setText(f"Plans may use {format_bytes(b.ram_bytes)} of RAM"
+                                  + (f" and {format_bytes(gpu.free_bytes)} of VRAM ({gpu.name})" if gpu else "")
+                                  + ", after keeping some free for the system.")  # fmt: skip
+        self.ngl_spin.setEnabled(gpu is not None)
+        self.ngl_spin.setToolTip("" if gpu else "No GPU to offload to: give a what-if VRAM to plan with one.")
+        if gpu is None:
+            self.ngl_spin.setValue(-1)
+        if self.model is not None:
+            self._timer.start()
+        self._maybe_overview()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        path = self.ctx.settings.value(LIBRARY_CHOICE_KEY)
+        if path:
+            self.ctx.settings.remove(LIBRARY_CHOICE_KEY)  # consumed: a later visit keeps the user's pick
+            self.load(request_for_spec(str(path), "library"))
+        self._maybe_overview()
+
+    def _maybe_overview(self) -> None:
+        # Only when the overview is on screen, and once per budget: ranking the catalog takes a
+        # second or two of CPU. While a chosen model loads, its page replaces this one anyway.
+        if not (self.isVisible() and self.stack.currentIndex() == 0 and self.profile is not None):
+            return
+        if self._tasks.running("load"):
+            return
+        try:
+            self.overview.rank_for(self.budget())
+        except TailorError:  # an impossible "what if": the budget label says why
+            return
+
+    def load(self, request: ModelRequest) -> None:
+        """Read the model ``request`` names off the GUI thread, then advise on it."""
+        from app.core.measured_quality import measured
+
+        self.status.setText(f"Reading {request.label}…")
+
+        def work(report: Any, cancel: Any) -> tuple[ModelInfo, dict[str, Any]]:
+            model = request.load()
+            return model, measured(model)
+
+        def done(loaded: tuple[ModelInfo, dict[str, Any]]) -> None:
+            self.request = request
+            self._model_loaded(*loaded)
+
+        def failed(msg: str, hint: str) -> None:
+            self.status.setText(f"{msg} {hint}".strip())
+            self.ctx.error.emit(msg, hint)
+
+        self._tasks.run("load", work, on_done=done, on_failed=failed)
+
+    def _model_loaded(self, model: ModelInfo, measured: dict[str, Any]) -> None:
+        self.model, self.measured, self._user_quant = model, measured, None
+        self.status.setText("")
+        self.heading.setText(f"<b>{_esc(model.name)}</b> — {model.architecture}, {model.n_params / 1e9:.2f} B "
+                             f"parameters, {model.n_layer} layers, trained on {model.n_ctx_train:,}-token contexts "
+                             f"({_esc(model.source)})")  # fmt: skip
+        self._steps = compute.context_steps(model)
+        default = compute.default_ctx(model)
+        self._syncing = True
+        self.ctx_slider.setRange(0, len(self._steps) - 1)
+        self.ctx_slider.setValue(min(range(len(self._steps)), key=lambda i: abs(self._steps[i] - default)))
+        self.ngl_spin.setRange(-1, model.n_layer + 1)
+        self.ngl_spin.setValue(-1)
+        self._syncing = False
+        self._show_ctx()
+        self.stack.setCurrentIndex(1)
+        self.recompute()
+
+    # --- advice -------------------------------------------------------------------------------
+
+    def n_ctx(self) -> int:
+        return self._steps[max(0, min(self.ctx_slider.value(), len(self._steps) - 1))]
+
+    def _show_ctx(self) -> None:
+        self.ctx_label.setText(f"{self.n_ctx():,} tokens")
+
+    def _ctx_changed(self) -> None:
+        self._show_ctx()
+        if not self._syncing:
+            self._timer.start()
+
+    def recompute(self) -> None:
+        """Advise on the current model, context, layers and budget; the newest answer wins."""
+        self._timer.stop()
+        if self.model is None or self.profile is None:
+            return
+        try:
+            query = compute.AdvisorQuery(self.model, self.budget(), self.n_ctx(),
+                                         None if self.ngl_spin.value() < 0 else self.ngl_spin.value())  # fmt: skip
+        except TailorError as exc:  # an impossible "what if": the budget label already says why
+            self.status.setText(str(exc))
+            return
+        self.status.setText(f"Working out the plans for {query.n_ctx:,} tokens…")
+        self._tasks.run(
+            "advise",
+            lambda r, c: compute.compute(query, c),
+            on_done=self._show_result,
+            on_failed=lambda msg, hint: self.status.setText(f"{msg} {hint}".strip()),
+        )
+
+    def _show_result(self, result: compute.AdvisorResult) -> None:
+        self.result = result
+        self.status.setText("")
+        self._syncing = True
+        own = self.model.file_type if self.model and self.model.source_kind in ("gguf", "hf_gguf") else None
+        self.table.show_result(result, self.measured, own)
+        self.precision_slider.setRange(0, max(0, len(result.plans) - 1))
+        rec = result.recommended
+        quant = self._user_quant or (rec.quant if rec else (self.model.file_type if self.model else None))
+        row = self.table.row_of(quant) if quant else -1
+        self._syncing = False
+        self._select_row(row if row >= 0 else 0)
+        lines = [*result.notes, *result.advice.reasons]
+        html = "".join(f"<li>{_esc(t)}</li>" for t in lines)
+        html += "".join(f"<li><b>Note:</b> {_esc(w)}</li>" for w in result.advice.warnings)
+        self.reasons_label.setText(f"<ul style='margin-left:-20px'>{html}</ul>")
+        self.updated.emit()
+
+    # --- the selected row ---------------------------------------------------------------------
+
+    def _select_row(self, row: int) -> None:
+        self._syncing = True
+        self.table.selectRow(row)
+        self.table.setCurrentCell(row, 0)
+        self.precision_slider.setValue(row)
+        self._syncing = False
+        self._show_selected()
+
+    def _precision_moved(self, value: int) -> None:
+        if not self._syncing:
+            self._row_selected(value)
+
+    def _row_selected(self, row: int) -> None:
+        if self._syncing or not 0 <= row < len(self.table.plans):
+            return
+        self._user_quant = self.table.plans[row].quant
+        self._select_row(row)
+
+    def selected_plan(self) -> Plan | None:
+        return self.table.selected_plan()
+
+    def _show_selected(self) -> None:
+        from app.core.units import format_bytes
+
+        p = self.selected_plan()
+        if p is None or self.result is None:
+            return
+        b = self.result.query.budget
+        self.memory_bar.set_bars(memory_bars(p, b))
+        q = p.quality
+        agree = f", {100 * q.top_token_agreement:.1f} % same top token" if q.top_token_agreement else ""
+        here = self.measured.get(p.quant)
+        self.precision_label.setText(f"{p.quant} — {format_bytes(p.file_bytes)}, {q.label}")
+        self.detail.setText(
+            f"{p.quant} with {p.n_ctx:,} tokens: a {format_bytes(p.file_bytes)} file; {FITS_PHRASE[p.fits]}, "
+            f"needing {format_bytes(p.ram_bytes)} of RAM"
+            + (f" and {format_bytes(p.vram_bytes)} of VRAM ({p.n_gpu_layers} layers)" if p.vram_bytes else "")
+            + f"; about {p.speed.tok_s:.0f} tokens/s. Quality {q.label} (KLD {q.kld:.4f}{agree}"
+            + (f"; measured here: {measured_text(here)}" if here else "") + ")."
+        )  # fmt: skip
+        self._update_action(p)
+
+    # --- the one action -----------------------------------------------------------------------
+
+    def _update_action(self, selected: Plan) -> None:
+        act = action_for(self.model, self.result, selected)
+        self.action_button.setText(act.text)
+        self.action_button.setAccessibleName(act.text)
+        self.action_button.setToolTip(act.why)
+        self.action_button.setEnabled(act.enabled)
+
+    def _act(self) -> None:
+        p = self.selected_plan()
+        if self.model is not None and self.result is not None and p is not None:
+            perform_action(self.ctx, self.model, self.result, p, self.request)
+
+    # --- first run: the catalog overview --------------------------------------------------------
+
+    def show_overview(self) -> None:
+        """Show what this machine can run from the catalog (ranked off-thread, once per budget)."""
+        self.stack.setCurrentIndex(0)
+        self._maybe_overview()
+
+    def shutdown(self) -> None:
+        """Cancel running work and drop whatever it still delivers (the widgets may be gone)."""
+        self._timer.stop()
+        self._tasks.close()
+        self.picker.shutdown()
+        self.overview.shutdown()

@@ -1,0 +1,296 @@
+"""Where the Advisor's model comes from: the built-in catalog, the library, a Hub search, or a file or
+folder on disk. Each tab ends in a :class:`ModelRequest`; the panel loads it off the GUI thread.
+
+Hub searches and file listings run on the thread pool too; a newer search replaces an older one's
+results (stale answers are dropped by a generation number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSizePolicy,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.gui.panels.advisor_tasks import LatestTasks
+
+if TYPE_CHECKING:
+    from app.core.model_info import ModelInfo
+    from app.gui.context import AppContext
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model the user picked, not loaded yet. ``load`` runs on the thread pool."""
+
+    label: str
+    kind: str  # "catalog" | "library" | "hub_gguf" | "hub_repo" | "file"
+    load: Callable[[], ModelInfo]
+    repo_id: str | None = None  # hub_gguf: where to pull from
+    filename: str | None = None  # hub_gguf: the first part's path in the repo
+
+
+def request_for_spec(spec: str, kind: str = "file") -> ModelRequest:
+    """A request for anything :func:`app.core.model_source.load_model` reads."""
+
+    def load() -> ModelInfo:
+        from app.core.model_source import load_model
+
+        return load_model(spec)
+
+    return ModelRequest(spec, kind, load)
+
+
+def request_for_hub_file(repo_id: str, rf: Any) -> ModelRequest:
+    """A GGUF file (all parts of a split one) of a Hub repo, sized from its remote header."""
+
+    def load() -> ModelInfo:
+        from app.core.hub import remote_model
+
+        return remote_model(repo_id, rf.file)
+
+    return ModelRequest(f"{repo_id}/{rf.file.first}", "hub_gguf", load, repo_id, rf.file.first)
+
+
+def _button(text: str, name: str) -> QPushButton:
+    b = QPushButton(text)
+    b.setAccessibleName(name)
+    return b
+
+
+class ModelPicker(QTabWidget):
+    """Four ways to name a model; ``requested`` carries the choice."""
+
+    requested = Signal(object)  # ModelRequest
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.setAccessibleName("Choose a model")
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self._tasks = LatestTasks(self)  # "library"; "hub": a newer search or listing replaces the older
+        self.addTab(self._catalog_tab(), "&Catalog")
+        self.addTab(self._library_tab(), "&Library")
+        self.addTab(self._hub_tab(), "&Hugging Face Hub")
+        self.addTab(self._file_tab(), "&File or folder")
+        self.currentChanged.connect(self._fit_current)
+        self._fit_current(0)
+        ctx.library_changed.connect(self.refresh_library)
+        self.refresh_library()
+
+    def _fit_current(self, index: int) -> None:
+        # A tab widget is as tall as its tallest page (the Hub's lists): cap it at the page on
+        # show, so the plans below get the room.
+        page = self.widget(index)
+        if page is not None:
+            frame = 2 * self.style().pixelMetric(self.style().PixelMetric.PM_DefaultFrameWidth) + 4
+            self.setMaximumHeight(self.tabBar().sizeHint().height() + page.sizeHint().height() + frame)
+
+    def shutdown(self) -> None:
+        """Cancel searches and listings; nothing they return is shown any more."""
+        self._tasks.close()
+
+    # --- catalog ------------------------------------------------------------------------------
+
+    def _catalog_tab(self) -> QWidget:
+        from app.core.catalog import load_catalog
+
+        w = QWidget()
+        lay = QHBoxLayout(w)
+        self.catalog_combo = QComboBox()
+        self.catalog_combo.setAccessibleName("Catalog model")
+        for e in load_catalog():
+            self.catalog_combo.addItem(f"{e.name} ({e.params_b:g} B)", e.id)
+        go = _button("Size it up", "Size up the catalog model")
+        go.clicked.connect(self._pick_catalog)
+        self.catalog_combo.activated.connect(lambda _i: self._pick_catalog())
+        lay.addWidget(self.catalog_combo, 1)
+        lay.addWidget(go)
+        return w
+
+    def _pick_catalog(self) -> None:
+        cid = self.catalog_combo.currentData()
+        if cid:
+            self.requested.emit(request_for_spec(str(cid), "catalog"))
+
+    # --- library ------------------------------------------------------------------------------
+
+    def _library_tab(self) -> QWidget:
+        w = QWidget()
+        lay = QHBoxLayout(w)
+        self.library_combo = QComboBox()
+        self.library_combo.setAccessibleName("Library model")
+        self.library_combo.setPlaceholderText("Looking for models on this computer…")
+        go = _button("Size it up", "Size up the library model")
+        go.clicked.connect(self._pick_library)
+        self.library_combo.activated.connect(lambda _i: self._pick_library())
+        lay.addWidget(self.library_combo, 1)
+        lay.addWidget(go)
+        return w
+
+    def refresh_library(self) -> None:
+        library = self.ctx.library
+
+        def work(report: Any, cancel: Any) -> list[tuple[str, str]]:
+            return [(f"{m.id} ({m.quant or '?'})", str(m.path)) for m in library.models() if m.present]
+
+        def done(items: list[tuple[str, str]]) -> None:
+            self.library_combo.clear()
+            for label, path in items:
+                self.library_combo.addItem(label, path)
+            self.library_combo.setPlaceholderText("" if items else "No models yet: download or add one")
+
+        self._tasks.run("library", work, on_done=done, on_failed=lambda m, h: self.status.setText(m))
+
+    def _pick_library(self) -> None:
+        path = self.library_combo.currentData()
+        if path:
+            self.requested.emit(request_for_spec(str(path), "library"))
+
+    # --- the Hub ------------------------------------------------------------------------------
+
+    def _hub_tab(self) -> QWidget:
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        row = QHBoxLayout()
+        self.hub_query = QLineEdit()
+        self.hub_query.setAccessibleName("Hub search or repo id")
+        self.hub_query.setPlaceholderText(
+            "Search GGUF models, or type a repo id like Qwen/Qwen2.5-7B-Instruct"
+        )
+        self.hub_query.returnPressed.connect(self.search_hub)
+        search = _button("Search", "Search the Hub")
+        search.clicked.connect(self.search_hub)
+        repo = _button("Use this repo id", "Size up the repo id as typed")
+        repo.clicked.connect(self._pick_repo_id)
+        row.addWidget(self.hub_query, 1)
+        row.addWidget(search)
+        row.addWidget(repo)
+        lay.addLayout(row)
+        lists = QHBoxLayout()
+        self.hub_repos = QListWidget()
+        self.hub_repos.setAccessibleName("Hub repos found")
+        self.hub_repos.currentItemChanged.connect(self._list_files)
+        self.hub_files = QListWidget()
+        self.hub_files.setAccessibleName("GGUF files of the repo; Enter sizes one up")
+        self.hub_files.itemActivated.connect(self._pick_hub_file)
+        for lst in (self.hub_repos, self.hub_files):
+            lst.setMaximumHeight(140)  # the plans below matter more than long result lists
+        lists.addWidget(self.hub_repos, 1)
+        lists.addWidget(self.hub_files, 1)
+        lay.addLayout(lists)
+        self.status = QLabel("")
+        self.status.setAccessibleName("Model source status")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        return w
+
+    def search_hub(self) -> None:
+        from app.core.hub import search_models
+
+        query = self.hub_query.text().strip()
+        self.status.setText("Searching the Hub…")
+
+        def done(found: list[Any]) -> None:
+            self.hub_repos.clear()
+            self.hub_files.clear()
+            for m in found:
+                item = QListWidgetItem(
+                    f"{m.repo_id}  ({m.downloads:,} downloads{', gated' if m.gated else ''})"
+                )
+                item.setData(Qt.ItemDataRole.UserRole, m.repo_id)
+                self.hub_repos.addItem(item)
+            self.status.setText(f"{len(found)} repos." if found else "No GGUF repos match.")
+
+        self._tasks.run("hub", lambda r, c: search_models(query), on_done=done, on_failed=self._hub_failed)
+
+    def _hub_failed(self, msg: str, hint: str) -> None:
+        self.status.setText(f"{msg} {hint}".strip())
+
+    def _list_files(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
+        if item is None:
+            return
+        from app.core.hub import list_gguf_files
+
+        repo_id = str(item.data(Qt.ItemDataRole.UserRole))
+        self.hub_files.clear()
+        self.status.setText(f"Listing {repo_id}…")
+
+        def done(files: list[Any]) -> None:
+            from app.core.units import format_bytes
+
+            for rf in files:
+                size = format_bytes(rf.file.size_bytes) if rf.file.size_bytes else "?"
+                parts = f", {len(rf.file.paths)} parts" if len(rf.file.paths) > 1 else ""
+                entry = QListWidgetItem(f"{rf.file.first}  ({rf.file.quant or '?'}, {size}{parts})")
+                entry.setData(Qt.ItemDataRole.UserRole, (repo_id, rf))
+                self.hub_files.addItem(entry)
+            if files:
+                self.status.setText("Choose a file (Enter or double-click) to size it up.")
+            else:  # a checkpoint repo: size it from config.json and its safetensors headers
+                self.status.setText(f"{repo_id} has no GGUF files; sizing up its checkpoint.")
+                self.requested.emit(request_for_spec(repo_id, "hub_repo"))
+
+        self._tasks.run(
+            "hub", lambda r, c: list_gguf_files(repo_id), on_done=done, on_failed=self._hub_failed
+        )
+
+    def _pick_hub_file(self, item: QListWidgetItem) -> None:
+        repo_id, rf = item.data(Qt.ItemDataRole.UserRole)
+        self.requested.emit(request_for_hub_file(repo_id, rf))
+
+    def _pick_repo_id(self) -> None:
+        text = self.hub_query.text().strip()
+        if text:
+            self.requested.emit(request_for_spec(text, "hub_repo"))
+
+    # --- a file or folder ---------------------------------------------------------------------
+
+    def _file_tab(self) -> QWidget:
+        w = QWidget()
+        lay = QHBoxLayout(w)
+        self.path_edit = QLineEdit()
+        self.path_edit.setAccessibleName("Path of a GGUF file or checkpoint folder")
+        self.path_edit.setPlaceholderText("/path/to/model.gguf or a Hugging Face checkpoint folder")
+        self.path_edit.returnPressed.connect(self._pick_path)
+        browse_file = _button("GGUF file…", "Choose a GGUF file")
+        browse_file.clicked.connect(self._browse_file)
+        browse_dir = _button("Checkpoint folder…", "Choose a checkpoint folder")
+        browse_dir.clicked.connect(self._browse_folder)
+        go = _button("Size it up", "Size up the file or folder")
+        go.clicked.connect(self._pick_path)
+        for widget in (self.path_edit, browse_file, browse_dir, go):
+            lay.addWidget(widget, 1 if widget is self.path_edit else 0)
+        return w
+
+    def _browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
+        if path:
+            self.path_edit.setText(path)
+            self._pick_path()
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose a Hugging Face checkpoint folder")
+        if path:
+            self.path_edit.setText(path)
+            self._pick_path()
+
+    def _pick_path(self) -> None:
+        text = self.path_edit.text().strip()
+        if text:
+            self.requested.emit(request_for_spec(text, "file"))

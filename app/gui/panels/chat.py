@@ -1,0 +1,402 @@
+"""The Chat panel: conversations on the left, the chat in the middle, system prompt and sampling on
+the right, and the model with its plan (context, GPU layers) on top.
+
+The panel only renders and forwards: prompts, templates, trimming and storage are
+:class:`app.engine.chat.ChatSession`'s, run by :class:`ChatEngine` on its own thread; the stored
+conversations are read here through a ChatStore of the GUI thread. If the model process dies the
+panel says so in plain words, keeps the conversation, and the next Load starts a fresh process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.gui.context import AppContext
+from app.gui.panels.chat_conversations import ConversationList
+from app.gui.panels.chat_engine import AnswerResult, ChatEngine, LoadedModel
+from app.gui.panels.chat_metrics import AnswerMeter
+from app.gui.panels.chat_model_bar import ModelBar
+from app.gui.panels.chat_settings import ChatSettingsPanel
+from app.gui.panels.chat_view import MessageView
+
+METRICS_TICK_MS = 1000  # the status bar's live numbers refresh once a second while a model is loaded
+_Q = Qt.ConnectionType.QueuedConnection  # engine signals come from its thread: run slots on ours
+
+
+def _button(text: str, name: str, slot: Any, tip: str = "") -> QPushButton:
+    b = QPushButton(text)
+    b.setAccessibleName(name)
+    b.setToolTip(tip or name)
+    b.clicked.connect(slot)
+    return b
+
+
+class ChatPanel(QWidget):
+    """Chat with a local model. ``n_threads`` overrides llama.cpp's thread count (0: its default)."""
+
+    def __init__(self, ctx: AppContext, *, n_threads: int = 0) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.state = "empty"  # "empty" (no model) | "loading" | "ready" | "answering"
+        self.conversation_id: int | None = None
+        self.model: LoadedModel | None = None
+        self._editing: int | None = None  # id of the user message being rewritten
+        self._store: Any = None
+        self.meter = AnswerMeter()
+        self._load_after_answer = False
+        self.engine = ChatEngine(profile=lambda: ctx.profile, n_threads=n_threads)
+        self._build()
+        self._connect()
+        self._refresh_list()
+        self._set_state("empty")
+
+    # --- layout ---------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        split = QSplitter()
+        QVBoxLayout(self).addWidget(split)
+        self.conversations = ConversationList()
+        split.addWidget(self.conversations)
+
+        center = QWidget()
+        cv = QVBoxLayout(center)
+        self.model_bar = ModelBar()
+        self.status = self.model_bar.status
+        cv.addWidget(self.model_bar)
+        self.error = QLabel()
+        self.error.setAccessibleName("Chat error")
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #b3261e")
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.hide()
+        cv.addWidget(self.error)
+        self.notice = QLabel()  # about the chat, not the model: stopping, older turns left out, …
+        self.notice.setAccessibleName("Chat notice")
+        self.notice.setWordWrap(True)
+        self.notice.hide()
+        cv.addWidget(self.notice)
+        self.view = MessageView()
+        cv.addWidget(self.view, 1)
+        self.edit_note = QLabel("Editing an earlier message: sending answers again from there. Esc cancels.")
+        self.edit_note.setAccessibleName("Editing note")
+        self.edit_note.hide()
+        cv.addWidget(self.edit_note)
+        self.input = QPlainTextEdit()
+        self.input.setAccessibleName("Message to the model")
+        self.input.setPlaceholderText("Type a message — Ctrl+Enter sends")
+        self.input.setTabChangesFocus(True)
+        self.input.setMaximumHeight(110)
+        cv.addWidget(self.input)
+        row = QHBoxLayout()
+        self.send_button = _button("Send", "Send the message", self.send, "Send (Ctrl+Enter)")
+        self.stop_button = _button("Stop", "Stop the answer", self.stop, "Stop (Esc)")
+        self.regen_button = _button("Regenerate", "Answer the last message again", self.regenerate,
+                                    "Regenerate (Ctrl+R)")  # fmt: skip
+        row.addStretch(1)
+        for b in (self.regen_button, self.stop_button, self.send_button):
+            row.addWidget(b)
+        cv.addLayout(row)
+        split.addWidget(center)
+
+        self.settings_panel = ChatSettingsPanel(self.ctx.settings)
+        side = QScrollArea()
+        side.setWidgetResizable(True)
+        side.setWidget(self.settings_panel)
+        side.setAccessibleName("Chat settings")
+        side.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        side.setMinimumWidth(
+            self.settings_panel.sizeHint().width() + side.verticalScrollBar().sizeHint().width()
+        )
+        split.addWidget(side)
+        split.setStretchFactor(1, 1)
+        split.setSizes([200, 700, 300])
+
+    def _connect(self) -> None:
+        e = self.engine
+        e.progress.connect(self.model_bar.set_progress, _Q)
+        e.loaded.connect(self._on_loaded, _Q)
+        e.chunk.connect(self._on_chunk, _Q)
+        e.trimmed.connect(self._on_trimmed, _Q)
+        e.conversation_created.connect(self._on_created, _Q)
+        e.answered.connect(self._on_answered, _Q)
+        e.failed.connect(self._on_failed, _Q)
+        self.ctx.open_chat.connect(self.open_model)
+        self.model_bar.load_requested.connect(self.load_model)
+        self.conversations.selected.connect(self._on_selected)
+        self.conversations.new_requested.connect(self.new_chat)
+        self.conversations.delete_confirmed.connect(self._delete_chat)
+        self.view.edit_requested.connect(self._on_edit_requested)
+        self.input.textChanged.connect(self._update_buttons)
+        ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        for keys, slot in (("Ctrl+Return", self.send), ("Ctrl+Enter", self.send), ("Esc", self.escape),
+                           ("Ctrl+N", self.new_chat), ("Ctrl+R", self.regenerate)):  # fmt: skip
+            QShortcut(QKeySequence(keys), self, slot, context=ctx)
+        self._metrics_timer = QTimer(self)
+        self._metrics_timer.setInterval(METRICS_TICK_MS)
+        self._metrics_timer.timeout.connect(self._emit_metrics)
+
+    # --- the model ------------------------------------------------------------------------------
+
+    @Slot(str, dict)
+    def open_model(self, path: str, load: dict[str, Any]) -> None:
+        """``ctx.open_chat``: show the advisor's plan in the override boxes and load it."""
+        self.model_bar.set_model(path, load)
+        self.load_model()
+
+    @Slot()
+    def load_model(self) -> None:
+        spec = self.model_bar.spec()
+        if spec is None or self.state == "loading":
+            return
+        if self.state == "answering":
+            self._load_after_answer = True  # stop first; the answer is stored, then the load starts
+            self.stop()
+            return
+        self._show_error("")
+        self._set_state("loading")
+        self.engine.load(spec, conversation_id=self.conversation_id, chat=self.settings_panel.value())
+
+    @Slot(object)
+    def _on_loaded(self, model: LoadedModel) -> None:
+        self.model = model
+        self._set_state("ready")
+        self.model_bar.show_loaded(model)
+        if self.conversation_id is None:  # the session made one; a chat picked meanwhile stays
+            self.conversation_id = model.conversation_id
+            self._show_thread()
+        self._refresh_list()
+        self._metrics_timer.start()
+        self._emit_metrics()
+
+    # --- conversations --------------------------------------------------------------------------
+
+    def store(self) -> Any:
+        if self._store is None:
+            from app.core.chat_store import ChatStore
+
+            self._store = ChatStore()
+            if self._store.recovery_notice is not None:
+                notice = self._store.recovery_notice
+                self.ctx.error.emit(str(notice), notice.hint or "")
+        return self._store
+
+    def _refresh_list(self) -> None:
+        self.conversations.show_conversations(self.store().list_conversations(), self.conversation_id)
+
+    def _show_thread(self, *, sync: bool = False) -> None:
+        """Show the stored thread; ``sync``: only adopt its ids if the view already shows it."""
+        cid = self.conversation_id
+        thread = self.store().thread(cid) if cid is not None else []
+        if not (sync and self.view.sync(thread)):
+            self.view.show_messages(thread)
+
+    @Slot(int)
+    def _on_selected(self, conversation_id: int) -> None:
+        if self.state == "answering":
+            return
+        self.conversation_id = conversation_id
+        self._cancel_edit()
+        self._show_thread()
+        self._update_buttons()
+
+    @Slot()
+    def new_chat(self) -> None:
+        """Ctrl+N: an empty chat; it is stored with its first message."""
+        if self.state == "answering":
+            return
+        self.conversation_id = None
+        self._cancel_edit()
+        self.conversations.clear_selection()
+        self.view.clear()
+        self.input.setFocus()
+        self._update_buttons()
+
+    @Slot(int)
+    def _delete_chat(self, conversation_id: int) -> None:
+        self.store().delete_conversation(conversation_id)
+        if conversation_id == self.conversation_id:
+            self.new_chat()
+        self._refresh_list()
+
+    @Slot(int)
+    def _on_created(self, conversation_id: int) -> None:
+        self.conversation_id = conversation_id
+        self._refresh_list()
+
+    # --- answers --------------------------------------------------------------------------------
+
+    @Slot()
+    def send(self) -> None:
+        text = self.input.toPlainText().strip()
+        if not text or self.state != "ready":
+            if self.state == "empty":
+                self._notify("Load a model first: pick one in the Advisor, or a file with Choose…")
+            return
+        self.input.clear()
+        chat = self.settings_panel.value()
+        if self._editing is not None and self.conversation_id is not None:
+            mid, self._editing = self._editing, None
+            self.edit_note.hide()
+            ids = [w.message_id for w in self.view.messages()]
+            self.view.drop_from(ids.index(mid) if mid in ids else len(ids))
+            self.view.add_message("user", text)
+            self._begin_answer()
+            self.engine.edit(self.conversation_id, mid, text, chat)
+            return
+        self.view.add_message("user", text)
+        self._begin_answer()
+        self.engine.send(self.conversation_id, text, chat)
+
+    @Slot()
+    def regenerate(self) -> None:
+        if self.state != "ready" or self.conversation_id is None:
+            return
+        widgets = self.view.messages()
+        if not any(w.role == "user" for w in widgets):
+            return
+        if widgets[-1].role == "assistant":
+            self.view.drop_from(len(widgets) - 1)
+        self._begin_answer()
+        self.engine.regenerate(self.conversation_id, self.settings_panel.value())
+
+    @Slot()
+    def stop(self) -> None:
+        if self.state == "answering":
+            self.engine.cancel()
+            self._notify("Stopping…")
+
+    @Slot()
+    def escape(self) -> None:
+        if self.state == "answering":
+            self.stop()
+        else:
+            self._cancel_edit()
+
+    @Slot(int, str)
+    def _on_edit_requested(self, message_id: int, text: str) -> None:
+        if self.state == "answering":
+            return
+        self._editing = message_id
+        self.input.setPlainText(text)
+        self.edit_note.show()
+        self.input.setFocus()
+
+    def _cancel_edit(self) -> None:
+        if self._editing is not None:
+            self._editing = None
+            self.input.clear()
+        self.edit_note.hide()
+
+    def _begin_answer(self) -> None:
+        self._show_error("")
+        self._notify("")
+        self.meter.start()
+        self.view.begin_answer()
+        self._set_state("answering")
+
+    @Slot(object)
+    def _on_chunk(self, chunk: Any) -> None:
+        self.meter.add(chunk.n_tokens)
+        self.view.append_answer(chunk.text)
+
+    @Slot(int)
+    def _on_trimmed(self, n_messages: int) -> None:
+        self._notify(f"Left out the {n_messages} oldest messages so the chat fits the context.")
+
+    @Slot(object)
+    def _on_answered(self, result: AnswerResult) -> None:
+        done = result.done
+        self.view.end_answer(
+            "partial" if done is not None and done.stop_reason == "cancelled" else "complete"
+        )
+        self.meter.finish(done)
+        if self.notice.text() == "Stopping…":
+            kept = bool(self.view.answer_text().strip())
+            self._notify("Stopped; the answer so far is kept." if kept else "Stopped before the first word.")
+        self._set_state("ready")
+        self.conversation_id = result.conversation_id
+        self._refresh_list()  # the title comes from the first message
+        self._show_thread(sync=True)  # the stored messages' ids, for Edit
+        self._emit_metrics()
+        self._after_answer()
+
+    @Slot(str, str, bool)
+    def _on_failed(self, message: str, hint: str, process_ended: bool) -> None:
+        was = self.state
+        if was == "answering":
+            self.view.end_answer("error")
+            self.meter.finish()
+        self._show_error(message + (f" {hint}" if hint else ""))
+        self.ctx.error.emit(message, hint)
+        if process_ended or was == "loading":
+            self.model = None
+            self._metrics_timer.stop()
+            self.ctx.engine_metrics.emit({})
+            self.status.setText("No model is loaded. Press Load to start it again.")
+        self._set_state("ready" if self.model is not None else "empty")
+        if was == "answering" and self.conversation_id is not None:
+            self._refresh_list()
+            self._show_thread()  # what was stored: the question, and a partial answer if any
+            self._after_answer()
+
+    def _after_answer(self) -> None:
+        if self._load_after_answer:
+            self._load_after_answer = False
+            self.load_model()
+
+    # --- numbers and state ----------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """What the status bar shows: speed and latency, measured and predicted memory."""
+        predicted = self.model.predicted if self.model is not None else {}
+        return self.meter.snapshot(self.engine.memory(), predicted)
+
+    @Slot()
+    def _emit_metrics(self) -> None:
+        if self.model is not None:
+            self.ctx.engine_metrics.emit(self.metrics())
+
+    def _notify(self, text: str) -> None:
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.model_bar.set_loading(state == "loading")
+        self._update_buttons()
+
+    @Slot()
+    def _update_buttons(self) -> None:
+        s = self.state
+        self.send_button.setEnabled(s == "ready" and bool(self.input.toPlainText().strip()))
+        self.stop_button.setEnabled(s == "answering")
+        self.regen_button.setEnabled(s == "ready" and self.conversation_id is not None)
+        self.conversations.set_busy(s == "answering")
+        for w in self.view.messages():
+            if w.edit_button is not None:
+                w.edit_button.setEnabled(s != "answering" and w.message_id is not None)
+
+    def shutdown(self) -> None:
+        """The window is closing: end the model process and close the store."""
+        self._metrics_timer.stop()
+        self.engine.shutdown()
+        if self._store is not None:
+            self._store.close()
+            self._store = None

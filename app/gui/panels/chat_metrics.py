@@ -1,0 +1,54 @@
+"""The numbers the status bar shows for the model process: speed, latency, memory — measured next
+to the advisor's prediction. Qt-free; the panel feeds it engine events and reads a snapshot.
+
+While an answer streams, speed and time to first token are measured here, on the app's side
+(what the user waits for); once it ends, the model process's own figures from ``Done`` replace them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+MIN_SPEED_WINDOW_S = 0.2  # a shorter stretch of tokens says little about the speed
+
+
+class AnswerMeter:
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}  # the last finished answer, as the model process measured it
+        self.tokens = 0  # tokens of the answer in progress
+        self._sent_t = self._first_t = 0.0
+        self._running = False
+
+    def start(self) -> None:
+        self._sent_t, self._first_t, self.tokens, self._running = time.monotonic(), 0.0, 0, True
+
+    def add(self, n_tokens: int) -> None:
+        if not self._first_t:
+            self._first_t = time.monotonic()
+        self.tokens += n_tokens
+
+    def finish(self, done: Any = None) -> None:
+        """The answer ended; ``done`` (a protocol Done) carries the process's own timings."""
+        self._running = False
+        if done is not None:
+            self.last = {
+                "gen_tok_s": done.gen_tok_s,
+                "ttft_ms": done.ttft_ms,
+                "prompt_tok_s": done.prompt_tok_s,
+            }
+
+    def snapshot(self, memory: Any, predicted: dict[str, int]) -> dict[str, Any]:
+        """The ``ctx.engine_metrics`` dict; ``memory`` is a MemorySample (or None)."""
+        m: dict[str, Any] = dict(self.last)
+        if self._running and self._first_t:
+            m["ttft_ms"] = (self._first_t - self._sent_t) * 1000
+            elapsed = time.monotonic() - self._first_t
+            if elapsed > MIN_SPEED_WINDOW_S:
+                m["gen_tok_s"] = self.tokens / elapsed
+        if memory is not None:
+            m["rss_bytes"] = memory.child_rss_bytes
+            m["vram_bytes"] = memory.child_vram_bytes or 0  # None: no NVIDIA GPU to ask
+        m["predicted_ram_bytes"] = predicted.get("ram_bytes", 0)
+        m["predicted_vram_bytes"] = predicted.get("vram_bytes", 0)
+        return m

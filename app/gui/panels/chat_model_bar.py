@@ -1,0 +1,129 @@
+"""The top of the Chat panel: which model, with which plan (context, GPU layers), and Load.
+
+The advisor fills it through ``ctx.open_chat``; the two boxes override its plan by hand. The
+advisor's predicted memory is kept only while the boxes still hold its numbers — after an override
+the engine estimates the memory of exactly what is loaded, so the comparison stays honest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.gui.panels.chat_engine import LoadedModel, LoadSpec
+
+MAX_N_CTX = 1 << 20  # llama.cpp accepts more, but no laptop holds a 1M-token cache of a useful model
+
+
+class ModelBar(QWidget):
+    # the user asked to load (the Load button, or a model chosen in the advisor)
+    load_requested = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spec: LoadSpec | None = None
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        bar = QHBoxLayout()
+        self.model_label = QLabel("No model chosen")
+        self.model_label.setAccessibleName("Model file")
+        bar.addWidget(self.model_label, 1)
+        choose = QPushButton("Choose…")
+        choose.setAccessibleName("Choose a model file")
+        choose.clicked.connect(self.choose_model)
+        bar.addWidget(choose)
+        self.n_ctx = QSpinBox()
+        self.n_ctx.setRange(0, MAX_N_CTX)
+        self.n_ctx.setSingleStep(512)
+        self.n_ctx.setSpecialValueText("Default")
+        self.n_ctx.setAccessibleName("Context length in tokens")
+        self.n_ctx.setToolTip("Tokens the model can keep in mind; Default is 4,096 or the model's own limit")
+        self.n_gpu_layers = QSpinBox()
+        self.n_gpu_layers.setRange(-1, 999)
+        self.n_gpu_layers.setSpecialValueText("Auto")
+        self.n_gpu_layers.setValue(-1)
+        self.n_gpu_layers.setAccessibleName("GPU layers")
+        self.n_gpu_layers.setToolTip("Layers on the GPU; Auto uses the advisor's plan for this machine")
+        for text, box in (("Conte&xt:", self.n_ctx), ("&GPU layers:", self.n_gpu_layers)):
+            label = QLabel(text)
+            label.setBuddy(box)
+            bar.addWidget(label)
+            bar.addWidget(box)
+        self.load_button = QPushButton("&Load")
+        self.load_button.setAccessibleName("Load the model")
+        self.load_button.setToolTip("Load the model with this context and GPU layers (Alt+L)")
+        self.load_button.setEnabled(False)
+        self.load_button.clicked.connect(self.load_requested)
+        bar.addWidget(self.load_button)
+        lay.addLayout(bar)
+        self.progress = QProgressBar()
+        self.progress.setAccessibleName("Model loading progress")
+        self.progress.setRange(0, 1000)
+        self.progress.hide()
+        lay.addWidget(self.progress)
+        self.status = QLabel("Pick a model in the Advisor or the Library, or a file with Choose…")
+        self.status.setAccessibleName("Model status")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+
+    def set_model(self, path: str, load: dict[str, Any] | None = None) -> None:
+        """A model and (from the advisor) its plan: n_ctx, n_gpu_layers, type_k, predicted."""
+        load = load or {}
+        ngl = load.get("n_gpu_layers")
+        self._spec = LoadSpec(path, load.get("n_ctx"), ngl, str(load.get("type_k") or "F16"),
+                              dict(load.get("predicted") or {}))  # fmt: skip
+        self.n_ctx.setValue(int(load.get("n_ctx") or 0))
+        self.n_gpu_layers.setValue(-1 if ngl is None else int(ngl))
+        self.model_label.setText(Path(path).name)
+        self.model_label.setToolTip(path)
+        self.load_button.setEnabled(True)
+
+    def spec(self) -> LoadSpec | None:
+        """What to load: the chosen model with the boxes' values."""
+        if self._spec is None:
+            return None
+        s = self._spec
+        n_ctx = self.n_ctx.value() or None
+        ngl = None if self.n_gpu_layers.value() < 0 else self.n_gpu_layers.value()
+        same_plan = (n_ctx, ngl) == (s.n_ctx, s.n_gpu_layers)
+        return LoadSpec(s.model_path, n_ctx, ngl, s.type_k, s.predicted if same_plan else {})
+
+    @Slot()
+    def choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
+        if path:
+            self.set_model(path)
+
+    def set_loading(self, loading: bool) -> None:
+        self.load_button.setEnabled(self._spec is not None and not loading)
+        self.progress.setVisible(loading)
+        if loading:
+            self.progress.setValue(0)
+            self.status.setText(f"Loading {self.model_label.text()}…")
+
+    @Slot(float)
+    def set_progress(self, fraction: float) -> None:
+        self.progress.setValue(int(fraction * 1000))
+
+    def show_loaded(self, model: LoadedModel) -> None:
+        """The boxes show what llama.cpp really got (the advisor's Auto resolved to a number)."""
+        self.n_ctx.setValue(model.loaded.n_ctx)
+        self.n_gpu_layers.setValue(model.load.n_gpu_layers)
+        if self._spec is not None:  # the resolved plan, so that Load again keeps the prediction
+            self._spec = LoadSpec(model.load.model_path, model.loaded.n_ctx, model.load.n_gpu_layers,
+                                  model.load.type_k, dict(model.predicted))  # fmt: skip
+        self.status.setText(f"{model.name} is loaded: {model.loaded.n_ctx:,}-token context, "
+                            f"{model.load.n_gpu_layers} GPU layers, in {model.loaded.load_s:.1f} s. "
+                            f"{model.template_note}")  # fmt: skip

@@ -1,0 +1,262 @@
+"""What quantization does: one tensor's weights before and after a round trip through a smaller
+type, as overlaid histograms and a few error numbers.
+
+The numpy work (:mod:`app.gui.panels.quantviz_compute`) runs on the thread pool; a newer choice
+cancels the older one and stale answers are dropped. pyqtgraph is imported when the panel is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.gui.panels.advisor_tasks import LatestTasks
+
+if TYPE_CHECKING:
+    from app.gui.context import AppContext
+    from app.gui.panels.quantviz_compute import QuantComparison, TensorChoice
+
+BEFORE_COLOUR, AFTER_COLOUR = (78, 121, 167), (242, 142, 43)  # Tableau blue and orange, as elsewhere
+DEFAULT_TENSOR = "blk.0.attn_q.weight"  # a typical weight matrix every llama-like model has
+
+
+class QuantVizPanel(QWidget):
+    updated = Signal()  # a new comparison is drawn (``self.comparison``)
+    tensors_listed = Signal()  # the chosen file's tensors are in the list
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.path: str | None = None
+        self.tensors: tuple[TensorChoice, ...] = ()
+        self.comparison: QuantComparison | None = None
+        self._tasks = LatestTasks(self)  # "library", "tensors", "compare": the newest of each wins
+        self._build()
+        ctx.library_changed.connect(self.refresh_library)
+        self.refresh_library()
+
+    # --- layout -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        from app.gui.panels.quantviz_compute import supported_types, unsupported_types
+
+        lay = QVBoxLayout(self)
+        source = QHBoxLayout()
+        self.library_combo = QComboBox()
+        self.library_combo.setAccessibleName("Model from the library")
+        self.library_combo.setPlaceholderText("A model from the library…")
+        self.library_combo.activated.connect(lambda _i: self._library_chosen())
+        browse = QPushButton("Choose a GGUF &file…")
+        browse.setAccessibleName("Choose a GGUF file")
+        browse.clicked.connect(self._browse)
+        self.file_label = QLabel("No model chosen.")
+        self.file_label.setAccessibleName("Model file")
+        self.file_label.setWordWrap(True)
+        label = QLabel("&Model:")
+        label.setBuddy(self.library_combo)
+        for w, stretch in ((label, 0), (self.library_combo, 1), (browse, 0), (self.file_label, 2)):
+            source.addWidget(w, stretch)
+        lay.addLayout(source)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        left = QWidget()
+        left_lay = QVBoxLayout(left)
+        left_lay.setContentsMargins(0, 0, 0, 0)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter tensors, e.g. attn_q or blk.3.")
+        self.filter_edit.setAccessibleName("Filter the tensor list")
+        self.filter_edit.textChanged.connect(self._fill_tensors)
+        self.tensor_list = QListWidget()
+        self.tensor_list.setAccessibleName("Tensors of the model")
+        self.tensor_list.currentItemChanged.connect(lambda *_: self.recompute())
+        left_lay.addWidget(self.filter_edit)
+        left_lay.addWidget(self.tensor_list, 1)
+        split.addWidget(left)
+
+        right = QWidget()
+        right_lay = QVBoxLayout(right)
+        right_lay.setContentsMargins(0, 0, 0, 0)
+        form = QFormLayout()
+        self.type_combo = QComboBox()
+        self.type_combo.setAccessibleName("Quantization type to try")
+        self.type_combo.addItems(list(supported_types()))
+        self.type_combo.setCurrentText("Q4_0")
+        self.type_combo.currentTextChanged.connect(lambda _t: self.recompute())
+        form.addRow("&Quantize to:", self.type_combo)
+        self.log_check = QCheckBox("&Logarithmic counts (shows the tails)")
+        self.log_check.setAccessibleName("Logarithmic counts")
+        self.log_check.toggled.connect(self._log_counts)
+        form.addRow("", self.log_check)
+        right_lay.addLayout(form)
+        missing = unsupported_types()
+        if missing:
+            note = QLabel(f"{', '.join(missing)} are not offered: the gguf package's numpy code cannot "
+                          "quantize them yet (llama.cpp's C code can).")  # fmt: skip
+            note.setWordWrap(True)
+            right_lay.addWidget(note)
+        self.plot: Any = self._make_plot()
+        right_lay.addWidget(self.plot, 1)
+        self.stats = QLabel("Choose a model and a tensor.")
+        self.stats.setAccessibleName("Quantization error")
+        self.stats.setWordWrap(True)
+        self.stats.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
+        right_lay.addWidget(self.stats)
+        split.addWidget(right)
+        split.setStretchFactor(1, 3)
+        lay.addWidget(split, 1)
+
+    def _log_counts(self, on: bool) -> None:
+        self.plot.setLogMode(y=on)
+
+    def _make_plot(self) -> Any:
+        import pyqtgraph as pg
+
+        plot = pg.PlotWidget()
+        plot.setAccessibleName("Histogram of the weights before and after quantizing")
+        plot.setLabel("bottom", "weight value")
+        plot.setLabel("left", "weights")
+        plot.addLegend(offset=(-10, 10))
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        self.curve_before = plot.plot([0, 1], [0], stepMode="center", fillLevel=0, name="before (as in the file)",
+                                      pen=pg.mkPen(BEFORE_COLOUR, width=1.5), brush=(*BEFORE_COLOUR, 90))  # fmt: skip
+        self.curve_after = plot.plot([0, 1], [0], stepMode="center", fillLevel=0, name="after quantizing",
+                                     pen=pg.mkPen(AFTER_COLOUR, width=1.5), brush=(*AFTER_COLOUR, 90))  # fmt: skip
+        return plot
+
+    # --- the model ----------------------------------------------------------------------------
+
+    def refresh_library(self) -> None:
+        library = self.ctx.library
+
+        def work(report: Any, cancel: Any) -> list[tuple[str, str]]:
+            return [(f"{m.id} ({m.quant or '?'})", str(m.path)) for m in library.models() if m.present]
+
+        def done(items: list[tuple[str, str]]) -> None:
+            self.library_combo.clear()
+            for label, path in items:
+                self.library_combo.addItem(label, path)
+
+        self._tasks.run("library", work, on_done=done)
+
+    def _library_chosen(self) -> None:
+        path = self.library_combo.currentData()
+        if path:
+            self.open_path(str(path))
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str) -> None:
+        """List the tensors of the GGUF at ``path`` (its header only) off the GUI thread."""
+        from app.gui.panels.quantviz_compute import list_tensors
+
+        self.file_label.setText(f"Reading {path}…")
+
+        def done(tensors: tuple[TensorChoice, ...]) -> None:
+            self.path, self.tensors = path, tensors
+            self.file_label.setText(path)
+            self._fill_tensors()
+            self.tensors_listed.emit()
+
+        def failed(msg: str, hint: str) -> None:
+            self.file_label.setText(f"{msg} {hint}".strip())
+
+        self._tasks.run("tensors", lambda r, c: list_tensors(path), on_done=done, on_failed=failed)
+
+    def _fill_tensors(self) -> None:
+        wanted = self.filter_edit.text().strip().lower()
+        current = self.selected_tensor()
+        self.tensor_list.blockSignals(True)
+        self.tensor_list.clear()
+        for t in self.tensors:
+            if wanted and wanted not in t.name.lower():
+                continue
+            shape = " × ".join(str(d) for d in reversed(t.shape))  # rows × row length, as people write it
+            item = QListWidgetItem(f"{t.name}   {shape}   {t.type_name}")
+            item.setData(Qt.ItemDataRole.UserRole, t.name)
+            self.tensor_list.addItem(item)
+        names = [
+            self.tensor_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.tensor_list.count())
+        ]
+        pick = current if current in names else (DEFAULT_TENSOR if DEFAULT_TENSOR in names else None)
+        if pick is None and names:
+            pick = next((t.name for t in self.tensors if t.name in names and len(t.shape) > 1), names[0])
+        self.tensor_list.blockSignals(False)
+        if pick is not None:
+            self.select_tensor(pick)
+
+    def select_tensor(self, name: str) -> None:
+        for i in range(self.tensor_list.count()):
+            if self.tensor_list.item(i).data(Qt.ItemDataRole.UserRole) == name:
+                self.tensor_list.setCurrentRow(i)  # starts the comparison
+                return
+
+    def selected_tensor(self) -> str | None:
+        item = self.tensor_list.currentItem()
+        return str(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
+
+    # --- the comparison -----------------------------------------------------------------------
+
+    def recompute(self) -> None:
+        from app.gui.panels.quantviz_compute import compare
+
+        name, target, path = self.selected_tensor(), self.type_combo.currentText(), self.path
+        if not (name and target and path):
+            return
+        self.stats.setText(f"Quantizing {name} to {target}…")
+
+        def failed(msg: str, hint: str) -> None:
+            self.comparison = None
+            self.stats.setText(f"{msg} {hint}".strip())
+
+        self._tasks.run("compare", lambda r, c: compare(path, name, target, cancel=c), on_done=self._draw,
+                        on_failed=failed)  # fmt: skip
+
+    def _draw(self, c: QuantComparison) -> None:
+        self.comparison = c
+        self.curve_before.setData(c.bin_edges, c.hist_before, stepMode="center", fillLevel=0)
+        self.curve_after.setData(c.bin_edges, c.hist_after, stepMode="center", fillLevel=0)
+        self.plot.enableAutoRange()
+        sample = (f"all {c.n_total:,} weights" if c.n_sampled == c.n_total
+                  else f"{c.n_sampled:,} of {c.n_total:,} weights (evenly spaced rows)")  # fmt: skip
+        rel = 100 * c.rmse / c.rms if c.rms else 0.0
+        text = (
+            f"<b>{c.tensor}</b>: {c.file_type} in the file ({c.file_bits_per_weight:g} bits per weight) → "
+            f"{c.target_type} ({c.bits_per_weight:g} bits, {c.bits_per_weight / 8:.3g} bytes per weight); {sample}.<br>"
+            f"Mean absolute error {c.mae:.3g}, RMSE {c.rmse:.3g} ({rel:.1f} % of the weights' RMS {c.rms:.3g}); "
+            f"{100 * c.within_share:.1f} % of weights stay within 5 % of their value "
+            "(weights under a tenth of the RMS are judged against that tenth)."
+        )  # fmt: skip
+        if c.file_type == c.target_type:
+            text += "<br>This is the file's own type: the round trip reproduces the file."
+        elif c.file_type not in ("F32", "F16", "BF16"):
+            text += f"<br>“Before” is the file's {c.file_type} values, so this shows re-quantizing them."
+        self.stats.setText(text)
+        self.plot.setAccessibleDescription(
+            f"Before and after {c.target_type}: RMSE {c.rmse:.3g}, {100 * c.within_share:.0f} % within 5 %"
+        )
+        self.updated.emit()
+
+    def shutdown(self) -> None:
+        """Cancel running work and drop whatever it still delivers (the widgets may be gone)."""
+        self._tasks.close()
