@@ -156,3 +156,23 @@ def test_every_control_is_named_and_reachable_by_keyboard(panel: LibraryPanel) -
     for w in controls:
         assert w.accessibleName(), w
         assert isinstance(w, QProgressBar) or w.focusPolicy() != Qt.FocusPolicy.NoFocus, w.accessibleName()
+
+
+def test_the_advisors_download_and_chat_pulls_then_opens_the_chat(
+    panel: LibraryPanel, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch, smollm2_path: Path
+) -> None:
+    import json
+
+    opened: list[tuple[str, dict[str, object]]] = []
+    panel.ctx.open_chat.connect(lambda path, load: opened.append((path, load)))
+    want = {"repo_id": "acme/smol-GGUF", "quant": "Q4_1", "n_ctx": 2048, "n_gpu_layers": 0}
+    panel.ctx.settings.setValue("library/pending_pull", json.dumps(want))  # what the Advisor's button leaves
+    with fake_hub({"acme/smol-GGUF": {SMOL: smollm2_path}}) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        panel.hide()
+        panel.show()  # the Library panel is shown: it takes the pending pull
+        qtbot.waitUntil(lambda: len(panel.downloads.rows) == 1, timeout=10_000)
+        qtbot.waitUntil(lambda: bool(opened), timeout=30_000)
+    path, load = opened[0]
+    assert Path(path).is_file() and load == {"n_ctx": 2048, "n_gpu_layers": 0}
+    assert panel.ctx.settings.value("library/pending_pull") is None  # taken once

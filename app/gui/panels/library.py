@@ -116,6 +116,7 @@ class LibraryPanel(QWidget):
         self.tabs.addTab(self.hub, "Hugging Face H&ub")  # Alt+H is the Help menu
         self.downloads = DownloadQueue(ctx)
         self.hub.download_requested.connect(self.downloads.enqueue)
+        self.pending = PendingPull(self)
         self.downloads.verified.connect(lambda _: self.ctx.library_changed.emit())  # reload() listens
         split.addWidget(self.tabs)
         split.addWidget(self.downloads)
@@ -259,8 +260,62 @@ class LibraryPanel(QWidget):
             self.ctx.settings.setValue("advisor/model", str(m.path))  # the advisor reads it when shown
             self.ctx.show_panel.emit("advisor")
 
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        self.pending.take()  # the Advisor's "Download and chat", if it left one
+
     def shutdown(self) -> None:
         """The window closes: stop every pull (their partial files stay) and every library call."""
         self.downloads.shutdown()
         for task in self.tasks:
             task.cancel()
+
+
+class PendingPull:
+    """The Advisor's one button, "Download and chat": it leaves its choice in
+    ``library/pending_pull``; when the Library is shown, the file is found on the Hub, queued, and
+    once verified the chat opens with the advisor's plan."""
+
+    KEY = "library/pending_pull"
+
+    def __init__(self, panel: LibraryPanel) -> None:
+        self.panel = panel
+        self.waiting: dict[int, dict[str, Any]] = {}  # id(row) → the plan to open the chat with
+        panel.downloads.verified.connect(self._verified)
+
+    def take(self) -> None:
+        import json
+
+        raw = self.panel.ctx.settings.value(self.KEY)
+        if not raw:
+            return
+        self.panel.ctx.settings.remove(self.KEY)
+        try:
+            want = json.loads(str(raw))
+            repo = str(want["repo_id"])
+        except (ValueError, KeyError, TypeError):
+            return
+
+        def work(report: Any, cancel: Any) -> Any:
+            from app.core.hub import list_gguf_files, select_file
+
+            files = list_gguf_files(repo)
+            return select_file(files, quant=want.get("quant"), filename=want.get("filename"))
+
+        def found(repo_file: Any) -> None:
+            row = self.panel.downloads.enqueue(repo, repo_file)
+            load = {k: want[k] for k in ("n_ctx", "n_gpu_layers") if want.get(k) is not None}
+            self.waiting[id(row)] = load
+            self.panel.tabs.setCurrentWidget(self.panel.hub)
+
+        def failed(message: str, hint: str, cancelled: bool) -> None:
+            self.panel.ctx.error.emit(f"Could not start the download from {repo}: {message}", hint)
+
+        run_for(self.panel, work, done=found, failed=failed)
+
+    def _verified(self, entry: Any) -> None:
+        for row in self.panel.downloads.rows:
+            load = self.waiting.pop(id(row), None) if row.entry is entry else None
+            if load is not None and entry is not None:
+                self.panel.ctx.open_chat.emit(str(entry.path), load)
+                return
