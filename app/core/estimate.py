@@ -10,6 +10,10 @@ Mirrors how llama.cpp (as vendored in llama-cpp-python 0.3.36) places and sizes 
 - compute buffer: the peak of ggml-alloc's graph allocation, fitted to llama.cpp's own dry runs
   (``tests/bench/estimate_accuracy.py`` and ``tests/core/test_estimate.py`` check it).
 - CPU repacking: ``ggml/src/ggml-cpu/repack.cpp`` keeps a second, interleaved copy of some types.
+- a discrete GPU (CUDA, ROCm, Vulkan) changes the CPU side too: its pinned host buffer type comes
+  first in ``make_cpu_buft_list`` (``llama-model.cpp``), so CPU layers are not repacked, and big
+  batches of CPU layers run on the GPU with each weight copied into its compute buffer (op offload,
+  ``ggml-backend.cpp``) — even at ``n_gpu_layers=0``. Checked on an H100: ``tests/gpu/``.
 """
 
 from __future__ import annotations
@@ -37,9 +41,21 @@ PROCESS_BASE_BYTES = 48 * MIB
 # Gemma-3 (262k vocab, +42 MiB): about 11 MiB + 125 bytes per token.
 MODEL_BOOKKEEPING_BYTES = 11 * MIB
 VOCAB_BYTES_PER_TOKEN = 125
-# CUDA context, cuBLAS handles and kernels loaded into the process: ~531 MiB seen on an H100
-# with driver 580 (shared/reference/llama-cpp-facts.md); Metal and Vulkan are smaller.
-GPU_RUNTIME_BYTES = {"cuda": 540 * MIB, "rocm": 540 * MIB, "metal": 256 * MIB, "vulkan": 384 * MIB}
+# CUDA context, cuBLAS handles, loaded kernels and ggml's memory pool: used VRAM minus llama.cpp's
+# CUDA0 buffers was 605-611 MiB after a 512-token prompt and a decode on an H100, driver 580.159.04
+# (527-533 MiB right after loading; tests/gpu/results/h100.json). Metal and Vulkan are smaller.
+GPU_RUNTIME_BYTES = {"cuda": 608 * MIB, "rocm": 608 * MIB, "metal": 256 * MIB, "vulkan": 384 * MIB}
+# The same runtime's share of the process's RSS (libcuda, cuBLAS, kernel images): what the
+# resident set held beyond llama.cpp's buffers and PROCESS_BASE_BYTES on that machine.
+GPU_RUNTIME_HOST_BYTES = {"cuda": 326 * MIB}
+# Backends whose device has a pinned host buffer type (ggml_backend_dev_host_buffer_type); Metal has
+# none. llama.cpp then keeps CPU-layer weights out of the repack buffers (with mmap they stay
+# CPU_Mapped: llama-model-loader.cpp "avoid using a host buffer when using mmap"), allocates the CPU
+# compute and output buffers pinned (resident in full), and offloads big batches to the GPU.
+DISCRETE_GPU_BACKENDS = frozenset({"cuda", "rocm", "vulkan"})
+# From this many tokens in a ubatch a GPU runs an op whose weight is in RAM (ggml-cuda.cu
+# GGML_OP_OFFLOAD_MIN_BATCH, default 32), copying the weight into its compute buffer first.
+OP_OFFLOAD_MIN_BATCH = 32
 # Tiny graph inputs and bookkeeping inside the compute buffer (positions, output ids, norms):
 # the residual of the dry-run fit, ~10 KiB.
 COMPUTE_CONST_BYTES = 16 * 1024
@@ -79,6 +95,15 @@ class RunSettings:
     gpu_backend: str = "cuda"
     gpu_split: tuple[float, ...] = ()  # share of offloaded layers per GPU; () = one GPU
     cpu_isa: tuple[str, ...] = ("AVX2",)
+    # llama.cpp sees this GPU (a GPU build on a machine with one; the advisor knows from the
+    # budget): a discrete one then changes the CPU side too and holds a context and a compute
+    # buffer even at n_gpu_layers=0. Without it GPU layers follow the backend-neutral rules.
+    has_gpu: bool = False
+
+    @property
+    def discrete_gpu(self) -> bool:
+        """A GPU with its own memory and a pinned host buffer type is in use (see DISCRETE_GPU_BACKENDS)."""
+        return self.has_gpu and self.gpu_backend in DISCRETE_GPU_BACKENDS
 
     def validated(self) -> RunSettings:
         if self.n_ctx < 1:
@@ -198,9 +223,15 @@ def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, c
 
 
 def compute_buffer_bytes(
-    model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int, *, filled_tokens: int | None = None
+    model: ModelInfo,
+    s: RunSettings,
+    cells_full: int,
+    cells_swa: int,
+    *,
+    filled_tokens: int | None = None,
+    gpu: bool = False,
 ) -> int:
-    """Peak of llama.cpp's graph allocation for a worst-case ubatch (CPU backend).
+    """Peak of llama.cpp's graph allocation for a worst-case ubatch (CPU backend; ``gpu``: CUDA's).
 
     Fitted to dry runs (``app.engine.memory_probe`` with ``dry_run``) of llama-shaped models
     that vary one width at a time: the FFN stage keeps about 4·n_embd + 3·n_ff floats per token
@@ -221,16 +252,25 @@ def compute_buffer_bytes(
     n_head = max(model.n_head) if model.n_head else 0
     qd = n_head * model.head_dim_k
     kvd = max(model.n_head_kv) * max(model.head_dim_k, model.head_dim_v) if model.n_head_kv else 0
-    mask_elt = 2 if s.flash_attn else 4
-    mask = cells_full * ub * mask_elt
-    if model.has_swa and cells_swa != cells_full:
-        mask += cells_swa * ub * mask_elt
-    ffn_stage = ub * 4 * (4 * e + 3 * ff)
+    mask = _mask_bytes(model, s, cells_full, cells_swa)
+    # CUDA keeps one n_embd row less live in the FFN stage: its compute buffers were exactly
+    # 512·4·(3·n_embd + 3·n_ff) + mask for Llama-3.2-3B and 3.1-8B on the H100 (tests/gpu).
+    ffn_stage = ub * 4 * ((3 if gpu else 4) * e + 3 * ff)
     if s.flash_attn:
         attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd)
     else:
         attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd) + cells_full * ub * n_head * 4
     return max(ffn_stage, attn_stage) + mask + COMPUTE_CONST_BYTES
+
+
+def _mask_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:
+    """The KQ masks: f16 with flash attention, f32 without; one per cache kind."""
+    ub = min(s.n_ubatch, s.n_batch)
+    elt = 2 if s.flash_attn else 4
+    mask = cells_full * ub * elt
+    if model.has_swa and cells_swa != cells_full:
+        mask += cells_swa * ub * elt
+    return mask
 
 
 def layer_devices(n_layer: int, s: RunSettings) -> list[str]:
@@ -286,7 +326,7 @@ def estimate(
     quant = quant or model.file_type or "?"
     devices = layer_devices(model.n_layer, s)
     out_dev = devices[model.n_layer]
-    repackable = repack_types(s.cpu_isa)
+    repackable = frozenset() if s.discrete_gpu else repack_types(s.cpu_isa)
 
     acc: dict[str, dict[str, int]] = {}
 
@@ -328,8 +368,11 @@ def estimate(
             continue
         span_lo = off if span_lo is None else min(span_lo, off)
         span_hi = max(span_hi, off + nbytes)
-        if t.name == "token_embd.weight" and not model.tied_embeddings:
-            continue  # get_rows reads one row per token: an untied input embedding stays on disk
+        if t.name == "token_embd.weight" and not model.tied_embeddings and s.use_mmap:
+            # get_rows reads one row per token, but the mapping is populated at load (MAP_POPULATE,
+            # llama-mmap.cpp): resident, yet clean pages the kernel may drop (measured on the H100).
+            elsewhere.append((off, nbytes))
+            continue
         cpu_plain += nbytes
     add("CPU", "weights", cpu_plain)
     if s.use_mmap and span_lo is not None:
@@ -344,16 +387,27 @@ def estimate(
         add(devices[il], "kv", kv_layer_bytes(model, s, il, cells_full, cells_swa))
         add(devices[il], "layers", 1)
 
-    compute = compute_buffer_bytes(model, s, cells_full, cells_swa, filled_tokens=filled_tokens)
+    # VRAM and pinned host memory are allocated whole; pageable CPU memory is touched as used.
+    gpu_compute = compute_buffer_bytes(model, s, cells_full, cells_swa, gpu=s.discrete_gpu)
     gpu_devs = sorted({d for d in devices if d != "CPU"})
-    for d in gpu_devs:
-        add(d, "compute", compute)
+    if s.discrete_gpu and not gpu_devs:
+        gpu_devs = ["GPU0"]  # no layers there, but its context and op-offload compute buffer
+    for i, d in enumerate(gpu_devs):
+        copies = offload_copy_bytes(model, s, tensors, devices) if i == 0 and s.discrete_gpu else 0
+        add(d, "compute", gpu_compute + copies)
         add(d, "runtime", GPU_RUNTIME_BYTES.get(s.gpu_backend, GPU_RUNTIME_BYTES["cuda"]))
-    if "CPU" in devices[: model.n_layer] or not gpu_devs:
-        add("CPU", "compute", compute)
-    else:
-        # Everything offloaded: the CPU keeps only the input embedding's small graph.
-        add("CPU", "compute", ub_embd_bytes(model, s))
+    if s.discrete_gpu:
+        # Big batches run on the GPU whatever the split: the CPU buffer holds the graph inputs.
+        add("CPU", "compute", inputs_compute_bytes(model, s, cells_full, cells_swa))
+        add("CPU", "runtime", GPU_RUNTIME_HOST_BYTES.get(s.gpu_backend, 0))
+    elif "CPU" in devices[: model.n_layer] or not gpu_devs:
+        add(
+            "CPU",
+            "compute",
+            compute_buffer_bytes(model, s, cells_full, cells_swa, filled_tokens=filled_tokens),
+        )
+    else:  # every layer offloaded to a GPU of another kind
+        add("CPU", "compute", inputs_compute_bytes(model, s, cells_full, cells_swa))
     add("CPU", "output", model.n_vocab * 4 * max(1, s.n_outputs_max))
     add(
         "CPU", "runtime", PROCESS_BASE_BYTES + MODEL_BOOKKEEPING_BYTES + model.n_vocab * VOCAB_BYTES_PER_TOKEN
@@ -386,6 +440,38 @@ def estimate(
     )
 
 
-def ub_embd_bytes(model: ModelInfo, s: RunSettings) -> int:
-    """CPU compute when every layer is offloaded: the embedding rows of one ubatch."""
-    return min(s.n_ubatch, s.n_batch) * model.n_embd * 4 + COMPUTE_CONST_BYTES
+def inputs_compute_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:
+    """CPU compute when the GPU runs the big batches: graph inputs live on the CPU (ggml-backend.cpp
+    assigns them to the last backend) — the KQ masks and two n_embd rows per token (the embeddings
+    and a copy on their way to the GPU). Exactly the CUDA_Host compute buffers on the H100 (tests/gpu),
+    with any number of layers offloaded."""
+    ub = min(s.n_ubatch, s.n_batch)
+    return 2 * ub * model.n_embd * 4 + _mask_bytes(model, s, cells_full, cells_swa) + COMPUTE_CONST_BYTES
+
+
+def offload_copy_bytes(
+    model: ModelInfo, s: RunSettings, tensors: tuple[TensorInfo, ...], devices: list[str]
+) -> int:
+    """The GPU compute buffer's room for what CPU layers send over for a big batch (op offload).
+
+    Each op with a weight in RAM starts its own split (ggml-backend.cpp "by starting a new split,
+    the memory of the previously offloaded weights can be reused"), so one weight copy — the
+    largest — is live at a time; the output matmul only sees n_outputs_max rows, and token_embd
+    is read by get_rows, which is never offloaded. Attention follows onto the GPU with copies of
+    one layer's K and V views, the cache itself staying in RAM. The sum over-predicts the H100's
+    buffers by 0-80 MiB (they overlap a little) and never under-predicted them by more than 8 MiB.
+    """
+    if min(s.n_ubatch, s.n_batch) < OP_OFFLOAD_MIN_BATCH or "CPU" not in devices[: model.n_layer]:
+        return 0
+    cells_full, cells_swa = kv_cells(model, s)
+    kv = max(kv_layer_bytes(model, s, il, cells_full, cells_swa)
+             for il in range(model.n_layer) if devices[il] == "CPU")  # fmt: skip
+    largest = 0
+    for t in tensors:
+        li = layer_of(t.name)
+        on_cpu_layer = li is not None and li < model.n_layer and devices[li] == "CPU"
+        output_offloaded = (is_output_tensor(t.name) and devices[model.n_layer] == "CPU"
+                            and s.n_outputs_max >= OP_OFFLOAD_MIN_BATCH)  # fmt: skip
+        if (on_cpu_layer or output_offloaded) and len(t.shape) >= 2:
+            largest = max(largest, t.n_bytes)
+    return largest + kv

@@ -48,12 +48,26 @@ def _quiet_llama_logs() -> Iterator[None]:
         logger.setLevel(old)
 
 
+def _libggml() -> ctypes.CDLL:
+    """The handle on libggml that llama-cpp-python keeps — or, when it was pointed at another
+    build with LLAMA_CPP_LIB_PATH (which its ``_ggml`` module ignores), libllama's own handle:
+    dlsym on it also finds the ggml symbols libllama links against."""
+    try:
+        from llama_cpp import _ggml
+
+        lib: ctypes.CDLL = _ggml.libggml
+        lib.ggml_backend_dev_count  # noqa: B018 - the symbol must be there
+        return lib
+    except (ImportError, AttributeError, OSError):
+        from llama_cpp import llama_cpp as bindings
+
+        return bindings._lib  # type: ignore[no-any-return]
+
+
 def _ggml_devices() -> tuple[BackendDevice, ...]:
     """The build's devices through ggml's C API; llama-cpp-python binds none of these functions."""
     try:
-        from llama_cpp import _ggml  # the handle on libggml that llama-cpp-python keeps
-
-        lib = _ggml.libggml
+        lib = _libggml()
         vp, cp, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
         # fresh prototypes, so the shared CDLL's attributes are left as llama-cpp-python set them
         dev_count = ctypes.CFUNCTYPE(sz)(("ggml_backend_dev_count", lib))

@@ -167,6 +167,7 @@ def _settings(budget: Budget, n_ctx: int, ngl: int, type_k: str) -> RunSettings:
     return RunSettings(
         n_ctx=n_ctx, n_gpu_layers=ngl, type_k=type_k, type_v=type_k, flash_attn=fa,
         gpu_backend=backend, gpu_split=split, cpu_isa=budget.cpu_isa,
+        has_gpu=bool(budget.gpus) and budget.can_offload,
     )  # fmt: skip
 
 

@@ -378,9 +378,11 @@ def _device_free_bytes(name: str) -> int | None:
     """Free memory of the ggml device ``name`` ("CUDA0") as its backend reports it (cudaMemGetInfo).
     Asked only after a failed load: this process already holds the device's context."""
     try:
-        from llama_cpp import _ggml  # llama-cpp-python's handle on libggml, as app.core.offload uses
+        # libllama's handle resolves libggml's symbols too; llama_cpp._ggml would not do here, as
+        # it ignores LLAMA_CPP_LIB_PATH (llama-cpp-python 0.3.36) and finds no library then.
+        from llama_cpp import llama_cpp as lib_module
 
-        lib = _ggml.libggml
+        lib = lib_module._lib
         by_name = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(("ggml_backend_dev_by_name", lib))
         sz = ctypes.POINTER(ctypes.c_size_t)
         memory = ctypes.CFUNCTYPE(None, ctypes.c_void_p, sz, sz)(("ggml_backend_dev_memory", lib))

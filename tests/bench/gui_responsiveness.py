@@ -48,9 +48,9 @@ def idle():
         finish()
         return
     import scenarios
+    action = scenarios.prepare(scenario, win, ctx)
     probe = StallProbe(5)
-    probe.start()
-    scenarios.run(scenario, win, ctx, lambda: (out.update({scenario: probe.stop()}), finish()))
+    QTimer.singleShot(500, lambda: (probe.start(), action(lambda: (out.update({scenario: probe.stop()}), finish()))))
 
 def finish():
     print(json.dumps(out), flush=True)

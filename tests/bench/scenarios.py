@@ -30,43 +30,47 @@ def _poll(check: Callable[[], bool], then: Callable[[], None], timeout_s: float 
     tick()
 
 
-def load_and_stream(win: Any, ctx: Any, finish: Callable[[], None]) -> None:
-    """Load SmolLM2 in the Chat panel, then stream a 200-token answer."""
-    from tests.models import smollm2_path
+def prepare(name: str, win: Any, ctx: Any) -> Callable[[Callable[[], None]], None]:
+    """Build the panel and everything a user would already have before the probe starts; returns
+    the action to measure, which calls its argument when done."""
+    if name == "load_and_stream":
+        from tests.models import smollm2_path
 
-    panel = win.panel("chat")
-    win.show_panel("chat")
-    ctx.open_chat.emit(str(smollm2_path()), {"n_ctx": 2048, "n_gpu_layers": 0})
+        panel = win.panel("chat")
+        win.show_panel("chat")
 
-    def send() -> None:
-        panel.settings_panel.max_tokens.setValue(200)
-        panel.input.setPlainText("Write a short story about a lighthouse keeper.")
-        panel.send()
-        _poll(lambda: panel.state == "ready", finish)
+        def stream(finish: Callable[[], None]) -> None:
+            ctx.open_chat.emit(str(smollm2_path()), {"n_ctx": 2048, "n_gpu_layers": 0})
 
-    _poll(lambda: panel.state == "ready", send)
+            def send() -> None:
+                panel.settings_panel.max_tokens.setValue(200)
+                panel.input.setPlainText("Write a short story about a lighthouse keeper.")
+                panel.send()
+                _poll(lambda: panel.state == "ready", finish)
 
+            _poll(lambda: panel.state == "ready", send)
 
-def download(win: Any, ctx: Any, finish: Callable[[], None]) -> None:
-    """Pull the Gemma GGUF (253 MB) from a fake Hub in another process, paced at 100 MB/s."""
-    from app.core.hub import list_gguf_files
-    from tests.models import gemma3_path
+        return stream
+    if name == "download":
+        from app.core.hub import list_gguf_files
+        from tests.models import gemma3_path
 
-    server = subprocess.Popen([sys.executable, "-m", "tests.fake_hub", "--rate-mib-s", "95", "bench/g-GGUF",
-                               str(gemma3_path())], cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert server.stdout is not None
-    os.environ["HF_ENDPOINT"] = server.stdout.readline().strip()
-    panel = win.panel("library")
-    win.show_panel("library")
-    repo_file = list_gguf_files("bench/g-GGUF")[0]
-    row = panel.downloads.enqueue("bench/g-GGUF", repo_file)
+        server = subprocess.Popen([sys.executable, "-m", "tests.fake_hub", "--rate-mib-s", "95", "bench/g-GGUF",
+                                   str(gemma3_path())], cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert server.stdout is not None
+        os.environ["HF_ENDPOINT"] = server.stdout.readline().strip()
+        lib = win.panel("library")
+        win.show_panel("library")
+        repo_file = list_gguf_files("bench/g-GGUF")[0]  # the user picked the file in the Hub tab
 
-    def done() -> None:
-        server.terminate()
-        finish()
+        def pull(finish: Callable[[], None]) -> None:
+            row = lib.downloads.enqueue("bench/g-GGUF", repo_file)
 
-    _poll(lambda: row.state in ("verified", "failed", "cancelled"), done)
+            def done() -> None:
+                server.terminate()
+                finish()
 
+            _poll(lambda: row.state in ("verified", "failed", "cancelled"), done)
 
-def run(name: str, win: Any, ctx: Any, finish: Callable[[], None]) -> None:
-    {"load_and_stream": load_and_stream, "download": download}[name](win, ctx, finish)
+        return pull
+    raise ValueError(name)
