@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -109,9 +110,14 @@ def _ggml_devices() -> tuple[BackendDevice, ...]:
     return tuple(devices)
 
 
+# One thread at a time: the GUI detects the machine on a worker while the chat may size a plan
+# on its own thread, and llama.cpp's first load and backend registry are not safe to race.
+_DETECT_LOCK = threading.Lock()
+
+
 def detect_offload() -> tuple[OffloadSupport, tuple[str, ...]]:
     """Whether the installed llama.cpp build can offload layers, and to which backends."""
-    with _quiet_llama_logs():
+    with _DETECT_LOCK, _quiet_llama_logs():
         try:
             import llama_cpp
         except (ImportError, OSError, RuntimeError) as e:  # RuntimeError: its library failed to load
