@@ -179,8 +179,12 @@ def best_plan(
     *,
     type_k: str = "F16",
     tensors: tuple[TensorInfo, ...] | None = None,
+    n_gpu_layers: int | None = None,
 ) -> Plan:
-    """The most GPU layers that fit for (quant, ctx); falls back to CPU, or reports "no"."""
+    """The most GPU layers that fit for (quant, ctx); falls back to CPU, or reports "no".
+
+    ``n_gpu_layers`` fixes the split instead (a user's override), judged by the same rules.
+    """
     tensors = tensors if tensors is not None else tensors_for(model, quant)
     max_ngl = model.n_layer + 1 if budget.can_offload and budget.gpus else 0
 
@@ -188,7 +192,9 @@ def best_plan(
         return estimate(model, quant, _settings(budget, n_ctx, ngl, type_k), tensors=tensors)
 
     chosen: MemoryEstimate | None = None
-    if max_ngl:
+    if n_gpu_layers is not None:
+        chosen = est_at(max(0, min(n_gpu_layers, max_ngl)))
+    elif max_ngl:
         # VRAM grows with every offloaded layer: binary-search the largest count that fits the GPU.
         lo, hi = 0, max_ngl
         while lo < hi:

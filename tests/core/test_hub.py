@@ -4,11 +4,8 @@ cache — resumed, verified, cancelled, refused — against the local fake Hub (
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -216,20 +213,6 @@ def test_a_file_bigger_than_the_free_disk_is_refused_before_a_byte(
         with pytest.raises(HubError, match=r"Not enough disk space: the download needs 50\.0 TiB"):
             pull("acme/huge-GGUF", rf, library=Library())
     assert not any("/cdn-lfs/" in r for r in requests)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 90 MiB tmpfs (the SmolLM2 file is 94 MiB): a real disk that fills up (needs root; skipped elsewhere)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=90m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:  # fmt: skip
-        pytest.skip("mounting a small tmpfs needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_disk_that_fills_up_mid_download_gives_a_clear_error(

@@ -4,11 +4,8 @@ refused before it starts: real files, real subprocesses, one clear message, no h
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,19 +55,6 @@ def test_a_corrupt_or_truncated_source_is_one_clear_error(smollm2_path: Path, tm
     with pytest.raises(CorruptModelError):
         quantize(cut, tmp_path / "o.gguf", to="Q4_K_M")
     assert not (tmp_path / "o.gguf").exists()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:  # fmt: skip
-        pytest.skip("mounting a small tmpfs needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_full_disk_is_caught_before_quantizing(smollm2_path: Path, small_disk: Path) -> None:

@@ -125,27 +125,12 @@ def plan_with_layers(model: ModelInfo, plan: Plan, budget: Budget, n_gpu_layers:
     Uses the advisor's own run settings and fit test so a fixed split and the automatic one
     differ only in the layer count.
     """
-    from app.core.estimate import estimate, tensors_for
-    from app.core.recommend import _fits, _settings
-    from app.core.speed import predict_speed
+    from app.core.recommend import best_plan
 
-    ngl = max(0, min(n_gpu_layers, model.n_layer + 1)) if budget.gpus and budget.can_offload else 0
-    tensors = tensors_for(model, plan.quant)
-    est = estimate(model, plan.quant, _settings(budget, plan.n_ctx, ngl, plan.type_k), tensors=tensors)
-    if not _fits(est, budget):
-        fits = "no"
-    elif ngl == 0:
-        fits = "cpu"
-    elif ngl >= model.n_layer + 1:
-        fits = "gpu"
-    else:
-        fits = "partial"
-    speed = predict_speed(
-        model, tensors, est,
-        cpu_bandwidth_bytes_s=budget.ram_bandwidth_bytes_s,
-        gpu_bandwidth_bytes_s={f"GPU{i}": g.bandwidth_bytes_s for i, g in enumerate(budget.gpus)},
-    )  # fmt: skip
-    return replace(plan, n_gpu_layers=ngl, fits=fits, estimate=est, speed=speed)
+    fixed = best_plan(model, plan.quant, plan.n_ctx, budget, type_k=plan.type_k, n_gpu_layers=n_gpu_layers)
+    return replace(
+        plan, n_gpu_layers=fixed.n_gpu_layers, fits=fixed.fits, estimate=fixed.estimate, speed=fixed.speed
+    )
 
 
 # --- first run: what this machine can run from the catalog -----------------------------------
