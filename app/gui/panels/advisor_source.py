@@ -144,18 +144,11 @@ class ModelPicker(QTabWidget):
         return w
 
     def refresh_library(self) -> None:
-        library = self.ctx.library
+        from app.gui.widgets.library_combo import refresh_library_combo
 
-        def work(report: Any, cancel: Any) -> list[tuple[str, str]]:
-            return [(f"{m.id} ({m.quant or '?'})", str(m.path)) for m in library.models() if m.present]
-
-        def done(items: list[tuple[str, str]]) -> None:
-            self.library_combo.clear()
-            for label, path in items:
-                self.library_combo.addItem(label, path)
-            self.library_combo.setPlaceholderText("" if items else "No models yet: download or add one")
-
-        self._tasks.run("library", work, on_done=done, on_failed=lambda m, h: self.status.setText(m))
+        refresh_library_combo(self._tasks, self.ctx.library, self.library_combo,
+                              empty_text="No models yet: download or add one",
+                              on_failed=lambda m, h: self.status.setText(m))  # fmt: skip
 
     def _pick_library(self) -> None:
         path = self.library_combo.currentData()

@@ -144,17 +144,9 @@ class QuantVizPanel(QWidget):
     # --- the model ----------------------------------------------------------------------------
 
     def refresh_library(self) -> None:
-        library = self.ctx.library
+        from app.gui.widgets.library_combo import refresh_library_combo
 
-        def work(report: Any, cancel: Any) -> list[tuple[str, str]]:
-            return [(f"{m.id} ({m.quant or '?'})", str(m.path)) for m in library.models() if m.present]
-
-        def done(items: list[tuple[str, str]]) -> None:
-            self.library_combo.clear()
-            for label, path in items:
-                self.library_combo.addItem(label, path)
-
-        self._tasks.run("library", work, on_done=done)
+        refresh_library_combo(self._tasks, self.ctx.library, self.library_combo)
 
     def _library_chosen(self) -> None:
         path = self.library_combo.currentData()
