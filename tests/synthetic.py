@@ -1,7 +1,7 @@
 """Synthetic GGUF models with the exact shapes of real ones, for tests and benchmarks.
 
 ``write_synthetic_gguf`` writes the metadata and tensor table that
-:func:`app.core.hf_arch.header_from_hf_config` gives for a Hugging Face ``config.json``, random
+:func:`app.core.model.hf_arch.header_from_hf_config` gives for a Hugging Face ``config.json``, random
 weights (norms 1.0) and a made-up SentencePiece vocabulary of the model's real size, so llama.cpp
 loads it and generates from it exactly as it would from the real model, minus the quality.
 Weights are streamed from one small pre-generated pool, so memory stays flat whatever the size
@@ -18,9 +18,9 @@ from typing import Any, BinaryIO
 import gguf
 import numpy as np
 
-from app.core.gguf_header import GGUFHeader, TensorInfo
-from app.core.hf_arch import header_from_hf_config
-from app.core.model_info import layer_of
+from app.core.model.gguf_header import GGUFHeader, TensorInfo
+from app.core.model.hf_arch import header_from_hf_config
+from app.core.model.info import layer_of
 
 POOL_ELEMENTS = 1 << 22  # 4 Mi values: 8 MB of F16, the most any write holds in memory
 WEIGHT_STD = 0.02  # a typical init scale (HF initializer_range); keeps logits finite in F16

@@ -29,7 +29,7 @@ def test_heavy_dependencies_load_lazily() -> None:
     # Fast start-up: importing the CLI and the estimator must not import llama_cpp, pynvml or the Hub client.
     code = (
         "import sys\n"
-        "import app.cli, app.core.estimate, app.core.recommend, app.core.model_source\n"
+        "import app.cli, app.core.advice.estimate, app.core.advice.recommend, app.core.model.source\n"
         "bad = [m for m in ('llama_cpp', 'pynvml', 'huggingface_hub', 'PySide6') if m in sys.modules]\n"
         "print(bad)\n"
     )

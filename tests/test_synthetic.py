@@ -8,8 +8,8 @@ from typing import Any
 import gguf
 import pytest
 
-from app.core.gguf_header import read_gguf_file
-from app.core.hf_arch import header_from_hf_config
+from app.core.model.gguf_header import read_gguf_file
+from app.core.model.hf_arch import header_from_hf_config
 from tests.synthetic import quantize_gguf, synthetic_header, write_synthetic_gguf
 
 llama_cpp = pytest.importorskip("llama_cpp")

@@ -49,6 +49,10 @@ class HubError(TailorError):
     """The Hugging Face Hub could not be reached or refused the request."""
 
 
+class DoesNotFitError(TailorError):
+    """A plan needs more memory than this machine can give; the hint names the nearest that fits."""
+
+
 class EstimateError(TailorError):
     """The memory estimate cannot be made for these settings."""
 

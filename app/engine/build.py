@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core import paths
-from app.core.convert import OUTTYPES, ConversionError, check_checkpoint, convert_checkpoint, predicted_bytes
-from app.core.download import check_disk_space
+from app.core.build.convert import (
+    OUTTYPES,
+    ConversionError,
+    check_checkpoint,
+    convert_checkpoint,
+    predicted_bytes,
+)
 from app.core.errors import TailorError
+from app.core.hub.download import check_disk_space
 from app.engine.quantize import QUANT_TYPES, quantize
 
 
@@ -123,7 +129,7 @@ def build_gguf(
         report(BuildProgress("check", 1.0, sample))
     library_id = None
     if register:
-        from app.core.library import Library
+        from app.core.library.registry import Library
 
         entry = Library().add([out], origin="tailorlm", owned=True,
                               provenance={"source": str(source), "type": to,
@@ -134,7 +140,7 @@ def build_gguf(
 
 def _intermediate_type(folder: Path) -> str:
     """The converter's output before quantizing: the checkpoint's own 16-bit type (no rounding)."""
-    from app.core.model_source import model_from_checkpoint
+    from app.core.model.source import model_from_checkpoint
 
     return "BF16" if model_from_checkpoint(folder).file_type == "BF16" else "F16"
 

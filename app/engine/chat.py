@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.chat_store import ChatStore, Message
-from app.core.chat_template import ChatTemplate, render_with_fallback, select_template, trim_history
-from app.core.gguf_header import read_gguf_file
+from app.core.chat.store import ChatStore, Message
+from app.core.chat.template import ChatTemplate, render_with_fallback, select_template, trim_history
+from app.core.model.gguf_header import read_gguf_file
 from app.engine import protocol as P
 from app.engine.client import EngineClient
 

@@ -7,7 +7,7 @@ compute, output), and — unless ``dry_run`` — the peak resident set after a p
 with ``no_alloc`` and ``LLAMA_LOAD_MODE_NONE``: llama.cpp sizes every buffer without reading the
 weights (the mechanism behind llama.cpp's own ``--fit``), in a fraction of a second.
 
-The same settings names as :class:`app.core.estimate.RunSettings` are used, so a prediction and a
+The same settings names as :class:`app.core.advice.estimate.RunSettings` are used, so a prediction and a
 measurement describe the same run.
 """
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from app.core.advice.chat_plan import ChatPlan
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ class Load(Message):
     flash_attn: str = "auto"  # "auto" | "on" | "off"
     use_mmap: bool = True
     swa_full: bool = False
+
+    @classmethod
+    def from_plan(cls, planned: ChatPlan, *, n_threads: int = 0) -> Load:
+        """The one way a chat plan becomes a load request: exactly the settings it predicted for."""
+        s = planned.settings
+        return cls(model_path=planned.model_path, n_ctx=s.n_ctx, n_gpu_layers=s.n_gpu_layers, n_threads=n_threads,
+                   n_batch=s.n_batch, n_ubatch=s.n_ubatch, type_k=s.type_k, type_v=s.type_v,
+                   flash_attn="on" if s.flash_attn else "off", use_mmap=s.use_mmap, swa_full=s.swa_full)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class QualityResult:
 
 def default_text() -> str:
     """The built-in text: ~2,700 words (~3,600 tokens) of prose, dialogue, dates, a list, code, a recipe."""
-    return resources.files("app.core").joinpath("quality_text.txt").read_text(encoding="utf-8")
+    return resources.files("app.core.advice").joinpath("quality_text.txt").read_text(encoding="utf-8")
 
 
 # --- parent side ------------------------------------------------------------------------------

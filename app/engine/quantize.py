@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.core.convert import ConversionError, predicted_bytes, run_logged
-from app.core.download import check_disk_space
-from app.core.quality import quality_of
+from app.core.advice.quality import quality_of
+from app.core.build.convert import ConversionError, predicted_bytes, run_logged
+from app.core.hub.download import check_disk_space
 from app.core.runtime import module_command
 
 # What `tailorlm quantize --to` offers: llama.cpp file types that need no importance matrix.
@@ -55,7 +55,7 @@ def quantize(
     cancel: threading.Event | None = None,
 ) -> tuple[Path, list[str]]:
     """Quantize ``src`` to ``to``; returns the output path and warnings about the source's precision."""
-    from app.core.model_source import model_from_gguf
+    from app.core.model.source import model_from_gguf
 
     to = to.upper()
     if to not in QUANT_TYPES:

@@ -46,7 +46,7 @@ class AppContext(QObject):
         self._detecting = True
 
         def work(report: Any, cancel: Any) -> Any:
-            from app.core.hardware import detect_machine
+            from app.core.machine.hardware import detect_machine
 
             return detect_machine(measure_bandwidth=True)
 
@@ -66,7 +66,7 @@ class AppContext(QObject):
     @property
     def library(self) -> Any:
         if self._library is None:
-            from app.core.library import Library
+            from app.core.library.registry import Library
 
             self._library = Library()
         return self._library

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TAILORLM_CONVERTER_ENV", str(ROOT / ".cache" / "converter-env"))
 
-from app.core.convert import converter_ready, predicted_bytes  # noqa: E402
-from app.core.model_source import model_from_checkpoint  # noqa: E402
+from app.core.build.convert import converter_ready, predicted_bytes  # noqa: E402
+from app.core.model.source import model_from_checkpoint  # noqa: E402
 from app.engine.build import build_gguf  # noqa: E402
 from tests.hf_checkpoint import build_checkpoint  # noqa: E402
 from tests.models import smollm2_path  # noqa: E402

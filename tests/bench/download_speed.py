@@ -28,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.core.hub import list_gguf_files, pull  # noqa: E402
-from app.core.library import Library  # noqa: E402
+from app.core.hub.repo import list_gguf_files  # noqa: E402
+from app.core.library.pull import pull_model  # noqa: E402
+from app.core.library.registry import Library  # noqa: E402
 from tests.models import gemma3_path, smollm2_path  # noqa: E402
 
 REPO = "bench/files-GGUF"
@@ -127,7 +128,7 @@ def main() -> None:
                 for i in range(args.rounds):
                     for path in (gemma, big):
                         url = f"{endpoint}/{REPO}/resolve/main/{path.name}"
-                        do_pull = partial(pull, REPO, files[path.name], library=Library())
+                        do_pull = partial(pull_model, REPO, files[path.name], library=Library())
                         _round(url, do_pull, work, curl, i % 2 == 1, results.setdefault(path.name, {}))
             finally:
                 server.terminate()

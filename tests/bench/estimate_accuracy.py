@@ -3,7 +3,7 @@
 For each case a fresh child process (``app.engine.memory_probe``) loads the model with
 llama-cpp-python, evaluates a prompt of one full ubatch (512 tokens, so the compute buffer is
 really used) and a few decode steps, and reports its peak resident set (VmHWM). The prediction
-is ``app.core.estimate`` for the same settings. Prints one JSON object: every case and the
+is ``app.core.advice.estimate`` for the same settings. Prints one JSON object: every case and the
 median and worst relative error.
 
 Cases: the two real test models, and synthetic models with the exact tensor shapes of real
@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.core.estimate import RunSettings, estimate  # noqa: E402
-from app.core.model_source import model_from_gguf  # noqa: E402
+from app.core.advice.estimate import RunSettings, estimate  # noqa: E402
+from app.core.model.source import model_from_gguf  # noqa: E402
 from tests import models  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-models"
@@ -39,14 +39,14 @@ CONTEXTS = [512, 4096, 16384]
 
 
 def _isa() -> tuple[str, ...]:
-    from app.core.hardware import detect_machine
+    from app.core.machine.hardware import detect_machine
 
     return tuple(detect_machine(measure_bandwidth=False).cpu.isa)
 
 
 def synthetic_model(catalog_id: str, quant: str) -> Path:
     """Write (once) the F16 model with real shapes, then quantize it with llama.cpp."""
-    from app.core.catalog import find_entry
+    from app.core.model.catalog import find_entry
     from tests.synthetic import quantize_gguf, write_synthetic_gguf
 
     CACHE.mkdir(parents=True, exist_ok=True)

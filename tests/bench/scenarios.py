@@ -52,7 +52,7 @@ def prepare(name: str, win: Any, ctx: Any) -> Callable[[Callable[[], None]], Non
 
         return stream
     if name == "download":
-        from app.core.hub import list_gguf_files
+        from app.core.hub.repo import list_gguf_files
         from tests.models import gemma3_path
 
         server = subprocess.Popen([sys.executable, "-m", "tests.fake_hub", "--rate-mib-s", "95", "bench/g-GGUF",

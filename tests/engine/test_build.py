@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from app.core.convert import ConversionError, check_checkpoint, predicted_bytes
+from app.core.build.convert import ConversionError, check_checkpoint, predicted_bytes
 from app.core.errors import Cancelled, CorruptModelError, HubError, MissingConfigError
-from app.core.library import Library
-from app.core.model_source import model_from_gguf
+from app.core.library.registry import Library
+from app.core.model.source import model_from_gguf
 from app.engine.build import build_gguf
 from app.engine.quantize import quantize
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.core.chat_store import ChatStore
+from app.core.chat.store import ChatStore
 from app.engine import protocol as P
 from app.engine.chat import ChatSession, Trimmed
 from app.engine.client import EngineClient

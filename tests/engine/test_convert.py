@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from app.core.convert import ConversionError, converter_ready
+from app.core.build.convert import ConversionError, converter_ready
 from app.core.errors import Cancelled
-from app.core.library import Library
-from app.core.model_source import model_from_gguf
+from app.core.library.registry import Library
+from app.core.model.source import model_from_gguf
 from app.engine.build import build_gguf
 from tests.hf_checkpoint import (
     build_checkpoint,

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app import cli_quality
+from app.cli import quality as cli_quality
 from app.core.errors import Cancelled, EngineError, TailorError
 from app.engine.quality_eval import (
     QualityResult,

@@ -33,10 +33,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from app.core.advice.estimate import RunSettings, estimate  # noqa: E402
 from app.core.errors import EngineError  # noqa: E402
-from app.core.estimate import RunSettings, estimate  # noqa: E402
-from app.core.gguf_header import ArrayLength, GGUFHeader, TensorInfo, read_gguf_file  # noqa: E402
-from app.core.model_info import ModelInfo, model_info_from_header  # noqa: E402
+from app.core.model.gguf_header import ArrayLength, GGUFHeader, TensorInfo, read_gguf_file  # noqa: E402
+from app.core.model.info import ModelInfo, model_info_from_header  # noqa: E402
 from app.core.units import GIB, MIB  # noqa: E402
 from app.engine import protocol as P  # noqa: E402
 from app.engine.client import EngineClient  # noqa: E402
@@ -131,7 +131,7 @@ def cli_json(*args: str) -> dict[str, Any]:
 
 
 def write_models(folder: Path, model_ids: tuple[str, ...]) -> None:
-    from app.core.catalog import find_entry
+    from app.core.model.catalog import find_entry
     from tests.synthetic import write_synthetic_gguf
 
     folder.mkdir(parents=True, exist_ok=True)

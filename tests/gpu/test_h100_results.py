@@ -1,5 +1,5 @@
 """The estimator against what an H100 measured (``results/*.json``, written on the GPU machine by
-``gpu_proof.py``). CI has no GPU; these keep the CUDA rules of ``app.core.estimate`` honest anyway."""
+``gpu_proof.py``). CI has no GPU; these keep the CUDA rules of ``app.core.advice.estimate`` honest anyway."""
 
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QSettings, Qt, QThreadPool
 
-from app.core.catalog import load_catalog
-from app.core.hardware import detect_machine
-from app.core.model_source import load_model
-from app.core.recommend import advise, best_plan
+from app.core.advice.recommend import advise, best_plan
+from app.core.machine.hardware import detect_machine
+from app.core.model.catalog import load_catalog
+from app.core.model.source import load_model
 from app.gui.context import AppContext
 from app.gui.panels import advisor_compute as compute
 from app.gui.panels.advisor import LIBRARY_CHOICE_KEY, AdvisorPanel
@@ -256,7 +256,7 @@ def test_a_hub_gguf_is_sized_from_its_header_and_queued_for_download(  # type: i
 def test_a_checkpoint_folder_offers_conversion_at_the_chosen_precision(  # type: ignore[no-untyped-def]
     make_panel, qtbot, tmp_path: Path
 ) -> None:
-    from tests.core.test_model_source import SMOLLM2_CONFIG
+    from tests.core.model.test_source import SMOLLM2_CONFIG
 
     folder = tmp_path / "SmolLM2-135M-Instruct"
     folder.mkdir()

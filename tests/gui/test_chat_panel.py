@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.chat_store import ChatStore
+from app.core.chat.store import ChatStore
 from app.gui.context import AppContext
 from app.gui.panels.chat import ChatPanel
 from app.gui.panels.chat_settings import ChatSettingsPanel

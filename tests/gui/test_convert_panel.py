@@ -11,8 +11,8 @@ from PySide6.QtCore import QSettings, QThreadPool
 from pytestqt.qtbot import QtBot
 
 from app.core import paths
-from app.core.convert import converter_ready
-from app.core.library import Library
+from app.core.build.convert import converter_ready
+from app.core.library.registry import Library
 from app.gui.context import AppContext
 from app.gui.panels.convert import ConvertPanel, rough_seconds
 from tests.hf_checkpoint import build_checkpoint

@@ -1,6 +1,6 @@
 """The Advisor: which quantization of a model, at which context, fits this machine — and why.
 
-Model → view-model → view: the core's :func:`app.core.recommend.advise` (through
+Model → view-model → view: the core's :func:`app.core.advice.recommend.advise` (through
 :mod:`app.gui.panels.advisor_compute`, on the thread pool) gives Plans; the table, the memory bar
 and the reasons show them. The context slider, the GPU-layer override and the "what if" RAM/VRAM
 boxes start a new computation 100 ms after the last change; a newer one cancels the older and
@@ -35,8 +35,8 @@ from app.gui.panels.advisor_tasks import LatestTasks
 from app.gui.widgets.membar import MemoryBar
 
 if TYPE_CHECKING:
-    from app.core.model_info import ModelInfo
-    from app.core.recommend import Budget, Plan
+    from app.core.advice.recommend import Budget, Plan
+    from app.core.model.info import ModelInfo
     from app.gui.context import AppContext
 
 DEBOUNCE_MS = 100  # slider drags: one advise per pause, not per pixel
@@ -234,7 +234,7 @@ class AdvisorPanel(QWidget):
 
     def load(self, request: ModelRequest) -> None:
         """Read the model ``request`` names off the GUI thread, then advise on it."""
-        from app.core.measured_quality import measured
+        from app.core.advice.measured_quality import measured
 
         self.status.setText(f"Reading {request.label}…")
 

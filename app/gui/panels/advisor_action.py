@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.core.model_info import ModelInfo
-    from app.core.recommend import Plan
+    from app.core.advice.recommend import Plan
+    from app.core.model.info import ModelInfo
     from app.gui.context import AppContext
     from app.gui.panels.advisor_compute import AdvisorResult
     from app.gui.panels.advisor_source import ModelRequest
@@ -35,7 +35,7 @@ class Action:
 
 def gguf_repo(model: ModelInfo) -> str | None:
     """The first GGUF repo the catalog lists for a catalog model or its original Hub repo."""
-    from app.core.catalog import find_entry_or_none
+    from app.core.model.catalog import find_entry_or_none
 
     entry = find_entry_or_none(model.source)
     return entry.gguf_repos[0] if entry and entry.gguf_repos else None

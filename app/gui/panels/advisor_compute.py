@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from app.core.errors import Cancelled
 
 if TYPE_CHECKING:
-    from app.core.catalog import CatalogEntry
-    from app.core.model_info import ModelInfo
-    from app.core.recommend import Advice, Budget, Plan
+    from app.core.advice.recommend import Advice, Budget, Plan
+    from app.core.model.catalog import CatalogEntry
+    from app.core.model.info import ModelInfo
 
 MIN_CTX = 512  # the smallest context the slider offers; below it a chat hardly fits one answer
 # A model that does not say how long it was trained: the longest context the catalog knows.
@@ -62,15 +62,15 @@ def context_steps(model: ModelInfo) -> list[int]:
 
 def default_ctx(model: ModelInfo) -> int:
     """The context the advisor plans with unless told otherwise (as ``tailorlm advise`` does)."""
-    from app.core.recommend import DEFAULT_CTX
+    from app.core.advice.recommend import DEFAULT_CTX
 
     return min(DEFAULT_CTX, model.n_ctx_train or DEFAULT_CTX)
 
 
 def budget_for(profile: object, *, ram_gb: float = 0.0, vram_gb: float = 0.0) -> Budget:
     """The budget of ``profile`` as if it had ``ram_gb``/``vram_gb`` (0: as detected)."""
-    from app.core.hardware import apply_overrides
-    from app.core.recommend import budget_from_profile
+    from app.core.advice.recommend import budget_from_profile
+    from app.core.machine.hardware import apply_overrides
 
     changes = {}
     if ram_gb > 0:
@@ -85,7 +85,7 @@ def budget_for(profile: object, *, ram_gb: float = 0.0, vram_gb: float = 0.0) ->
 def compute(query: AdvisorQuery, cancel: threading.Event | None = None) -> AdvisorResult:
     """The advice at ``query.n_ctx`` (larger catalog contexts too, so the reasons can say how far the
     pick stretches), with the GPU-layer override applied to that context's plans."""
-    from app.core.recommend import CONTEXTS, advise, pick_plan
+    from app.core.advice.recommend import CONTEXTS, advise, pick_plan
 
     model, n_ctx = query.model, query.n_ctx
     larger = tuple(c for c in CONTEXTS if c > n_ctx)
@@ -125,7 +125,7 @@ def plan_with_layers(model: ModelInfo, plan: Plan, budget: Budget, n_gpu_layers:
     Uses the advisor's own run settings and fit test so a fixed split and the automatic one
     differ only in the layer count.
     """
-    from app.core.recommend import best_plan
+    from app.core.advice.recommend import best_plan
 
     fixed = best_plan(model, plan.quant, plan.n_ctx, budget, type_k=plan.type_k, n_gpu_layers=n_gpu_layers)
     return replace(
@@ -149,9 +149,9 @@ def catalog_fits(
 ) -> list[CatalogFit]:
     """Every catalog model's recommended plan, ranked like ``tailorlm catalog``: usable speed
     first, then slow, then not fitting; within each the largest model, then the best quality."""
-    from app.core.catalog import load_catalog
-    from app.core.model_source import model_from_catalog
-    from app.core.recommend import DEFAULT_MIN_TOK_S, advise
+    from app.core.advice.recommend import DEFAULT_MIN_TOK_S, advise
+    from app.core.model.catalog import load_catalog
+    from app.core.model.source import model_from_catalog
 
     floor = DEFAULT_MIN_TOK_S if min_tok_s is None else min_tok_s
     rows = []

@@ -21,7 +21,7 @@ from app.gui.panels.advisor_table import FITS, fit_words
 from app.gui.panels.advisor_tasks import LatestTasks
 
 if TYPE_CHECKING:
-    from app.core.recommend import Budget
+    from app.core.advice.recommend import Budget
     from app.gui.panels.advisor_compute import CatalogFit
 
 COLUMNS = ("Model", "Parameters", "Best quant", "Fits", "RAM", "VRAM", "tok/s", "Quality")
@@ -60,7 +60,7 @@ class CatalogOverview(QWidget):
     def rank_for(self, budget: Budget) -> None:
         """Rank the catalog for ``budget`` off the GUI thread, unless that is what is shown; a newer
         budget cancels an older ranking, whose answer is then dropped."""
-        from app.core.recommend import DEFAULT_CTX, DEFAULT_MIN_TOK_S
+        from app.core.advice.recommend import DEFAULT_CTX, DEFAULT_MIN_TOK_S
         from app.gui.panels.advisor_compute import catalog_fits
 
         if budget == self._budget:

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 from app.gui.panels.advisor_tasks import LatestTasks
 
 if TYPE_CHECKING:
-    from app.core.model_info import ModelInfo
+    from app.core.model.info import ModelInfo
     from app.gui.context import AppContext
 
 
@@ -46,10 +46,10 @@ class ModelRequest:
 
 
 def request_for_spec(spec: str, kind: str = "file") -> ModelRequest:
-    """A request for anything :func:`app.core.model_source.load_model` reads."""
+    """A request for anything :func:`app.core.model.source.load_model` reads."""
 
     def load() -> ModelInfo:
-        from app.core.model_source import load_model
+        from app.core.model.source import load_model
 
         return load_model(spec)
 
@@ -60,7 +60,7 @@ def request_for_hub_file(repo_id: str, rf: Any) -> ModelRequest:
     """A GGUF file (all parts of a split one) of a Hub repo, sized from its remote header."""
 
     def load() -> ModelInfo:
-        from app.core.hub import remote_model
+        from app.core.model.remote import remote_model
 
         return remote_model(repo_id, rf.file)
 
@@ -108,7 +108,7 @@ class ModelPicker(QTabWidget):
     # --- catalog ------------------------------------------------------------------------------
 
     def _catalog_tab(self) -> QWidget:
-        from app.core.catalog import load_catalog
+        from app.core.model.catalog import load_catalog
 
         w = QWidget()
         lay = QHBoxLayout(w)
@@ -194,7 +194,7 @@ class ModelPicker(QTabWidget):
         return w
 
     def search_hub(self) -> None:
-        from app.core.hub import search_models
+        from app.core.hub.repo import search_models
 
         query = self.hub_query.text().strip()
         self.status.setText("Searching the Hub…")
@@ -218,7 +218,7 @@ class ModelPicker(QTabWidget):
     def _list_files(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
         if item is None:
             return
-        from app.core.hub import list_gguf_files
+        from app.core.hub.repo import list_gguf_files
 
         repo_id = str(item.data(Qt.ItemDataRole.UserRole))
         self.hub_files.clear()

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 from app.gui.widgets.membar import Bar
 
 if TYPE_CHECKING:
-    from app.core.recommend import Budget, Plan
+    from app.core.advice.recommend import Budget, Plan
     from app.gui.panels.advisor_compute import AdvisorResult
 
 # placement → (words, background); light tints that keep dark text readable in both themes

@@ -185,7 +185,7 @@ class ChatPanel(QWidget):
 
     def store(self) -> Any:
         if self._store is None:
-            from app.core.chat_store import ChatStore
+            from app.core.chat.store import ChatStore
 
             self._store = ChatStore()
             if self._store.recovery_notice is not None:

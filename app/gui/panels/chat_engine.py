@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,17 @@ from app.gui.panels.chat_settings import ChatSettings
 log = logging.getLogger(__name__)
 
 METRICS_INTERVAL_S = 1.0  # how often the model process's memory is sampled while loaded
-DEFAULT_N_CTX = 4096  # the CLI's default (app/cli.py _chat_plan), capped by the model's training context
 
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """What to load: from the advisor (``ctx.open_chat``) or the panel's manual override."""
+    """What to load: a GGUF file and the user's choices (``None``: the advisor decides)."""
 
     model_path: str
-    n_ctx: int | None = None  # None: DEFAULT_N_CTX, at most the model's training context
+    n_ctx: int | None = None  # None: the advisor's default context, at most the model's own
     n_gpu_layers: int | None = None  # None: the advisor's best split for this machine
-    type_k: str = "F16"
-    predicted: dict[str, int] = field(default_factory=dict)  # ram_bytes, vram_bytes; {}: estimate here
+    type_k: str = "F16"  # KV cache type, K and V alike
+    force: bool = False  # "Load anyway": the plan does not fit, the user insists
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ class LoadedModel:
     conversation_id: int
     predicted: dict[str, int]
     template_note: str
+    warning: str = ""  # loaded anyway: what will probably happen
 
 
 @dataclass(frozen=True)
@@ -62,35 +62,20 @@ class AnswerResult:
     done: P.Done | None  # None: the stream ended without a Done (should not happen)
 
 
-def resolve_load(spec: LoadSpec, profile: Any) -> tuple[P.Load, dict[str, Any]]:
-    """The load request and the plan stored with the conversation (the CLI's ``_chat_plan``).
+def plan_load(spec: LoadSpec, profile: Any) -> Any:
+    """The ChatPlan for ``spec`` on this machine: :func:`app.core.advice.chat_plan.plan_chat`, the
+    planner the terminal uses too. Raises DoesNotFitError unless it fits or ``spec.force``."""
+    from app.core.advice.chat_plan import ChatOverrides, plan_chat
+    from app.core.advice.recommend import budget_from_profile
+    from app.core.model.source import model_from_gguf
 
-    Missing GPU layers come from the advisor's best plan for this machine; a missing prediction is
-    estimated for exactly the settings being loaded, so measured and predicted compare like for like.
-    """
-    from app.core.estimate import RunSettings, estimate
-    from app.core.model_source import model_from_gguf
+    if profile is None:
+        from app.core.machine.hardware import detect_machine
 
-    model = model_from_gguf(Path(spec.model_path))
-    n_ctx = spec.n_ctx or min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX)
-    ngl, predicted = spec.n_gpu_layers, dict(spec.predicted)
-    if ngl is None:
-        from app.core.hardware import detect_machine
-        from app.core.recommend import best_plan, budget_from_profile
-
-        profile = profile or detect_machine(measure_bandwidth=False)  # no bandwidth: layers only
-        plan = best_plan(
-            model, model.file_type or "?", n_ctx, budget_from_profile(profile), type_k=spec.type_k
-        )
-        ngl = plan.n_gpu_layers
-        predicted = predicted or {"ram_bytes": plan.ram_bytes, "vram_bytes": plan.vram_bytes}
-    settings = RunSettings(n_ctx=n_ctx, n_gpu_layers=ngl, type_k=spec.type_k, type_v=spec.type_k)
-    if not predicted:
-        est = estimate(model, None, settings)
-        predicted = {"ram_bytes": est.ram_bytes, "vram_bytes": est.vram_bytes}
-    load = P.Load(model_path=spec.model_path, n_ctx=n_ctx, n_gpu_layers=ngl, type_k=settings.type_k,
-                  type_v=settings.type_v, flash_attn="on" if settings.flash_attn else "off")  # fmt: skip
-    return load, {"quant": model.file_type, "predicted": predicted}
+        profile = detect_machine(measure_bandwidth=False)  # no bandwidth: layers only
+    overrides = ChatOverrides(n_ctx=spec.n_ctx, n_gpu_layers=spec.n_gpu_layers, type_kv=spec.type_k,
+                              force=spec.force)  # fmt: skip
+    return plan_chat(model_from_gguf(Path(spec.model_path)), budget_from_profile(profile), overrides).check()
 
 
 class ChatEngine(QObject):
@@ -186,7 +171,7 @@ class ChatEngine(QObject):
 
     def _chat_store(self) -> Any:
         if self._store is None:  # sqlite connections belong to the thread that opened them
-            from app.core.chat_store import ChatStore
+            from app.core.chat.store import ChatStore
 
             self._store = ChatStore()
         return self._store
@@ -199,9 +184,8 @@ class ChatEngine(QObject):
         self._stop_monitor()
         self._session = None
         try:
-            load, plan = resolve_load(spec, self._profile())
-            if self._n_threads:
-                load = P.Load(**{**asdict(load), "n_threads": self._n_threads})
+            planned = plan_load(spec, self._profile())
+            load, plan = P.Load.from_plan(planned, n_threads=self._n_threads), planned.to_record()
             session = ChatSession(self.client, self._chat_store(), load, system_prompt=chat.system_prompt,
                                   sampling=chat.sampling, conversation_id=conversation_id, plan=plan)  # fmt: skip
             loaded = session.start(on_progress=self.progress.emit)
@@ -213,7 +197,10 @@ class ChatEngine(QObject):
         assert session.conversation_id is not None  # start() made one if there was none
         note = session.template.describe() if session.template else ""
         name = Path(load.model_path).name
-        self.loaded.emit(LoadedModel(name, load, loaded, session.conversation_id, plan["predicted"], note))
+        warning = planned.risk() if planned.forced else ""
+        self.loaded.emit(
+            LoadedModel(name, load, loaded, session.conversation_id, planned.predicted, note, warning)
+        )
 
     def _answer(
         self, conversation_id: int | None, chat: ChatSettings, turn: Callable[[Any], Iterator[Any]]

@@ -1,8 +1,9 @@
 """The top of the Chat panel: which model, with which plan (context, GPU layers), and Load.
 
-The advisor fills it through ``ctx.open_chat``; the two boxes override its plan by hand. The
-advisor's predicted memory is kept only while the boxes still hold its numbers — after an override
-the engine estimates the memory of exactly what is loaded, so the comparison stays honest.
+The advisor fills it through ``ctx.open_chat``; the two boxes override its plan by hand. Whatever
+is loaded is planned by the same core planner as the terminal's (``plan_chat``), which predicts the
+memory of exactly those settings; a plan that does not fit is refused with the nearest one that does,
+and "Load anyway" loads it regardless.
 """
 
 from __future__ import annotations
@@ -79,26 +80,24 @@ class ModelBar(QWidget):
         lay.addWidget(self.status)
 
     def set_model(self, path: str, load: dict[str, Any] | None = None) -> None:
-        """A model and (from the advisor) its plan: n_ctx, n_gpu_layers, type_k, predicted."""
+        """A model and (from the advisor) its plan: n_ctx, n_gpu_layers, type_k."""
         load = load or {}
         ngl = load.get("n_gpu_layers")
-        self._spec = LoadSpec(path, load.get("n_ctx"), ngl, str(load.get("type_k") or "F16"),
-                              dict(load.get("predicted") or {}))  # fmt: skip
+        self._spec = LoadSpec(path, load.get("n_ctx"), ngl, str(load.get("type_k") or "F16"))
         self.n_ctx.setValue(int(load.get("n_ctx") or 0))
         self.n_gpu_layers.setValue(-1 if ngl is None else int(ngl))
         self.model_label.setText(Path(path).name)
         self.model_label.setToolTip(path)
         self.load_button.setEnabled(True)
 
-    def spec(self) -> LoadSpec | None:
-        """What to load: the chosen model with the boxes' values."""
+    def spec(self, *, force: bool = False) -> LoadSpec | None:
+        """What to load: the chosen model with the boxes' values (``force``: even if it does not fit)."""
         if self._spec is None:
             return None
         s = self._spec
         n_ctx = self.n_ctx.value() or None
         ngl = None if self.n_gpu_layers.value() < 0 else self.n_gpu_layers.value()
-        same_plan = (n_ctx, ngl) == (s.n_ctx, s.n_gpu_layers)
-        return LoadSpec(s.model_path, n_ctx, ngl, s.type_k, s.predicted if same_plan else {})
+        return LoadSpec(s.model_path, n_ctx, ngl, s.type_k, force)
 
     @Slot()
     def choose_model(self) -> None:
@@ -121,9 +120,9 @@ class ModelBar(QWidget):
         """The boxes show what llama.cpp really got (the advisor's Auto resolved to a number)."""
         self.n_ctx.setValue(model.loaded.n_ctx)
         self.n_gpu_layers.setValue(model.load.n_gpu_layers)
-        if self._spec is not None:  # the resolved plan, so that Load again keeps the prediction
+        if self._spec is not None:  # the resolved plan, so that Load again loads the same
             self._spec = LoadSpec(model.load.model_path, model.loaded.n_ctx, model.load.n_gpu_layers,
-                                  model.load.type_k, dict(model.predicted))  # fmt: skip
+                                  model.load.type_k)  # fmt: skip
         self.status.setText(f"{model.name} is loaded: {model.loaded.n_ctx:,}-token context, "
                             f"{model.load.n_gpu_layers} GPU layers, in {model.loaded.load_s:.1f} s. "
-                            f"{model.template_note}")  # fmt: skip
+                            f"{model.template_note} {model.warning}".rstrip())  # fmt: skip

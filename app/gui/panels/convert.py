@@ -74,7 +74,7 @@ class ConvertPanel(QWidget):
 
         self.ctx = ctx
         self.ready: bool | None = None  # the converter's environment exists; None: not known yet
-        self.checkpoint: Any = None  # app.core.convert.Checkpoint of the folder shown
+        self.checkpoint: Any = None  # app.core.build.convert.Checkpoint of the folder shown
         self.out_exists = False
         self.task: Task | None = None  # the conversion or the set-up running now
         self.setting_up = False
@@ -165,7 +165,7 @@ class ConvertPanel(QWidget):
     # --- the converter's environment ------------------------------------------------------------
 
     def _check_converter(self) -> None:
-        from app.core.convert import converter_ready
+        from app.core.build.convert import converter_ready
 
         def done(ready: bool) -> None:
             self.ready = ready
@@ -182,7 +182,7 @@ class ConvertPanel(QWidget):
         run_for(self, lambda r, c: converter_ready(), done=done, failed=self._failed)
 
     def setup_converter(self) -> None:
-        from app.core.convert import setup_converter
+        from app.core.build.convert import setup_converter
 
         if self.task is not None:
             if self.setting_up:
@@ -224,7 +224,7 @@ class ConvertPanel(QWidget):
 
     def set_folder(self, folder: str) -> None:
         """Check the folder and predict the output, off the GUI thread; a newer choice wins."""
-        from app.core.convert import check_checkpoint, converter_ready, supported_architectures
+        from app.core.build.convert import check_checkpoint, converter_ready, supported_architectures
 
         if self.folder.text() != folder:
             self.folder.setText(folder)
@@ -259,7 +259,7 @@ class ConvertPanel(QWidget):
         run_for(self, work, done=done, failed=failed)
 
     def _predict(self) -> None:
-        from app.core.convert import OUTTYPES, predicted_bytes
+        from app.core.build.convert import OUTTYPES, predicted_bytes
         from app.engine.build import default_output
 
         if self.checkpoint is None:

@@ -102,7 +102,7 @@ class LibraryPanel(QWidget):
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
-        from app.core.recommend import DEFAULT_CTX
+        from app.core.advice.recommend import DEFAULT_CTX
 
         self.ctx = ctx
         self.tasks: set[Task] = set()  # library calls in flight, cancelled at shutdown
@@ -297,7 +297,7 @@ class PendingPull:
             return
 
         def work(report: Any, cancel: Any) -> Any:
-            from app.core.hub import list_gguf_files, select_file
+            from app.core.hub.repo import list_gguf_files, select_file
 
             files = list_gguf_files(repo)
             return select_file(files, quant=want.get("quant"), filename=want.get("filename"))

@@ -87,13 +87,13 @@ class DownloadRow(QFrame):
         self.clear_button.setVisible(state in ("verified", "cancelled", "failed"))
 
     def start(self) -> None:
-        from app.core.hub import pull
+        from app.core.library.pull import pull_model
 
         repo, rf, library = self.repo, self.repo_file, self.queue.ctx.library
         self._show("downloading", "Downloading…")
 
         def work(report: Any, cancel: Any) -> Any:
-            return pull(repo, rf, library=library, on_progress=report, cancel=cancel)
+            return pull_model(repo, rf, library=library, on_progress=report, cancel=cancel)
 
         self.task = run_for(self, work, done=self._done, failed=self._failed, progress=self._progress)
 

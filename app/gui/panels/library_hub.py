@@ -60,7 +60,7 @@ def _fill(table: QTableWidget, rows: list[tuple[str, ...]], first_column: int = 
 class HubBrowser(QWidget):
     """Search → repo → file → ``download_requested``."""
 
-    download_requested = Signal(str, object)  # repo id, app.core.hub.RepoGGUF
+    download_requested = Signal(str, object)  # repo id, app.core.hub.repo.RepoGGUF
 
     def __init__(self, ctx: AppContext, *, n_ctx: int) -> None:
         super().__init__()
@@ -113,7 +113,7 @@ class HubBrowser(QWidget):
         return show
 
     def search(self) -> None:
-        from app.core.hub import search_models
+        from app.core.hub.repo import search_models
 
         query = self.query.text().strip()
         self._gen["search"] += 1
@@ -141,7 +141,7 @@ class HubBrowser(QWidget):
 
     def open_repo(self, repo: str) -> None:
         """List the repo's GGUF files at once, then fill in how each fits."""
-        from app.core.hub import list_gguf_files
+        from app.core.hub.repo import list_gguf_files
 
         self._gen["files"] += 1
         gen, self.repo, self.files = self._gen["files"], repo, []
@@ -170,13 +170,13 @@ class HubBrowser(QWidget):
         run_for(self, work, done=listed, failed=self._failed(f"Listing {repo} failed"))
 
     def _plan(self, gen: int, repo: str, files: list[Any]) -> None:
-        from app.core.hub import plan_files, recommended_file
+        from app.core.advice.hub_fit import plan_files, recommended_file
 
         profile, n_ctx = self.ctx.profile, self.n_ctx
 
         def work(report: Any, cancel: Any) -> Any:
-            from app.core.hardware import detect_machine
-            from app.core.recommend import budget_from_profile
+            from app.core.advice.recommend import budget_from_profile
+            from app.core.machine.hardware import detect_machine
 
             budget = budget_from_profile(profile or detect_machine(measure_bandwidth=False))
             planned = plan_files(repo, files, budget, n_ctx)

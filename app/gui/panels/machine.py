@@ -86,7 +86,7 @@ class SystemSampler:
     def _run(self, stop: threading.Event) -> None:
         import psutil
 
-        from app.core.hardware import detect_amd_gpus
+        from app.core.machine.hardware import detect_amd_gpus
 
         nvml, handles = _open_nvml()
         psutil.cpu_percent(None)  # the first call only sets the reference point

@@ -92,7 +92,7 @@ def unsupported_types() -> tuple[str, ...]:
 
 def list_tensors(path: str | Path) -> tuple[TensorChoice, ...]:
     """The tensors of a local GGUF, from its header (no weights are read)."""
-    from app.core.gguf_header import read_gguf_file
+    from app.core.model.gguf_header import read_gguf_file
 
     header = read_gguf_file(path)
     return tuple(TensorChoice(t.name, t.shape, t.type_name, t.n_elements) for t in header.tensors)
@@ -105,8 +105,8 @@ def read_rows(
     up to ``max_weights`` weights, read through a memory map."""
     from gguf import quants
 
-    from app.core import ggml_types
-    from app.core.gguf_header import read_gguf_file
+    from app.core.model import ggml_types
+    from app.core.model.gguf_header import read_gguf_file
 
     header = read_gguf_file(path)
     t = next((t for t in header.tensors if t.name == name), None)
@@ -138,7 +138,7 @@ def compare(
     """Quantize tensor ``name`` of the GGUF at ``path`` to ``target_type`` and back; measure the change."""
     from gguf import quants
 
-    from app.core import ggml_types
+    from app.core.model import ggml_types
 
     if target_type not in supported_types():
         raise TailorError(

@@ -1,0 +1,224 @@
+"""``tailorlm hw | advise | catalog``: this machine, and which quantization of a model fits it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from typing import Any
+
+from app.cli.common import any_model, budget_of, fit_word, hardware_flags, machine_profile, reserve_flag
+from app.core.errors import TailorError
+from app.core.units import format_bytes
+
+
+def cmd_hw(args: argparse.Namespace) -> int:
+    profile = machine_profile(args)
+    data = profile.to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    cpu = profile.cpu
+    print(f"CPU     {cpu.model} — {cpu.physical_cores} cores / {cpu.logical_cores} threads ({cpu.arch})")
+    print(f"        instruction sets: {', '.join(cpu.isa) or 'none detected'}")
+    print(
+        f"RAM     {format_bytes(profile.ram_total_bytes)} total, {format_bytes(profile.ram_available_bytes)} available"
+    )
+    if profile.ram_bandwidth_bytes_s:
+        how = "measured" if profile.ram_bandwidth_measured else "assumed; not measured"
+        print(f"        bandwidth ~{profile.ram_bandwidth_bytes_s / 1e9:.1f} GB/s ({how})")
+    if not profile.gpus:
+        print("GPU     none found")
+    for g in profile.gpus:
+        free = format_bytes(g.vram_free_bytes) if g.vram_free_bytes is not None else "?"
+        total = format_bytes(g.vram_total_bytes) if g.vram_total_bytes is not None else "?"
+        extra = f", compute {g.compute_capability}" if getattr(g, "compute_capability", None) else ""
+        print(f"GPU{g.index}    {g.name}: {free} free of {total}{extra}")
+    off = profile.offload
+    backends = ", ".join(off.backends) if off.backends else "none"
+    print(f"llama.cpp offload: {'yes' if off.supported else 'no'} (backends: {backends})")
+    for note in profile.notes:
+        print(f"note    {note}")
+    for o in profile.overrides:
+        print(f"override {o}")
+    return 0
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from app.core.advice.recommend import advise
+
+    model = any_model(args.model)
+    profile = machine_profile(args)
+    budget = budget_of(args, profile)
+    contexts = (args.ctx,) if args.ctx else None
+    advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s)
+    check = _dry_run_check(model, advice) if args.dry_run else None
+    from app.core.advice.measured_quality import measured
+
+    here = measured(model)
+    if args.json:
+        out = {
+            "measured_quality": here,
+            "dry_run": check,
+            "model": _model_dict(model),
+            "budget": {
+                "ram_bytes": budget.ram_bytes,
+                "gpus": [{"name": g.name, "free_bytes": g.free_bytes} for g in budget.gpus],
+                "can_offload": budget.can_offload,
+            },
+            "target_ctx": advice.target_ctx,
+            "plans": [p.to_dict() for p in advice.plans],
+            "recommended": advice.recommended.to_dict() if advice.recommended else None,
+            "reasons": list(advice.reasons),
+            "warnings": list(advice.warnings),
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{model.name}  ({model.architecture}, {model.n_params / 1e9:.2f} B parameters, "
+          f"{model.n_layer} layers, trained context {model.n_ctx_train:,})")  # fmt: skip
+    gpu = f", {format_bytes(budget.gpus[0].free_bytes)} VRAM" if budget.gpus and budget.can_offload else ""
+    print(f"Budget: {format_bytes(budget.ram_bytes)} RAM{gpu} (after headroom)\n")
+    header = f"{'quant':8} {'file':>10} {'ctx':>7} {'fits':>8} {'GPU layers':>10} {'RAM':>10} {'VRAM':>10} {'tok/s':>6}  quality"
+    print(header)
+    print("-" * len(header))
+    rec = advice.recommended
+    for p in advice.plans:
+        if p.n_ctx != advice.target_ctx:
+            continue
+        mark = "  <- recommended" if rec is not None and p.quant == rec.quant and p.n_ctx == rec.n_ctx else ""
+        dom = f" (worse than {p.dominated_by})" if p.dominated_by else ""
+        print(f"{p.quant:8} {format_bytes(p.file_bytes):>10} {p.n_ctx:>7} {fit_word(p.fits):>8} {p.n_gpu_layers:>10} "
+              f"{format_bytes(p.ram_bytes):>10} {format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} "
+              f"{p.speed.tok_s:>6.1f}  {p.quality.label}{dom}{mark}")  # fmt: skip
+    print()
+    for r in advice.reasons:
+        print(f"* {r}")
+    for w in advice.warnings:
+        print(f"! {w}")
+    if here:
+        from app.core.advice.quality import quality_of
+
+        print("\nMeasured on this machine (`tailorlm quality`), beside the published number vs F16:")
+        for quant, m in sorted(here.items()):
+            with contextlib.suppress(ValueError):
+                pub = quality_of(quant).kld
+                print(f"  {quant:8} vs {m['reference']:6} KLD {m['kld_mean']:.4f}, same top token "
+                      f"{100 * m['top1_agreement']:.0f} %   (published: KLD {pub:.4f})")  # fmt: skip
+    if check:
+        print(f"\nllama.cpp dry run of this file ({check['quant']}, {check['n_ctx']:,} tokens, CPU):")
+        for key in ("kv", "compute", "output"):
+            print(
+                f"  {key:8} llama.cpp {format_bytes(check['llama_cpp'][key]):>10}   TailorLM {format_bytes(check['tailorlm'][key]):>10}"
+            )
+    return 0
+
+
+def _dry_run_check(model: Any, advice: Any) -> dict[str, Any] | None:
+    """Ask llama.cpp itself (no_alloc dry run, in a child process) to size the file's buffers."""
+    if model.source_kind != "gguf":
+        raise TailorError("--dry-run needs a local .gguf file.")
+    from app.core.advice.estimate import RunSettings, estimate
+    from app.engine.memory_probe import probe_in_child
+
+    ctx = advice.target_ctx
+    spec = {"model": model.source, "n_ctx": ctx, "flash_attn": "on", "dry_run": True}
+    run = probe_in_child(spec, timeout_s=120)
+    ours = estimate(model, None, RunSettings(n_ctx=ctx, cpu_isa=advice.budget.cpu_isa)).device("CPU")
+    return {
+        "quant": model.file_type,
+        "n_ctx": ctx,
+        "llama_cpp": {
+            "kv": run["kv_size_bytes"],
+            "compute": sum(run["compute_buffers"].values()),
+            "output": sum(run["output_buffers"].values()),
+        },
+        "tailorlm": {"kv": ours.kv_bytes, "compute": ours.compute_bytes, "output": ours.output_bytes},
+    }
+
+
+def _model_dict(model: Any) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "source": model.source,
+        "source_kind": model.source_kind,
+        "architecture": model.architecture,
+        "n_params": model.n_params,
+        "n_layer": model.n_layer,
+        "n_embd": model.n_embd,
+        "n_head": model.n_head[0] if model.n_head else 0,
+        "n_head_kv": model.n_head_kv[0] if model.n_head_kv else 0,
+        "head_dim": model.head_dim_k,
+        "n_ff": model.n_ff,
+        "n_vocab": model.n_vocab,
+        "n_ctx_train": model.n_ctx_train,
+        "sliding_window": model.sliding_window,
+        "n_swa_layers": sum(model.swa_layers),
+        "n_expert": model.n_expert,
+        "n_expert_used": model.n_expert_used,
+        "tied_embeddings": model.tied_embeddings,
+        "file_type": model.file_type,
+        "file_size_bytes": model.file_size_bytes,
+    }
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from app.core.advice.recommend import advise
+    from app.core.model.catalog import load_catalog
+    from app.core.model.source import model_from_catalog
+
+    profile = machine_profile(args)
+    budget = budget_of(args, profile)
+    rows = []
+    for entry in load_catalog():
+        model = model_from_catalog(entry)
+        advice = advise(model, budget, n_ctx=args.ctx, contexts=(args.ctx,), min_tok_s=args.min_tok_s)
+        rows.append((entry, advice.recommended))
+
+    # Best first: what runs at a usable speed, then what runs slowly, then what does not fit;
+    # within each, the most capable (largest) model first, then the best quality.
+    def rank(row: tuple[Any, Any]) -> tuple[int, float, float]:
+        entry, plan = row
+        group = 2 if plan is None else (0 if plan.speed.tok_s >= args.min_tok_s else 1)
+        return (group, -entry.params_b, plan.quality.kld if plan else 0.0)
+
+    rows.sort(key=rank)
+    if args.json:
+        print(json.dumps([
+            {"id": e.id, "name": e.name, "params_b": e.params_b, "gguf_repos": list(e.gguf_repos),
+             "recommended": p.to_dict() if p else None}
+            for e, p in rows
+        ], indent=2))  # fmt: skip
+        return 0
+    print(f"{'model':36} {'params':>7} {'quant':>8} {'fits':>8} {'RAM':>10} {'VRAM':>10} {'tok/s':>6}")
+    for e, p in rows:
+        if p is None:
+            print(f"{e.name[:36]:36} {e.params_b:>6.1f}B {'-':>8} {'no':>8}")
+            continue
+        print(f"{e.name[:36]:36} {e.params_b:>6.1f}B {p.quant:>8} {fit_word(p.fits):>8} {format_bytes(p.ram_bytes):>10} "
+              f"{format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} {p.speed.tok_s:>6.1f}")  # fmt: skip
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p_hw = sub.add_parser("hw", help="show this machine's CPU, RAM and GPUs")
+    hardware_flags(p_hw)
+    p_hw.set_defaults(func=cmd_hw)
+
+    p_adv = sub.add_parser("advise", help="which quantization and GPU split of MODEL fits this machine")
+    p_adv.add_argument(
+        "model", help="a .gguf file, a Hugging Face checkpoint folder, a Hub repo id or a catalog name"
+    )
+    p_adv.add_argument("--ctx", type=int, metavar="N", help="context length in tokens (default 4096)")
+    reserve_flag(p_adv)
+    p_adv.add_argument("--min-tok-s", type=float, default=5.0, help="slowest acceptable generation speed")
+    p_adv.add_argument("--dry-run", action="store_true",
+                       help="for a .gguf file: also ask llama.cpp to size its buffers, and compare")  # fmt: skip
+    hardware_flags(p_adv)
+    p_adv.set_defaults(func=cmd_advise)
+
+    p_cat = sub.add_parser("catalog", help="what this machine can run from the built-in catalog, best first")
+    p_cat.add_argument("--ctx", type=int, default=4096, metavar="N", help="context length (default 4096)")
+    reserve_flag(p_cat)
+    p_cat.add_argument("--min-tok-s", type=float, default=5.0, help="slowest acceptable generation speed")
+    hardware_flags(p_cat)
+    p_cat.set_defaults(func=cmd_catalog)

@@ -1,0 +1,209 @@
+"""``tailorlm chat | chats``: chat with a GGUF model in the terminal, and the saved conversations.
+
+The plan comes from :func:`app.core.advice.chat_plan.plan_chat`, the same planner the window uses:
+a plan that does not fit is refused with the reason and the nearest plan that fits, unless
+``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli.common import budget_of, gguf_path, hardware_flags, reserve_flag
+from app.core.advice.estimate import KV_TYPES
+from app.core.advice.recommend import DEFAULT_CTX
+from app.core.errors import TailorError
+from app.core.units import format_bytes
+
+
+def chat_plan(args: argparse.Namespace) -> Any:
+    """The ChatPlan for ``chat``'s arguments; raises DoesNotFitError unless it fits or ``--force``."""
+    from app.core.advice.chat_plan import ChatOverrides, plan_chat
+    from app.core.model.source import model_from_gguf
+
+    if args.ngl == "auto":
+        ngl = None
+    elif args.ngl.isdigit():
+        ngl = int(args.ngl)
+    else:
+        raise TailorError(f"--ngl {args.ngl}: give a number of layers or auto.")
+    model = model_from_gguf(gguf_path(args.model))
+    overrides = ChatOverrides(n_ctx=args.ctx, n_gpu_layers=ngl, type_kv=args.kv_type, force=args.force)
+    planned = plan_chat(model, budget_of(args), overrides).check()
+    if planned.forced:
+        print(f"tailorlm: {planned.refusal()} {planned.risk()}", file=sys.stderr)
+    return planned
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from app.core.chat.store import ChatStore
+    from app.engine import protocol as P
+    from app.engine.chat import ChatSession, Trimmed
+    from app.engine.client import EngineClient
+
+    planned = chat_plan(args)
+    load, plan = P.Load.from_plan(planned, n_threads=args.threads or 0), planned.to_record()
+    sampling = P.Sampling(temperature=args.temperature, max_tokens=args.max_tokens, top_k=args.top_k,
+                          top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                          seed=args.seed if args.seed is not None else -1, stop=tuple(args.stop or ()))  # fmt: skip
+    with EngineClient() as client, ChatStore() as store:
+        session = ChatSession(
+            client, store, load, system_prompt=args.system or "", sampling=sampling, plan=plan
+        )
+
+        def progress(fraction: float) -> None:
+            if args.prompt is None:
+                print(
+                    f"\rloading {Path(load.model_path).name}: {fraction:4.0%}",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        loaded = session.start(on_progress=progress)
+        if args.prompt is None:
+            print(file=sys.stderr)
+        template_note = session.template.describe() if session.template else ""
+        if args.prompt is not None:
+            return _chat_once(session, args.prompt, loaded, template_note, plan, as_json=args.json)
+        print(f"{Path(load.model_path).name}: {loaded.n_ctx:,}-token context, {load.n_gpu_layers} GPU layers, "
+              f"loaded in {loaded.load_s:.1f} s. {template_note}")  # fmt: skip
+        print("Type a message. /regen answers again, /edit TEXT rewrites your last message, /export prints "
+              "the chat as Markdown. Ctrl+C stops an answer; Ctrl+C at the prompt (or Ctrl+D) exits.")  # fmt: skip
+        while True:
+            try:
+                text = input("\n> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            if not text:
+                continue
+            if text == "/export":
+                print(store.export_markdown(session.conversation_id))
+                continue
+            if text == "/regen":
+                gen = session.regenerate()
+            elif text.startswith("/edit "):
+                users = [m for m in store.thread(session.conversation_id) if m.role == "user"]
+                if not users:
+                    print("Nothing to edit yet.")
+                    continue
+                gen = session.edit(users[-1].id, text[len("/edit ") :])
+            else:
+                gen = session.send(text)
+            done = None
+            try:
+                for ev in gen:
+                    if isinstance(ev, Trimmed):
+                        print(f"[left out {ev.n_messages} older messages to fit the context]")
+                    elif isinstance(ev, P.TokenChunk):
+                        print(ev.text, end="", flush=True)
+                    else:
+                        done = ev
+            except KeyboardInterrupt:
+                session.cancel()
+                for ev in gen:
+                    if isinstance(ev, P.Done):
+                        done = ev
+            if done is not None:
+                predicted = plan["predicted"].get("ram_bytes") if plan.get("predicted") else None
+                pred = f" (predicted {format_bytes(predicted)})" if predicted else ""
+                print(f"\n[{done.n_gen_tokens} tokens, {done.gen_tok_s:.1f} tok/s, first token after "
+                      f"{done.ttft_ms:.0f} ms, model process {format_bytes(session.monitor.peak.child_rss_bytes)} RAM{pred}"
+                      f"{', stopped' if done.stop_reason == 'cancelled' else ''}]")  # fmt: skip
+
+
+def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan: dict[str, Any], *,
+               as_json: bool) -> int:  # fmt: skip
+    from app.engine import protocol as P
+
+    text, done = [], None
+    for ev in session.send(prompt):
+        if isinstance(ev, P.TokenChunk):
+            text.append(ev.text)
+            if not as_json:
+                print(ev.text, end="", flush=True)
+        elif isinstance(ev, P.Done):
+            done = ev
+    if as_json:
+        out = {
+            "text": "".join(text).strip(),
+            "template": template_note,
+            "load": {"load_s": loaded.load_s, "n_ctx": loaded.n_ctx, "flash_attn": loaded.flash_attn,
+                     "buffers": loaded.buffers, "rss_bytes": loaded.rss_bytes},
+            "plan": plan,
+            "metrics": None if done is None else {**{k: getattr(done, k) for k in (
+                "stop_reason", "n_prompt_tokens", "n_gen_tokens", "ttft_ms", "prompt_tok_s", "gen_tok_s",
+                "rss_bytes", "peak_rss_bytes")},
+                "measured_rss_bytes": session.monitor.peak.child_rss_bytes,
+                "measured_vram_bytes": session.monitor.peak.child_vram_bytes,
+                "load_peak_rss_bytes": session.load_peak.child_rss_bytes},
+            "conversation_id": session.conversation_id,
+        }  # fmt: skip
+        print(json.dumps(out, indent=2))
+    else:
+        print()
+    return 0
+
+
+def cmd_chats(args: argparse.Namespace) -> int:
+    from app.core.chat.store import ChatStore
+
+    with ChatStore() as store:
+        if args.export is not None:
+            if args.format == "json":
+                print(json.dumps(store.export_json(args.export), indent=2))
+            else:
+                print(store.export_markdown(args.export))
+            return 0
+        convs = store.list_conversations(limit=args.limit)
+        if args.json:
+            print(json.dumps([{"id": c.id, "title": c.title, "model": c.model, "updated_at": c.updated_at}
+                              for c in convs], indent=2))  # fmt: skip
+            return 0
+        for c in convs:
+            print(f"{c.id:>5}  {c.title[:50]:50}  {Path(c.model).name}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p_chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal (streaming)")
+    p_chat.add_argument("model", help="a .gguf file or a library id (`tailorlm list`)")
+    p_chat.add_argument(
+        "--ctx",
+        type=int,
+        metavar="N",
+        help=f"context length (default {DEFAULT_CTX}, at most the model's own)",
+    )
+    p_chat.add_argument(
+        "--ngl", default="auto", metavar="N|auto", help="GPU layers; auto = the advisor's plan"
+    )
+    p_chat.add_argument("--system", metavar="TEXT", help="system prompt")
+    p_chat.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
+    p_chat.add_argument("--temperature", type=float, default=0.7)
+    p_chat.add_argument("--max-tokens", type=int, default=512)
+    p_chat.add_argument("--seed", type=int)
+    p_chat.add_argument("--top-k", type=int, default=40)
+    p_chat.add_argument("--top-p", type=float, default=0.95)
+    p_chat.add_argument("--min-p", type=float, default=0.05)
+    p_chat.add_argument("--repeat-penalty", type=float, default=1.1)
+    p_chat.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    p_chat.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p_chat.add_argument("--kv-type", default="F16", choices=KV_TYPES, metavar="TYPE",
+                        help="KV cache type, K and V (default F16; Q8_0 halves it)")  # fmt: skip
+    p_chat.add_argument("--force", action="store_true",
+                        help="load even when the plan does not fit this machine (says what will probably happen)")  # fmt: skip
+    reserve_flag(p_chat)
+    hardware_flags(p_chat)
+    p_chat.set_defaults(func=cmd_chat)
+
+    p_chats = sub.add_parser("chats", help="list saved conversations, or export one")
+    p_chats.add_argument("--export", type=int, metavar="ID", help="print conversation ID")
+    p_chats.add_argument("--format", choices=("md", "json"), default="md", help="export format (default md)")
+    p_chats.add_argument("--limit", type=int, default=50)
+    p_chats.add_argument("--json", action="store_true", help="machine-readable list")
+    p_chats.set_defaults(func=cmd_chats)

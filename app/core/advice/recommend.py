@@ -1,0 +1,381 @@
+"""Rank plans (quantization × context × GPU layers) for a model on a machine, and explain the pick.
+
+The rule: the best quality that fits with headroom for the OS and other apps, at a usable
+speed. Memory comes from :mod:`app.core.advice.estimate`, speed from :mod:`app.core.advice.speed`, quality from
+:mod:`app.core.advice.quality`. Hardware comes in as a :class:`Budget` so "what if I had 16 GB of RAM
+and an 8 GB GPU?" is just another budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from app.core.advice.estimate import MemoryEstimate, RunSettings, estimate, tensors_for
+from app.core.advice.quality import Quality, quality_of
+from app.core.advice.speed import SpeedEstimate, predict_speed
+from app.core.model import quant_recipe
+from app.core.model.gguf_header import TensorInfo
+from app.core.model.info import ModelInfo
+from app.core.units import GIB, MIB, format_bytes
+
+CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
+DEFAULT_CTX = 4096
+# Keep this much RAM free beyond what is "available" now, for the OS and apps the user opens
+# while chatting (browsers grow); configurable per call.
+DEFAULT_RAM_RESERVE_BYTES = 1 * GIB
+# VRAM kept free per GPU beyond our estimate (which already counts the CUDA context): driver
+# growth, other apps' surfaces. llama.cpp's own --fit keeps 1024 MiB but counts no context.
+DEFAULT_VRAM_RESERVE_BYTES = 512 * MIB
+# Comfortable reading speed: people read 4-7 words/s, about 5-9 tokens/s.
+DEFAULT_MIN_TOK_S = 5.0
+# Quality differences below this mean KLD are invisible in use (Q8_0 vs F16 is 0.00136):
+# prefer the smaller file then.
+SAME_QUALITY_KLD = 0.0015
+# "good" in app.core.advice.quality's bands (Q4_K_M: 0.031): the least we settle for to gain speed.
+GOOD_KLD = 0.05
+
+
+@dataclass(frozen=True)
+class GpuBudget:
+    name: str
+    free_bytes: int  # what we may use: free VRAM minus the reserve
+    bandwidth_bytes_s: float
+    backend: str = "cuda"
+    unified: bool = False  # Apple: VRAM is RAM
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the plan may use. Build it from a MachineProfile with :func:`budget_from_profile`."""
+
+    ram_bytes: int  # available RAM minus the reserve
+    ram_bandwidth_bytes_s: float
+    gpus: tuple[GpuBudget, ...] = ()
+    can_offload: bool = True
+    cpu_isa: tuple[str, ...] = ("AVX2",)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    quant: str
+    n_ctx: int
+    n_gpu_layers: int
+    type_k: str
+    fits: str  # "gpu" | "partial" | "cpu" | "no"
+    estimate: MemoryEstimate
+    speed: SpeedEstimate
+    quality: Quality
+    file_bytes: int
+    dominated_by: str | None = None  # a smaller file of better quality exists
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.estimate.ram_bytes
+
+    @property
+    def vram_bytes(self) -> int:
+        return self.estimate.vram_bytes
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "quant": self.quant,
+            "n_ctx": self.n_ctx,
+            "n_gpu_layers": self.n_gpu_layers,
+            "type_k": self.type_k,
+            "fits": self.fits != "no",
+            "placement": self.fits if self.fits != "no" else None,  # "gpu" | "partial" | "cpu"
+            "ram_bytes": self.ram_bytes,
+            "vram_bytes": self.vram_bytes,
+            "file_bytes": self.file_bytes,
+            "breakdown": [d.to_dict() for d in self.estimate.devices],
+            "kv_cells": self.estimate.kv_cells,
+            "tok_s": round(self.speed.tok_s, 2),
+            "prompt_tok_s": round(self.speed.prompt_tok_s, 1),
+            "speed_bound": self.speed.bound,
+            "quality": self.quality.to_dict(),
+            "dominated_by": self.dominated_by,
+        }
+
+
+@dataclass(frozen=True)
+class Advice:
+    model: ModelInfo
+    budget: Budget
+    target_ctx: int
+    plans: tuple[Plan, ...]
+    recommended: Plan | None
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def budget_from_profile(
+    profile: object,
+    *,
+    ram_reserve_bytes: int = DEFAULT_RAM_RESERVE_BYTES,
+    vram_reserve_bytes: int = DEFAULT_VRAM_RESERVE_BYTES,
+) -> Budget:
+    """A Budget from an :class:`app.core.machine.hardware.MachineProfile` (plans against *free* VRAM)."""
+    p = profile
+    gpus = []
+    for g in getattr(p, "gpus", ()):
+        free = g.vram_free_bytes if g.vram_free_bytes is not None else g.vram_total_bytes
+        gpus.append(
+            GpuBudget(
+                name=g.name,
+                free_bytes=max(0, int(free or 0) - vram_reserve_bytes),
+                bandwidth_bytes_s=float(g.bandwidth_bytes_s or 300e9),  # unknown card: a modest laptop GPU
+                backend=_backend(g),
+                unified=bool(getattr(g, "unified_memory", False)),
+            )
+        )
+    offload = getattr(p, "offload", None)
+    overrides = tuple(getattr(p, "overrides", ()))
+    can = bool(getattr(offload, "supported", False)) or any("vram" in o for o in overrides)
+    return Budget(
+        ram_bytes=max(0, int(p.ram_available_bytes) - ram_reserve_bytes),  # type: ignore[attr-defined]
+        ram_bandwidth_bytes_s=float(getattr(p, "ram_bandwidth_bytes_s", None) or 20e9),
+        gpus=tuple(gpus),
+        can_offload=can and bool(gpus),
+        cpu_isa=tuple(getattr(getattr(p, "cpu", None), "isa", ()) or ()),
+    )
+
+
+def _backend(gpu: object) -> str:
+    backend = getattr(gpu, "backend", None)
+    if backend:
+        return str(backend)
+    vendor = str(getattr(gpu, "vendor", "nvidia"))
+    return {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}.get(vendor, "vulkan")
+
+
+def _fits(est: MemoryEstimate, budget: Budget) -> bool:
+    ram_needed = est.ram_bytes
+    for i, g in enumerate(budget.gpus):
+        dev = est.device(f"GPU{i}")
+        if dev.total_bytes > g.free_bytes:
+            return False
+        if g.unified:
+            ram_needed += dev.total_bytes  # the same memory pool
+    return ram_needed <= budget.ram_bytes
+
+
+def _settings(budget: Budget, n_ctx: int, ngl: int, type_k: str) -> RunSettings:
+    split = tuple(float(g.free_bytes) for g in budget.gpus) if len(budget.gpus) > 1 else ()
+    backend = budget.gpus[0].backend if budget.gpus else "cuda"
+    fa = True
+    return RunSettings(
+        n_ctx=n_ctx, n_gpu_layers=ngl, type_k=type_k, type_v=type_k, flash_attn=fa,
+        gpu_backend=backend, gpu_split=split, cpu_isa=budget.cpu_isa,
+        has_gpu=bool(budget.gpus) and budget.can_offload,
+    )  # fmt: skip
+
+
+def best_plan(
+    model: ModelInfo,
+    quant: str,
+    n_ctx: int,
+    budget: Budget,
+    *,
+    type_k: str = "F16",
+    tensors: tuple[TensorInfo, ...] | None = None,
+    n_gpu_layers: int | None = None,
+) -> Plan:
+    """The most GPU layers that fit for (quant, ctx); falls back to CPU, or reports "no".
+
+    ``n_gpu_layers`` fixes the split instead (a user's override), judged by the same rules.
+    """
+    tensors = tensors if tensors is not None else tensors_for(model, quant)
+    max_ngl = model.n_layer + 1 if budget.can_offload and budget.gpus else 0
+
+    def est_at(ngl: int) -> MemoryEstimate:
+        return estimate(model, quant, _settings(budget, n_ctx, ngl, type_k), tensors=tensors)
+
+    chosen: MemoryEstimate | None = None
+    if n_gpu_layers is not None:
+        chosen = est_at(max(0, min(n_gpu_layers, max_ngl)))
+    elif max_ngl:
+        # VRAM grows with every offloaded layer: binary-search the largest count that fits the GPU.
+        lo, hi = 0, max_ngl
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            e = est_at(mid)
+            gpu_ok = all(e.device(f"GPU{i}").total_bytes <= g.free_bytes for i, g in enumerate(budget.gpus))
+            lo, hi = (mid, hi) if gpu_ok else (lo, mid - 1)
+        chosen = est_at(lo)
+    else:
+        chosen = est_at(0)
+    ngl = chosen.settings.n_gpu_layers
+    if not _fits(chosen, budget):
+        fits = "no"
+    elif ngl == 0:
+        fits = "cpu"
+    elif ngl >= model.n_layer + 1:
+        fits = "gpu"
+    else:
+        fits = "partial"
+    speed = predict_speed(
+        model, tensors, chosen,
+        cpu_bandwidth_bytes_s=budget.ram_bandwidth_bytes_s,
+        gpu_bandwidth_bytes_s={f"GPU{i}": g.bandwidth_bytes_s for i, g in enumerate(budget.gpus)},
+    )  # fmt: skip
+    return Plan(quant, n_ctx, ngl, type_k, fits, chosen, speed, quality_of(quant), chosen.file_bytes)
+
+
+def _quants(model: ModelInfo) -> list[str]:
+    qs = list(quant_recipe.LADDER)
+    if model.file_type and model.file_type not in qs and model.file_type in quant_recipe.FTYPE_DEFAULT:
+        qs.append(model.file_type)
+    return qs
+
+
+def advise(
+    model: ModelInfo,
+    budget: Budget,
+    *,
+    n_ctx: int | None = None,
+    contexts: tuple[int, ...] | None = None,
+    quants: list[str] | None = None,
+    min_tok_s: float = DEFAULT_MIN_TOK_S,
+) -> Advice:
+    """All plans for the model on this budget, the recommended one, and why."""
+    train = model.n_ctx_train or 131072
+    target = n_ctx or min(DEFAULT_CTX, train)
+    ctxs = sorted({c for c in (contexts or CONTEXTS) if c <= train} | {target})
+    if n_ctx and contexts is None:
+        ctxs = [n_ctx]
+    qlist = quants or _quants(model)
+    tables = {q: tensors_for(model, q) for q in qlist}
+    sizes = {q: quant_recipe.file_bytes(t) for q, t in tables.items()}
+    plans: list[Plan] = []
+    for q in qlist:
+        dom = next(
+            (o for o in qlist if o != q and sizes[o] <= sizes[q] and quality_of(o).kld < quality_of(q).kld),
+            None,
+        )
+        for c in ctxs:
+            plans.append(replace(best_plan(model, q, c, budget, tensors=tables[q]), dominated_by=dom))
+    at_target = [p for p in plans if p.n_ctx == target]
+    rec = pick_plan(at_target, min_tok_s)
+    reasons, warnings = _explain(model, budget, target, at_target, plans, rec, min_tok_s)
+    return Advice(model, budget, target, tuple(plans), rec, tuple(reasons), tuple(warnings))
+
+
+def pick_plan(plans: list[Plan], min_tok_s: float = DEFAULT_MIN_TOK_S) -> Plan | None:
+    """The recommended plan among ``plans`` (one context): best quality that fits, then speed."""
+    fitting = [p for p in plans if p.fits != "no" and p.dominated_by is None]
+    if not fitting:
+        return None
+    # Speed never buys quality below "good" (Q4_K_M-like): a fast wrong answer helps nobody.
+    good = [p for p in fitting if p.quality.kld <= GOOD_KLD]
+    pool = good or fitting
+    usable = [p for p in pool if p.speed.tok_s >= min_tok_s]
+    if not usable:
+        # Slow whatever we pick: the smallest file of good quality is the fastest of those;
+        # with nothing good fitting, the best quality that fits. The warning says it is slow.
+        return (
+            min(good, key=lambda p: (p.file_bytes, p.quality.kld))
+            if good
+            else min(fitting, key=lambda p: p.quality.kld)
+        )
+    best_kld = min(p.quality.kld for p in usable)
+    # Among plans of practically equal quality take the smallest file (faster, more headroom).
+    near = [p for p in usable if p.quality.kld - best_kld < SAME_QUALITY_KLD]
+    return min(near, key=lambda p: (p.file_bytes, -p.speed.tok_s))
+
+
+def _where(p: Plan, budget: Budget) -> str:
+    if p.fits == "gpu":
+        gpu = budget.gpus[0].name if budget.gpus else "GPU"
+        return f"fits entirely on the {gpu} ({format_bytes(p.vram_bytes)} of VRAM, {format_bytes(p.ram_bytes)} of RAM)"
+    if p.fits == "partial":
+        return (f"runs with {p.n_gpu_layers} of {len(p.estimate.layer_weight_bytes) + 1} "
+                f"layers on the GPU ({format_bytes(p.vram_bytes)} VRAM) and the rest in RAM ({format_bytes(p.ram_bytes)})")  # fmt: skip
+    return f"runs on the CPU in {format_bytes(p.ram_bytes)} of RAM"
+
+
+def _explain(
+    model: ModelInfo,
+    budget: Budget,
+    target: int,
+    at_target: list[Plan],
+    plans: list[Plan],
+    rec: Plan | None,
+    min_tok_s: float,
+) -> tuple[list[str], list[str]]:
+    reasons: list[str] = []
+    warnings: list[str] = []
+    gpu_ram = f"{format_bytes(budget.ram_bytes)} of RAM" + (
+        f" and {format_bytes(budget.gpus[0].free_bytes)} of VRAM"
+        if budget.gpus and budget.can_offload
+        else ""
+    )
+    if rec is None:
+        smallest = min(at_target, key=lambda p: p.ram_bytes + p.vram_bytes)
+        need = smallest.ram_bytes + smallest.vram_bytes
+        reasons.append(
+            f"{model.name} does not fit at any quantization with a {target:,}-token context: even "
+            f"{smallest.quant} needs {format_bytes(need)}, and this machine can give it {gpu_ram} "
+            "(after keeping some free for the system)."
+        )
+        short = min((p for p in plans if p.fits != "no"), key=lambda p: -p.n_ctx, default=None)
+        if short is not None:
+            reasons.append(f"It would fit as {short.quant} with a {short.n_ctx:,}-token context.")
+        reasons.append(
+            f"It would fit as {smallest.quant} with {format_bytes(max(0, need - budget.ram_bytes))} more free "
+            "RAM, or a GPU with that much free VRAM. A smaller model from the catalog may serve better."
+        )
+        return reasons, warnings
+    q = rec.quality
+    slower_better = [p for p in at_target if p.fits != "no" and p.dominated_by is None
+                     and p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD]  # fmt: skip
+    verdict = "the best balance of quality and speed" if slower_better else "the best quality that fits"
+    reasons.append(f"{rec.quant} is {verdict}: it {_where(rec, budget)} with a {rec.n_ctx:,}-token context.")
+    loss = (f"about {100 * (1 - q.top_token_agreement):.0f} % of next-token choices differ from F16"
+            if q.top_token_agreement not in (None, 1.0) else f"mean KL divergence {q.kld:.4f} from F16")  # fmt: skip
+    if q.kld == 0:
+        reasons.append("Quality: full precision, nothing lost.")
+    else:
+        reasons.append(
+            f"Quality: {q.label} — {loss}; perplexity +{100 * q.ppl_delta / 6.2332:.1f} % "
+            f"({'interpolated from ' if q.interpolated else ''}llama.cpp's Llama-3-8B measurements)."
+        )
+    reasons.append(
+        f"Speed: about {rec.speed.tok_s:.0f} tokens/s when writing, {rec.speed.prompt_tok_s:.0f} tokens/s "
+        f"reading the prompt ({rec.speed.bound} bound; a rough estimate)."
+    )
+    better = [
+        p for p in at_target if p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD and p.dominated_by is None
+    ]
+    if better:
+        nxt = max(better, key=lambda p: p.quality.kld)
+        if nxt.fits == "no":
+            extra_ram = max(0, nxt.ram_bytes - budget.ram_bytes)
+            alt = next((p for p in sorted(plans, key=lambda p: -p.n_ctx)
+                        if p.quant == nxt.quant and p.fits != "no" and p.n_ctx < target), None)  # fmt: skip
+            msg = f"The next better level, {nxt.quant}, needs {format_bytes(extra_ram)} more RAM"
+            if budget.gpus and budget.can_offload:
+                gpu_need = nxt.estimate.settings.n_gpu_layers
+                msg += f" (with {gpu_need} layers on the GPU)"
+            if alt is not None:
+                msg += f", or a {alt.n_ctx:,}-token context"
+            reasons.append(msg + ".")
+        elif nxt.speed.tok_s < min_tok_s:
+            reasons.append(
+                f"{nxt.quant} would also fit but writes only ~{nxt.speed.tok_s:.1f} tokens/s, below a comfortable "
+                f"{min_tok_s:.0f}."
+            )
+    if model.n_params < 3e9 and rec.quality.kld > 0.01:
+        warnings.append(
+            "Small models lose more to quantization than the 8B model these numbers come from; "
+            "prefer Q5_K_M or better when it fits."
+        )
+    if rec.speed.tok_s < min_tok_s:
+        warnings.append(
+            f"Expect slow answers (~{rec.speed.tok_s:.1f} tokens/s): a smaller model will feel better."
+        )
+    bigger = [p for p in plans if p.quant == rec.quant and p.n_ctx > target and p.fits != "no"]
+    if bigger:
+        top = max(bigger, key=lambda p: p.n_ctx)
+        reasons.append(f"{rec.quant} still fits with up to {top.n_ctx:,} tokens of context ({top.fits}).")
+    return reasons, warnings

@@ -1,0 +1,1 @@
+"""Making GGUF files: converting checkpoints with llama.cpp's converter."""

@@ -1,0 +1,207 @@
+"""One description of a model, whatever it came from: a GGUF file, an HF checkpoint, a repo, the catalog.
+
+Everything is reduced to a GGUF-shaped header (metadata keys + tensor table, see
+:mod:`app.core.model.gguf_header`), so the estimator has one input format; this module derives the
+hyper-parameters the estimator and the advisor need from it, the way llama.cpp's
+``llama_model::load_hparams`` does (``src/llama-model.cpp``, ``src/models/*.cpp``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.errors import CorruptModelError, UnsupportedArchitectureError
+from app.core.model.gguf_header import ArrayLength, GGUFHeader, TensorInfo
+
+# Architectures whose sliding-window layers follow a fixed pattern unless the file says otherwise:
+# the second argument of `load_swa_pattern(ml, n, dense_first)` in llama.cpp src/models/<arch>.cpp.
+SWA_PATTERNS: dict[str, tuple[int, bool]] = {
+    "gemma2": (2, False),
+    "gemma3": (6, False),
+    "gemma3n": (5, False),
+    "gemma-embedding": (6, False),
+    "cohere2": (4, False),
+    "llama4": (4, False),
+    "olmo2": (4, False),
+    "exaone4": (4, False),
+    "gpt-oss": (2, False),  # llama.cpp calls this arch openai-moe internally
+    "smallthinker": (4, True),
+}
+# Gemma 2 files may omit the window: llama.cpp src/models/gemma2.cpp defaults it to 4096.
+DEFAULT_SWA = {"gemma2": 4096}
+
+# general.file_type values (llama.h `llama_ftype`) → the names users see in file names.
+FILE_TYPES: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
+    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S",
+    22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M",
+    28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
+    38: "MXFP4_MOE",
+}  # fmt: skip
+
+_BLK = re.compile(r"^blk\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Shapes and hyper-parameters of one model, plus its tensor table."""
+
+    name: str
+    source: str  # the path, repo id or catalog id the user gave
+    source_kind: str  # "gguf" | "hf_dir" | "hf_repo" | "catalog"
+    architecture: str
+    n_layer: int
+    n_embd: int
+    n_head: tuple[int, ...]  # per layer
+    n_head_kv: tuple[int, ...]  # per layer; 0 = the layer keeps no KV cache
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int  # the largest dense FFN width (0 for pure-MoE layers)
+    n_vocab: int
+    n_ctx_train: int
+    sliding_window: int  # 0 = no sliding-window attention
+    swa_layers: tuple[bool, ...]  # per layer: True = sliding-window layer
+    n_expert: int
+    n_expert_used: int
+    n_ff_expert: int
+    tied_embeddings: bool
+    file_type: str | None  # "Q4_K_M" for a quantized GGUF, "BF16"/"F16" for a checkpoint
+    tensors: tuple[TensorInfo, ...]
+    file_size_bytes: int | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def n_params(self) -> int:
+        """Parameters counted from the tensor table (a tied embedding counts once)."""
+        return sum(t.n_elements for t in self.tensors)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 1
+
+    @property
+    def has_swa(self) -> bool:
+        return self.sliding_window > 0 and any(self.swa_layers)
+
+
+def layer_of(tensor_name: str) -> int | None:
+    """``blk.12.attn_q.weight`` → 12; non-repeating tensors (embeddings, output) → None."""
+    m = _BLK.match(tensor_name)
+    return int(m.group(1)) if m else None
+
+
+def _per_layer(value: Any, n_layer: int, what: str) -> tuple[int, ...]:
+    if isinstance(value, list):
+        if len(value) != n_layer:
+            raise CorruptModelError(f"{what} lists {len(value)} layers but the model has {n_layer}.")
+        return tuple(int(v) for v in value)
+    if isinstance(value, ArrayLength):
+        raise CorruptModelError(f"{what} is an array too long to be per-layer.")
+    return (int(value),) * n_layer
+
+
+def _swa_layers(header: GGUFHeader, arch: str, n_layer: int, n_swa: int) -> tuple[bool, ...]:
+    if n_swa <= 0:
+        return (False,) * n_layer
+    pattern = header.arch_key("attention.sliding_window_pattern")
+    if isinstance(pattern, list) and len(pattern) == n_layer:
+        return tuple(bool(v) for v in pattern)  # explicit per-layer flags win (load_swa_pattern)
+    n_pattern, dense_first = SWA_PATTERNS.get(arch, (0, False))
+    if isinstance(pattern, int):
+        n_pattern = pattern
+    if arch not in SWA_PATTERNS and not isinstance(pattern, int):
+        # Mistral-style: every layer slides (llama.cpp treats n_pattern 0 as "all SWA"), but
+        # llama.cpp ignores the window for most such archs (phi3 disables it explicitly);
+        # count them as full attention, which is what llama.cpp allocates.
+        return (False,) * n_layer
+    # llama_hparams::set_swa_pattern (src/llama-hparams.cpp)
+    if dense_first:
+        return tuple(n_pattern == 0 or il % n_pattern != 0 for il in range(n_layer))
+    return tuple(n_pattern == 0 or il % n_pattern < n_pattern - 1 for il in range(n_layer))
+
+
+def _file_type(header: GGUFHeader) -> str | None:
+    ft = header.metadata.get("general.file_type")
+    if isinstance(ft, int):
+        return FILE_TYPES.get(ft & ~1024, f"type {ft}")  # 1024 = LLAMA_FTYPE_GUESSED
+    return None
+
+
+def model_info_from_header(
+    header: GGUFHeader, *, source: str, source_kind: str, name: str | None = None
+) -> ModelInfo:
+    """Derive a :class:`ModelInfo` from a GGUF-shaped header."""
+    arch = header.architecture
+    if not arch:
+        raise CorruptModelError("The model has no general.architecture key.")
+    n_layer = header.arch_key("block_count")
+    n_embd = header.arch_key("embedding_length")
+    if not isinstance(n_layer, int) or not isinstance(n_embd, int):
+        raise UnsupportedArchitectureError(
+            f"The {arch!r} model does not say how many layers or how wide it is "
+            f"({arch}.block_count / {arch}.embedding_length).",
+            hint="Only text-generation models are supported.",
+        )
+    heads = _per_layer(header.arch_key("attention.head_count", 0), n_layer, "head_count")
+    heads_kv = _per_layer(
+        header.arch_key("attention.head_count_kv", header.arch_key("attention.head_count", 0)),
+        n_layer,
+        "head_count_kv",
+    )
+    max_heads = max(heads) if heads else 0
+    default_hd = n_embd // max_heads if max_heads else 0
+    head_dim_k = int(header.arch_key("attention.key_length", default_hd))
+    head_dim_v = int(header.arch_key("attention.value_length", default_hd))
+
+    ff = header.arch_key("feed_forward_length", 0)
+    n_ff = max(ff) if isinstance(ff, list) else int(ff or 0)
+
+    tensor_names = {t.name for t in header.tensors}
+    n_vocab = header.arch_key("vocab_size")
+    if not isinstance(n_vocab, int):
+        tokens = header.metadata.get("tokenizer.ggml.tokens")
+        if isinstance(tokens, ArrayLength):
+            n_vocab = tokens.length
+        elif isinstance(tokens, list):
+            n_vocab = len(tokens)
+        else:
+            embd = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
+            n_vocab = embd.shape[1] if embd is not None and len(embd.shape) > 1 else 0
+
+    n_swa = int(header.arch_key("attention.sliding_window", DEFAULT_SWA.get(arch, 0)) or 0)
+    swa = _swa_layers(header, arch, n_layer, n_swa)
+    if not any(swa):
+        n_swa = 0
+
+    return ModelInfo(
+        name=name or str(header.metadata.get("general.name") or source),
+        source=source,
+        source_kind=source_kind,
+        architecture=arch,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=heads,
+        n_head_kv=heads_kv,
+        head_dim_k=head_dim_k,
+        head_dim_v=head_dim_v,
+        n_ff=n_ff,
+        n_vocab=int(n_vocab),
+        n_ctx_train=int(header.arch_key("context_length", 0) or 0),
+        sliding_window=n_swa,
+        swa_layers=swa,
+        n_expert=int(header.arch_key("expert_count", 0) or 0),
+        n_expert_used=int(header.arch_key("expert_used_count", 0) or 0),
+        n_ff_expert=int(header.arch_key("expert_feed_forward_length", 0) or 0),
+        tied_embeddings="output.weight" not in tensor_names,
+        file_type=_file_type(header),
+        tensors=header.tensors,
+        file_size_bytes=header.file_size_bytes,
+        metadata={k: v for k, v in header.metadata.items() if not k.startswith("tokenizer.")},
+    )

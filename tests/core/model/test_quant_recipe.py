@@ -1,0 +1,122 @@
+"""llama.cpp's per-tensor type choices, reproduced for the real test models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.core.model import quant_recipe
+from app.core.model.gguf_header import read_gguf_file
+from app.core.model.info import model_info_from_header
+
+
+def _info(path: Path):
+    return model_info_from_header(read_gguf_file(path), source=str(path), source_kind="gguf")
+
+
+@pytest.mark.parametrize(("which", "ftype"), [("smollm2_path", "Q4_1"), ("gemma3_path", "Q4_K_M")])
+def test_recipe_reproduces_real_files(which: str, ftype: str, request: pytest.FixtureRequest) -> None:
+    model = _info(request.getfixturevalue(which))
+    assert model.file_type == ftype
+    predicted = quant_recipe.quantized_types(model, ftype)
+    actual = {t.name: t.type_name for t in model.tensors}
+    assert predicted == actual
+    # ... and so the size of the tensor data, to the byte.
+    header = read_gguf_file(request.getfixturevalue(which))
+    assert quant_recipe.file_bytes(quant_recipe.quantized_tensors(model, ftype)) == (
+        header.file_size_bytes - header.data_offset_bytes
+    )
+
+
+def test_smollm2_fallbacks(smollm2_path: Path) -> None:
+    # SmolLM2's widths (576, 1536, 192) are not multiples of 256: K-quants fall back to 32-blocks.
+    types = quant_recipe.quantized_types(_info(smollm2_path), "Q4_K_M")
+    fell_back = [n for n, t in types.items() if t in ("Q5_0", "Q8_0") and n != "token_embd.weight"]
+    assert len(fell_back) >= 150
+    assert types["token_embd.weight"] == "Q8_0"  # tied output: Q6_K → 576 % 256 → Q8_0
+    assert types["blk.0.ffn_down.weight"] == "Q6_K"  # 1536 % 256 == 0, use_more_bits(0)
+
+
+def test_ladder_sizes(gemma3_path: Path) -> None:
+    model = _info(gemma3_path)
+    size = {q: quant_recipe.file_bytes(quant_recipe.quantized_tensors(model, q)) for q in quant_recipe.LADDER}
+    ladder = [size[q] for q in quant_recipe.LADDER[1:]]
+    assert ladder == sorted(ladder)
+    assert size["F16"] > 2 * size["Q3_K_S"]
+    # Gemma's 640-wide rows are not multiples of 256: Q2_K's tensors fall back to Q4_0 and its
+    # attn_v/ffn_down bumps make the "smallest" type larger than Q3_K_S. llama.cpp really does
+    # this; the advisor must not assume the ladder is monotonic.
+    assert size["Q2_K"] > size["Q3_K_S"]
+
+
+def test_unknown_ftype(gemma3_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown quantization"):
+        quant_recipe.quantized_types(_info(gemma3_path), "Q9_X")
+
+
+# --- against llama.cpp's own quantizer ---------------------------------------------------------
+# Tiny models with the structure of real ones: 16 layers so use_more_bits() picks a real pattern,
+# widths that are and are not multiples of 256, GQA ratios on both sides of 4, fused tensors
+# (phi3), stacked experts (qwen3_moe), tied and untied embeddings.
+RECIPE_MODELS = {
+    "llama-gqa4": {"model_type": "llama", "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 16,
+                   "num_attention_heads": 8, "num_key_value_heads": 2, "vocab_size": 2048,
+                   "max_position_embeddings": 4096, "tie_word_embeddings": False},
+    "smollm-odd-widths": {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+                          "num_hidden_layers": 16, "num_attention_heads": 9, "num_key_value_heads": 3,
+                          "vocab_size": 2048, "max_position_embeddings": 4096, "tie_word_embeddings": True},
+    "gemma3": {"model_type": "gemma3_text", "hidden_size": 640, "intermediate_size": 2048, "num_hidden_layers": 12,
+               "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 2048,
+               "max_position_embeddings": 4096, "sliding_window": 512},
+    "phi3": {"model_type": "phi3", "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 8,
+             "num_attention_heads": 8, "num_key_value_heads": 8, "vocab_size": 2048,
+             "max_position_embeddings": 4096, "original_max_position_embeddings": 4096, "sliding_window": None},
+    "qwen3moe": {"model_type": "qwen3_moe", "hidden_size": 512, "intermediate_size": 1024,
+                 "moe_intermediate_size": 256, "num_hidden_layers": 8, "num_attention_heads": 8,
+                 "num_key_value_heads": 2, "head_dim": 64, "num_experts": 8, "num_experts_per_tok": 2,
+                 "vocab_size": 2048, "max_position_embeddings": 4096},
+}  # fmt: skip
+FTYPES = [
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_0",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+    "IQ4_XS",
+]
+
+
+@pytest.fixture(scope="module")
+def f16_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tests.synthetic import write_synthetic_gguf
+
+    folder = tmp_path_factory.mktemp("recipe")
+    return {
+        name: write_synthetic_gguf(cfg, folder / f"{name}-F16.gguf") for name, cfg in RECIPE_MODELS.items()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RECIPE_MODELS))
+def test_recipe_matches_llama_cpp_quantizer(name: str, f16_models: dict[str, Path], tmp_path: Path) -> None:
+    from tests.synthetic import quantize_gguf
+
+    source = _info(f16_models[name])
+    for ftype in FTYPES:
+        out = quantize_gguf(f16_models[name], tmp_path / f"{name}-{ftype}.gguf", ftype)
+        real = read_gguf_file(out)
+        actual = {t.name: t.type_name for t in real.tensors}
+        predicted = quant_recipe.quantized_types(source, ftype)
+        wrong = {n: (predicted[n], actual[n]) for n in actual if predicted[n] != actual[n]}
+        assert not wrong, f"{name} {ftype}: (predicted, llama.cpp) {wrong}"
+        assert quant_recipe.file_bytes(quant_recipe.quantized_tensors(source, ftype)) == (
+            real.file_size_bytes - real.data_offset_bytes
+        )
+        out.unlink()
