@@ -210,3 +210,46 @@ def test_files_lists_and_sizes_up_every_gguf(smollm2_path: Path, tmp_path: Path)
 
     assert f["sha256"] == [hashlib.sha256(smol).hexdigest()]
     assert f["plan"]["fits"] is True and f["plan"]["quant"] == "Q4_1"
+
+
+def _ram_flags_between(model_path: Path, low_ctx: int, high_ctx: int) -> list[str]:
+    """--ram/--reserve for a machine whose budget lies between what two contexts need."""
+    from app.core.advice.chat_plan import ChatOverrides, plan_chat
+    from app.core.advice.recommend import Budget
+    from app.core.machine.hardware import OS_RESERVE_FRACTION
+    from app.core.model.source import model_from_gguf
+
+    model = model_from_gguf(model_path)
+    plenty = Budget(ram_bytes=1 << 40, ram_bandwidth_bytes_s=20e9)
+    need = [plan_chat(model, plenty, ChatOverrides(n_ctx=c)).plan.ram_bytes for c in (low_ctx, high_ctx)]
+    available = sum(need) // 2
+    total = int(available / (1 - OS_RESERVE_FRACTION)) + 1
+    return ["--ram", str(total), "--reserve", "1", "--no-bandwidth"]
+
+
+def test_chat_refuses_a_plan_that_does_not_fit_and_loads_it_when_forced(smollm2_path: Path) -> None:
+    flags = _ram_flags_between(smollm2_path, 1024, 8192)
+    refused = tailorlm("chat", str(smollm2_path), "--ctx", "8192", "--prompt", "Hi", "--json", *flags)
+    assert refused.returncode == 2 and refused.stdout == ""
+    err = refused.stderr
+    assert "8,192-token context" in err and "cannot give it that" in err  # the reason
+    assert "It fits with a " in err and "Or load it anyway." in err  # the nearest plan that fits
+    forced = tailorlm("chat", str(smollm2_path), "--ctx", "8192", "--prompt", "Hi", "--json",
+                      "--max-tokens", "4", "--force", *flags)  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    assert "Loading anyway" in forced.stderr  # what will probably happen
+    out = json.loads(forced.stdout)
+    assert out["load"]["n_ctx"] == 8192 and out["plan"]["forced"] is True
+
+
+def test_chat_honours_the_kv_cache_type_and_predicts_a_manual_split(smollm2_path: Path) -> None:
+    kv = {}
+    for kv_type in ("F16", "Q8_0"):
+        out = tailorlm("chat", str(smollm2_path), "--prompt", "Hi", "--json", "--max-tokens", "2", "--ngl", "0",
+                       "--kv-type", kv_type, "--no-bandwidth")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        kv[kv_type] = sum(v for k, v in data["load"]["buffers"].items() if k.startswith("kv:"))
+        assert data["plan"]["predicted"]["ram_bytes"] > 0  # a manual split is predicted too
+    # llama.cpp's own buffer log: the Q8_0 cache is about half the F16 one (8.5 bits against 16).
+    assert 0.4 * kv["F16"] < kv["Q8_0"] < 0.6 * kv["F16"]

@@ -62,10 +62,13 @@ def test_pull_list_chat_and_rm(smollm2_path: Path, gemma3_path: Path) -> None:
     [entry] = [m for m in listing if m["id"] == info["id"]]
     assert entry["origin"] == "tailorlm" and entry["owned"] and entry["quant"] == "Q4_1" and entry["present"]
 
-    chat = tailorlm("chat", info["id"], "--prompt", "What is the capital of France?", "--json",
-                    "--temperature", "0", "--max-tokens", "16", "--no-bandwidth")  # fmt: skip
-    assert chat.returncode == 0, chat.stderr
-    assert "Paris" in json.loads(chat.stdout)["text"]
+    answers = []
+    for model in (info["id"], str(smollm2_path)):  # by library id, and the original file: same words
+        chat = tailorlm("chat", model, "--prompt", "What is the capital of France?", "--json",
+                        "--temperature", "0", "--max-tokens", "16", "--no-bandwidth")  # fmt: skip
+        assert chat.returncode == 0, chat.stderr
+        answers.append(json.loads(chat.stdout)["text"])
+    assert answers[0] and answers[0] == answers[1]
 
     keep = tailorlm("rm", info["id"])
     assert keep.returncode == 0 and "stays at" in keep.stdout and path.is_file()

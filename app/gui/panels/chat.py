@@ -133,6 +133,7 @@ class ChatPanel(QWidget):
         e.conversation_created.connect(self._on_created, _Q)
         e.answered.connect(self._on_answered, _Q)
         e.failed.connect(self._on_failed, _Q)
+        e.refused.connect(self._on_refused, _Q)
         self.ctx.open_chat.connect(self.open_model)
         self.model_bar.load_requested.connect(self.load_model)
         self.conversations.selected.connect(self._on_selected)
@@ -156,9 +157,9 @@ class ChatPanel(QWidget):
         self.model_bar.set_model(path, load)
         self.load_model()
 
-    @Slot()
-    def load_model(self) -> None:
-        spec = self.model_bar.spec()
+    @Slot(bool)
+    def load_model(self, force: bool = False) -> None:
+        spec = self.model_bar.spec(force=force)
         if spec is None or self.state == "loading":
             return
         if self.state == "answering":
@@ -351,6 +352,11 @@ class ChatPanel(QWidget):
             self._refresh_list()
             self._show_thread()  # what was stored: the question, and a partial answer if any
             self._after_answer()
+
+    @Slot(str, str)
+    def _on_refused(self, why: str, nearest: str) -> None:
+        self.model_bar.show_refusal(why, nearest)
+        self._set_state("ready" if self.model is not None else "empty")
 
     def _after_answer(self) -> None:
         if self._load_after_answer:

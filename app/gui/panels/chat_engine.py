@@ -95,6 +95,8 @@ class ChatEngine(QObject):
     answered = Signal(object)
     # (message, next step, the model process is gone): a load or an answer failed
     failed = Signal(str, str, bool)
+    # (why it does not fit, the nearest plan that does): the load was refused; "Load anyway" forces it
+    refused = Signal(str, str)
 
     def __init__(self, *, profile: Callable[[], Any] = lambda: None, n_threads: int = 0) -> None:
         super().__init__()
@@ -177,14 +179,22 @@ class ChatEngine(QObject):
         return self._store
 
     def _load(self, spec: LoadSpec, conversation_id: int | None, chat: ChatSettings) -> None:
+        from app.core.errors import DoesNotFitError
         from app.engine.chat import ChatSession
         from app.engine.monitor import MemoryMonitor
         from app.gui.workers import describe_error
 
+        try:  # planned first: a refused plan leaves the loaded model as it was
+            planned = plan_load(spec, self._profile())
+        except DoesNotFitError as exc:
+            self.refused.emit(str(exc), exc.hint or "")
+            return
+        except Exception as exc:
+            self.failed.emit(*describe_error(exc), self.client.pid is None)
+            return
         self._stop_monitor()
         self._session = None
         try:
-            planned = plan_load(spec, self._profile())
             load, plan = P.Load.from_plan(planned, n_threads=self._n_threads), planned.to_record()
             session = ChatSession(self.client, self._chat_store(), load, system_prompt=chat.system_prompt,
                                   sampling=chat.sampling, conversation_id=conversation_id, plan=plan)  # fmt: skip

@@ -29,8 +29,8 @@ MAX_N_CTX = 1 << 20  # llama.cpp accepts more, but no laptop holds a 1M-token ca
 
 
 class ModelBar(QWidget):
-    # the user asked to load (the Load button, or a model chosen in the advisor)
-    load_requested = Signal()
+    # the user asked to load (the Load button, a model chosen in the advisor); True: "Load anyway"
+    load_requested = Signal(bool)
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,9 +66,22 @@ class ModelBar(QWidget):
         self.load_button.setAccessibleName("Load the model")
         self.load_button.setToolTip("Load the model with this context and GPU layers (Alt+L)")
         self.load_button.setEnabled(False)
-        self.load_button.clicked.connect(self.load_requested)
+        self.load_button.clicked.connect(lambda: self.load_requested.emit(False))
         bar.addWidget(self.load_button)
         lay.addLayout(bar)
+        refusal = QHBoxLayout()  # shown when the plan does not fit: why, and the choice to insist
+        self.refusal = QLabel()
+        self.refusal.setAccessibleName("Why the plan does not fit")
+        self.refusal.setWordWrap(True)
+        self.refusal.setStyleSheet("color: #b3261e")
+        refusal.addWidget(self.refusal, 1)
+        self.force_button = QPushButton("Load &anyway")
+        self.force_button.setAccessibleName("Load the model although it does not fit")
+        self.force_button.setToolTip("Load these settings regardless; the model process may run out of memory")
+        self.force_button.clicked.connect(lambda: self.load_requested.emit(True))
+        refusal.addWidget(self.force_button)
+        lay.addLayout(refusal)
+        self.show_refusal("", "")
         self.progress = QProgressBar()
         self.progress.setAccessibleName("Model loading progress")
         self.progress.setRange(0, 1000)
@@ -105,7 +118,15 @@ class ModelBar(QWidget):
         if path:
             self.set_model(path)
 
+    def show_refusal(self, why: str, nearest: str) -> None:
+        """The plan does not fit: say why and what does, and offer "Load anyway" ("" hides it)."""
+        self.refusal.setText(f"{why} {nearest}".strip())
+        self.refusal.setVisible(bool(why))
+        self.force_button.setVisible(bool(why))
+
     def set_loading(self, loading: bool) -> None:
+        if loading:
+            self.show_refusal("", "")
         self.load_button.setEnabled(self._spec is not None and not loading)
         self.progress.setVisible(loading)
         if loading:
