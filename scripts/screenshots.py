@@ -52,8 +52,8 @@ def main() -> None:
         return lambda: win.grab().save(str(OUT / f"{name}.png"))
 
     def advisor() -> None:
-        settings.setValue("advisor/model", str(smollm2_path()))
         win.show_panel("advisor")
+        win.panel("advisor").advise_path(str(smollm2_path()))  # type: ignore[attr-defined]
 
     def library() -> None:
         win.show_panel("library")
@@ -93,11 +93,11 @@ def main() -> None:
         t += wait
     QTimer.singleShot(int(t * 1000) + 500, app.quit)
     app.exec()
-    from app.gui.workers import shutdown_tasks
+    from app.gui.workers import shutdown_workers
 
     for panel in win.panels.values():
         getattr(panel, "shutdown", lambda: None)()
-    shutdown_tasks()
+    shutdown_workers()
     sys.stdout.write(
         f"wrote {len(list(OUT.glob('*.png')))} screenshots to {OUT} in {time.perf_counter():.0f} s\n"
     )

@@ -1,9 +1,11 @@
-"""Shared fixtures: the real test models, and a private TAILORLM_HOME for every test."""
+"""Shared fixtures: the real test models, a private TAILORLM_HOME for every test, and a check that
+no test leaves Qt work running."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +21,54 @@ os.environ.setdefault(
 )
 
 
+@pytest.fixture(scope="session")
+def _machine_probe(tmp_path_factory: pytest.TempPathFactory) -> bytes | None:
+    """The machine probe's cache file, made once per run: every test's private home starts with it,
+    so a test that detects the machine does not pay for a probe child (1-4 s) of its own."""
+    home = tmp_path_factory.mktemp("probe-home")
+    env = {**os.environ, "TAILORLM_HOME": str(home)}
+    code = "from app.core.machine.probe import probe_devices; probe_devices()"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, timeout=300, check=False
+    )
+    cached = home / "cache" / "machine_probe.json"
+    return cached.read_bytes() if done.returncode == 0 and cached.is_file() else None
+
+
 @pytest.fixture(autouse=True)
-def _private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _private_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _machine_probe: bytes | None
+) -> None:
     # Never read or write the developer's real config, cache or data.
     home = tmp_path_factory.mktemp("home")
+    if _machine_probe is not None:
+        (home / "cache").mkdir()
+        (home / "cache" / "machine_probe.json").write_bytes(_machine_probe)
     monkeypatch.setenv("TAILORLM_HOME", str(home))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-hub"))  # nor the developer's Hugging Face cache
     monkeypatch.delenv("HF_TOKEN", raising=False)
     # nor the models of the developer's LM Studio and Ollama (the library scans $HOME's folders)
     monkeypatch.setenv("HOME", str(home / "user"))
     monkeypatch.delenv("OLLAMA_MODELS", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _qt_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail a test that leaves a worker, a thread-pool task, a QThread or a QTimer running, or whose
+    worker raised an unexpected error (tests/gui/leaks.py). Set up before, so torn down after, the
+    test's own fixtures: a panel fixture's shutdown and wait come first. Without Qt imported (the
+    core's tests, which must run without PySide6) there is nothing to watch."""
+    if "PySide6.QtCore" not in sys.modules:
+        yield
+        return
+    from tests.gui.leaks import LeakWatch
+
+    watch = LeakWatch(monkeypatch)
+    yield
+    problems = watch.problems()
+    watch.clean_up()
+    if problems:
+        pytest.fail("The test left Qt work behind:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="session")

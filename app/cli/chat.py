@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.common import budget_of, gguf_path, hardware_flags, reserve_flag
-from app.core.advice.estimate import KV_TYPES
 from app.core.advice.recommend import DEFAULT_CTX
+from app.core.advice.run_settings import KV_TYPES
 from app.core.errors import TailorError
 from app.core.units import format_bytes
 
@@ -85,16 +85,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if text == "/export":
                 print(store.export_markdown(session.conversation_id))
                 continue
+            rid = session.new_request_id()  # Ctrl+C names this answer, wherever it is
             if text == "/regen":
-                gen = session.regenerate()
+                gen = session.regenerate(request_id=rid)
             elif text.startswith("/edit "):
                 users = [m for m in store.thread(session.conversation_id) if m.role == "user"]
                 if not users:
                     print("Nothing to edit yet.")
                     continue
-                gen = session.edit(users[-1].id, text[len("/edit ") :])
+                gen = session.edit(users[-1].id, text[len("/edit ") :], request_id=rid)
             else:
-                gen = session.send(text)
+                gen = session.send(text, request_id=rid)
             done = None
             try:
                 for ev in gen:
@@ -105,16 +106,23 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     else:
                         done = ev
             except KeyboardInterrupt:
-                session.cancel()
+                session.cancel(rid)
                 for ev in gen:
                     if isinstance(ev, P.Done):
                         done = ev
             if done is not None:
                 predicted = plan["predicted"].get("ram_bytes") if plan.get("predicted") else None
                 pred = f" (predicted {format_bytes(predicted)})" if predicted else ""
-                print(f"\n[{done.n_gen_tokens} tokens, {done.gen_tok_s:.1f} tok/s, first token after "
-                      f"{done.ttft_ms:.0f} ms, model process {format_bytes(session.monitor.peak.child_rss_bytes)} RAM{pred}"
+                speed = "—" if done.gen_tok_s is None else f"{done.gen_tok_s:.1f}"
+                first = "—" if done.ttft_ms is None else f"{done.ttft_ms:.0f}"
+                print(f"\n[{done.n_gen_tokens} tokens, {speed} tok/s, first token after "
+                      f"{first} ms, model process {_size(session.monitor.peak.child_rss_bytes)} RAM{pred}"
                       f"{', stopped' if done.stop_reason == 'cancelled' else ''}]")  # fmt: skip
+
+
+def _size(n: int | None) -> str:
+    """A measured size, or "—" when it could not be measured (never 0)."""
+    return "—" if n is None else format_bytes(n)
 
 
 def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan: dict[str, Any], *,

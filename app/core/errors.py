@@ -2,7 +2,8 @@
 
 Each error carries a sentence for the user (``str(err)``) and, where we know one, the next step
 (``err.hint``). Front ends turn them into a dialog or one line on stderr; nothing below the edges
-formats them.
+formats them. Every error class of ``app.core`` is defined here, grouped by the package that
+raises it; private control-flow exceptions stay in the module that raises and catches them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,35 @@ class TailorError(Exception):
         """The message and the next step, as one or two sentences."""
         text = str(self)
         return f"{text} {self.hint}" if self.hint else text
+
+
+class Cancelled(TailorError):
+    """Long work was cancelled by the user."""
+
+
+class InvalidSizeError(TailorError):
+    """A size such as ``16GB`` could not be parsed."""
+
+
+# --- machine ---------------------------------------------------------------------------------
+
+
+class HardwareError(TailorError):
+    """Hardware detection failed in a way the user must know about."""
+
+
+# --- hub -------------------------------------------------------------------------------------
+
+
+class HubError(TailorError):
+    """The Hugging Face Hub could not be reached or refused the request."""
+
+
+class DownloadCorruptError(TailorError):
+    """The downloaded bytes do not match the expected size or SHA-256."""
+
+
+# --- model -----------------------------------------------------------------------------------
 
 
 class ModelReadError(TailorError):
@@ -45,28 +75,49 @@ class ModelNotFoundError(ModelReadError):
     """No file, folder, catalog entry or repo by that name."""
 
 
-class HubError(TailorError):
-    """The Hugging Face Hub could not be reached or refused the request."""
-
-
-class DoesNotFitError(TailorError):
-    """A plan needs more memory than this machine can give; the hint names the nearest that fits."""
+# --- advice ----------------------------------------------------------------------------------
 
 
 class EstimateError(TailorError):
     """The memory estimate cannot be made for these settings."""
 
 
-class InvalidSizeError(TailorError):
-    """A size such as ``16GB`` could not be parsed."""
+class DoesNotFitError(TailorError):
+    """A plan needs more memory than this machine can give; the hint names the nearest that fits."""
 
 
-class HardwareError(TailorError):
-    """Hardware detection failed in a way the user must know about."""
+# --- build, library, chat --------------------------------------------------------------------
 
 
-class Cancelled(TailorError):
-    """Long work was cancelled by the user."""
+class ConversionError(TailorError):
+    """The checkpoint cannot be converted, or the converter failed."""
+
+
+class LibraryError(TailorError):
+    """The library file cannot be written, or a model cannot be removed as asked."""
+
+
+class ChatStoreError(TailorError):
+    """The chat history file could not be opened, read or written."""
+
+
+class ChatNotFoundError(ChatStoreError):
+    """A conversation or message id that is not (or no longer) in the store."""
+
+
+class TemplateError(TailorError):
+    """A chat template could not turn the conversation into a prompt; ``cause`` says why, briefly."""
+
+    def __init__(self, message: str, *, cause: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.cause = cause
+
+
+class ContextOverflowError(TailorError):
+    """Even the system prompt and the latest message do not fit in the context."""
+
+
+# --- engine ----------------------------------------------------------------------------------
 
 
 class EngineError(TailorError):

@@ -8,8 +8,10 @@ From source a child is ``python -m app.engine.worker``. In a PyInstaller bundle 
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+from typing import BinaryIO
 
 CHILD_FLAG = "--child"
 
@@ -23,6 +25,16 @@ def module_command(module: str, *args: str) -> list[str]:
     if frozen():
         return [sys.executable, CHILD_FLAG, module, *args]
     return [sys.executable, "-m", module, *args]
+
+
+def private_stdout() -> BinaryIO:
+    """In a child: a private copy of stdout for its JSON lines. fd 1 then points at stderr, so
+    whatever a library prints (llama.cpp, ggml) cannot corrupt the message stream; and it works
+    where ``sys.stdout`` is None (a windowed PyInstaller app)."""
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(answer_fd, "wb", buffering=0)
 
 
 def system_python() -> str | None:

@@ -15,14 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.core import paths
-from app.core.build.convert import (
-    OUTTYPES,
-    ConversionError,
-    check_checkpoint,
-    convert_checkpoint,
-    predicted_bytes,
-)
-from app.core.errors import TailorError
+from app.core.build.convert import OUTTYPES, check_checkpoint, convert_checkpoint, predicted_bytes
+from app.core.errors import ConversionError, TailorError
 from app.core.hub.download import check_disk_space
 from app.engine.quantize import QUANT_TYPES, quantize
 

@@ -1,14 +1,17 @@
 """A conversation with a loaded model: history from the store, the chat template, trimming to
 the context, streaming through the engine, and every finished (or stopped) answer saved.
 
-Shared by the CLI and the GUI; a plain object whose long calls are generators of events.
+Shared by the CLI and the GUI; a plain object whose long calls are generators of events. Each
+answer is one request, named by an id the caller may allocate first (:meth:`new_request_id`):
+``cancel(request_id)`` from any thread stops it wherever it is — queued, trimming the history,
+evaluating the prompt or writing — and it then ends with ``Done(stop_reason="cancelled")``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,9 @@ from app.core.chat.template import ChatTemplate, render_with_fallback, select_te
 from app.core.model.gguf_header import read_gguf_file
 from app.engine import protocol as P
 from app.engine.client import EngineClient
+from app.engine.errors import RequestCancelled
+
+TurnEvent = P.TokenChunk | P.Done  # what a turn yields, besides Trimmed
 
 
 @dataclass(frozen=True)
@@ -24,18 +30,6 @@ class Trimmed:
     """Older turns were left out so the prompt fits the context (the user is told)."""
 
     n_messages: int
-
-
-@dataclass
-class Answer:
-    """What one reply produced, for the UI and for ``--json``."""
-
-    text: str = ""
-    done: P.Done | None = None
-    message_id: int | None = None
-    trimmed: int = 0
-    first_token_s: float | None = None  # wall time in the app from send to first text
-    chunks: list[str] = field(default_factory=list)
 
 
 class ChatSession:
@@ -56,7 +50,8 @@ class ChatSession:
         self._arch = header.architecture
         self._name = str(header.metadata.get("general.name") or Path(load.model_path).stem)
 
-    def start(self, on_progress: Any = None) -> P.Loaded:
+    def start(self, on_progress: Callable[[float], None] | None = None) -> P.Loaded:
+        """Load the model (``on_progress`` gets 0..1) and open a conversation if none was given."""
         from app.engine.monitor import MemoryMonitor
 
         self.client.start()
@@ -65,18 +60,32 @@ class ChatSession:
         self.load_peak = mon.peak
         self.template = select_template(self._metadata, architecture=self._arch, name_hint=self._name)
         if self.conversation_id is None:
-            conv = self.store.create_conversation(
-                title="New chat", model=self.load_request.model_path,
-                plan={**self.plan, **{k: v for k, v in asdict(self.load_request).items() if k != "model_path"}},
-                settings={"system_prompt": self.system_prompt, "sampling": asdict(self.sampling)},
-            )  # fmt: skip
-            self.conversation_id = conv.id
+            self.new_conversation()
         return self.loaded
 
-    # --- turns ---------------------------------------------------------------------------
+    def new_conversation(self) -> int:
+        """Start a new, empty conversation with this model and these settings; it becomes current."""
+        conv = self.store.create_conversation(
+            title="New chat", model=self.load_request.model_path,
+            plan={**self.plan, **{k: v for k, v in asdict(self.load_request).items() if k != "model_path"}},
+            settings={"system_prompt": self.system_prompt, "sampling": asdict(self.sampling)},
+        )  # fmt: skip
+        self.conversation_id = int(conv.id)
+        return self.conversation_id
 
-    def send(self, text: str) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
+    # --- turns, each one request ---------------------------------------------------------
+
+    def new_request_id(self) -> int:
+        """An id for the next turn, to pass to send/regenerate/edit and to :meth:`cancel`."""
+        return self.client.new_request_id()
+
+    def cancel(self, request_id: int) -> None:
+        """Stop the turn ``request_id``: from any thread, before or while it runs."""
+        self.client.cancel(request_id)
+
+    def send(self, text: str, *, request_id: int | None = None) -> Iterator[TurnEvent | Trimmed]:
         assert self.conversation_id is not None, "start() first"
+        rid = self.new_request_id() if request_id is None else request_id
         thread = self.store.thread(self.conversation_id)
         parent = thread[-1].id if thread else None
         if not thread and self.system_prompt:
@@ -86,40 +95,33 @@ class ChatSession:
         user = self.store.add_message(self.conversation_id, role="user", content=text, parent_id=parent)
         if not thread:
             self.store.rename(self.conversation_id, text[:60])
-        yield from self._answer(self.store.thread(self.conversation_id, leaf_id=user.id), user.id)
+        yield from self._answer(self.store.thread(self.conversation_id, leaf_id=user.id), user.id, rid)
 
-    def regenerate(self) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
-        assert self.conversation_id is not None
+    def regenerate(self, *, request_id: int | None = None) -> Iterator[TurnEvent | Trimmed]:
+        assert self.conversation_id is not None, "start() first"
+        rid = self.new_request_id() if request_id is None else request_id
         history, parent_id = self.store.branch_for_regenerate(self.conversation_id)
-        yield from self._answer(history, parent_id)
+        yield from self._answer(history, parent_id, rid)
 
-    def edit(self, message_id: int, new_text: str) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
-        assert self.conversation_id is not None
+    def edit(
+        self, message_id: int, new_text: str, *, request_id: int | None = None
+    ) -> Iterator[TurnEvent | Trimmed]:
+        assert self.conversation_id is not None, "start() first"
+        rid = self.new_request_id() if request_id is None else request_id
         user = self.store.edit_user_message(message_id, new_text)
-        yield from self._answer(self.store.thread(self.conversation_id, leaf_id=user.id), user.id)
-
-    def cancel(self) -> None:
-        self.client.cancel()
+        yield from self._answer(self.store.thread(self.conversation_id, leaf_id=user.id), user.id, rid)
 
     def _answer(
-        self, history: list[Message], parent_id: int | None
-    ) -> Iterator[P.TokenChunk | P.Done | Trimmed]:
+        self, history: list[Message], parent_id: int | None, rid: int
+    ) -> Iterator[TurnEvent | Trimmed]:
         assert self.loaded is not None and self.template is not None and self.conversation_id is not None
-        messages = [{"role": m.role, "content": m.content} for m in history]
-        budget = self.loaded.n_ctx - self.sampling.max_tokens
-        kept, dropped = trim_history(
-            messages, count_tokens=self.client.count_tokens, budget_tokens=max(budget, self.loaded.n_ctx // 2),
-            template=self.template, bos_token=self.loaded.bos_token, eos_token=self.loaded.eos_token,
-        )  # fmt: skip
+        try:
+            prompt, sampling, dropped = self._prompt(history, rid)
+        except RequestCancelled:  # Stop pressed while the history was being trimmed
+            yield P.Done.cancelled_before_start(rid)
+            return
         if dropped:
             yield Trimmed(dropped)
-        prompt, used = render_with_fallback(self.template, kept, bos_token=self.loaded.bos_token,
-                                            eos_token=self.loaded.eos_token)  # fmt: skip
-        if used is not self.template:
-            self.template = used  # the file's template failed: keep the fallback for this chat
-        sampling = P.Sampling(
-            **{**asdict(self.sampling), "stop": tuple(self.sampling.stop) + used.stop_strings}
-        )
         text: list[str] = []
         done: P.Done | None = None
         t0 = time.perf_counter()
@@ -128,23 +130,48 @@ class ChatSession:
         self.monitor = MemoryMonitor(self.client.pid or 0)
         try:
             with self.monitor:
-                for ev in self.client.generate(prompt, sampling):
+                for ev in self.client.generate(prompt, sampling, request_id=rid):
                     if isinstance(ev, P.TokenChunk):
                         text.append(ev.text)
                     else:
                         done = ev
                     yield ev
         finally:
-            answer = "".join(text).strip()
-            status = "complete" if done is not None and done.stop_reason != "cancelled" else "partial"
-            if answer or status == "complete":
-                timings = asdict(done) if done is not None else {"wall_s": time.perf_counter() - t0}
-                peak = self.monitor.peak
-                timings.update(
-                    measured_rss_bytes=peak.child_rss_bytes,
-                    measured_vram_bytes=peak.child_vram_bytes,
-                    system_used_bytes=peak.system_used_bytes,
-                    predicted=self.plan.get("predicted"),  # the advisor's numbers, side by side
-                )
-                self.store.add_message(self.conversation_id, role="assistant", content=answer, status=status,
-                                       parent_id=parent_id, timings=timings, model=self._name)  # fmt: skip
+            self._store_answer("".join(text).strip(), done, parent_id, time.perf_counter() - t0)
+
+    def _prompt(self, history: list[Message], rid: int) -> tuple[str, P.Sampling, int]:
+        """(prompt, sampling with the template's stop strings, messages left out) for ``history``.
+        Each trimming step counts tokens as part of request ``rid``: a cancel stops it there."""
+        assert self.loaded is not None and self.template is not None
+        messages = [{"role": m.role, "content": m.content} for m in history]
+        budget = self.loaded.n_ctx - self.sampling.max_tokens
+        kept, dropped = trim_history(
+            messages, count_tokens=lambda text: self.client.count_tokens(text, request_id=rid),
+            budget_tokens=max(budget, self.loaded.n_ctx // 2), template=self.template,
+            bos_token=self.loaded.bos_token, eos_token=self.loaded.eos_token,
+        )  # fmt: skip
+        prompt, used = render_with_fallback(self.template, kept, bos_token=self.loaded.bos_token,
+                                            eos_token=self.loaded.eos_token)  # fmt: skip
+        if used is not self.template:
+            self.template = used  # the file's template failed: keep the fallback for this chat
+        sampling = P.Sampling(
+            **{**asdict(self.sampling), "stop": tuple(self.sampling.stop) + used.stop_strings}
+        )
+        return prompt, sampling, dropped
+
+    def _store_answer(self, answer: str, done: P.Done | None, parent_id: int | None, wall_s: float) -> None:
+        """Keep a finished answer, and a stopped one that has text (marked partial)."""
+        assert self.conversation_id is not None
+        status = "complete" if done is not None and done.stop_reason != "cancelled" else "partial"
+        if not answer and status != "complete":
+            return
+        timings = asdict(done) if done is not None else {"wall_s": wall_s}
+        peak = self.monitor.peak
+        timings.update(
+            measured_rss_bytes=peak.child_rss_bytes,
+            measured_vram_bytes=peak.child_vram_bytes,
+            system_used_bytes=peak.system_used_bytes,
+            predicted=self.plan.get("predicted"),  # the advisor's numbers, side by side
+        )
+        self.store.add_message(self.conversation_id, role="assistant", content=answer, status=status,
+                               parent_id=parent_id, timings=timings, model=self._name)  # fmt: skip

@@ -1,12 +1,11 @@
 """One loaded model and its context, driven through llama.cpp's C API (llama-cpp-python's ctypes).
 
 The high-level ``llama_cpp.Llama`` loop costs ~0.2 ms of Python per token (copies of the logits,
-a Python sampler); here each token is one ``llama_decode`` of a single-token batch, sampling runs
-in llama.cpp's C sampler chain, and text is detokenized incrementally — the Python work per
-token is a few ctypes calls. Plain greedy decoding skips the chain: the C chain copies the whole
-vocabulary into a candidate array every token (~1 ms for Gemma's 262k tokens, 4 % of a token on
-two cores), while an argmax over a zero-copy view of the logits takes ~25 µs. Prompts reuse the KV cache prefix they share with the previous turn,
-so a follow-up question only evaluates the new tokens. Runs only inside the engine's child.
+a Python sampler); here the prompt goes in as ``llama_decode`` batches and the answer comes out of
+:mod:`app.engine.token_stream`. Prompts reuse the KV cache prefix they share with the previous
+turn, so a follow-up question only evaluates the new tokens. A cancel reaches llama.cpp through its
+abort callback, which ggml polls between graph nodes: a 512-token prompt batch stops inside the
+batch, within milliseconds. Runs only inside the engine's child.
 """
 
 from __future__ import annotations
@@ -16,11 +15,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
+from app.engine.errors import LoadFailed
+from app.engine.host import device_free_bytes, physical_cores, ram_available_bytes
 from app.engine.llama_log import alloc_failure, out_of_memory_message, parse_buffers
 from app.engine.protocol import Load, Sampling
+from app.engine.token_stream import Decoder, GenStats, Piece, make_sampler, stream_answer
 
 GGML_LOG_LEVEL_ERROR = 4  # enum ggml_log_level, ggml.h
 # ggml_type ids of the KV cache types (ggml.h)
@@ -37,48 +38,8 @@ KV_TYPES = {
 }
 
 
-class LoadFailed(Exception):
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-@dataclass
-class Piece:
-    text: str
-    n_tokens: int
-
-
-@dataclass
-class GenStats:
-    stop_reason: str = "max_tokens"
-    n_prompt_tokens: int = 0
-    n_prompt_evaluated: int = 0
-    n_gen_tokens: int = 0
-    ttft_s: float = 0.0
-    prompt_s: float = 0.0
-    gen_s: float = 0.0
-
-
-def rss_bytes() -> tuple[int, int]:
-    """(current, peak) resident set of this process."""
-    cur = peak = 0
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    cur = int(line.split()[1]) * 1024
-                elif line.startswith("VmHWM:"):
-                    peak = int(line.split()[1]) * 1024
-    except OSError:
-        import resource
-
-        peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-    return cur, peak
-
-
 class LlamaSession:
-    def __init__(self) -> None:
+    def __init__(self, cancel: threading.Event | None = None) -> None:
         import llama_cpp as L
 
         self.L = L
@@ -87,7 +48,8 @@ class LlamaSession:
         self.vocab: Any = None
         self.kv_tokens: list[int] = []  # what the KV cache holds, position by position
         self.log_lines: list[str] = []
-        self.cancel = threading.Event()
+        # Set: stop the running request. The worker owns it (it knows which request runs).
+        self.cancel = cancel if cancel is not None else threading.Event()
 
         @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
         def on_log(level: int, text: bytes, user: ctypes.c_void_p) -> None:
@@ -100,7 +62,8 @@ class LlamaSession:
 
         @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p)
         def on_abort(user: ctypes.c_void_p) -> bool:
-            # Polled by ggml between graph nodes: a cancel lands mid-decode, within milliseconds.
+            # Polled by ggml between graph nodes (ggml-cpu.c, ggml_graph_compute_thread): a cancel
+            # lands inside a decode, within milliseconds, even in a 512-token prompt batch.
             return self.cancel.is_set()
 
         self._on_log, self._on_abort = on_log, on_abort  # keep the C callbacks alive
@@ -122,7 +85,7 @@ class LlamaSession:
         @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_float, ctypes.c_void_p)
         def progress(fraction: float, user: ctypes.c_void_p) -> bool:
             on_progress(float(fraction))
-            return not self.cancel.is_set()
+            return True  # a load has no request id to cancel: a stuck one ends with its process
 
         mp.progress_callback = progress
         self.model = L.llama_model_load_from_file(req.model_path.encode(), mp)
@@ -134,7 +97,7 @@ class LlamaSession:
         cp.n_ctx = req.n_ctx
         cp.n_batch = req.n_batch
         cp.n_ubatch = req.n_ubatch
-        threads = req.n_threads or _physical_cores()
+        threads = req.n_threads or physical_cores()
         cp.n_threads = cp.n_threads_batch = threads
         cp.n_outputs_max = 1  # only the last token's logits are ever read
         cp.swa_full = req.swa_full
@@ -171,8 +134,9 @@ class LlamaSession:
         log = "".join(self.log_lines)
         failure = alloc_failure(log)
         if failure is not None:
-            free = _ram_available_bytes() if failure.in_ram else _device_free_bytes(failure.buffer)
-            return LoadFailed(*out_of_memory_message(failure, free))
+            free = ram_available_bytes() if failure.in_ram else device_free_bytes(failure.buffer)
+            message, hint = out_of_memory_message(failure, free)
+            return LoadFailed(message, hint=hint)
         lines = [ln.strip() for ln in log.splitlines() if "error" in ln.lower() or "failed" in ln.lower()]
         return LoadFailed(lines[-1] if lines else "llama.cpp could not load the model", hint=hint)
 
@@ -211,7 +175,8 @@ class LlamaSession:
     # --- generation ----------------------------------------------------------------------
 
     def generate(self, prompt: str, s: Sampling, stats: GenStats, *, flush_s: float) -> Iterator[Piece]:
-        """Yield text pieces (batched every ``flush_s``); fills ``stats`` as it goes."""
+        """Yield text pieces (batched every ``flush_s``); fills ``stats`` as it goes. A set
+        ``cancel`` ends it with ``stats.stop_reason == "cancelled"``, in the prompt or the answer."""
         L = self.L
         t_req = time.perf_counter()
         tokens = self.tokenize(prompt)
@@ -222,193 +187,45 @@ class LlamaSession:
         stats.n_prompt_tokens = len(tokens)
         if len(tokens) >= n_ctx:
             raise ValueError(f"the prompt has {len(tokens)} tokens but the context holds {n_ctx}")
-        # Reuse the KV cache for the prefix this prompt shares with what is already evaluated.
+        if not self._evaluate_prompt(tokens, stats):
+            stats.stop_reason = "cancelled"
+            return
+        stats.prompt_s = time.perf_counter() - t_req
+        smpl = make_sampler(L, self.vocab, s)
+        decoder = Decoder(L, self.ctx, self.vocab, self.kv_tokens, self.cancel)
+        try:
+            yield from stream_answer(decoder, smpl, s, stats, t_req=t_req, n_ctx=n_ctx, flush_s=flush_s)
+        finally:
+            if smpl is not None:
+                L.llama_sampler_free(smpl)
+
+    def _evaluate_prompt(self, tokens: list[int], stats: GenStats) -> bool:
+        """Put ``tokens`` in the KV cache, reusing the prefix already there; False if cancelled.
+        ``stats.n_prompt_evaluated`` counts the tokens evaluated, also when it stops half-way."""
+        L = self.L
+        memory = L.llama_get_memory(self.ctx)
         common = 0
         for a, b in zip(self.kv_tokens, tokens, strict=False):
             if a != b:
                 break
             common += 1
         common = min(common, len(tokens) - 1)  # re-evaluate at least one token to get logits
-        L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), 0, common, -1)
+        L.llama_memory_seq_rm(memory, 0, common, -1)
         self.kv_tokens = self.kv_tokens[:common]
         todo = tokens[common:]
-        stats.n_prompt_evaluated = len(todo)
-        n_batch = 512
+        n_batch = int(L.llama_n_batch(self.ctx))  # the most one llama_decode takes (Load.n_batch)
         for i in range(0, len(todo), n_batch):
+            if self.cancel.is_set():  # between batches (the abort callback covers inside one)
+                return False
             chunk = todo[i : i + n_batch]
             rc = self._decode(chunk)
             if rc != 0:
-                self.kv_tokens = []  # the cache is in an unknown state
-                L.llama_memory_seq_rm(L.llama_get_memory(self.ctx), 0, 0, -1)
-                if rc == 2 or self.cancel.is_set():
-                    stats.stop_reason = "cancelled"
-                    return
+                # llama.cpp removed the failed batch's cells (llama_context::decode); drop anything
+                # past what we know is there, and keep the completed batches for the next prompt.
+                L.llama_memory_seq_rm(memory, 0, len(self.kv_tokens), -1)
+                if rc == 2 or self.cancel.is_set():  # 2: aborted by the callback
+                    return False
                 raise RuntimeError(f"llama_decode failed with code {rc} during the prompt")
             self.kv_tokens.extend(chunk)
-        t_prompt = time.perf_counter()
-        stats.prompt_s = t_prompt - t_req
-
-        smpl = self._sampler(s)
-        try:
-            yield from self._sample_loop(smpl, s, stats, t_req, t_prompt, n_ctx, flush_s)
-        finally:
-            if smpl is not None:
-                L.llama_sampler_free(smpl)
-
-    def _sample_loop(self, smpl: Any, s: Sampling, stats: GenStats, t_req: float, t_prompt: float,
-                     n_ctx: int, flush_s: float) -> Iterator[Piece]:  # fmt: skip
-        L = self.L
-        piece_buf = ctypes.create_string_buffer(256)
-        pending = bytearray()  # bytes of an unfinished UTF-8 character
-        out_text: list[str] = []
-        text_since_flush: list[str] = []
-        n_since_flush = 0
-        last_flush = time.perf_counter()
-        hold = max((len(x) for x in s.stop), default=0)  # characters held back to catch stop strings
-        emitted = 0  # characters of out_text already sent
-        tok_arr = (L.llama_token * 1)()
-        batch = L.llama_batch_get_one(tok_arr, 1)
-        decode, to_piece, is_eog = L.llama_decode, L.llama_token_to_piece, L.llama_vocab_is_eog
-        ctx, vocab = self.ctx, self.vocab
-        sample = self._greedy_argmax() if smpl is None else L.llama_sampler_sample
-        stop_reason = "max_tokens"
-        n_gen = 0
-        while n_gen < s.max_tokens:
-            tok = sample(smpl, ctx, -1)
-            if n_gen == 0:
-                stats.ttft_s = time.perf_counter() - t_req
-            if is_eog(vocab, tok) and not s.ignore_eos:
-                stop_reason = "eos"
-                break
-            n_gen += 1
-            n = to_piece(vocab, tok, piece_buf, 256, 0, False)
-            pending += piece_buf.raw[:n]
-            try:
-                text = pending.decode("utf-8")
-                pending.clear()
-            except UnicodeDecodeError:
-                text = ""  # wait for the rest of a multi-byte character
-            if text:
-                out_text.append(text)
-                text_since_flush.append(text)
-            n_since_flush += 1
-            if s.stop and text:
-                joined = "".join(out_text)
-                hit = min(
-                    (i for i in (joined.find(x, max(0, emitted - hold)) for x in s.stop) if i >= 0),
-                    default=-1,
-                )
-                if hit >= 0:
-                    if hit > emitted:
-                        yield Piece(joined[emitted:hit], n_since_flush)
-                    stop_reason = "stop_string"
-                    n_since_flush = 0
-                    text_since_flush.clear()
-                    emitted = hit
-                    break
-            if len(self.kv_tokens) + 1 >= n_ctx:
-                stop_reason = "context_full"
-                break
-            if self.cancel.is_set():
-                stop_reason = "cancelled"
-                break
-            now = time.perf_counter()
-            if now - last_flush >= flush_s or n_gen == 1:  # the first token goes out at once (TTFT)
-                joined = "".join(out_text)
-                upto = len(joined) - hold if s.stop else len(joined)
-                if upto > emitted:
-                    yield Piece(joined[emitted:upto], n_since_flush)
-                    emitted = upto
-                    n_since_flush = 0
-                last_flush = now
-            tok_arr[0] = tok
-            rc = decode(ctx, batch)
-            if rc != 0:
-                if rc == 2 or self.cancel.is_set():
-                    stop_reason = "cancelled"
-                    break
-                raise RuntimeError(f"llama_decode failed with code {rc}")
-            self.kv_tokens.append(tok)
-        if stop_reason != "stop_string":
-            joined = "".join(out_text)
-            if len(joined) > emitted or n_since_flush:
-                yield Piece(joined[emitted:], n_since_flush)
-        stats.stop_reason = stop_reason
-        stats.n_gen_tokens = n_gen
-        stats.gen_s = time.perf_counter() - t_prompt
-
-    def _greedy_argmax(self) -> Callable[[Any, Any, int], int]:
-        """``llama_sampler_sample`` for plain greedy decoding, without the candidate array."""
-        import numpy as np
-
-        L, n_vocab = self.L, int(self.L.llama_vocab_n_tokens(self.vocab))
-        as_array, argmax = np.ctypeslib.as_array, np.argmax
-
-        def sample(_smpl: Any, ctx: Any, idx: int) -> int:
-            return int(argmax(as_array(L.llama_get_logits_ith(ctx, idx), shape=(n_vocab,))))
-
-        return sample
-
-    def _sampler(self, s: Sampling) -> Any:
-        """The C sampler chain for ``s``; None for plain greedy (see ``_greedy_argmax``)."""
-        L = self.L
-        if s.temperature <= 0 and s.repeat_penalty == 1.0:
-            return None
-        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        add = L.llama_sampler_chain_add
-        if s.repeat_penalty != 1.0:
-            add(chain, L.llama_sampler_init_penalties(L.llama_vocab_n_tokens(self.vocab), s.repeat_last_n,
-                                                      s.repeat_penalty, 0.0, 0.0))  # fmt: skip
-        if s.temperature <= 0:
-            add(chain, L.llama_sampler_init_greedy())
-            return chain
-        if s.top_k > 0:
-            add(chain, L.llama_sampler_init_top_k(s.top_k))
-        if s.top_p < 1.0:
-            add(chain, L.llama_sampler_init_top_p(s.top_p, 1))
-        if s.min_p > 0:
-            add(chain, L.llama_sampler_init_min_p(s.min_p, 1))
-        add(chain, L.llama_sampler_init_temp(s.temperature))
-        seed = s.seed if s.seed >= 0 else 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: random
-        add(chain, L.llama_sampler_init_dist(seed))
-        return chain
-
-
-def _device_free_bytes(name: str) -> int | None:
-    """Free memory of the ggml device ``name`` ("CUDA0") as its backend reports it (cudaMemGetInfo).
-    Asked only after a failed load: this process already holds the device's context."""
-    try:
-        # libllama's handle resolves libggml's symbols too; llama_cpp._ggml would not do here, as
-        # it ignores LLAMA_CPP_LIB_PATH (llama-cpp-python 0.3.36) and finds no library then.
-        from llama_cpp import llama_cpp as lib_module
-
-        lib = lib_module._lib
-        by_name = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(("ggml_backend_dev_by_name", lib))
-        sz = ctypes.POINTER(ctypes.c_size_t)
-        memory = ctypes.CFUNCTYPE(None, ctypes.c_void_p, sz, sz)(("ggml_backend_dev_memory", lib))
-    except (ImportError, AttributeError, OSError):
-        return None
-    dev = by_name(name.encode())
-    if not dev:
-        return None
-    free, total = ctypes.c_size_t(), ctypes.c_size_t()
-    memory(dev, ctypes.byref(free), ctypes.byref(total))
-    return int(free.value) if total.value else None
-
-
-def _ram_available_bytes() -> int | None:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return None
-
-
-def _physical_cores() -> int:
-    try:
-        import psutil
-
-        return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-    except ImportError:
-        return os.cpu_count() or 1
+            stats.n_prompt_evaluated += len(chunk)
+        return True

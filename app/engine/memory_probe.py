@@ -8,7 +8,8 @@ with ``no_alloc`` and ``LLAMA_LOAD_MODE_NONE``: llama.cpp sizes every buffer wit
 weights (the mechanism behind llama.cpp's own ``--fit``), in a fraction of a second.
 
 The same settings names as :class:`app.core.advice.estimate.RunSettings` are used, so a prediction and a
-measurement describe the same run.
+measurement describe the same run. A failure prints ``{"error": …, "log": …}`` and exits with 1.
+The app runs it through :func:`probe_in_child`; benchmarks and tests run the command directly.
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ import sys
 import time
 from typing import Any
 
-from app.core.runtime import module_command
+from app.core.errors import EngineError
+from app.engine.child import ChildProcess
+from app.engine.errors import ProcessDied
+from app.engine.host import rss_bytes
 from app.engine.llama_log import parse_buffers
-from app.engine.llama_session import KV_TYPES, rss_bytes
+from app.engine.llama_session import KV_TYPES
+
+
+class _ProbeFailed(Exception):
+    """llama.cpp refused the model or the context: reported as one JSON line, exit code 1."""
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +56,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     model = L.llama_model_load_from_file(spec["model"].encode(), mp)
     if not model:
-        raise SystemExit(json.dumps({"error": "load failed", "log": "".join(lines[-20:])}))
+        raise _ProbeFailed({"error": "load failed", "log": "".join(lines[-20:])})
 
     cp = L.llama_context_default_params()
     cp.n_ctx = int(spec.get("n_ctx", 4096))
@@ -67,7 +75,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     cp.type_v = KV_TYPES[str(spec.get("type_v", "f16")).upper()]
     ctx = L.llama_init_from_model(model, cp)
     if not ctx:
-        raise SystemExit(json.dumps({"error": "context failed", "log": "".join(lines[-20:])}))
+        raise _ProbeFailed({"error": "context failed", "log": "".join(lines[-20:])})
     load_s = time.perf_counter() - t0
 
     result: dict[str, Any] = {"spec": spec, "load_s": load_s}
@@ -84,14 +92,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             chunk = toks[pos : pos + cp.n_batch]
             arr = (L.llama_token * len(chunk))(*chunk)
             if L.llama_decode(ctx, L.llama_batch_get_one(arr, len(chunk))) != 0:
-                raise SystemExit(json.dumps({"error": "decode failed"}))
+                raise _ProbeFailed({"error": "decode failed"})
             pos += len(chunk)
         t2 = time.perf_counter()
         n_decode = int(spec.get("decode_tokens", 8))
         tok = (L.llama_token * 1)(toks[-1])
         for _ in range(n_decode):
             if L.llama_decode(ctx, L.llama_batch_get_one(tok, 1)) != 0:
-                raise SystemExit(json.dumps({"error": "decode failed"}))
+                raise _ProbeFailed({"error": "decode failed"})
         t3 = time.perf_counter()
         result.update(
             peak_rss_bytes=rss_bytes()[1],
@@ -115,42 +123,38 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    spec = json.loads(argv[0])
-    out = run(spec)
+    try:
+        out, code = run(json.loads(argv[0])), 0
+    except _ProbeFailed as exc:
+        out, code = exc.args[0], 1
     sys.stdout.write(json.dumps(out) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    return code
 
 
 def probe_in_child(spec: dict[str, Any], *, timeout_s: float = 600.0) -> dict[str, Any]:
     """Run :func:`run` in a fresh child process, so a crash or an out-of-memory kill of llama.cpp
-    only costs this call. Raises ``EngineError`` with what the child said."""
-    import subprocess
-
-    from app.core.errors import EngineError
-
+    only costs this call. Raises ``EngineError`` with what the child said, or how it died."""
+    child: ChildProcess[Any] = ChildProcess(
+        "app.engine.memory_probe", json.dumps(spec), decode=json.loads, what="The llama.cpp process",
+        hint="The file may be damaged or need a newer llama.cpp.",
+    )  # fmt: skip
     try:
-        out = subprocess.run(
-            module_command("app.engine.memory_probe", json.dumps(spec)),
-            capture_output=True, text=True, timeout=timeout_s, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise EngineError(f"llama.cpp did not finish within {timeout_s:.0f} s.") from None
-    last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-    try:
-        data = json.loads(last) if last else {}
-    except json.JSONDecodeError:
-        data = {}
-    if out.returncode != 0 or "error" in data:
-        if out.returncode < 0:
-            cause = f"it was killed by signal {-out.returncode}"
-        else:
-            cause = str(data.get("error") or f"exit code {out.returncode}")
-        raise EngineError(
-            f"The llama.cpp process failed: {cause}.",
-            hint="The file may be damaged or need a newer llama.cpp.",
-        )
+        deadline = time.monotonic() + timeout_s
+        data = None
+        while data is None and time.monotonic() < deadline:
+            data = child.poll(max(0.0, deadline - time.monotonic()))
+    except ProcessDied as exc:  # a crash before it printed anything
+        raise EngineError(f"The llama.cpp process failed: {exc.death.cause}.", hint=exc.hint) from None
+    finally:
+        child.kill()  # done or out of time: it must not outlive the call
+        child.close()
+    if data is None:
+        raise EngineError(f"llama.cpp did not finish within {timeout_s:.0f} s.")
+    if not isinstance(data, dict) or "error" in data:
+        cause = data.get("error") if isinstance(data, dict) else "an answer that is not a JSON object"
+        raise EngineError(f"The llama.cpp process failed: {cause}.", hint=child.hint)
     return data
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,15 +1,26 @@
-"""The typed messages between the app and its model process: one JSON object per line.
+"""The typed messages between the app and its child processes: one JSON object per line.
 
-Parent → child: :class:`Load`, :class:`Generate`, :class:`Cancel`, :class:`Tokenize`,
-:class:`Stats`, :class:`Unload`, :class:`Shutdown`. Child → parent: :class:`LoadProgress`,
-:class:`Loaded`, :class:`TokenChunk`, :class:`Done`, :class:`TokenCount`, :class:`StatsReport`,
-:class:`Failed`. Every message is a
-frozen dataclass; ``encode``/``decode`` turn it into a line and back, checking the kind.
+The model process (:mod:`app.engine.worker`). Parent → child: :class:`Load`, :class:`Generate`,
+:class:`Cancel`, :class:`Tokenize`, :class:`Stats`, :class:`Unload`, :class:`Shutdown`. Child →
+parent: :class:`LoadProgress`, :class:`Loaded`, :class:`TokenChunk`, :class:`Done`,
+:class:`TokenCount`, :class:`StatsReport`, :class:`Failed`. Every request that can be cancelled
+carries the ``request_id`` the app chose for it before any work began, and a cancelled request
+always ends with ``Done(stop_reason="cancelled")``.
+
+One-shot jobs, one request each: :class:`ScoreQuality` → :class:`QualityProgress`…
+:class:`QualityResult` (:mod:`app.engine.quality_child`); :class:`Quantize` →
+:class:`QuantizeProgress`… :class:`Quantized` (:mod:`app.engine.quantize`); either may end in
+:class:`Failed`.
+
+Every message is a frozen dataclass; ``encode``/``decode`` turn it into a line and back, checking
+the kind.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -74,6 +85,9 @@ class Generate(Message):
 
 @dataclass(frozen=True)
 class Cancel(Message):
+    """Stop request ``request_id`` wherever it is: running, queued, or not sent yet (the child
+    remembers recent cancelled ids, so a cancel that overtakes its request still wins)."""
+
     kind: ClassVar[str] = "cancel"
     request_id: int
 
@@ -81,7 +95,7 @@ class Cancel(Message):
 @dataclass(frozen=True)
 class Tokenize(Message):
     kind: ClassVar[str] = "tokenize"
-    request_id: int
+    request_id: int  # the request it serves: a chat's history trimming uses its answer's id
     text: str
 
 
@@ -138,14 +152,22 @@ class Done(Message):
     kind: ClassVar[str] = "done"
     request_id: int
     stop_reason: str  # "eos" | "stop_string" | "max_tokens" | "cancelled" | "context_full"
-    n_prompt_tokens: int
-    n_prompt_evaluated: int  # prompt tokens not already in the KV cache
+    n_prompt_tokens: int | None  # None: cancelled before the prompt was tokenized
+    n_prompt_evaluated: int  # prompt tokens evaluated for this request (not already in the KV cache)
     n_gen_tokens: int
-    ttft_ms: float  # request received → first token sampled
-    prompt_tok_s: float
-    gen_tok_s: float
-    rss_bytes: int
-    peak_rss_bytes: int
+    ttft_ms: float | None  # request received → first token sampled; None: no token was sampled
+    prompt_tok_s: float | None  # None: the prompt was not evaluated to its end
+    gen_tok_s: float | None  # None: no token was generated
+    rss_bytes: int | None  # the model process's resident set; None: the request never reached it
+    peak_rss_bytes: int | None
+
+    @classmethod
+    def cancelled_before_start(cls, request_id: int, *, rss_bytes: int | None = None,
+                               peak_rss_bytes: int | None = None) -> Done:  # fmt: skip
+        """The answer to a request whose cancel came first: nothing was tokenized or evaluated."""
+        return cls(request_id=request_id, stop_reason="cancelled", n_prompt_tokens=None, n_prompt_evaluated=0,
+                   n_gen_tokens=0, ttft_ms=None, prompt_tok_s=None, gen_tok_s=None, rss_bytes=rss_bytes,
+                   peak_rss_bytes=peak_rss_bytes)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,16 +191,91 @@ class StatsReport(Message):
 @dataclass(frozen=True)
 class Failed(Message):
     kind: ClassVar[str] = "failed"
-    stage: str  # "load" | "generate" | "protocol"
+    stage: str  # "load" | "generate" | "tokenize" | "protocol" | a job's request kind
     message: str
     hint: str | None = None
     request_id: int | None = None
+    error: str = ""  # the TailorError class the child raised (app.engine.errors.from_failure); "" = none
+
+
+# --- one-shot jobs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreQuality(Message):
+    kind: ClassVar[str] = "score_quality"
+    reference: str  # GGUF paths
+    candidate: str
+    text: str
+    n_ctx: int
+    n_threads: int = 0  # 0 = physical cores
+
+
+@dataclass(frozen=True)
+class QualityProgress(Message):
+    kind: ClassVar[str] = "quality_progress"
+    fraction: float  # of the chunks scored
+
+
+@dataclass(frozen=True)
+class QualityResult(Message):
+    """What a quantization costs, measured: perplexity and KL divergence against a reference."""
+
+    kind: ClassVar[str] = "quality_result"
+    reference: str
+    candidate: str
+    n_vocab: int
+    n_ctx: int  # tokens per chunk (smaller than asked when the whole text is shorter)
+    n_text_tokens: int
+    n_chunks: int
+    n_tokens: int  # scored tokens: the second half of every chunk
+    ppl_ref: float
+    ppl_cand: float
+    kld_mean: float  # nats per token, KL(reference || candidate)
+    kld_p99: float
+    top1_agreement: float  # share of positions where both models' most likely token is the same
+    ref_tok_s: float  # each model's batched evaluation speed alone
+    cand_tok_s: float
+    tok_s: float  # text tokens per second through both models and the statistics
+    eval_s: float
+    elapsed_s: float  # including both loads (the parent adds the child's start)
+
+    @property
+    def ppl_change(self) -> float:
+        """Relative perplexity increase of the candidate (0.05 = 5 % higher)."""
+        return self.ppl_cand / self.ppl_ref - 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ppl_change": self.ppl_change}
+
+
+@dataclass(frozen=True)
+class Quantize(Message):
+    kind: ClassVar[str] = "quantize"
+    source: str  # GGUF paths
+    output: str
+    to: str  # llama.cpp file type name: "Q4_K_M"
+    n_threads: int = 0  # 0 = llama.cpp's default
+
+
+@dataclass(frozen=True)
+class QuantizeProgress(Message):
+    kind: ClassVar[str] = "quantize_progress"
+    fraction: float  # of the tensors written
+    tensor: str  # the tensor just written
+
+
+@dataclass(frozen=True)
+class Quantized(Message):
+    kind: ClassVar[str] = "quantized"
+    output: str
 
 
 KINDS: dict[str, type[Message]] = {
     c.kind: c
     for c in (Load, Generate, Cancel, Tokenize, Stats, Unload, Shutdown, LoadProgress, Loaded, TokenChunk, Done,
-              TokenCount, StatsReport, Failed)
+              TokenCount, StatsReport, Failed, ScoreQuality, QualityProgress, QualityResult, Quantize,
+              QuantizeProgress, Quantized)
 }  # fmt: skip
 
 
@@ -199,3 +296,27 @@ def decode(line: bytes | str) -> Message:
         s["stop"] = tuple(s.get("stop", ()))
         data["sampling"] = Sampling(**{k: v for k, v in s.items() if k in {f.name for f in fields(Sampling)}})
     return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class RecentIds:
+    """A bounded, thread-safe set of request ids (the cancelled ones), on both sides of the pipe.
+
+    Bounded because a long session sends many requests; the oldest ids go first, and a request
+    older than the last ``capacity`` cancels is long over.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def add(self, request_id: int) -> None:
+        with self._lock:
+            self._ids[request_id] = None
+            self._ids.move_to_end(request_id)
+            while len(self._ids) > self._capacity:
+                self._ids.popitem(last=False)
+
+    def __contains__(self, request_id: object) -> bool:
+        with self._lock:
+            return request_id in self._ids

@@ -1,9 +1,11 @@
 """GGUF → any llama.cpp quantization with ``llama_model_quantize`` — the real quantizer — in a
-child process, so a crash cannot take the app down and a cancel is a kill.
+child process (:func:`app.engine.child.job`), so a crash cannot take the app down and a cancel is
+a kill.
 
-Progress comes from llama.cpp's own log, one line per tensor (``[  12/ 272] blk.1.attn_q.weight``).
-The output is written under a temporary name and renamed into place on success; a failure or a
-cancel removes it. Run as ``python -m app.engine.quantize SRC DST TYPE THREADS`` it is the child.
+Progress comes from llama.cpp's own log, one line per tensor (``[  12/ 272] blk.1.attn_q.weight``),
+which the child turns into :class:`QuantizeProgress` messages. The output is written under a
+temporary name and renamed into place on success; a failure or a cancel removes it. Run as
+``python -m app.engine.quantize`` (one :class:`Quantize` request on stdin) it is the child.
 """
 
 from __future__ import annotations
@@ -12,24 +14,23 @@ import re
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.advice.quality import quality_of
-from app.core.build.convert import ConversionError, predicted_bytes, run_logged
+from app.core.build.convert import predicted_bytes
+from app.core.errors import ConversionError
 from app.core.hub.download import check_disk_space
-from app.core.runtime import module_command
+from app.engine import protocol as P
+from app.engine.child import job, serve_one_job
+from app.engine.protocol import QuantizeProgress
+
+__all__ = ["QUANT_TYPES", "QuantizeProgress", "precision_warnings", "quantize"]
 
 # What `tailorlm quantize --to` offers: llama.cpp file types that need no importance matrix.
 QUANT_TYPES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_1",
                "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "IQ4_NL", "IQ4_XS", "F16", "BF16", "F32")  # fmt: skip
 _TENSOR = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
-
-
-@dataclass(frozen=True)
-class QuantizeProgress:
-    fraction: float
-    tensor: str
+_LOG_LINES_KEPT = 40  # the child's log tail, for a failure's message
 
 
 def precision_warnings(src_type: str | None, target: str) -> list[str]:
@@ -70,25 +71,37 @@ def quantize(
     tmp = out.with_name(f".{out.name}.quantizing")
     tmp.unlink(missing_ok=True)
 
-    def on_line(line: str) -> None:
-        if on_progress is not None and (m := _TENSOR.match(line)):
-            on_progress(QuantizeProgress(int(m.group(1)) / int(m.group(2)), m.group(3)))
-
-    cmd = module_command("app.engine.quantize", str(src), str(tmp), to, str(n_threads))
+    request = P.Quantize(source=str(src), output=str(tmp), to=to, n_threads=n_threads)
     try:
-        rc, tail = run_logged(cmd, on_line, cancel)
-        if rc != 0 or not tmp.exists():
-            text = "\n".join(tail)
-            if "No space left" in text or "ENOSPC" in text:
-                raise ConversionError(f"The disk filled up while writing {out.name}; nothing was kept.",
-                                      hint="Free some space and try again.")  # fmt: skip
-            last = next((ln for ln in reversed(tail) if "error" in ln.lower() or "failed" in ln.lower()), "")
-            raise ConversionError(f"llama.cpp's quantizer failed on {src.name}{': ' + last[-200:] if last else ''}.",
-                                  hint="Nothing was kept.")  # fmt: skip
+        for msg in job("app.engine.quantize", request, result=P.Quantized, cancel=cancel,
+                       what="llama.cpp's quantizer", hint="Nothing was kept.",
+                       cancelled_message="Stopped; nothing was kept."):  # fmt: skip
+            if isinstance(msg, P.QuantizeProgress):
+                if on_progress is not None:
+                    on_progress(msg)
+            elif isinstance(msg, P.Failed):
+                raise _failure(msg.message, src, out)
+            elif isinstance(msg, P.Quantized):
+                break
+        if not tmp.exists():
+            raise _failure("", src, out)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
     return out, warnings
+
+
+def _failure(log_tail: str, src: Path, out: Path) -> ConversionError:
+    if "No space left" in log_tail or "ENOSPC" in log_tail:
+        return ConversionError(f"The disk filled up while writing {out.name}; nothing was kept.",
+                               hint="Free some space and try again.")  # fmt: skip
+    lines = log_tail.splitlines()
+    last = next((ln for ln in reversed(lines) if "error" in ln.lower() or "failed" in ln.lower()), "")
+    return ConversionError(f"llama.cpp's quantizer failed on {src.name}{': ' + last[-200:] if last else ''}.",
+                           hint="Nothing was kept.")  # fmt: skip
+
+
+# --- the child -------------------------------------------------------------------------------
 
 
 def _ftype(name: str) -> int:
@@ -98,17 +111,43 @@ def _ftype(name: str) -> int:
     return int(getattr(llama_cpp, attr))
 
 
-def _child(src: str, dst: str, to: str, n_threads: int) -> int:
+def _child(request: P.Message, send: Callable[[P.Message], None]) -> P.Message:
+    """Quantize as ``request`` says; each tensor line of llama.cpp's log becomes a progress message,
+    the rest goes to stderr (the parent keeps its tail)."""
     import ctypes
 
     import llama_cpp
 
+    if not isinstance(request, P.Quantize):
+        raise ConversionError(f"The quantizer got a {request.kind} request.")
+    partial = bytearray()  # llama.cpp logs a tensor's line in several calls
+    tail: list[str] = []
+
+    @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+    def on_log(level: int, text: bytes, user: ctypes.c_void_p) -> None:
+        partial.extend(text)
+        while (end := partial.find(b"\n")) >= 0:
+            line = partial[:end].decode("utf-8", "replace")
+            del partial[: end + 1]
+            if m := _TENSOR.match(line):
+                send(P.QuantizeProgress(fraction=int(m.group(1)) / int(m.group(2)), tensor=m.group(3)))
+            else:
+                sys.stderr.write(line + "\n")
+                tail.append(line)
+                del tail[:-_LOG_LINES_KEPT]
+
+    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
     params = llama_cpp.llama_model_quantize_default_params()
-    params.nthread = n_threads
-    params.ftype = _ftype(to)
+    params.nthread = request.n_threads
+    params.ftype = _ftype(request.to)
     params.allow_requantize = True  # a quantized source is allowed; the parent warns about it
-    return int(llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params)))
+    rc = int(
+        llama_cpp.llama_model_quantize(request.source.encode(), request.output.encode(), ctypes.byref(params))
+    )
+    if rc != 0:
+        return P.Failed(stage=request.kind, message="\n".join(tail))
+    return P.Quantized(output=request.output)
 
 
 if __name__ == "__main__":
-    sys.exit(1 if _child(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])) != 0 else 0)
+    serve_one_job(_child)

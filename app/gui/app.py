@@ -42,9 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         QTimer.singleShot(500, report)
     code = int(app.exec())
-    from app.gui.workers import shutdown_tasks
+    from app.gui.workers import shutdown_workers
 
-    shutdown_tasks()
+    shutdown_workers()
     return code
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QSettings, Signal
 
-from app.gui.workers import run_task
+from app.gui.workers import start_worker
 
 
 class AppContext(QObject):
@@ -48,7 +48,7 @@ class AppContext(QObject):
         def work(report: Any, cancel: Any) -> Any:
             from app.core.machine.hardware import detect_machine
 
-            return detect_machine(measure_bandwidth=True)
+            return detect_machine(measure_bandwidth=True, reprobe=refresh)  # the probe runs in a child
 
         def done(profile: Any) -> None:
             self._detecting = False
@@ -59,7 +59,7 @@ class AppContext(QObject):
             self._detecting = False
             self.error.emit(msg, hint)
 
-        run_task(work, on_done=done, on_failed=failed, name="detect")
+        start_worker(work, owner=self, on_return=done, on_error=failed, name="detect")
 
     # --- library ------------------------------------------------------------------------------
 

@@ -33,6 +33,13 @@ PANELS: tuple[tuple[str, str, str], ...] = (
     ("convert", "Convert", "app.gui.panels.convert:ConvertPanel"),
     ("chat", "Chat", "app.gui.panels.chat:ChatPanel"),
 )
+# Requests one panel makes of another, which it never imports: (from, its signal, to, the method
+# that takes the signal's arguments). The receiving panel is built if need be, then shown.
+HANDOFFS: tuple[tuple[str, str, str, str], ...] = (
+    ("library", "advise_requested", "advisor", "advise_path"),  # "Advise" on a library model
+    ("advisor", "pull_requested", "library", "pull"),  # "Download and chat"
+    ("advisor", "convert_requested", "convert", "set_source"),  # "Convert to …"
+)
 
 
 class ErrorBanner(QFrame):
@@ -122,7 +129,16 @@ class MainWindow(QMainWindow):
             self.stack.removeWidget(old)
             old.deleteLater()
             self.panels[key] = widget
+            for source, signal, target, method in HANDOFFS:
+                if source == key:
+                    getattr(widget, signal).connect(
+                        lambda *args, t=target, m=method: self._hand_off(t, m, args)
+                    )
         return self.panels[key]
+
+    def _hand_off(self, key: str, method: str, args: tuple[Any, ...]) -> None:
+        getattr(self.panel(key), method)(*args)
+        self.show_panel(key)
 
     def _open_chat(self, path: str, load: dict[str, Any]) -> None:
         """A chat asked for before the Chat panel existed: build it and hand the request over."""
@@ -153,25 +169,9 @@ class MainWindow(QMainWindow):
     # --- status bar ---------------------------------------------------------------------------
 
     def _on_metrics(self, m: dict[str, Any]) -> None:
-        from app.core.units import format_bytes
+        from app.gui.panels.chat_metrics import status_text
 
-        parts = []
-        if m.get("gen_tok_s"):
-            parts.append(f"{m['gen_tok_s']:.1f} tok/s")
-        if m.get("ttft_ms"):
-            parts.append(f"first token {m['ttft_ms']:.0f} ms")
-        if m.get("rss_bytes"):
-            pred = m.get("predicted_ram_bytes")
-            parts.append(
-                f"RAM {format_bytes(m['rss_bytes'])}" + (f" (predicted {format_bytes(pred)})" if pred else "")
-            )
-        if m.get("vram_bytes"):
-            pred = m.get("predicted_vram_bytes")
-            parts.append(
-                f"VRAM {format_bytes(m['vram_bytes'])}"
-                + (f" (predicted {format_bytes(pred)})" if pred else "")
-            )
-        self._metrics.setText("   ".join(parts))
+        self._metrics.setText(status_text(m))
 
     # --- menu, settings -----------------------------------------------------------------------
 
@@ -204,4 +204,7 @@ class MainWindow(QMainWindow):
             shutdown = getattr(widget, "shutdown", None)
             if callable(shutdown):
                 shutdown()
+        from app.gui.workers import discard_workers
+
+        discard_workers(self)  # what panels without a shutdown of their own started
         super().closeEvent(event)

@@ -52,7 +52,7 @@ def requants(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def quality_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children() if "app.engine.quality_eval" in " ".join(p.cmdline())]
+    return [p for p in psutil.Process().children() if "app.engine.quality_child" in " ".join(p.cmdline())]
 
 
 def test_a_model_against_itself_loses_nothing(smollm2_path: Path) -> None:

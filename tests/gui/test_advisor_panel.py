@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, Qt, QThreadPool
+from PySide6.QtCore import QSettings, Qt
 
 from app.core.advice.recommend import advise, best_plan
 from app.core.machine.hardware import detect_machine
@@ -16,10 +16,10 @@ from app.core.model.catalog import load_catalog
 from app.core.model.source import load_model
 from app.gui.context import AppContext
 from app.gui.panels import advisor_compute as compute
-from app.gui.panels.advisor import LIBRARY_CHOICE_KEY, AdvisorPanel
-from app.gui.panels.advisor_action import PENDING_PULL_KEY
+from app.gui.panels.advisor import AdvisorPanel
 from app.gui.panels.advisor_source import request_for_spec
 from app.gui.panels.advisor_table import COL_FITS, COL_PICK
+from app.gui.workers import wait_for_workers
 
 WAIT_MS = 20_000
 
@@ -51,10 +51,9 @@ def make_panel(qtbot, ctx: AppContext):  # type: ignore[no-untyped-def]
         return panel
 
     yield make
-    for panel in panels:  # let running tasks end and deliver while the widgets still exist
+    for panel in panels:  # cancel what still runs and wait for it: no thread outlives the test
         panel.shutdown()
-    QThreadPool.globalInstance().waitForDone(WAIT_MS)
-    qtbot.wait(20)
+    wait_for_workers(WAIT_MS)
 
 
 def _loaded(qtbot, panel: AdvisorPanel, spec: str) -> compute.AdvisorResult:  # type: ignore[no-untyped-def]
@@ -207,20 +206,20 @@ def test_first_run_lists_what_the_catalog_offers_this_machine(make_panel, qtbot)
     assert panel.stack.currentIndex() == 1
     rec = panel.result.recommended
     assert panel.action_button.text() == f"Download {rec.quant} and chat"
-    panel.action_button.click()
-    pull = json.loads(str(panel.ctx.settings.value(PENDING_PULL_KEY)))
+    with qtbot.waitSignal(panel.pull_requested, timeout=WAIT_MS) as sig:
+        panel.action_button.click()
+    [pull] = sig.args
     entry = next(e for e in load_catalog() if e.name == "SmolLM2 135M Instruct")
     assert pull == {"repo_id": entry.gguf_repos[0], "quant": rec.quant, "n_ctx": 4096,
                     "n_gpu_layers": rec.n_gpu_layers}  # fmt: skip
 
 
-def test_a_model_the_library_picked_is_sized_up_on_show(make_panel, qtbot, gemma3_path: Path) -> None:  # type: ignore[no-untyped-def]
-    panel = make_panel()
-    panel.ctx.settings.setValue(LIBRARY_CHOICE_KEY, str(gemma3_path))
-    panel.show()
+def test_a_model_the_library_picked_is_sized_up(make_panel, qtbot, gemma3_path: Path) -> None:  # type: ignore[no-untyped-def]
+    panel = make_panel(show=True)
+    panel.advise_path(str(gemma3_path))  # the Library panel's "Advise", through the window
     qtbot.waitUntil(lambda: panel.result is not None, timeout=WAIT_MS)
     assert panel.model is not None and panel.model.source == str(gemma3_path)
-    assert panel.ctx.settings.value(LIBRARY_CHOICE_KEY) is None  # consumed
+    assert panel.stack.currentIndex() == 1  # its plans, not the catalog overview
     assert compute.context_steps(panel.model)[-1] == panel.model.n_ctx_train == 32768
 
 
@@ -243,14 +242,12 @@ def test_a_hub_gguf_is_sized_from_its_header_and_queued_for_download(  # type: i
         qtbot.waitUntil(lambda: panel.result is not None, timeout=WAIT_MS)
     assert panel.model.source_kind == "hf_gguf" and panel.model.file_type == "Q4_1"
     assert panel.action_button.text().startswith("Download and chat")
-    shown: list[str] = []
-    panel.ctx.show_panel.connect(shown.append)
-    panel.action_button.click()
-    pull = json.loads(str(panel.ctx.settings.value(PENDING_PULL_KEY)))
+    with qtbot.waitSignal(panel.pull_requested, timeout=WAIT_MS) as sig:
+        panel.action_button.click()
+    [pull] = sig.args
     assert (
         pull["repo_id"] == "acme/SmolLM2-135M-GGUF" and pull["filename"] == name and pull["quant"] == "Q4_1"
     )
-    assert shown == ["library"]
 
 
 def test_a_checkpoint_folder_offers_conversion_at_the_chosen_precision(  # type: ignore[no-untyped-def]
@@ -267,12 +264,9 @@ def test_a_checkpoint_folder_offers_conversion_at_the_chosen_precision(  # type:
     row = panel.table.row_of("Q5_K_M")
     panel.precision_slider.setValue(row)
     assert panel.action_button.text() == "Convert to Q5_K_M" and panel.action_button.isEnabled()
-    shown: list[str] = []
-    panel.ctx.show_panel.connect(shown.append)
-    panel.action_button.click()
-    assert panel.ctx.settings.value("convert/folder") == str(folder)
-    assert panel.ctx.settings.value("convert/quant") == "Q5_K_M"
-    assert shown == ["convert"] and result.plan_for("Q5_K_M") is not None
+    with qtbot.waitSignal(panel.convert_requested, timeout=WAIT_MS) as sig:
+        panel.action_button.click()
+    assert sig.args == [str(folder), "Q5_K_M"] and result.plan_for("Q5_K_M") is not None
 
 
 def test_the_panel_waits_for_the_hardware_profile(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -282,4 +276,5 @@ def test_the_panel_waits_for_the_hardware_profile(qtbot, tmp_path: Path) -> None
     qtbot.waitUntil(lambda: panel.profile is not None, timeout=WAIT_MS)
     assert panel.budget_label.text().startswith("Plans may use")
     assert panel.ngl_spin.isEnabled() == bool(panel.budget().gpus and panel.budget().can_offload)
-    QThreadPool.globalInstance().waitForDone(WAIT_MS)
+    panel.shutdown()
+    wait_for_workers(WAIT_MS)

@@ -171,6 +171,25 @@ def test_stop_is_quick_and_keeps_the_partial_answer(panel: ChatPanel, qtbot: Any
     assert "stopped" in panel.view.messages()[-1].title.text() and "kept" in panel.notice.text()
 
 
+def test_stop_pressed_before_the_first_token_wins(panel: ChatPanel, qtbot: Any, smollm2_path: Path) -> None:
+    """Stop at once after Send: the answer is still queued, or its history being trimmed."""
+    _loaded(panel, qtbot, smollm2_path, max_tokens=500, temperature=0.8)
+    answered: list[Any] = []
+    panel.engine.answered.connect(answered.append)
+    _send(panel, qtbot, "Write a long story about a dragon who learns to cook.")
+    qtbot.keyClick(panel.input, Qt.Key.Key_Escape)  # before the job has even started on its lane
+    qtbot.waitUntil(lambda: panel.state == "ready", timeout=5_000)
+    assert answered and answered[-1].done is not None and answered[-1].done.stop_reason == "cancelled"
+    assert answered[-1].done.n_gen_tokens == 0 and panel.meter.tokens == 0
+    assert panel.notice.text() == "Stopped before the first word."
+    with ChatStore() as store:  # the question is kept; no empty answer is stored
+        assert [m.role for m in store.thread(panel.conversation_id)] == ["user"]
+    panel.settings_panel.max_tokens.setValue(4)
+    _send(panel, qtbot, "Say hello.")  # the stop did not leak into the next answer
+    _wait_answer(panel, qtbot)
+    assert answered[-1].done.stop_reason != "cancelled" and answered[-1].done.n_gen_tokens > 0
+
+
 def test_a_killed_model_process_is_reported_and_load_works_again(
     panel: ChatPanel, qtbot: Any, smollm2_path: Path
 ) -> None:

@@ -8,13 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, QThreadPool
+from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
 from app.core.paths import hf_cache_dir
 from app.gui.context import AppContext
 from app.gui.panels.library import LibraryPanel
 from app.gui.panels.library_downloads import DownloadRow
+from app.gui.workers import wait_for_workers
 from tests.fake_hub import RepoMeta, fake_hub
 
 SMOL = "SmolLM2-135M-Instruct-Q4_1.gguf"
@@ -29,7 +30,7 @@ def panel(qtbot: QtBot, tmp_path: Path):
     qtbot.waitUntil(lambda: not widget.tasks, timeout=10_000)  # the first scan
     yield widget
     widget.shutdown()
-    QThreadPool.globalInstance().waitForDone(10_000)
+    wait_for_workers(10_000)
 
 
 def _ids(panel: LibraryPanel) -> dict[str, object]:
@@ -62,9 +63,9 @@ def test_add_folder_lists_its_models_and_the_buttons_follow_the_selection(
     with qtbot.waitSignal(panel.ctx.open_chat) as chat, qtbot.waitSignal(panel.ctx.show_panel) as shown:
         panel.chat_button.click()
     assert chat.args == [str(model.path), {}] and shown.args == ["chat"]
-    with qtbot.waitSignal(panel.ctx.show_panel) as shown:
+    with qtbot.waitSignal(panel.advise_requested) as advise:
         panel.advise_button.click()
-    assert shown.args == ["advisor"] and panel.ctx.settings.value("advisor/model") == str(model.path)
+    assert advise.args == [str(model.path)]
 
     panel.remove_button.click()
     qtbot.waitUntil(lambda: model.id not in _ids(panel), timeout=10_000)
@@ -161,18 +162,14 @@ def test_every_control_is_named_and_reachable_by_keyboard(panel: LibraryPanel) -
 def test_the_advisors_download_and_chat_pulls_then_opens_the_chat(
     panel: LibraryPanel, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch, smollm2_path: Path
 ) -> None:
-    import json
-
     opened: list[tuple[str, dict[str, object]]] = []
     panel.ctx.open_chat.connect(lambda path, load: opened.append((path, load)))
     want = {"repo_id": "acme/smol-GGUF", "quant": "Q4_1", "n_ctx": 2048, "n_gpu_layers": 0}
-    panel.ctx.settings.setValue("library/pending_pull", json.dumps(want))  # what the Advisor's button leaves
     with fake_hub({"acme/smol-GGUF": {SMOL: smollm2_path}}) as url:
         monkeypatch.setenv("HF_ENDPOINT", url)
-        panel.hide()
-        panel.show()  # the Library panel is shown: it takes the pending pull
+        panel.pull(want)  # what the Advisor's pull_requested carries, through the window
         qtbot.waitUntil(lambda: len(panel.downloads.rows) == 1, timeout=10_000)
         qtbot.waitUntil(lambda: bool(opened), timeout=30_000)
     path, load = opened[0]
     assert Path(path).is_file() and load == {"n_ctx": 2048, "n_gpu_layers": 0}
-    assert panel.ctx.settings.value("library/pending_pull") is None  # taken once
+    assert panel.tabs.currentWidget() is panel.hub  # where the download shows

@@ -1,32 +1,38 @@
 """The Machine panel on this machine: the real profile's CPU and RAM appear, the live charts fill
-with samples while the panel is shown (and stop when it is hidden), and the model's share from the
-model process is charted beside the machine's use."""
+with samples from the shared sampler child while the panel is shown (and it stops when the panel
+is hidden), the model's share from the model process is charted beside the machine's use, and
+what could not be measured shows as "—" — with a fake NVML only at the pynvml boundary of the
+probe and sampler children."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
-from app.core.units import format_bytes
+from app.core.machine.sampler_client import shared_sampler
+from app.core.units import GIB, MIB, format_bytes
 from app.gui.context import AppContext
-from app.gui.panels.machine import MachinePanel
+from app.gui.panels.machine import MachinePanel, describe_profile
+from tests.core.machine.fake_nvml import H100, child_pythonpath
 
 
 @pytest.fixture
-def panel(qtbot: QtBot, tmp_path: Path):
+def panel(qtbot: QtBot, tmp_path: Path) -> Iterator[MachinePanel]:
     ctx = AppContext(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     widget = MachinePanel(ctx)
     qtbot.addWidget(widget)
     widget.show()
+    qtbot.waitUntil(lambda: ctx.profile is not None, timeout=60_000)  # detection: the probe child
     yield widget
     widget.shutdown()
+    assert not shared_sampler().running  # the panel was its only subscriber
 
 
 def test_shows_the_real_cpu_and_ram_and_charts_samples(panel: MachinePanel, qtbot: QtBot) -> None:
-    qtbot.waitUntil(lambda: panel.ctx.profile is not None, timeout=30_000)
     profile = panel.ctx.profile
     assert profile.cpu.model in panel.facts["cpu"].text()
     assert f"{profile.cpu.physical_cores} cores" in panel.facts["cpu"].text()
@@ -36,7 +42,7 @@ def test_shows_the_real_cpu_and_ram_and_charts_samples(panel: MachinePanel, qtbo
     assert panel.facts["build"].text().startswith(("llama-cpp-python", "llama.cpp"))
     assert len(panel.gpu_charts) == len([g for g in profile.gpus if g.vendor != "apple"])
 
-    qtbot.waitUntil(lambda: len(panel.ram_chart.values) >= 2, timeout=5_000)
+    qtbot.waitUntil(lambda: len(panel.ram_chart.values) >= 2, timeout=10_000)
     assert 0 < panel.ram_chart.values[-1] <= profile.ram_total_bytes
     assert 0.0 <= panel.cpu_chart.values[-1] <= 100.0
     assert "RAM:" in panel.ram_chart.summary.text() and "of" in panel.ram_chart.summary.text()
@@ -49,11 +55,44 @@ def test_shows_the_real_cpu_and_ram_and_charts_samples(panel: MachinePanel, qtbo
     assert panel.ram_chart.model_values[-1] == 300 << 20
     assert "the model 300 MiB" in panel.ram_chart.summary.text()
 
-    # hidden: no more sampling (a laptop's GPU may sleep)
+    # hidden: no more sampling (a laptop's GPU may sleep), and the sampler child is stopped
     panel.hide()
     n = len(panel.ram_chart.values)
     qtbot.wait(1500)
     assert len(panel.ram_chart.values) == n and not panel.timer.isActive()
+    assert not shared_sampler().running
+
+
+def test_an_nvidia_gpu_is_charted_and_unattributable_vram_shows_as_unknown(
+    qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NVML lists another process only (as in a container): the model's VRAM cannot be attributed
+    monkeypatch.setenv("PYTHONPATH", child_pythonpath(tmp_path, [{**H100, "procs": [(1, 5 * GIB)]}]))
+    ctx = AppContext(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    panel = MachinePanel(ctx)
+    qtbot.addWidget(panel)
+    panel.show()
+    try:
+        qtbot.waitUntil(lambda: ctx.profile is not None, timeout=60_000)
+        (chart,) = panel.gpu_charts.values()
+        assert H100["name"] in panel.facts["gpus"].text()
+        panel.ctx.engine_metrics.emit({"rss_bytes": 300 << 20, "vram_bytes": None})
+        qtbot.waitUntil(lambda: len(chart.values) >= 2, timeout=10_000)
+        assert chart.values[-1] == H100["total"] - H100["free"]  # the GPU's use is known
+        text = chart.summary.text()
+        assert f"of {format_bytes(81559 * MIB)} used; the model —" in text, text  # not "0 B"
+    finally:
+        panel.shutdown()
+
+
+def test_unknown_profile_figures_show_as_a_dash(panel: MachinePanel) -> None:
+    from dataclasses import replace
+
+    from app.core.machine.gpus import GpuInfo
+
+    gpu = GpuInfo(0, "NVIDIA GPU 0", "nvidia", "cuda", vram_total_bytes=None, vram_free_bytes=None)
+    facts = describe_profile(replace(panel.ctx.profile, gpus=(gpu,)))
+    assert facts["gpus"] == "NVIDIA GPU 0 (CUDA): — VRAM"
 
 
 def test_every_control_is_named_and_reachable_by_keyboard(panel: MachinePanel) -> None:

@@ -1,5 +1,6 @@
 """The window as a user meets it: it opens fast on the panel they left, every panel builds, errors
-land in the banner in plain words, and the status bar shows the model process's numbers."""
+land in the banner in plain words, the status bar shows the model process's numbers, and a panel's
+request of another (Advise, Download and chat, Convert) reaches it through the window."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from PySide6.QtCore import QSettings
 
 from app.gui.context import AppContext
 from app.gui.main_window import PANELS, MainWindow
+from app.gui.workers import start_worker, wait_for_workers
+
+WAIT_MS = 30_000  # the hardware detection measures the RAM bandwidth on a busy 2-core machine
 
 
 @pytest.fixture
@@ -20,7 +24,9 @@ def window(qtbot, tmp_path: Path):  # type: ignore[no-untyped-def]
     win = MainWindow(AppContext(settings))
     qtbot.addWidget(win)
     win.show()
-    return win
+    yield win
+    win.close()  # the panels stop their work; the hardware detection cannot be stopped: wait
+    wait_for_workers(WAIT_MS)
 
 
 def test_every_panel_builds_with_an_accessible_name(window: MainWindow, qtbot) -> None:  # type: ignore[no-untyped-def]
@@ -33,12 +39,11 @@ def test_every_panel_builds_with_an_accessible_name(window: MainWindow, qtbot) -
 
 def test_errors_show_in_the_banner_without_a_traceback(window: MainWindow, qtbot) -> None:  # type: ignore[no-untyped-def]
     from app.core.errors import ModelNotFoundError
-    from app.gui.workers import run_task
 
     def fail(report: object, cancel: object) -> None:
         raise ModelNotFoundError("No model named 'x'.", hint="Pick one from the library.")
 
-    run_task(fail, on_failed=lambda m, h, c: window.ctx.error.emit(m, h))
+    start_worker(fail, owner=window, on_error=lambda m, h, c: window.ctx.error.emit(m, h))
     qtbot.waitUntil(window.banner.isVisible, timeout=5000)
     assert "No model named" in window.banner.text.text() and "Pick one" in window.banner.text.text()
     assert "Traceback" not in window.banner.text.text()
@@ -61,6 +66,50 @@ def test_the_last_panel_and_geometry_come_back(qtbot, tmp_path: Path) -> None:  
     again = MainWindow(AppContext(settings))
     qtbot.addWidget(again)
     assert PANELS[again.nav.currentRow()][0] == "machine"
+    again.close()
+    wait_for_workers(WAIT_MS)  # the first window's hardware detection
+
+
+def test_advise_in_the_library_sizes_the_model_up_in_the_advisor(  # type: ignore[no-untyped-def]
+    window: MainWindow, qtbot, smollm2_path: Path
+) -> None:
+    window.show_panel("library")
+    library = window.panels["library"]
+    library.advise_requested.emit(str(smollm2_path))  # what its "Advise" button sends
+    advisor = window.panels["advisor"]
+    assert window.stack.currentWidget() is advisor
+    qtbot.waitUntil(lambda: advisor.result is not None, timeout=WAIT_MS)
+    assert advisor.model.source == str(smollm2_path) and advisor.stack.currentIndex() == 1
+
+
+def test_the_advisors_convert_fills_the_convert_panel(window: MainWindow, qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "SmolLM2-135M-Instruct"
+    folder.mkdir()
+    advisor = window.panel("advisor")
+    advisor.convert_requested.emit(str(folder), "Q5_K_M")  # what "Convert to Q5_K_M" sends
+    convert = window.panels["convert"]
+    assert window.stack.currentWidget() is convert
+    assert convert.folder.text() == str(folder) and convert.target.currentText() == "Q5_K_M"
+    qtbot.waitUntil(lambda: "config.json" in convert.facts.text(), timeout=WAIT_MS)  # it was checked
+
+
+def test_the_advisors_download_and_chat_queues_the_pull_in_the_library(  # type: ignore[no-untyped-def]
+    window: MainWindow, qtbot, monkeypatch: pytest.MonkeyPatch, smollm2_path: Path
+) -> None:
+    from tests.fake_hub import fake_hub
+
+    name = "SmolLM2-135M-Instruct-Q4_1.gguf"
+    with fake_hub({"acme/smol-GGUF": {name: smollm2_path}}) as url:
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        advisor = window.panel("advisor")
+        advisor.pull_requested.emit({"repo_id": "acme/smol-GGUF", "quant": "Q4_1", "n_ctx": 2048})
+        library = window.panels["library"]
+        assert window.stack.currentWidget() is library
+        qtbot.waitUntil(lambda: len(library.downloads.rows) == 1, timeout=WAIT_MS)
+        [row] = library.downloads.rows
+        assert row.repo == "acme/smol-GGUF" and row.repo_file.file.first == name
+        qtbot.waitUntil(lambda: row.state in ("verified", "failed"), timeout=WAIT_MS)
+    assert row.state == "verified", row.status.text()
 
 
 def test_without_a_display_python_m_app_says_so() -> None:

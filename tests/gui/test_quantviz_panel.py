@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, QThreadPool
+from PySide6.QtCore import QSettings
 
 from app.gui.context import AppContext
 from app.gui.panels import quantviz_compute as compute
 from app.gui.panels.quantviz import QuantVizPanel
+from app.gui.workers import wait_for_workers
 
 WAIT_MS = 20_000
 TENSOR = "blk.0.attn_q.weight"
@@ -27,8 +28,7 @@ def panel(qtbot, tmp_path: Path):  # type: ignore[no-untyped-def]
     widget.show()
     yield widget
     widget.shutdown()
-    QThreadPool.globalInstance().waitForDone(WAIT_MS)  # deliver late answers while the widget lives
-    qtbot.wait(20)
+    wait_for_workers(WAIT_MS)
 
 
 def _compared(qtbot, panel: QuantVizPanel, target: str) -> compute.QuantComparison:  # type: ignore[no-untyped-def]

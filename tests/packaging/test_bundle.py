@@ -59,4 +59,7 @@ def test_the_cli_of_the_same_bundle_advises_and_chats(tmp_path: Path, smollm2_pa
     # The bundle answers what the source tree answers on this machine (same llama.cpp, same file).
     source = subprocess.run([sys.executable, "-m", "app.cli", *ask], capture_output=True, text=True,
                             timeout=180, check=False)  # fmt: skip
-    assert json.loads(chat.stdout)["text"] and json.loads(chat.stdout)["text"] == json.loads(source.stdout)["text"]
+    assert (
+        json.loads(chat.stdout)["text"]
+        and json.loads(chat.stdout)["text"] == json.loads(source.stdout)["text"]
+    )

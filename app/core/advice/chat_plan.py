@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.core.advice.estimate import KV_TYPES, RunSettings
 from app.core.advice.recommend import DEFAULT_CTX, Budget, Plan, best_plan
+from app.core.advice.run_settings import KV_TYPES, RunSettings
 from app.core.errors import DoesNotFitError, TailorError
 from app.core.model.info import ModelInfo
 from app.core.units import format_bytes

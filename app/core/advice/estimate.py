@@ -1,15 +1,11 @@
 """Predict the memory a llama.cpp run needs on every device, component by component.
 
 Mirrors how llama.cpp (as vendored in llama-cpp-python 0.3.36) places and sizes its buffers:
-- weights: ``src/llama-model.cpp`` assigns repeating layers to the GPU from the last one backwards
-  (``i_gpu_start = n_layer + 1 - n_gpu_layers``); the output layer counts as one and is offloaded
-  first; ``token_embd`` always stays on the CPU (a tied embedding is duplicated for the output).
-- KV cache: ``src/llama-kv-cache.cpp``; cells = pad(n_ctx, 256) (``llama-context.cpp``); sliding-
-  window layers keep pad(min(n_ctx, n_swa·n_seq + n_ubatch), 256) cells unless ``swa_full``
-  (``llama-kv-cache-iswa.cpp``).
-- compute buffer: the peak of ggml-alloc's graph allocation, fitted to llama.cpp's own dry runs
-  (``tests/bench/estimate_accuracy.py`` and ``tests/core/test_estimate.py`` check it).
-- CPU repacking: ``ggml/src/ggml-cpu/repack.cpp`` keeps a second, interleaved copy of some types.
+- weights: each layer's tensors go where :mod:`app.core.advice.placement` puts the layer;
+  ``token_embd`` always stays on the CPU (a tied embedding is duplicated for the output).
+- KV cache and compute buffers: :mod:`app.core.advice.buffers`.
+- CPU repacking: ``ggml/src/ggml-cpu/repack.cpp`` keeps a second, interleaved copy of some types
+  (:func:`app.core.advice.run_settings.repack_types`).
 - a discrete GPU (CUDA, ROCm, Vulkan) changes the CPU side too: its pinned host buffer type comes
   first in ``make_cpu_buft_list`` (``llama-model.cpp``), so CPU layers are not repacked, and big
   batches of CPU layers run on the GPU with each weight copied into its compute buffer (op offload,
@@ -18,19 +14,33 @@ Mirrors how llama.cpp (as vendored in llama-cpp-python 0.3.36) places and sizes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from app.core.errors import EstimateError
-from app.core.model import ggml_types
+from app.core.advice.buffers import (
+    compute_buffer_bytes,
+    inputs_compute_bytes,
+    kv_cells,
+    kv_layer_bytes,
+    offload_copy_bytes,
+)
+from app.core.advice.placement import is_output_tensor, layer_devices
+from app.core.advice.run_settings import KV_TYPES, RunSettings, repack_types
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
 from app.core.model.quant_recipe import file_bytes, quantized_tensors
 from app.core.units import MIB
 
-KV_PAD_CELLS = 256  # GGML_PAD(n_ctx, 256), llama-context.cpp
-# KV cache element types a user can choose, with their ggml names.
-KV_TYPES = ("F16", "BF16", "F32", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "IQ4_NL")
+# Callers import the settings and the placement helpers with the estimate.
+__all__ = [
+    "KV_TYPES",
+    "DeviceMemory",
+    "MemoryEstimate",
+    "RunSettings",
+    "estimate",
+    "is_output_tensor",
+    "layer_devices",
+    "tensors_for",
+]
 
 # --- process and runtime baselines (our measurements; see README "Estimator accuracy") ---
 # A Python process that has imported llama_cpp, before any model: 47-50 MiB RSS measured with
@@ -48,74 +58,6 @@ GPU_RUNTIME_BYTES = {"cuda": 608 * MIB, "rocm": 608 * MIB, "metal": 256 * MIB, "
 # The same runtime's share of the process's RSS (libcuda, cuBLAS, kernel images): what the
 # resident set held beyond llama.cpp's buffers and PROCESS_BASE_BYTES on that machine.
 GPU_RUNTIME_HOST_BYTES = {"cuda": 326 * MIB}
-# Backends whose device has a pinned host buffer type (ggml_backend_dev_host_buffer_type); Metal has
-# none. llama.cpp then keeps CPU-layer weights out of the repack buffers (with mmap they stay
-# CPU_Mapped: llama-model-loader.cpp "avoid using a host buffer when using mmap"), allocates the CPU
-# compute and output buffers pinned (resident in full), and offloads big batches to the GPU.
-DISCRETE_GPU_BACKENDS = frozenset({"cuda", "rocm", "vulkan"})
-# From this many tokens in a ubatch a GPU runs an op whose weight is in RAM (ggml-cuda.cu
-# GGML_OP_OFFLOAD_MIN_BATCH, default 32), copying the weight into its compute buffer first.
-OP_OFFLOAD_MIN_BATCH = 32
-# Tiny graph inputs and bookkeeping inside the compute buffer (positions, output ids, norms):
-# the residual of the dry-run fit, ~10 KiB.
-COMPUTE_CONST_BYTES = 16 * 1024
-
-
-# Types the CPU backend repacks into an interleaved copy (ggml_repack_get_optimal_repack_type):
-# on x86 with AVX2 Q4_0, Q4_K, IQ4_NL, MXFP4, plus Q2_K with AVX-512; on ARM with dot-product
-# Q4_0, Q4_K, Q5_K, Q6_K, IQ4_NL, Q8_0, MXFP4. A tensor qualifies when its row count is a
-# multiple of 8 (4 for some ARM kernels; we use 8 to stay conservative in count, 4 on ARM).
-def repack_types(isa: Iterable[str]) -> frozenset[str]:
-    flags = {f.upper() for f in isa}
-    types: set[str] = set()
-    if "AVX2" in flags:
-        types |= {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}
-        if any(f.startswith("AVX512") for f in flags):
-            types.add("Q2_K")
-    if "NEON" in flags and ("DOTPROD" in flags or "I8MM" in flags):
-        types |= {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "Q8_0", "MXFP4"}
-    return frozenset(types)
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """How llama.cpp will be asked to run the model (mirrors llama_context_params)."""
-
-    n_ctx: int = 4096
-    n_gpu_layers: int = 0  # llama.cpp semantics: n_layer + 1 offloads everything incl. output
-    type_k: str = "F16"
-    type_v: str = "F16"
-    flash_attn: bool = True  # CPU and CUDA support it; a quantized V cache requires it
-    n_batch: int = 512
-    n_ubatch: int = 512
-    n_seq: int = 1
-    n_outputs_max: int = 1  # the engine only asks for the last token's logits
-    swa_full: bool = False
-    use_mmap: bool = True
-    gpu_backend: str = "cuda"
-    gpu_split: tuple[float, ...] = ()  # share of offloaded layers per GPU; () = one GPU
-    cpu_isa: tuple[str, ...] = ("AVX2",)
-    # llama.cpp sees this GPU (a GPU build on a machine with one; the advisor knows from the
-    # budget): a discrete one then changes the CPU side too and holds a context and a compute
-    # buffer even at n_gpu_layers=0. Without it GPU layers follow the backend-neutral rules.
-    has_gpu: bool = False
-
-    @property
-    def discrete_gpu(self) -> bool:
-        """A GPU with its own memory and a pinned host buffer type is in use (see DISCRETE_GPU_BACKENDS)."""
-        return self.has_gpu and self.gpu_backend in DISCRETE_GPU_BACKENDS
-
-    def validated(self) -> RunSettings:
-        if self.n_ctx < 1:
-            raise EstimateError("The context length must be at least 1 token.")
-        for t in (self.type_k, self.type_v):
-            if t not in KV_TYPES:
-                raise EstimateError(f"{t} is not a KV cache type; choose one of {', '.join(KV_TYPES)}.")
-        if self.type_v not in ("F16", "BF16", "F32") and not self.flash_attn:
-            raise EstimateError(
-                "A quantized V cache needs flash attention.", hint="Turn flash attention on or use F16."
-            )
-        return self
 
 
 @dataclass(frozen=True)
@@ -167,8 +109,7 @@ class MemoryEstimate:
     settings: RunSettings
     file_bytes: int
     devices: tuple[DeviceMemory, ...]
-    kv_cells: int
-    kv_cells_swa: int
+    kv_cells: int  # of a full-attention layer; sliding-window layers may keep fewer (buffers.kv_cells)
     layer_weight_bytes: tuple[int, ...] = field(repr=False, default=())
 
     @property
@@ -189,113 +130,6 @@ class MemoryEstimate:
             if d.device == name:
                 return d
         return DeviceMemory(name)
-
-
-def kv_cells(model: ModelInfo, s: RunSettings) -> tuple[int, int]:
-    """(cells of full-attention layers, cells of sliding-window layers)."""
-    full = _pad(s.n_ctx, KV_PAD_CELLS)
-    if not model.has_swa or s.swa_full:
-        return full, full
-    swa = _pad(min(full, model.sliding_window * s.n_seq + s.n_ubatch), KV_PAD_CELLS)
-    return full, swa
-
-
-def _pad(n: int, to: int) -> int:
-    return (n + to - 1) // to * to
-
-
-def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, cells_swa: int) -> int:
-    """K + V bytes of layer ``il`` (row_size(type, n_head_kv·head_dim) · cells, for K and for V)."""
-    n_kv = model.n_head_kv[il]
-    if n_kv == 0:
-        return 0
-    cells = cells_swa if model.swa_layers[il] else cells_full
-    try:
-        k = ggml_types.row_bytes(s.type_k, n_kv * model.head_dim_k)
-        v = ggml_types.row_bytes(s.type_v, n_kv * model.head_dim_v)
-    except ValueError:
-        # llama.cpp refuses such a context too: quantized rows must be whole blocks.
-        raise EstimateError(
-            f"A {s.type_k}/{s.type_v} KV cache does not fit this model's head size ({model.head_dim_k}).",
-            hint="Use an F16 or Q8_0 KV cache.",
-        ) from None
-    return (k + v) * cells
-
-
-def compute_buffer_bytes(
-    model: ModelInfo,
-    s: RunSettings,
-    cells_full: int,
-    cells_swa: int,
-    *,
-    filled_tokens: int | None = None,
-    gpu: bool = False,
-) -> int:
-    """Peak of llama.cpp's graph allocation for a worst-case ubatch (CPU backend; ``gpu``: CUDA's).
-
-    Fitted to dry runs (``app.engine.memory_probe`` with ``dry_run``) of llama-shaped models
-    that vary one width at a time: the FFN stage keeps about 4·n_embd + 3·n_ff floats per token
-    live; without flash attention the attention stage keeps 3·n_embd + 2·(q width) + 2·(kv width)
-    floats per token plus the f32 scores (n_head·n_kv per token). The KQ masks (f16 with flash
-    attention, f32 without) are inputs that live through the whole graph, one per cache kind.
-
-    llama.cpp reserves the buffer for a full cache; a graph only spans the cells in use, padded
-    to 256 (``llama_kv_cache::get_n_kv``). With ``filled_tokens`` the result is the part a run
-    with that many tokens in the context has touched — what the resident set shows.
-    """
-    if filled_tokens is not None:
-        used = _pad(max(filled_tokens, 1), KV_PAD_CELLS)
-        cells_full, cells_swa = min(cells_full, used), min(cells_swa, used)
-    ub = min(s.n_ubatch, s.n_batch)
-    e = model.n_embd
-    ff = max(model.n_ff, model.n_ff_expert * max(model.n_expert_used, 1))
-    n_head = max(model.n_head) if model.n_head else 0
-    qd = n_head * model.head_dim_k
-    kvd = max(model.n_head_kv) * max(model.head_dim_k, model.head_dim_v) if model.n_head_kv else 0
-    mask = _mask_bytes(model, s, cells_full, cells_swa)
-    # CUDA keeps one n_embd row less live in the FFN stage: its compute buffers were exactly
-    # 512·4·(3·n_embd + 3·n_ff) + mask for Llama-3.2-3B and 3.1-8B on the H100 (tests/gpu).
-    ffn_stage = ub * 4 * ((3 if gpu else 4) * e + 3 * ff)
-    if s.flash_attn:
-        attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd)
-    else:
-        attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd) + cells_full * ub * n_head * 4
-    return max(ffn_stage, attn_stage) + mask + COMPUTE_CONST_BYTES
-
-
-def _mask_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:
-    """The KQ masks: f16 with flash attention, f32 without; one per cache kind."""
-    ub = min(s.n_ubatch, s.n_batch)
-    elt = 2 if s.flash_attn else 4
-    mask = cells_full * ub * elt
-    if model.has_swa and cells_swa != cells_full:
-        mask += cells_swa * ub * elt
-    return mask
-
-
-def layer_devices(n_layer: int, s: RunSettings) -> list[str]:
-    """Device of each repeating layer and, last, of the output layer (index n_layer)."""
-    n_gpu = max(0, min(s.n_gpu_layers, n_layer + 1))
-    start = n_layer + 1 - n_gpu
-    split = list(s.gpu_split) or [1.0]
-    total = sum(split)
-    bounds, acc = [], 0.0
-    for w in split:
-        acc += w / total
-        bounds.append(acc)
-    out: list[str] = []
-    for il in range(n_layer + 1):
-        if il < start or n_gpu == 0:
-            out.append("CPU")
-            continue
-        frac = (il - start) / n_gpu
-        gpu = next((i for i, b in enumerate(bounds) if frac < b), len(bounds) - 1)
-        out.append(f"GPU{gpu}")
-    return out
-
-
-def is_output_tensor(name: str) -> bool:
-    return name.startswith(("output.", "output_norm."))
 
 
 def tensors_for(model: ModelInfo, quant: str | None) -> tuple[TensorInfo, ...]:
@@ -360,6 +194,7 @@ def estimate(
             add(dev, "weights", nbytes)
             elsewhere.append((off, nbytes))
             continue
+        # Repacked when its row count is a multiple of 8 (some ARM kernels take 4: we ask 8 everywhere).
         repacked = (t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
                     and t.name != "token_embd.weight")  # fmt: skip
         if repacked:
@@ -435,43 +270,5 @@ def estimate(
         file_bytes=file_bytes(tensors),
         devices=tuple(result),
         kv_cells=cells_full,
-        kv_cells_swa=cells_swa,
         layer_weight_bytes=tuple(layer_bytes),
     )
-
-
-def inputs_compute_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:
-    """CPU compute when the GPU runs the big batches: graph inputs live on the CPU (ggml-backend.cpp
-    assigns them to the last backend) — the KQ masks and two n_embd rows per token (the embeddings
-    and a copy on their way to the GPU). Exactly the CUDA_Host compute buffers on the H100 (tests/gpu),
-    with any number of layers offloaded."""
-    ub = min(s.n_ubatch, s.n_batch)
-    return 2 * ub * model.n_embd * 4 + _mask_bytes(model, s, cells_full, cells_swa) + COMPUTE_CONST_BYTES
-
-
-def offload_copy_bytes(
-    model: ModelInfo, s: RunSettings, tensors: tuple[TensorInfo, ...], devices: list[str]
-) -> int:
-    """The GPU compute buffer's room for what CPU layers send over for a big batch (op offload).
-
-    Each op with a weight in RAM starts its own split (ggml-backend.cpp "by starting a new split,
-    the memory of the previously offloaded weights can be reused"), so one weight copy — the
-    largest — is live at a time; the output matmul only sees n_outputs_max rows, and token_embd
-    is read by get_rows, which is never offloaded. Attention follows onto the GPU with copies of
-    one layer's K and V views, the cache itself staying in RAM. The sum over-predicts the H100's
-    buffers by 0-80 MiB (they overlap a little) and never under-predicted them by more than 8 MiB.
-    """
-    if min(s.n_ubatch, s.n_batch) < OP_OFFLOAD_MIN_BATCH or "CPU" not in devices[: model.n_layer]:
-        return 0
-    cells_full, cells_swa = kv_cells(model, s)
-    kv = max(kv_layer_bytes(model, s, il, cells_full, cells_swa)
-             for il in range(model.n_layer) if devices[il] == "CPU")  # fmt: skip
-    largest = 0
-    for t in tensors:
-        li = layer_of(t.name)
-        on_cpu_layer = li is not None and li < model.n_layer and devices[li] == "CPU"
-        output_offloaded = (is_output_tensor(t.name) and devices[model.n_layer] == "CPU"
-                            and s.n_outputs_max >= OP_OFFLOAD_MIN_BATCH)  # fmt: skip
-        if (on_cpu_layer or output_offloaded) and len(t.shape) >= 2:
-            largest = max(largest, t.n_bytes)
-    return largest + kv

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from app.core.advice.estimate import MemoryEstimate, RunSettings, estimate, tensors_for
+from app.core.advice.estimate import MemoryEstimate, estimate, tensors_for
 from app.core.advice.quality import Quality, quality_of
+from app.core.advice.run_settings import RunSettings
 from app.core.advice.speed import SpeedEstimate, predict_speed
 from app.core.model import quant_recipe
 from app.core.model.gguf_header import TensorInfo

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.core.advice.estimate import MemoryEstimate, is_output_tensor, layer_devices
+from app.core.advice.estimate import MemoryEstimate
+from app.core.advice.placement import is_output_tensor, layer_devices
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core import paths
-from app.core.errors import Cancelled, CorruptModelError, ModelReadError, TailorError
+from app.core.errors import Cancelled, ConversionError, CorruptModelError, ModelReadError, TailorError
 from app.core.hub.download import check_disk_space
 from app.core.model.info import ModelInfo
 from app.core.runtime import system_python
@@ -44,10 +44,6 @@ OUTTYPES = ("F32", "F16", "BF16", "Q8_0")  # what the converter writes itself; t
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 _TENSOR_LINE = re.compile(r"^INFO:hf-to-gguf:(\S+),\s+torch\.\w+ --> (\w+), shape")
 _WRITE_PCT = re.compile(r"Writing:\s+(\d+)%")
-
-
-class ConversionError(TailorError):
-    """The checkpoint cannot be converted, or the converter failed."""
 
 
 # --- the converter's own environment --------------------------------------------------------
@@ -133,14 +129,16 @@ def run_logged(cmd: list[str], on_line: Callable[[str], None] | None, cancel: th
     assert proc.stdout is not None
     stop = threading.Event()
 
-    def watch() -> None:
+    def watch() -> None:  # only signals: reaping stays with the thread that started the process
         while not stop.wait(0.05):
             if cancel is not None and cancel.is_set():
-                _kill(proc)
+                _kill_group(proc)
                 return
 
-    threading.Thread(target=watch, daemon=True).start()
+    watcher = threading.Thread(target=watch, daemon=True, name="converter-cancel")
+    watcher.start()
     buf, tail = b"", []
+    read_to_end = False
     try:
         while chunk := os.read(proc.stdout.fileno(), 65536):
             buf += chunk
@@ -152,24 +150,28 @@ def run_logged(cmd: list[str], on_line: Callable[[str], None] | None, cancel: th
                     del tail[:-keep]
                     if on_line is not None:
                         on_line(line)
-        rc = proc.wait()
+        read_to_end = True
     finally:
+        # One owner of the teardown: the watcher is gone before this thread kills and reaps, so
+        # no signal can reach a process id that was already reaped (and perhaps reused).
         stop.set()
-        if proc.poll() is None:
-            _kill(proc)
+        watcher.join()
+        if not read_to_end:  # on_line raised: the child must not outlive the call
+            _kill_group(proc)
+        rc = proc.wait()
+        proc.stdout.close()
     if cancel is not None and cancel.is_set():
         raise Cancelled("Stopped; nothing was kept.")
     return rc, tail
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc`` and what it started (pip's and the converter's own children)."""
     with contextlib.suppress(ProcessLookupError, OSError):
         if sys.platform == "win32":
             proc.kill()
         else:
             os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
 
 
 def supported_architectures() -> set[str]:

@@ -1,35 +1,32 @@
-"""Turn a conversation into the prompt text a model was trained on.
+"""Which chat template a model gets: the file's own, or a built-in chosen by architecture and name.
 
-A GGUF usually carries its own Jinja chat template (``tokenizer.chat_template``); we render it the
-way Hugging Face's ``apply_chat_template`` does, in a sandbox, because a downloaded file is
-untrusted input. When the file has no template, or its template fails, a built-in one is chosen
-by architecture and name, and ``ChatTemplate.describe()`` tells the user which.
-
-The rendered text already holds the special tokens the template writes (``bos_token`` included),
-so the engine tokenizes it with ``add_special=False, parse_special=True``.
-
-The sandbox blocks escapes (Python internals, attribute writes, files: there is no loader for
-``{% include %}``); it does not bound CPU or memory, so a hostile template can still build a huge
-string. Render where such a failure ends one chat, not the app (the engine's child process).
+A GGUF usually carries its own Jinja chat template (``tokenizer.chat_template``). When the file
+has none, or its template fails, a built-in one is chosen by architecture and name, and
+``ChatTemplate.describe()`` tells the user which. Rendering (in a sandbox: a downloaded template
+is untrusted input) is :mod:`app.core.chat.render`; trimming a long history to the context is
+:mod:`app.core.chat.trim`; both are offered here too, so one import serves a chat.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
-from functools import lru_cache
-from typing import Any, Literal, NoReturn
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import jinja2
-from jinja2 import nodes
-from jinja2.exceptions import SecurityError
-from jinja2.ext import Extension, loopcontrols
-from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from app.core.chat.builtin_templates import BUILTIN_TEMPLATES
+from app.core.chat.render import render, render_with_fallback
+from app.core.chat.trim import trim_history
 
-from app.core.errors import TailorError
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "ChatTemplate",
+    "Message",
+    "builtin_for",
+    "render",
+    "render_with_fallback",
+    "select_template",
+    "trim_history",
+]
 
 Message = Mapping[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 TemplateSource = Literal["gguf", "fallback"]
@@ -50,18 +47,6 @@ _TURN_END_MARKERS = (
     "<|END_OF_TURN_TOKEN|>",  # Command-R
     "<｜end▁of▁sentence｜>",  # DeepSeek V3/R1
 )
-
-
-class TemplateError(TailorError):
-    """A chat template could not turn the conversation into a prompt."""
-
-    def __init__(self, message: str, *, cause: str, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.cause = cause
-
-
-class ContextOverflowError(TailorError):
-    """Even the system prompt and the latest message do not fit in the context."""
 
 
 @dataclass(frozen=True)
@@ -90,100 +75,6 @@ class ChatTemplate:
             else f"the built-in {self.name} template"
         )
 
-
-# The built-in templates follow each family's published Hugging Face template (and agree with
-# llama.cpp's llm_chat_apply_template), simplified to text-only content.
-_CHATML = r"""
-{%- for message in messages %}
-{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}
-{%- endfor %}
-{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}
-"""
-
-# google/gemma-3-*-it: no system role; the system prompt opens the first user turn.
-_GEMMA = r"""
-{{- bos_token }}
-{%- if messages and messages[0]['role'] == 'system' %}
-{%- set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}
-{%- else %}
-{%- set first_user_prefix = '' %}{% set loop_messages = messages %}
-{%- endif %}
-{%- for message in loop_messages %}
-{%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}
-{{- '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}
-{{- message['content'] | trim + '<end_of_turn>\n' }}
-{%- endfor %}
-{%- if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}
-"""
-
-# meta-llama/Meta-Llama-3-8B-Instruct
-_LLAMA_3 = r"""
-{{- bos_token }}
-{%- for message in messages %}
-{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}
-{%- endfor %}
-{%- if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}
-"""
-
-# meta-llama/Llama-2-7b-chat-hf (Meta's llama/generation.py): <<SYS>> inside the first [INST].
-_LLAMA_2 = r"""
-{%- if messages and messages[0]['role'] == 'system' %}
-{%- set system_prefix = '<<SYS>>\n' + messages[0]['content'] | trim + '\n<</SYS>>\n\n' %}{% set loop_messages = messages[1:] %}
-{%- else %}
-{%- set system_prefix = '' %}{% set loop_messages = messages %}
-{%- endif %}
-{%- for message in loop_messages %}
-{%- if message['role'] == 'user' %}
-{{- bos_token + '[INST] ' + (system_prefix if loop.first else '') + message['content'] | trim + ' [/INST]' }}
-{%- else %}
-{{- ' ' + message['content'] | trim + ' ' + eos_token }}
-{%- endif %}
-{%- endfor %}
-"""
-
-# Mistral's v3 format (llama.cpp "mistral-v3"), the system prompt folded into the first [INST].
-_MISTRAL = r"""
-{{- bos_token }}
-{%- if messages and messages[0]['role'] == 'system' %}
-{%- set system_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}
-{%- else %}
-{%- set system_prefix = '' %}{% set loop_messages = messages %}
-{%- endif %}
-{%- for message in loop_messages %}
-{%- if message['role'] == 'user' %}
-{{- '[INST] ' + (system_prefix if loop.first else '') + message['content'] + '[/INST]' }}
-{%- else %}
-{{- ' ' + message['content'] | trim + eos_token }}
-{%- endif %}
-{%- endfor %}
-"""
-
-# microsoft/Phi-3-mini-4k-instruct
-_PHI_3 = r"""
-{%- for message in messages %}
-{{- '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}
-{%- endfor %}
-{%- if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}
-"""
-
-# HuggingFaceH4/zephyr-7b-beta (also TinyLlama-Chat)
-_ZEPHYR = r"""
-{%- for message in messages %}
-{{- '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}
-{%- endfor %}
-{%- if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}
-"""
-
-BUILTIN_TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ChatML": (_CHATML, ("<|im_end|>",)),
-    "Gemma": (_GEMMA, ("<end_of_turn>",)),
-    "Llama 3": (_LLAMA_3, ("<|eot_id|>",)),
-    # [INST] too: a model that starts writing the user's next turn has finished its own.
-    "Llama 2": (_LLAMA_2, ("</s>", "[INST]")),
-    "Mistral": (_MISTRAL, ("</s>", "[INST]")),
-    "Phi-3": (_PHI_3, ("<|end|>",)),
-    "Zephyr": (_ZEPHYR, ("</s>", "<|user|>")),
-}
 
 # Architectures (llama.cpp src/llama-arch.cpp names) whose chat models speak ChatML.
 _CHATML_ARCHS = frozenset(
@@ -265,175 +156,3 @@ def _llama_family_by_name(name: str) -> str | None:
     if any(s in name for s in ("llama-2", "llama 2", "llama2")):
         return "Llama 2"
     return None
-
-
-class _TemplateRaised(Exception):
-    """raise_exception() was called by the template itself."""
-
-
-def _raise_exception(message: str) -> NoReturn:
-    raise _TemplateRaised(message)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-def _tojson(
-    value: Any,
-    ensure_ascii: bool = False,
-    indent: int | None = None,
-    separators: Any = None,
-    sort_keys: bool = False,
-) -> str:
-    # HF's tojson: plain json.dumps, not Jinja's HTML-escaping one (it would turn "<" into \u003c).
-    return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )
-
-
-class _GenerationTag(Extension):
-    """HF's ``{% generation %}`` marks assistant text for training masks; at inference it is a no-op."""
-
-    tags = {"generation"}  # noqa: RUF012 (jinja2's Extension declares it a plain class attribute)
-
-    def parse(self, parser: Parser) -> list[nodes.Node]:
-        next(parser.stream)
-        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """No attribute writes, no ``_private`` attributes, no loader; reaching for internals fails loudly."""
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
-        # Jinja's default renders `{{ x.__init__ }}` as "": we would rather refuse the template.
-        raise SecurityError(f"access to attribute {attribute!r} of a {type(obj).__name__!r} object is unsafe")
-
-
-@lru_cache(maxsize=1)
-def _environment() -> _Sandbox:
-    # The options and helpers of HF's apply_chat_template (transformers utils/chat_template_utils.py).
-    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols, _GenerationTag])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env
-
-
-@lru_cache(maxsize=16)
-def _compile(jinja: str) -> jinja2.Template:
-    # Compiling a 10 kB template takes milliseconds; trim_history renders the same one many times.
-    return _environment().from_string(jinja)
-
-
-def _cause(exc: BaseException) -> str:
-    if isinstance(exc, _TemplateRaised):
-        return f"the template refused the conversation: {exc}"
-    if isinstance(exc, jinja2.TemplateSyntaxError):
-        return f"syntax error on line {exc.lineno}: {exc.message}"
-    if isinstance(exc, SecurityError):
-        return f"blocked by the sandbox: {exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def render(
-    template: ChatTemplate,
-    messages: Sequence[Message],
-    *,
-    bos_token: str = "",
-    eos_token: str = "",
-    add_generation_prompt: bool = True,
-) -> str:
-    """The prompt text for ``messages``; raises ``TemplateError`` naming the template and the cause."""
-    try:
-        return _compile(template.jinja).render(
-            messages=[dict(m) for m in messages],
-            bos_token=bos_token,
-            eos_token=eos_token,
-            add_generation_prompt=add_generation_prompt,
-            tools=None,  # HF passes these even when unused; templates test them
-            documents=None,
-        )
-    except Exception as exc:  # an untrusted template can fail in any way; all of them mean "unusable"
-        cause = _cause(exc)
-        if template.fallback is not None:
-            hint = f"TailorLM can use its built-in {template.fallback.name} template instead."
-        else:
-            hint = "Check the conversation's roles (system, user, assistant); if they are right, please report this."
-        raise TemplateError(
-            f"{template.label[0].upper()}{template.label[1:]} could not format the conversation: {cause}.",
-            cause=cause,
-            hint=hint,
-        ) from exc
-
-
-def render_with_fallback(
-    template: ChatTemplate,
-    messages: Sequence[Message],
-    *,
-    bos_token: str = "",
-    eos_token: str = "",
-    add_generation_prompt: bool = True,
-) -> tuple[str, ChatTemplate]:
-    """Render with ``template``, or with its built-in fallback if it fails; returns the one used."""
-    kwargs: dict[str, Any] = {
-        "bos_token": bos_token,
-        "eos_token": eos_token,
-        "add_generation_prompt": add_generation_prompt,
-    }
-    try:
-        return render(template, messages, **kwargs), template
-    except TemplateError as err:
-        if template.fallback is None:
-            raise
-        used = replace(template.fallback, why=f"The file's chat template failed ({err.cause})")
-        return render(used, messages, **kwargs), used
-
-
-def trim_history(
-    messages: Sequence[Message],
-    *,
-    count_tokens: Callable[[str], int],
-    budget_tokens: int,
-    template: ChatTemplate,
-    bos_token: str = "",
-    eos_token: str = "",
-) -> tuple[list[dict[str, str]], int]:
-    """Drop the oldest turns until the prompt fits; returns (kept messages, number of messages dropped).
-
-    Leading system messages and everything from the latest user message on are always kept; the
-    turns between go whole (a user message with the replies that follow it), oldest first.
-    """
-    n_head = next((i for i, m in enumerate(messages) if m.get("role") != "system"), len(messages))
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=n_head)
-    last_user = max(last_user, n_head)
-    head, history, tail = messages[:n_head], messages[n_head:last_user], messages[last_user:]
-    # Where dropping k turns cuts `history`: k = 0 keeps it all, the last entry drops it all.
-    cuts = [0, *(i for i, m in enumerate(history) if i > 0 and m.get("role") == "user"), len(history)]
-
-    def prompt_tokens(k: int) -> int:
-        kept = [*head, *history[cuts[k] :], *tail]
-        return count_tokens(render(template, kept, bos_token=bos_token, eos_token=eos_token))
-
-    def kept(k: int) -> tuple[list[dict[str, str]], int]:
-        return [dict(m) for m in (*head, *history[cuts[k] :], *tail)], cuts[k]
-
-    if prompt_tokens(0) <= budget_tokens:
-        return kept(0)
-    n_min = prompt_tokens(len(cuts) - 1)
-    if n_min > budget_tokens:
-        raise ContextOverflowError(
-            f"The system prompt and your message need {n_min} tokens, but the context leaves room "
-            f"for {budget_tokens}.",
-            hint="Load the model with a larger context, or shorten the message or the system prompt.",
-        )
-    # Fewer turns never make a longer prompt, so binary search: log2(turns) renders and counts
-    # instead of one per turn, which matters once tokenizing a long history takes milliseconds.
-    lo, hi = 0, len(cuts) - 1  # prompt_tokens(lo) > budget >= prompt_tokens(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if prompt_tokens(mid) <= budget_tokens:
-            hi = mid
-        else:
-            lo = mid
-    return kept(hi)

@@ -25,17 +25,13 @@ from http.client import IncompleteRead
 from pathlib import Path
 from typing import Any
 
-from app.core.errors import Cancelled, HubError, TailorError
+from app.core.errors import Cancelled, DownloadCorruptError, HubError
 from app.core.hub.http import open_url
 from app.core.units import MIB, format_bytes
 
 CHUNK_BYTES = 1 * MIB
 DISK_MARGIN_BYTES = 64 * MIB  # never fill a disk to the last byte
 RETRIES = 5
-
-
-class DownloadCorruptError(TailorError):
-    """The downloaded bytes do not match the expected size or SHA-256."""
 
 
 @dataclass(frozen=True)

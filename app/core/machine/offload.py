@@ -1,12 +1,15 @@
 """What the installed llama.cpp build can offload to: llama_supports_gpu_offload() and the
-ggml backend devices of the build (CUDA, Metal, Vulkan …), asked without side effects."""
+ggml backend devices of the build (CUDA, Metal, Vulkan …), asked without side effects.
+
+:func:`detect_offload` loads libllama, so it runs in the probe child (:mod:`app.core.machine.probe`),
+never in the window's process: a build that crashes on this CPU, or a CUDA registry that takes
+seconds to start, then costs the probe and not the app."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -110,14 +113,9 @@ def _ggml_devices() -> tuple[BackendDevice, ...]:
     return tuple(devices)
 
 
-# One thread at a time: the GUI detects the machine on a worker while the chat may size a plan
-# on its own thread, and llama.cpp's first load and backend registry are not safe to race.
-_DETECT_LOCK = threading.Lock()
-
-
 def detect_offload() -> tuple[OffloadSupport, tuple[str, ...]]:
     """Whether the installed llama.cpp build can offload layers, and to which backends."""
-    with _DETECT_LOCK, _quiet_llama_logs():
+    with _quiet_llama_logs():
         try:
             import llama_cpp
         except (ImportError, OSError, RuntimeError) as e:  # RuntimeError: its library failed to load

@@ -31,8 +31,8 @@ from app.gui.panels.advisor_action import action_for, perform_action
 from app.gui.panels.advisor_overview import CatalogOverview
 from app.gui.panels.advisor_source import ModelPicker, ModelRequest, request_for_spec
 from app.gui.panels.advisor_table import FITS_PHRASE, PlanTable, measured_text, memory_bars
-from app.gui.panels.advisor_tasks import LatestTasks
 from app.gui.widgets.membar import MemoryBar
+from app.gui.workers import Worker, discard_workers, start_worker
 
 if TYPE_CHECKING:
     from app.core.advice.recommend import Budget, Plan
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from app.gui.context import AppContext
 
 DEBOUNCE_MS = 100  # slider drags: one advise per pause, not per pixel
-LIBRARY_CHOICE_KEY = "advisor/model"  # a path the Library panel asks us to size up
 
 
 def _esc(text: str) -> str:
@@ -49,6 +48,11 @@ def _esc(text: str) -> str:
 
 class AdvisorPanel(QWidget):
     updated = Signal()  # a new AdvisorResult is on screen (``self.result``)
+    # what to download for "Download and chat": {"repo_id", "filename" (a Hub file) or "quant"
+    # (pick by type), "n_ctx", "n_gpu_layers"}; the window hands it to the Library panel
+    pull_requested = Signal(dict)
+    # (checkpoint folder, target precision) for "Convert to …"; the window hands it to Convert
+    convert_requested = Signal(str, str)
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
@@ -61,7 +65,7 @@ class AdvisorPanel(QWidget):
         self._steps: list[int] = [compute.MIN_CTX]
         self._user_quant: str | None = None  # the row the user chose; kept across recomputes
         self._syncing = False
-        self._tasks = LatestTasks(self)  # "load" and "advise"; a newer one replaces the older
+        self._loading: Worker | None = None  # reading a model: its page replaces the overview
         self._timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self._timer.timeout.connect(self.recompute)
         self._build()
@@ -214,18 +218,18 @@ class AdvisorPanel(QWidget):
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)
-        path = self.ctx.settings.value(LIBRARY_CHOICE_KEY)
-        if path:
-            self.ctx.settings.remove(LIBRARY_CHOICE_KEY)  # consumed: a later visit keeps the user's pick
-            self.load(request_for_spec(str(path), "library"))
         self._maybe_overview()
+
+    def advise_path(self, path: str) -> None:
+        """Size up a model of the library (the Library panel's "Advise", through the window)."""
+        self.load(request_for_spec(path, "library"))
 
     def _maybe_overview(self) -> None:
         # Only when the overview is on screen, and once per budget: ranking the catalog takes a
         # second or two of CPU. While a chosen model loads, its page replaces this one anyway.
         if not (self.isVisible() and self.stack.currentIndex() == 0 and self.profile is not None):
             return
-        if self._tasks.running("load"):
+        if self._loading is not None:
             return
         try:
             self.overview.rank_for(self.budget())
@@ -246,11 +250,16 @@ class AdvisorPanel(QWidget):
             self.request = request
             self._model_loaded(*loaded)
 
-        def failed(msg: str, hint: str) -> None:
+        def failed(msg: str, hint: str, cancelled: bool) -> None:
             self.status.setText(f"{msg} {hint}".strip())
             self.ctx.error.emit(msg, hint)
 
-        self._tasks.run("load", work, on_done=done, on_failed=failed)
+        def over() -> None:
+            self._loading = None
+
+        # a newer pick replaces this one: its answer is dropped, and so is its on_finish
+        self._loading = start_worker(work, owner=self, latest="load", on_return=done, on_error=failed,
+                                     on_finish=over)  # fmt: skip
 
     def _model_loaded(self, model: ModelInfo, measured: dict[str, Any]) -> None:
         self.model, self.measured, self._user_quant = model, measured, None
@@ -295,12 +304,9 @@ class AdvisorPanel(QWidget):
             self.status.setText(str(exc))
             return
         self.status.setText(f"Working out the plans for {query.n_ctx:,} tokens…")
-        self._tasks.run(
-            "advise",
-            lambda r, c: compute.compute(query, c),
-            on_done=self._show_result,
-            on_failed=lambda msg, hint: self.status.setText(f"{msg} {hint}".strip()),
-        )
+        start_worker(lambda r, c: compute.compute(query, c), owner=self, latest="advise",
+                     on_return=self._show_result,
+                     on_error=lambda msg, hint, _c: self.status.setText(f"{msg} {hint}".strip()))  # fmt: skip
 
     def _show_result(self, result: compute.AdvisorResult) -> None:
         self.result = result
@@ -376,7 +382,7 @@ class AdvisorPanel(QWidget):
     def _act(self) -> None:
         p = self.selected_plan()
         if self.model is not None and self.result is not None and p is not None:
-            perform_action(self.ctx, self.model, self.result, p, self.request)
+            perform_action(self, self.model, self.result, p, self.request)
 
     # --- first run: the catalog overview --------------------------------------------------------
 
@@ -386,8 +392,7 @@ class AdvisorPanel(QWidget):
         self._maybe_overview()
 
     def shutdown(self) -> None:
-        """Cancel running work and drop whatever it still delivers (the widgets may be gone)."""
+        """Cancel running work, the picker's and the overview's too, and drop whatever it still
+        delivers (the widgets may be gone)."""
         self._timer.stop()
-        self._tasks.close()
-        self.picker.shutdown()
-        self.overview.shutdown()
+        discard_workers(self)

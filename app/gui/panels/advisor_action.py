@@ -3,27 +3,21 @@
 - a local GGUF: "Chat with it" — ``ctx.open_chat`` with the file's own plan (its quantization is
   the one that runs), then the Chat panel;
 - a GGUF on the Hub, or a catalog/Hub model with a known GGUF repo: "Download and chat" — the
-  choice goes to ``library/pending_pull`` (JSON) and the Library panel opens;
-- a local checkpoint folder: "Convert" — ``convert/folder`` and ``convert/quant``, then Convert.
+  panel's ``pull_requested`` carries the choice; the window hands it to the Library panel;
+- a local checkpoint folder: "Convert" — ``convert_requested`` (folder, precision), to Convert.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from app.core.advice.recommend import Plan
     from app.core.model.info import ModelInfo
-    from app.gui.context import AppContext
+    from app.gui.panels.advisor import AdvisorPanel
     from app.gui.panels.advisor_compute import AdvisorResult
     from app.gui.panels.advisor_source import ModelRequest
-
-# JSON {"repo_id", "filename" (a Hub file) or "quant" (pick by type), "n_ctx", "n_gpu_layers"}
-PENDING_PULL_KEY = "library/pending_pull"
-CONVERT_FOLDER_KEY = "convert/folder"
-CONVERT_QUANT_KEY = "convert/quant"
 
 
 @dataclass(frozen=True)
@@ -65,8 +59,9 @@ def action_for(model: ModelInfo | None, result: AdvisorResult | None, selected: 
 
 
 def perform_action(
-    ctx: AppContext, model: ModelInfo, result: AdvisorResult, selected: Plan, request: ModelRequest | None
+    panel: AdvisorPanel, model: ModelInfo, result: AdvisorResult, selected: Plan, request: ModelRequest | None
 ) -> None:
+    ctx = panel.ctx
     if model.source_kind == "gguf":
         own = result.plan_for(model.file_type or "")
         if own is None:
@@ -77,9 +72,7 @@ def perform_action(
         })  # fmt: skip
         ctx.show_panel.emit("chat")
     elif model.source_kind == "hf_dir":
-        ctx.settings.setValue(CONVERT_FOLDER_KEY, model.source)
-        ctx.settings.setValue(CONVERT_QUANT_KEY, selected.quant)
-        ctx.show_panel.emit("convert")
+        panel.convert_requested.emit(model.source, selected.quant)
     else:
         pull: dict[str, Any] = {"n_ctx": selected.n_ctx, "n_gpu_layers": selected.n_gpu_layers}
         if model.source_kind == "hf_gguf" and request is not None and request.repo_id:
@@ -88,5 +81,4 @@ def perform_action(
                     "n_ctx": own.n_ctx, "n_gpu_layers": own.n_gpu_layers}  # fmt: skip
         else:
             pull |= {"repo_id": gguf_repo(model), "quant": selected.quant}
-        ctx.settings.setValue(PENDING_PULL_KEY, json.dumps(pull))
-        ctx.show_panel.emit("library")
+        panel.pull_requested.emit(pull)

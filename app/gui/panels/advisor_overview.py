@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.panels.advisor_table import FITS, fit_words
-from app.gui.panels.advisor_tasks import LatestTasks
+from app.gui.workers import start_worker
 
 if TYPE_CHECKING:
     from app.core.advice.recommend import Budget
@@ -55,7 +55,6 @@ class CatalogOverview(QWidget):
         lay.addWidget(self.table, 1)
         self.rows: list[CatalogFit] = []
         self._budget: Budget | None = None  # what the rows (or the running task) were ranked for
-        self._tasks = LatestTasks(self)
 
     def rank_for(self, budget: Budget) -> None:
         """Rank the catalog for ``budget`` off the GUI thread, unless that is what is shown; a newer
@@ -72,18 +71,14 @@ class CatalogOverview(QWidget):
             self.show_rows(rows, DEFAULT_CTX, DEFAULT_MIN_TOK_S)
             self.ready.emit()
 
-        def failed(msg: str, hint: str) -> None:
+        def failed(msg: str, hint: str, cancelled: bool) -> None:
             self._budget = None
             self.heading.setText(f"{msg} {hint}".strip())
 
         def work(report: Any, cancel: Any) -> list[CatalogFit]:
             return catalog_fits(budget, DEFAULT_CTX, cancel=cancel)
 
-        self._tasks.run("rank", work, on_done=done, on_failed=failed)
-
-    def shutdown(self) -> None:
-        """Cancel a running ranking and deliver nothing more."""
-        self._tasks.close()
+        start_worker(work, owner=self, latest="rank", on_return=done, on_error=failed)
 
     def show_rows(self, rows: list[CatalogFit], n_ctx: int, min_tok_s: float) -> None:
         from app.core.units import format_bytes

@@ -1,8 +1,8 @@
 """Where the Advisor's model comes from: the built-in catalog, the library, a Hub search, or a file or
 folder on disk. Each tab ends in a :class:`ModelRequest`; the panel loads it off the GUI thread.
 
-Hub searches and file listings run on the thread pool too; a newer search replaces an older one's
-results (stale answers are dropped by a generation number).
+Hub searches and file listings run on the thread pool too; a newer search or listing replaces the
+older one, whose answer is dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.gui.panels.advisor_tasks import LatestTasks
+from app.gui.workers import start_worker
 
 if TYPE_CHECKING:
     from app.core.model.info import ModelInfo
@@ -83,7 +83,6 @@ class ModelPicker(QTabWidget):
         self.ctx = ctx
         self.setAccessibleName("Choose a model")
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
-        self._tasks = LatestTasks(self)  # "library"; "hub": a newer search or listing replaces the older
         self.addTab(self._catalog_tab(), "&Catalog")
         self.addTab(self._library_tab(), "&Library")
         self.addTab(self._hub_tab(), "&Hugging Face Hub")
@@ -100,10 +99,6 @@ class ModelPicker(QTabWidget):
         if page is not None:
             frame = 2 * self.style().pixelMetric(self.style().PixelMetric.PM_DefaultFrameWidth) + 4
             self.setMaximumHeight(self.tabBar().sizeHint().height() + page.sizeHint().height() + frame)
-
-    def shutdown(self) -> None:
-        """Cancel searches and listings; nothing they return is shown any more."""
-        self._tasks.close()
 
     # --- catalog ------------------------------------------------------------------------------
 
@@ -146,7 +141,7 @@ class ModelPicker(QTabWidget):
     def refresh_library(self) -> None:
         from app.gui.widgets.library_combo import refresh_library_combo
 
-        refresh_library_combo(self._tasks, self.ctx.library, self.library_combo,
+        refresh_library_combo(self, self.ctx.library, self.library_combo,
                               empty_text="No models yet: download or add one",
                               on_failed=lambda m, h: self.status.setText(m))  # fmt: skip
 
@@ -210,9 +205,10 @@ class ModelPicker(QTabWidget):
                 self.hub_repos.addItem(item)
             self.status.setText(f"{len(found)} repos." if found else "No GGUF repos match.")
 
-        self._tasks.run("hub", lambda r, c: search_models(query), on_done=done, on_failed=self._hub_failed)
+        start_worker(lambda r, c: search_models(query), owner=self, latest="hub", on_return=done,
+                     on_error=self._hub_failed)  # fmt: skip
 
-    def _hub_failed(self, msg: str, hint: str) -> None:
+    def _hub_failed(self, msg: str, hint: str, cancelled: bool) -> None:
         self.status.setText(f"{msg} {hint}".strip())
 
     def _list_files(self, item: QListWidgetItem | None, _prev: Any = None) -> None:
@@ -239,9 +235,8 @@ class ModelPicker(QTabWidget):
                 self.status.setText(f"{repo_id} has no GGUF files; sizing up its checkpoint.")
                 self.requested.emit(request_for_spec(repo_id, "hub_repo"))
 
-        self._tasks.run(
-            "hub", lambda r, c: list_gguf_files(repo_id), on_done=done, on_failed=self._hub_failed
-        )
+        start_worker(lambda r, c: list_gguf_files(repo_id), owner=self, latest="hub", on_return=done,
+                     on_error=self._hub_failed)  # fmt: skip
 
     def _pick_hub_file(self, item: QListWidgetItem) -> None:
         repo_id, rf = item.data(Qt.ItemDataRole.UserRole)

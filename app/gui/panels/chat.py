@@ -14,10 +14,6 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QHBoxLayout,
-    QLabel,
-    QPlainTextEdit,
-    QPushButton,
     QScrollArea,
     QSplitter,
     QVBoxLayout,
@@ -25,23 +21,14 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.context import AppContext
+from app.gui.panels.chat_column import ChatColumn
 from app.gui.panels.chat_conversations import ConversationList
 from app.gui.panels.chat_engine import AnswerResult, ChatEngine, LoadedModel
 from app.gui.panels.chat_metrics import AnswerMeter
-from app.gui.panels.chat_model_bar import ModelBar
 from app.gui.panels.chat_settings import ChatSettingsPanel
-from app.gui.panels.chat_view import MessageView
 
 METRICS_TICK_MS = 1000  # the status bar's live numbers refresh once a second while a model is loaded
 _Q = Qt.ConnectionType.QueuedConnection  # engine signals come from its thread: run slots on ours
-
-
-def _button(text: str, name: str, slot: Any, tip: str = "") -> QPushButton:
-    b = QPushButton(text)
-    b.setAccessibleName(name)
-    b.setToolTip(tip or name)
-    b.clicked.connect(slot)
-    return b
 
 
 class ChatPanel(QWidget):
@@ -71,44 +58,15 @@ class ChatPanel(QWidget):
         self.conversations = ConversationList()
         split.addWidget(self.conversations)
 
-        center = QWidget()
-        cv = QVBoxLayout(center)
-        self.model_bar = ModelBar()
-        self.status = self.model_bar.status
-        cv.addWidget(self.model_bar)
-        self.error = QLabel()
-        self.error.setAccessibleName("Chat error")
-        self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #b3261e")
-        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.error.hide()
-        cv.addWidget(self.error)
-        self.notice = QLabel()  # about the chat, not the model: stopping, older turns left out, …
-        self.notice.setAccessibleName("Chat notice")
-        self.notice.setWordWrap(True)
-        self.notice.hide()
-        cv.addWidget(self.notice)
-        self.view = MessageView()
-        cv.addWidget(self.view, 1)
-        self.edit_note = QLabel("Editing an earlier message: sending answers again from there. Esc cancels.")
-        self.edit_note.setAccessibleName("Editing note")
-        self.edit_note.hide()
-        cv.addWidget(self.edit_note)
-        self.input = QPlainTextEdit()
-        self.input.setAccessibleName("Message to the model")
-        self.input.setPlaceholderText("Type a message — Ctrl+Enter sends")
-        self.input.setTabChangesFocus(True)
-        self.input.setMaximumHeight(110)
-        cv.addWidget(self.input)
-        row = QHBoxLayout()
-        self.send_button = _button("Send", "Send the message", self.send, "Send (Ctrl+Enter)")
-        self.stop_button = _button("Stop", "Stop the answer", self.stop, "Stop (Esc)")
-        self.regen_button = _button("Regenerate", "Answer the last message again", self.regenerate,
-                                    "Regenerate (Ctrl+R)")  # fmt: skip
-        row.addStretch(1)
-        for b in (self.regen_button, self.stop_button, self.send_button):
-            row.addWidget(b)
-        cv.addLayout(row)
+        center = ChatColumn(send=self.send, stop=self.stop, regenerate=self.regenerate)
+        self.model_bar, self.status, self.view, self.input = (
+            center.model_bar,
+            center.status,
+            center.view,
+            center.input,
+        )
+        self.error, self.notice, self.edit_note = center.error, center.notice, center.edit_note
+        self.send_button, self.stop_button, self.regen_button = center.send, center.stop, center.regen
         split.addWidget(center)
 
         self.settings_panel = ChatSettingsPanel(self.ctx.settings)

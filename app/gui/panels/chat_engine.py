@@ -1,24 +1,21 @@
-"""The Chat panel's link to the model process: one dedicated thread owns the EngineClient and the
-ChatSession, runs load and answer jobs one after another, and reports through signals.
+"""The Chat panel's link to the model process: load and answer jobs run one after another on the
+panel's own worker lane (:class:`app.gui.workers.Lane`), and report through signals.
 
-Why its own thread rather than the shared pool: an answer can stream for minutes, and the pool has
-as many threads as cores (two on a small laptop) — other panels' work must not queue behind it,
-nor Stop behind their work. ``EngineClient`` is not thread-safe, so every call on it happens on
-this thread, except Cancel: one line written to the child's stdin from a short-lived thread, so
-Stop lands within milliseconds even while the engine thread waits for tokens.
+A lane rather than the shared pool: an answer can stream for minutes and must neither hold one of
+the pool's threads nor wait behind another panel's work; its one thread also keeps the sqlite
+connection and the engine client of the jobs. Every answer is one engine request whose id is taken
+on the GUI thread before the job is queued, so Stop names it and wins wherever the answer is —
+queued, trimming the history, reading the prompt or writing (``EngineClient.cancel`` is safe from
+any thread and returns at once).
 
-Signals are emitted from the engine thread; connect them to a QObject's slot (queued) so they run
-on the GUI thread. Worker code here never touches a widget.
+Signals are emitted on the GUI thread (the worker primitive delivers there); jobs never touch a
+widget.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import queue
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +23,10 @@ from PySide6.QtCore import QObject, Signal
 
 from app.engine import protocol as P
 from app.gui.panels.chat_settings import ChatSettings
-
-log = logging.getLogger(__name__)
+from app.gui.workers import Lane, start_worker
 
 METRICS_INTERVAL_S = 1.0  # how often the model process's memory is sampled while loaded
+SHUTDOWN_TIMEOUT_MS = 5000  # a stuck load is killed after this at quit
 
 
 @dataclass(frozen=True)
@@ -78,8 +75,19 @@ def plan_load(spec: LoadSpec, profile: Any) -> Any:
     return plan_chat(model_from_gguf(Path(spec.model_path)), budget_from_profile(profile), overrides).check()
 
 
+@dataclass(frozen=True)
+class _Refused:
+    why: str
+    nearest: str
+
+
+@dataclass(frozen=True)
+class _Created:
+    conversation_id: int
+
+
 class ChatEngine(QObject):
-    """The model process and its conversation, driven from one thread; see the module docstring."""
+    """The model process and its conversation, driven through one lane; see the module docstring."""
 
     # load progress, 0..1
     progress = Signal(float)
@@ -105,71 +113,81 @@ class ChatEngine(QObject):
         self.client = EngineClient()
         self._profile = profile
         self._n_threads = n_threads  # 0: llama.cpp's default (physical cores); tests pass 1
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._stop = threading.Event()  # Stop was pressed for the running (or queued) answer
-        self._session: Any = None
+        self._lane = Lane("chat-engine", parent=self)
+        self._request: int | None = None  # the answer being written or queued (GUI thread)
+        self._session: Any = None  # lane thread from here on
         self._store: Any = None
         self._monitor: Any = None
-        self._answering = False  # set on the engine thread while an answer streams
-        self._closing = False  # the window is closing: queued jobs are skipped
-        self._thread = threading.Thread(target=self._run, daemon=True, name="chat-engine")
-        self._thread.start()
+        self._closing = False  # the window is closing: queued jobs do nothing
 
     # --- called from the GUI thread -----------------------------------------------------------
 
     def load(self, spec: LoadSpec, *, conversation_id: int | None, chat: ChatSettings) -> None:
-        self._jobs.put(lambda: self._load(spec, conversation_id, chat))
+        start_worker(lambda report, cancel: self._load(spec, conversation_id, chat, report),
+                     owner=self, lane=self._lane, name="chat load", on_yield=self.progress.emit,
+                     on_return=self._loaded, on_error=self._failed)  # fmt: skip
 
     def send(self, conversation_id: int | None, text: str, chat: ChatSettings) -> None:
-        self._answer(conversation_id, chat, lambda s: s.send(text))
+        self._answer(conversation_id, chat, lambda s, rid: s.send(text, request_id=rid))
 
     def regenerate(self, conversation_id: int, chat: ChatSettings) -> None:
-        self._answer(conversation_id, chat, lambda s: s.regenerate())
+        self._answer(conversation_id, chat, lambda s, rid: s.regenerate(request_id=rid))
 
     def edit(self, conversation_id: int, message_id: int, text: str, chat: ChatSettings) -> None:
-        self._answer(conversation_id, chat, lambda s: s.edit(message_id, text))
+        self._answer(conversation_id, chat, lambda s, rid: s.edit(message_id, text, request_id=rid))
 
     def cancel(self) -> None:
-        """Stop the answer now: the flag covers an answer still queued, the line the running one."""
-        self._stop.set()
-        threading.Thread(target=self._send_cancel, daemon=True, name="chat-cancel").start()
+        """Stop the current answer now, wherever it is; it still ends with ``answered`` (stopped)."""
+        if self._request is not None:
+            self.client.cancel(self._request)
 
     def memory(self) -> Any:
         """The latest MemorySample of the model process, or None when no model is loaded."""
         monitor = self._monitor
         return monitor.latest if monitor is not None else None
 
-    def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Stop any answer, end the model process and the thread (the window is closing)."""
+    def shutdown(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> None:
+        """Stop any answer, end the model process and close the store (the window is closing)."""
         self._closing = True
-        if self._answering:
-            self.cancel()
-        self._jobs.put(None)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():  # stuck in a load: the process goes, the daemon thread with us
+        self.cancel()
+        start_worker(lambda report, cancel: self._close(), lane=self._lane, name="chat close")
+        if not self._lane.pool.waitForDone(timeout_ms):  # stuck in a load: the process goes
             self.client.kill()
+            self._lane.pool.waitForDone(timeout_ms)
 
-    # --- on the engine thread -----------------------------------------------------------------
+    def _answer(self, conversation_id: int | None, chat: ChatSettings,
+                turn: Callable[[Any, int], Iterator[Any]]) -> None:  # fmt: skip
+        rid = self._request = self.client.new_request_id()  # Stop from now on names this answer
+        start_worker(lambda report, cancel: self._run_answer(conversation_id, chat, turn, rid),
+                     owner=self, lane=self._lane, name=f"chat answer {rid}", on_yield=self._event,
+                     on_return=self._answered, on_error=self._failed)  # fmt: skip
 
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if self._closing:
-                continue
-            try:
-                job()
-            except Exception:  # a bug in a job must not end the thread: later jobs still run
-                log.exception("chat engine job failed")
-        self._stop_monitor()
-        self.client.close()
-        if self._store is not None:
-            self._store.close()
+    def _loaded(self, result: Any) -> None:
+        if isinstance(result, _Refused):
+            self.refused.emit(result.why, result.nearest)
+        elif result is not None:
+            self.loaded.emit(result)
 
-    def _send_cancel(self) -> None:
-        # EngineClient is not thread-safe: a Stop racing the process's end (a crash, the window
-        # closing) may see it half torn down. Either way there is nothing left to cancel.
-        with contextlib.suppress(Exception):
-            if self.client.pid is not None:
-                self.client.cancel()
+    def _event(self, ev: Any) -> None:
+        from app.engine.chat import Trimmed
+
+        if isinstance(ev, P.TokenChunk):
+            self.chunk.emit(ev)
+        elif isinstance(ev, Trimmed):
+            self.trimmed.emit(ev.n_messages)
+        elif isinstance(ev, _Created):
+            self.conversation_created.emit(ev.conversation_id)
+
+    def _answered(self, result: AnswerResult | None) -> None:
+        self._request = None
+        if result is not None:
+            self.answered.emit(result)
+
+    def _failed(self, message: str, hint: str, cancelled: bool) -> None:
+        self._request = None
+        self.failed.emit(message, hint, self.client.pid is None)
+
+    # --- on the lane's thread -----------------------------------------------------------------
 
     def _chat_store(self) -> Any:
         if self._store is None:  # sqlite connections belong to the thread that opened them
@@ -178,102 +196,68 @@ class ChatEngine(QObject):
             self._store = ChatStore()
         return self._store
 
-    def _load(self, spec: LoadSpec, conversation_id: int | None, chat: ChatSettings) -> None:
+    def _load(self, spec: LoadSpec, conversation_id: int | None, chat: ChatSettings,
+              report: Callable[[float], None]) -> LoadedModel | _Refused | None:  # fmt: skip
         from app.core.errors import DoesNotFitError
         from app.engine.chat import ChatSession
         from app.engine.monitor import MemoryMonitor
-        from app.gui.workers import describe_error
 
+        if self._closing:
+            return None
         try:  # planned first: a refused plan leaves the loaded model as it was
             planned = plan_load(spec, self._profile())
         except DoesNotFitError as exc:
-            self.refused.emit(str(exc), exc.hint or "")
-            return
-        except Exception as exc:
-            self.failed.emit(*describe_error(exc), self.client.pid is None)
-            return
+            return _Refused(str(exc), exc.hint or "")
         self._stop_monitor()
         self._session = None
-        try:
-            load, plan = P.Load.from_plan(planned, n_threads=self._n_threads), planned.to_record()
-            session = ChatSession(self.client, self._chat_store(), load, system_prompt=chat.system_prompt,
-                                  sampling=chat.sampling, conversation_id=conversation_id, plan=plan)  # fmt: skip
-            loaded = session.start(on_progress=self.progress.emit)
-        except Exception as exc:
-            self.failed.emit(*describe_error(exc), self.client.pid is None)
-            return
+        load = P.Load.from_plan(planned, n_threads=self._n_threads)
+        session = ChatSession(self.client, self._chat_store(), load, system_prompt=chat.system_prompt,
+                              sampling=chat.sampling, conversation_id=conversation_id, plan=planned.to_record())  # fmt: skip
+        loaded = session.start(on_progress=report)
         self._session = session
         self._monitor = MemoryMonitor(self.client.pid or 0, interval_s=METRICS_INTERVAL_S).__enter__()
         assert session.conversation_id is not None  # start() made one if there was none
         note = session.template.describe() if session.template else ""
-        name = Path(load.model_path).name
         warning = planned.risk() if planned.forced else ""
-        self.loaded.emit(
-            LoadedModel(name, load, loaded, session.conversation_id, planned.predicted, note, warning)
-        )
+        return LoadedModel(Path(load.model_path).name, load, loaded, session.conversation_id, planned.predicted,
+                           note, warning or "")  # fmt: skip
 
-    def _answer(
-        self, conversation_id: int | None, chat: ChatSettings, turn: Callable[[Any], Iterator[Any]]
-    ) -> None:
-        self._stop.clear()  # here, on the GUI thread: a Stop pressed from now on applies to this answer
-        self._jobs.put(lambda: self._run_answer(conversation_id, chat, turn))
-
-    def _run_answer(
-        self, conversation_id: int | None, chat: ChatSettings, turn: Callable[[Any], Iterator[Any]]
-    ) -> None:
-        from app.engine.chat import Trimmed
-        from app.gui.workers import describe_error
+    def _run_answer(self, conversation_id: int | None, chat: ChatSettings,
+                    turn: Callable[[Any, int], Iterator[Any]], rid: int) -> Iterator[Any]:  # fmt: skip
+        from app.core.errors import EngineError
 
         session = self._session
+        if self._closing:
+            return None
         if session is None or self.client.loaded is None:
-            self.failed.emit("No model is loaded.", "Choose a model and press Load.", self.client.pid is None)
-            return
+            raise EngineError("No model is loaded.", hint="Choose a model and press Load.")
         session.system_prompt, session.sampling = chat.system_prompt, chat.sampling
         done: P.Done | None = None
-        cancel_sent = False
-        self._answering = True
         try:
             if conversation_id is None:
-                conversation_id = _new_conversation(session)
-                self.conversation_created.emit(conversation_id)
+                conversation_id = session.new_conversation()
+                yield _Created(conversation_id)
             session.conversation_id = conversation_id
-            for ev in turn(session):
-                if self._stop.is_set() and not cancel_sent:
-                    # A Stop that reached the process before this request began was cleared by it.
-                    session.cancel()
-                    cancel_sent = True
-                if isinstance(ev, Trimmed):
-                    self.trimmed.emit(ev.n_messages)
-                elif isinstance(ev, P.TokenChunk):
-                    self.chunk.emit(ev)
-                else:
+            for ev in turn(session, rid):
+                if isinstance(ev, P.Done):
                     done = ev
-        except Exception as exc:
-            ended = self.client.pid is None
-            if ended:
+                else:
+                    yield ev
+        except Exception:
+            if self.client.pid is None:  # the process is gone: so is the model
                 self._stop_monitor()
                 self._session = None
-            self.failed.emit(*describe_error(exc), ended)
-            return
-        finally:
-            self._answering = False
-        self.answered.emit(AnswerResult(conversation_id, done))
+            raise
+        return AnswerResult(conversation_id, done)
+
+    def _close(self) -> None:
+        self._stop_monitor()
+        self.client.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def _stop_monitor(self) -> None:
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
             monitor.__exit__(None, None, None)
-
-
-def _new_conversation(session: Any) -> int:
-    """A new conversation for a loaded session, stored as ``ChatSession.start`` stores its first.
-
-    ChatSession only creates one when it loads; this belongs in it (``new_conversation()``).
-    """
-    load = session.load_request
-    conv = session.store.create_conversation(
-        title="New chat", model=load.model_path,
-        plan={**session.plan, **{k: v for k, v in asdict(load).items() if k != "model_path"}},
-        settings={"system_prompt": session.system_prompt, "sampling": asdict(session.sampling)},
-    )  # fmt: skip
-    return int(conv.id)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from app.core.units import format_bytes
+
+UNKNOWN = "—"  # how a figure that could not be measured is shown (house style: never 0)
 MIN_SPEED_WINDOW_S = 0.2  # a shorter stretch of tokens says little about the speed
 
 
@@ -39,7 +42,11 @@ class AnswerMeter:
             }
 
     def snapshot(self, memory: Any, predicted: dict[str, int]) -> dict[str, Any]:
-        """The ``ctx.engine_metrics`` dict; ``memory`` is a MemorySample (or None)."""
+        """The ``ctx.engine_metrics`` dict; ``memory`` is a MemorySample (or None).
+
+        Unknown is not zero: a figure that could not be measured, or was not predicted, is None.
+        ``vram_bytes`` is there only when the machine has a GPU to ask (None: not attributable).
+        """
         m: dict[str, Any] = dict(self.last)
         if self._running and self._first_t:
             m["ttft_ms"] = (self._first_t - self._sent_t) * 1000
@@ -48,7 +55,26 @@ class AnswerMeter:
                 m["gen_tok_s"] = self.tokens / elapsed
         if memory is not None:
             m["rss_bytes"] = memory.child_rss_bytes
-            m["vram_bytes"] = memory.child_vram_bytes or 0  # None: no NVIDIA GPU to ask
-        m["predicted_ram_bytes"] = predicted.get("ram_bytes", 0)
-        m["predicted_vram_bytes"] = predicted.get("vram_bytes", 0)
+            if memory.device_vram_used_bytes is not None or memory.child_vram_bytes is not None:
+                m["vram_bytes"] = memory.child_vram_bytes
+        m["predicted_ram_bytes"] = predicted.get("ram_bytes")
+        m["predicted_vram_bytes"] = predicted.get("vram_bytes")
         return m
+
+
+def _bytes(n: int | None) -> str:
+    return format_bytes(n) if n is not None else UNKNOWN
+
+
+def status_text(m: dict[str, Any]) -> str:
+    """The status bar's line for a :meth:`AnswerMeter.snapshot`; unknown figures show as "—"."""
+    parts = []
+    if m.get("gen_tok_s") is not None:
+        parts.append(f"{m['gen_tok_s']:.1f} tok/s")
+    if m.get("ttft_ms") is not None:
+        parts.append(f"first token {m['ttft_ms']:.0f} ms")
+    for key, label, pred in (("rss_bytes", "RAM", "predicted_ram_bytes"), ("vram_bytes", "VRAM", "predicted_vram_bytes")):  # fmt: skip
+        if key in m:
+            predicted = f" (predicted {format_bytes(m[pred])})" if m.get(pred) is not None else ""
+            parts.append(f"{label} {_bytes(m[key])}{predicted}")
+    return "   ".join(parts)

@@ -77,7 +77,9 @@ class ModelBar(QWidget):
         refusal.addWidget(self.refusal, 1)
         self.force_button = QPushButton("Load &anyway")
         self.force_button.setAccessibleName("Load the model although it does not fit")
-        self.force_button.setToolTip("Load these settings regardless; the model process may run out of memory")
+        self.force_button.setToolTip(
+            "Load these settings regardless; the model process may run out of memory"
+        )
         self.force_button.clicked.connect(lambda: self.load_requested.emit(True))
         refusal.addWidget(self.force_button)
         lay.addLayout(refusal)

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from app.core.units import format_bytes
 from app.gui.context import AppContext
-from app.gui.workers import Task, run_for
+from app.gui.workers import Worker, discard_workers, start_worker
 
 DEFAULT_TYPE = "Q4_K_M"
 # A rough time model from tests/bench/convert_speed.py (README: SmolLM2-135M as a 538 MB F32
@@ -76,10 +76,9 @@ class ConvertPanel(QWidget):
         self.ready: bool | None = None  # the converter's environment exists; None: not known yet
         self.checkpoint: Any = None  # app.core.build.convert.Checkpoint of the folder shown
         self.out_exists = False
-        self.task: Task | None = None  # the conversion or the set-up running now
+        self.task: Worker | None = None  # the conversion or the set-up running now
         self.setting_up = False
         self.result: Any = None
-        self._gen = 0
         outer = QVBoxLayout(self)
 
         self.setup_box = QGroupBox("llama.cpp's converter")
@@ -179,7 +178,8 @@ class ConvertPanel(QWidget):
             )
             self._update_buttons()
 
-        run_for(self, lambda r, c: converter_ready(), done=done, failed=self._failed)
+        start_worker(lambda r, c: converter_ready(), owner=self, latest="converter", on_return=done,
+                     on_error=self._failed)  # fmt: skip
 
     def setup_converter(self) -> None:
         from app.core.build.convert import setup_converter
@@ -205,12 +205,12 @@ class ConvertPanel(QWidget):
                 self.ctx.error.emit(message, hint)
             finish()
 
-        self.task = run_for(
-            self,
+        self.task = start_worker(
             lambda report, cancel: setup_converter(on_line=report, cancel=cancel),
-            done=finish,
-            failed=failed,
-            progress=self.setup_log.appendPlainText,
+            owner=self,
+            on_yield=self.setup_log.appendPlainText,
+            on_return=finish,
+            on_error=failed,
         )
         self._update_buttons()
 
@@ -222,14 +222,21 @@ class ConvertPanel(QWidget):
             self.folder.setText(folder)
             self.set_folder(folder)
 
+    def set_source(self, folder: str, quant: str) -> None:
+        """The Advisor's "Convert to …" (through the window): this folder, at this precision."""
+        if self.task is None:  # not while a conversion runs: the fields are locked
+            self.target.setCurrentText(quant)
+            self.set_folder(folder)
+
     def set_folder(self, folder: str) -> None:
-        """Check the folder and predict the output, off the GUI thread; a newer choice wins."""
+        """Check the folder and predict the output, off the GUI thread; a newer choice wins (the
+        check and the prediction after it are one "checkpoint" worker)."""
         from app.core.build.convert import check_checkpoint, converter_ready, supported_architectures
 
         if self.folder.text() != folder:
             self.folder.setText(folder)
-        self.checkpoint, self._gen = None, self._gen + 1
-        gen, path = self._gen, Path(folder.strip()).expanduser()
+        self.checkpoint = None
+        path = Path(folder.strip()).expanduser()
         self.facts.setText(f"Checking {path}…" if folder.strip() else "Choose a checkpoint folder.")
         self.prediction.setText("—")
         self._update_buttons()
@@ -241,8 +248,6 @@ class ConvertPanel(QWidget):
             return check_checkpoint(path, known=known)
 
         def done(ckpt: Any) -> None:
-            if gen != self._gen:
-                return
             self.checkpoint = ckpt
             m = ckpt.model
             params = f"{m.n_params / 1e9:.2f} B parameters" if m.n_params else "parameters unknown"
@@ -253,10 +258,9 @@ class ConvertPanel(QWidget):
             self._predict()
 
         def failed(message: str, hint: str, cancelled: bool) -> None:
-            if gen == self._gen:
-                self.facts.setText(f"<span style='color:#b3261e'>{escape(message)}</span> {escape(hint)}")
+            self.facts.setText(f"<span style='color:#b3261e'>{escape(message)}</span> {escape(hint)}")
 
-        run_for(self, work, done=done, failed=failed)
+        start_worker(work, owner=self, latest="checkpoint", on_return=done, on_error=failed)
 
     def _predict(self) -> None:
         from app.core.build.convert import OUTTYPES, predicted_bytes
@@ -264,8 +268,7 @@ class ConvertPanel(QWidget):
 
         if self.checkpoint is None:
             return
-        self._gen += 1
-        gen, ckpt, to = self._gen, self.checkpoint, self.target.currentText()
+        ckpt, to = self.checkpoint, self.target.currentText()
         self.prediction.setText("Working it out…")
 
         def work(report: Any, cancel: Any) -> Any:
@@ -276,8 +279,6 @@ class ConvertPanel(QWidget):
             return predicted_bytes(ckpt.model, to), seconds, out, out.exists()
 
         def done(result: Any) -> None:
-            if gen != self._gen:
-                return
             size, seconds, out, self.out_exists = result
             exists = (
                 " — <b>this file already exists</b>: remove it or pick another precision."
@@ -289,10 +290,9 @@ class ConvertPanel(QWidget):
             self._update_buttons()
 
         def failed(message: str, hint: str, cancelled: bool) -> None:
-            if gen == self._gen:
-                self.prediction.setText(escape(f"{message} {hint}".strip()))
+            self.prediction.setText(escape(f"{message} {hint}".strip()))
 
-        run_for(self, work, done=done, failed=failed)
+        start_worker(work, owner=self, latest="checkpoint", on_return=done, on_error=failed)
 
     # --- converting -----------------------------------------------------------------------------
 
@@ -314,12 +314,12 @@ class ConvertPanel(QWidget):
         self.result_box.hide()
         self.bar.setValue(0)
         self.stage.setText("Starting…")
-        self.task = run_for(
-            self,
+        self.task = start_worker(
             lambda report, cancel: build_gguf(folder, to, on_progress=report, cancel=cancel),
-            done=self._converted,
-            failed=self._not_converted,
-            progress=self._progress,
+            owner=self,
+            on_yield=self._progress,
+            on_return=self._converted,
+            on_error=self._not_converted,
         )
         self._update_buttons()
 
@@ -374,5 +374,5 @@ class ConvertPanel(QWidget):
             self.ctx.show_panel.emit("chat")
 
     def shutdown(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        """The window closes: stop the conversion or set-up (nothing half-made is kept) and the rest."""
+        discard_workers(self)

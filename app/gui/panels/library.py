@@ -3,8 +3,9 @@ user's folders), the Hugging Face Hub (:mod:`library_hub`) and the download queu
 (:mod:`library_downloads`).
 
 Every library call reads a JSON file under a lock and a scan walks folders and reads headers, so
-each runs on the thread pool and hands back the rows ready to show — including whether each file
-is still there, which the table must not ``stat`` on the GUI thread while it paints.
+each runs off the GUI thread and hands back the rows ready to show — including whether each file
+is still there, which the table must not ``stat`` on the GUI thread while it paints. They run one
+after another on the panel's lane, so the table always ends on the last change's answer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -33,7 +41,7 @@ from app.core.units import format_bytes
 from app.gui.context import AppContext
 from app.gui.panels.library_downloads import DownloadQueue
 from app.gui.panels.library_hub import HubBrowser
-from app.gui.workers import Task, run_for
+from app.gui.workers import Lane, Worker, discard_workers, start_worker
 
 ORIGINS = {
     "hf_cache": "HF cache",
@@ -100,12 +108,16 @@ class LibraryTable(QAbstractTableModel):
 class LibraryPanel(QWidget):
     """The models on disk, the Hub, and the download queue."""
 
+    # the path of a model to size up in the Advisor ("Advise"); the window hands it over
+    advise_requested = Signal(str)
+
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
         from app.core.advice.recommend import DEFAULT_CTX
 
         self.ctx = ctx
-        self.tasks: set[Task] = set()  # library calls in flight, cancelled at shutdown
+        self.lane = Lane("library", parent=self)  # library calls, in the order the user made them
+        self.tasks: set[Worker] = set()  # library calls not yet answered
         self._announcing = False  # we emit library_changed ourselves: our table is already fresh
         split = QSplitter(Qt.Orientation.Vertical)
         QVBoxLayout(self).addWidget(split)
@@ -177,7 +189,6 @@ class LibraryPanel(QWidget):
             return note, [(m, m.present) for m in lib.models()]
 
         def done(result: Any) -> None:
-            self.tasks.discard(task)
             note, rows = result
             self.table_model.set_rows(rows)
             self.status.setText(note or f"{count(len(rows))} in the library.")
@@ -190,12 +201,12 @@ class LibraryPanel(QWidget):
                     self._announcing = False
 
         def failed(message: str, hint: str, cancelled: bool) -> None:
-            self.tasks.discard(task)
             self.status.setText(f"{message} {hint}".strip())
             if not cancelled:
                 self.ctx.error.emit(message, hint)
 
-        task = run_for(self, work, done=done, failed=failed)
+        task = start_worker(work, owner=self, lane=self.lane, on_return=done, on_error=failed,
+                            on_finish=lambda: self.tasks.discard(task))  # fmt: skip
         self.tasks.add(task)
 
     def rescan(self) -> None:
@@ -257,44 +268,31 @@ class LibraryPanel(QWidget):
 
     def advise_selected(self) -> None:
         if (m := self.selected()) is not None:
-            self.ctx.settings.setValue("advisor/model", str(m.path))  # the advisor reads it when shown
-            self.ctx.show_panel.emit("advisor")
+            self.advise_requested.emit(str(m.path))
 
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        self.pending.take()  # the Advisor's "Download and chat", if it left one
+    def pull(self, want: dict[str, Any]) -> None:
+        """The Advisor's "Download and chat" (through the window): find the file, queue it, and
+        once verified open the chat with the advisor's plan."""
+        self.pending.start(want)
 
     def shutdown(self) -> None:
         """The window closes: stop every pull (their partial files stay) and every library call."""
         self.downloads.shutdown()
-        for task in self.tasks:
-            task.cancel()
+        discard_workers(self)
 
 
 class PendingPull:
-    """The Advisor's one button, "Download and chat": it leaves its choice in
-    ``library/pending_pull``; when the Library is shown, the file is found on the Hub, queued, and
-    once verified the chat opens with the advisor's plan."""
-
-    KEY = "library/pending_pull"
+    """Pulls the Advisor asked for, waiting to be verified to open the chat with its plan."""
 
     def __init__(self, panel: LibraryPanel) -> None:
         self.panel = panel
         self.waiting: dict[int, dict[str, Any]] = {}  # id(row) → the plan to open the chat with
         panel.downloads.verified.connect(self._verified)
 
-    def take(self) -> None:
-        import json
-
-        raw = self.panel.ctx.settings.value(self.KEY)
-        if not raw:
-            return
-        self.panel.ctx.settings.remove(self.KEY)
-        try:
-            want = json.loads(str(raw))
-            repo = str(want["repo_id"])
-        except (ValueError, KeyError, TypeError):
-            return
+    def start(self, want: dict[str, Any]) -> None:
+        """``want``: {"repo_id", "filename" (a Hub file) or "quant" (pick by type), "n_ctx",
+        "n_gpu_layers"} — the AdvisorPanel's ``pull_requested``."""
+        repo = str(want["repo_id"])
 
         def work(report: Any, cancel: Any) -> Any:
             from app.core.hub.repo import list_gguf_files, select_file
@@ -311,7 +309,7 @@ class PendingPull:
         def failed(message: str, hint: str, cancelled: bool) -> None:
             self.panel.ctx.error.emit(f"Could not start the download from {repo}: {message}", hint)
 
-        run_for(self.panel, work, done=found, failed=failed)
+        start_worker(work, owner=self.panel, on_return=found, on_error=failed)
 
     def _verified(self, entry: Any) -> None:
         for row in self.panel.downloads.rows:

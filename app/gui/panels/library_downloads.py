@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from app.core.units import format_bytes
 from app.gui.context import AppContext
-from app.gui.workers import Task, run_for
+from app.gui.workers import Worker, start_worker
 
 ACTIVE = ("downloading", "verifying")
 
@@ -44,7 +44,7 @@ class DownloadRow(QFrame):
         super().__init__()
         self.queue, self.repo, self.repo_file = queue, repo, repo_file
         self.state = "queued"
-        self.task: Task | None = None
+        self.task: Worker | None = None
         self.entry: Any = None  # the LibraryModel once verified
         self.setFrameShape(QFrame.Shape.StyledPanel)
         name = f"{repo} / {repo_file.file.first}"
@@ -95,7 +95,8 @@ class DownloadRow(QFrame):
         def work(report: Any, cancel: Any) -> Any:
             return pull_model(repo, rf, library=library, on_progress=report, cancel=cancel)
 
-        self.task = run_for(self, work, done=self._done, failed=self._failed, progress=self._progress)
+        self.task = start_worker(work, owner=self, on_yield=self._progress, on_return=self._done,
+                                 on_error=self._failed)  # fmt: skip
 
     def _progress(self, p: Any) -> None:
         if self.state not in ACTIVE:

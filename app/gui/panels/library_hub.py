@@ -2,8 +2,8 @@
 this machine (the advisor's plan from its remote header, ★ on the pick) and ask for a download.
 
 Every call goes over the network, so each runs on the thread pool; the files are listed first
-(one request) and the fit filled in after (a header read per file). Results of a search or listing
-the user has since replaced are dropped by a generation counter.
+(one request) and the fit filled in after (a header read per file). A newer search, or a newer
+repo's listing and sizing, replaces the older one, whose answer is dropped.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from app.core.units import format_bytes
 from app.gui.context import AppContext
-from app.gui.workers import run_for
+from app.gui.workers import start_worker
 
 FITS = {"gpu": "on the GPU", "partial": "GPU + CPU", "cpu": "on the CPU", "no": "does not fit"}
 SEARCH_LIMIT = 50
@@ -67,7 +67,6 @@ class HubBrowser(QWidget):
         self.ctx, self.n_ctx = ctx, n_ctx
         self.repo = ""
         self.files: list[Any] = []  # RepoGGUF per row of the file table
-        self._gen = {"search": 0, "files": 0}
         lay = QVBoxLayout(self)
         row = QHBoxLayout()
         self.query = QLineEdit()
@@ -116,13 +115,9 @@ class HubBrowser(QWidget):
         from app.core.hub.repo import search_models
 
         query = self.query.text().strip()
-        self._gen["search"] += 1
-        gen = self._gen["search"]
         self.status.setText(f"Searching the Hub for {query!r}…")
 
         def done(found: list[Any]) -> None:
-            if gen != self._gen["search"]:
-                return  # a newer search replaced this one
             self.status.setText(f"{len(found)} GGUF repos." if found else f"No GGUF repos match {query!r}.")
             rows = [
                 (m.repo_id, f"{m.downloads:,}", str(m.likes), "gated" if m.gated else "open") for m in found
@@ -132,7 +127,9 @@ class HubBrowser(QWidget):
         def work(report: Any, cancel: Any) -> list[Any]:
             return search_models(query, limit=SEARCH_LIMIT)
 
-        run_for(self, work, done=done, failed=self._failed("Search failed"))
+        start_worker(
+            work, owner=self, latest="search", on_return=done, on_error=self._failed("Search failed")
+        )
 
     def _repo_chosen(self) -> None:
         items = self.repo_table.selectedItems()
@@ -143,14 +140,11 @@ class HubBrowser(QWidget):
         """List the repo's GGUF files at once, then fill in how each fits."""
         from app.core.hub.repo import list_gguf_files
 
-        self._gen["files"] += 1
-        gen, self.repo, self.files = self._gen["files"], repo, []
+        self.repo, self.files = repo, []
         self.file_table.setRowCount(0)
         self.status.setText(f"Listing the files of {repo}…")
 
         def listed(files: list[Any]) -> None:
-            if gen != self._gen["files"]:
-                return
             self.files = files
             rows = []
             for f in files:
@@ -162,14 +156,16 @@ class HubBrowser(QWidget):
                 self.status.setText(f"{repo} has no GGUF files.")
                 return
             self.status.setText(f"{len(files)} GGUF files in {repo}; working out how each fits…")
-            self._plan(gen, repo, files)
+            self._plan(repo, files)
 
         def work(report: Any, cancel: Any) -> list[Any]:
             return list_gguf_files(repo)
 
-        run_for(self, work, done=listed, failed=self._failed(f"Listing {repo} failed"))
+        # one key for the listing and the sizing up that follows: a newer repo replaces either
+        start_worker(work, owner=self, latest="repo", on_return=listed,
+                     on_error=self._failed(f"Listing {repo} failed"))  # fmt: skip
 
-    def _plan(self, gen: int, repo: str, files: list[Any]) -> None:
+    def _plan(self, repo: str, files: list[Any]) -> None:
         from app.core.advice.hub_fit import plan_files, recommended_file
 
         profile, n_ctx = self.ctx.profile, self.n_ctx
@@ -183,8 +179,6 @@ class HubBrowser(QWidget):
             return planned, recommended_file(planned)
 
         def done(result: Any) -> None:
-            if gen != self._gen["files"]:
-                return
             planned, best = result
             rows = []
             for fp in planned:
@@ -196,7 +190,8 @@ class HubBrowser(QWidget):
             pick = f" ★ {best.repo_file.file.first} fits best at {n_ctx:,} tokens." if best else ""
             self.status.setText(f"{len(planned)} GGUF files in {repo}.{pick}")
 
-        run_for(self, work, done=done, failed=self._failed(f"Sizing up the files of {repo} failed"))
+        start_worker(work, owner=self, latest="repo", on_return=done,
+                     on_error=self._failed(f"Sizing up the files of {repo} failed"))  # fmt: skip
 
     def chosen_file(self) -> Any:
         items = self.file_table.selectedItems()

@@ -1,19 +1,17 @@
 """The machine at a glance: what was detected (CPU, RAM, GPUs, what the llama.cpp build can offload
 to) and live charts of RAM, CPU and per-GPU VRAM use, with the loaded model's share filled in.
 
-The numbers come from a sampler thread of its own (psutil, NVML, amdgpu's sysfs) because opening
-NVML can take a second on a cold driver and reading a sleeping laptop GPU wakes it; the GUI thread
-only copies the latest sample into the charts. Sampling runs only while the panel is visible, so a
-hidden panel never keeps a discrete GPU awake. pyqtgraph is imported when the panel is built.
+The numbers come from the machine's shared live sampler (:mod:`app.core.machine.sampler_client`),
+a child process that the chat's memory monitor reads too: NVML never opens in the window's
+process, and the GUI thread only copies the latest sample into the charts. The panel subscribes
+only while it is visible, so a hidden panel never keeps a discrete GPU awake. Figures that could
+not be read show as "—". pyqtgraph is imported when the panel is built.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
+import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
@@ -29,85 +27,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.machine.sampler_client import Subscription, shared_sampler
 from app.core.units import GIB, format_bytes
 from app.gui.context import AppContext
 
 SAMPLE_INTERVAL_S = 1.0
 HISTORY = 120  # points per chart: two minutes at one sample a second
+UNKNOWN = "—"  # a figure that could not be read (house style: never 0)
 _SELECTABLE = Qt.TextInteractionFlag.TextSelectableByKeyboard | Qt.TextInteractionFlag.TextSelectableByMouse
 GpuKey = tuple[str, int]  # (vendor, index within the vendor), as GpuInfo names a GPU
 
 
-@dataclass(frozen=True)
-class SystemSample:
-    t: float  # time.monotonic()
-    ram_used_bytes: int
-    ram_total_bytes: int
-    cpu_percent: float
-    vram_used_bytes: dict[GpuKey, int] = field(default_factory=dict, hash=False)
-
-
-def _open_nvml() -> tuple[Any, list[Any]]:
-    """pynvml and one handle per NVIDIA GPU; (None, []) without a driver, library or GPU."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no package, no driver: VRAM of NVIDIA GPUs is simply not charted
-        return None, []
-    try:
-        return pynvml, [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-    except pynvml.NVMLError:
-        return pynvml, []
-
-
-class SystemSampler:
-    """Samples the whole machine every ``interval_s`` on a daemon thread; the UI reads ``latest``.
-
-    Touches no Qt object. NVML handles are opened once per start and closed at stop.
-    """
-
-    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
-        self.interval_s = interval_s
-        self.latest: SystemSample | None = None
-        self._stop: threading.Event | None = None
-
-    def start(self) -> None:
-        if self._stop is not None:
-            return
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, args=(self._stop,), daemon=True, name="machine-sampler").start()
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()  # the thread ends within one interval; nobody waits for it
-            self._stop = None
-
-    def _run(self, stop: threading.Event) -> None:
-        import psutil
-
-        from app.core.machine.hardware import detect_amd_gpus
-
-        nvml, handles = _open_nvml()
-        psutil.cpu_percent(None)  # the first call only sets the reference point
-        try:
-            while not stop.wait(0.2 if self.latest is None else self.interval_s):
-                vram: dict[GpuKey, int] = {}
-                for i, handle in enumerate(handles):
-                    with contextlib.suppress(Exception):
-                        vram["nvidia", i] = int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
-                for gpu in detect_amd_gpus():  # a few small sysfs reads per card
-                    if gpu.vram_total_bytes is not None and gpu.vram_free_bytes is not None:
-                        vram["amd", gpu.index] = gpu.vram_total_bytes - gpu.vram_free_bytes
-                vm = psutil.virtual_memory()
-                used = int(vm.total - vm.available)
-                self.latest = SystemSample(
-                    time.monotonic(), used, int(vm.total), psutil.cpu_percent(None), vram
-                )
-        finally:
-            if nvml is not None:
-                with contextlib.suppress(Exception):
-                    nvml.nvmlShutdown()
+def _bytes(n: int | None) -> str:
+    return format_bytes(n) if n is not None else UNKNOWN
 
 
 class Chart:
@@ -134,23 +66,35 @@ class Chart:
         self.line = self.widget.plot(pen=pg.mkPen("#1f77b4", width=2), name="whole machine")
         self.line.setZValue(1)  # above the model's filled area
         self.area = None
-        if memory:
+        if memory:  # "finite": an unknown share (NaN) is a gap in the area, not a drop to 0
             red = pg.mkPen("#d62728", width=1)
             self.area = self.widget.plot(
-                pen=red, fillLevel=0, brush=(214, 39, 40, 90), name="the loaded model"
+                pen=red, fillLevel=0, brush=(214, 39, 40, 90), name="the loaded model", connect="finite"
             )
         self.summary = QLabel("Waiting for the first sample…")
         self.summary.setAccessibleName(f"{title} now")
         self.summary.setTextInteractionFlags(_SELECTABLE)
 
-    def append(self, t: float, value: float, *, total: float = 0, model: float | None = None) -> None:
-        """One sample; the summary line says it in words for screen readers and tests."""
+    def append(
+        self,
+        t: float,
+        value: float,
+        *,
+        total: int | None = None,
+        model: int | None = None,
+        with_model: bool = False,
+    ) -> None:
+        """One sample; the summary line says it in words for screen readers and tests.
+
+        ``with_model``: a model is loaded, so its share is drawn — or, when ``model`` is None
+        (not attributable), a gap in the area and "—" in words.
+        """
         self.times.append(t)
         self.values.append(value)
-        self.model_values.append(model or 0.0)
+        self.model_values.append(float(model) if model is not None else math.nan if with_model else 0.0)
         if self.memory:
-            share = f"; the model {format_bytes(model)}" if model else ""
-            text = f"{self.label}: {format_bytes(value)} of {format_bytes(total)} used{share}"
+            share = f"; the model {_bytes(model)}" if with_model else ""
+            text = f"{self.label}: {format_bytes(value)} of {_bytes(total)} used{share}"
         else:
             text = f"{self.label}: {value:.0f} % busy"
         self.summary.setText(text)
@@ -172,7 +116,7 @@ def describe_profile(p: Any) -> dict[str, str]:
     cpu = p.cpu
     gpus = []
     for g in p.gpus:
-        total = format_bytes(g.vram_total_bytes) if g.vram_total_bytes else "unknown"
+        total = _bytes(g.vram_total_bytes)
         free = f", {format_bytes(g.vram_free_bytes)} free" if g.vram_free_bytes is not None else ""
         extra = [f"driver {g.driver_version}"] if g.driver_version else []
         extra += [f"compute {g.compute_capability}"] if g.compute_capability else []
@@ -215,7 +159,8 @@ _ROWS = (
 
 
 class MachinePanel(QWidget):
-    """The hardware profile and live use; the profile comes from ``ctx.detect()`` (off-thread)."""
+    """The hardware profile and live use; the profile comes from ``ctx.detect()`` (off-thread), the
+    live use from the shared sampler child."""
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
@@ -252,11 +197,13 @@ class MachinePanel(QWidget):
         self.ram_chart = Chart(pg, "RAM used", label="RAM", y_max=GIB)
         self.cpu_chart = Chart(pg, "CPU use", label="CPU", y_max=100.0, memory=False)
         self.gpu_charts: dict[GpuKey, Chart] = {}
-        self.gpu_totals: dict[GpuKey, int] = {}
         self._place_charts()
-        self.model_rss_bytes: int | None = None  # from the model process, via ctx.engine_metrics
+        # the model process's own memory, via ctx.engine_metrics; None inside: not measured
+        self.model_loaded = False
+        self.model_rss_bytes: int | None = None
         self.model_vram_bytes: int | None = None
-        self.sampler = SystemSampler()
+        self.model_vram_asked = False  # the machine has a GPU to ask for the model's VRAM
+        self.subscription: Subscription | None = None  # held while the panel is visible
         self._last_t = 0.0
         self.timer = QTimer(self)
         self.timer.setInterval(int(SAMPLE_INTERVAL_S * 1000))
@@ -287,7 +234,6 @@ class MachinePanel(QWidget):
                 for key, g in gpus.items()
             }
             self._place_charts()
-        self.gpu_totals = {key: g.vram_total_bytes or 0 for key, g in gpus.items()}
 
     def _place_charts(self) -> None:
         charts = [self.ram_chart, self.cpu_chart, *self.gpu_charts.values()]
@@ -299,41 +245,49 @@ class MachinePanel(QWidget):
     # --- live numbers ---------------------------------------------------------------------------
 
     def on_metrics(self, m: dict[str, Any]) -> None:
-        """The model process's own memory (0 or None once it unloads)."""
-        if "rss_bytes" in m:
-            self.model_rss_bytes = m["rss_bytes"] or None
-        if "vram_bytes" in m:
-            self.model_vram_bytes = m["vram_bytes"] or None
+        """The model process's own memory; an empty dict: no model is loaded."""
+        self.model_loaded = "rss_bytes" in m
+        self.model_rss_bytes = m.get("rss_bytes")
+        self.model_vram_asked = "vram_bytes" in m
+        self.model_vram_bytes = m.get("vram_bytes")
 
     def tick(self) -> None:
-        s = self.sampler.latest
+        sub = self.subscription
+        s = sub.latest if sub is not None else None
         if s is None or s.t == self._last_t:
+            if sub is not None and sub.error:
+                self.status.setText(f"Live use is not available. {sub.error}")
             return
         self._last_t = s.t
-        self.ram_chart.append(s.t, s.ram_used_bytes, total=s.ram_total_bytes, model=self.model_rss_bytes)
-        self.cpu_chart.append(s.t, s.cpu_percent)
+        self.ram_chart.append(s.t, s.ram_used_bytes, total=s.ram_total_bytes, model=self.model_rss_bytes,
+                              with_model=self.model_loaded)  # fmt: skip
+        if s.cpu_percent is not None:  # None in the sampler's first sample
+            self.cpu_chart.append(s.t, s.cpu_percent)
         first = next(iter(self.gpu_charts), None)
         for key, chart in self.gpu_charts.items():
-            used = s.vram_used_bytes.get(key)
-            if used is None:
-                chart.summary.setText("VRAM use cannot be read for this GPU.")
+            mem = s.gpu(*key)
+            if mem is None or mem.used_bytes is None:
+                chart.summary.setText(f"VRAM: {UNKNOWN} (its use cannot be read for this GPU)")
                 continue
             # the model process reports one VRAM figure; llama.cpp fills the first GPU first
-            vram = self.model_vram_bytes if key == first else None
-            chart.append(s.t, used, total=self.gpu_totals.get(key, 0), model=vram)
+            shown = key == first and self.model_loaded and self.model_vram_asked
+            chart.append(s.t, mem.used_bytes, total=mem.total_bytes, model=self.model_vram_bytes if shown else None,
+                         with_model=shown)  # fmt: skip
         for chart in (self.ram_chart, self.cpu_chart, *self.gpu_charts.values()):
             chart.redraw(s.t)
 
     def showEvent(self, event: QShowEvent) -> None:
-        self.sampler.start()
+        if self.subscription is None:
+            self.subscription = shared_sampler().subscribe(interval_s=SAMPLE_INTERVAL_S)
         self.timer.start()
         super().showEvent(event)
 
     def hideEvent(self, event: Any) -> None:
-        self.timer.stop()
-        self.sampler.stop()
+        self.shutdown()
         super().hideEvent(event)
 
     def shutdown(self) -> None:
         self.timer.stop()
-        self.sampler.stop()
+        sub, self.subscription = self.subscription, None
+        if sub is not None:
+            sub.close()

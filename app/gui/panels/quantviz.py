@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.gui.panels.advisor_tasks import LatestTasks
+from app.gui.workers import discard_workers, start_worker
 
 if TYPE_CHECKING:
     from app.gui.context import AppContext
@@ -46,7 +46,6 @@ class QuantVizPanel(QWidget):
         self.path: str | None = None
         self.tensors: tuple[TensorChoice, ...] = ()
         self.comparison: QuantComparison | None = None
-        self._tasks = LatestTasks(self)  # "library", "tensors", "compare": the newest of each wins
         self._build()
         ctx.library_changed.connect(self.refresh_library)
         self.refresh_library()
@@ -146,7 +145,7 @@ class QuantVizPanel(QWidget):
     def refresh_library(self) -> None:
         from app.gui.widgets.library_combo import refresh_library_combo
 
-        refresh_library_combo(self._tasks, self.ctx.library, self.library_combo)
+        refresh_library_combo(self, self.ctx.library, self.library_combo)
 
     def _library_chosen(self) -> None:
         path = self.library_combo.currentData()
@@ -170,10 +169,11 @@ class QuantVizPanel(QWidget):
             self._fill_tensors()
             self.tensors_listed.emit()
 
-        def failed(msg: str, hint: str) -> None:
+        def failed(msg: str, hint: str, cancelled: bool) -> None:
             self.file_label.setText(f"{msg} {hint}".strip())
 
-        self._tasks.run("tensors", lambda r, c: list_tensors(path), on_done=done, on_failed=failed)
+        start_worker(lambda r, c: list_tensors(path), owner=self, latest="tensors", on_return=done,
+                     on_error=failed)  # fmt: skip
 
     def _fill_tensors(self) -> None:
         wanted = self.filter_edit.text().strip().lower()
@@ -217,12 +217,12 @@ class QuantVizPanel(QWidget):
             return
         self.stats.setText(f"Quantizing {name} to {target}…")
 
-        def failed(msg: str, hint: str) -> None:
+        def failed(msg: str, hint: str, cancelled: bool) -> None:
             self.comparison = None
             self.stats.setText(f"{msg} {hint}".strip())
 
-        self._tasks.run("compare", lambda r, c: compare(path, name, target, cancel=c), on_done=self._draw,
-                        on_failed=failed)  # fmt: skip
+        start_worker(lambda r, c: compare(path, name, target, cancel=c), owner=self, latest="compare",
+                     on_return=self._draw, on_error=failed)  # fmt: skip
 
     def _draw(self, c: QuantComparison) -> None:
         self.comparison = c
@@ -251,4 +251,4 @@ class QuantVizPanel(QWidget):
 
     def shutdown(self) -> None:
         """Cancel running work and drop whatever it still delivers (the widgets may be gone)."""
-        self._tasks.close()
+        discard_workers(self)

@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QComboBox
+
+from app.gui.workers import start_worker
 
 
 def refresh_library_combo(
-    tasks: Any,
+    owner: QObject,
     library: Any,
     combo: QComboBox,
     *,
@@ -19,7 +22,7 @@ def refresh_library_combo(
 ) -> None:
     """List ``library``'s present models in ``combo`` (label: id and quant; data: the path).
 
-    ``tasks`` is the panel's ``LatestTasks``, so a newer refresh replaces an older one.
+    The listing is ``owner``'s "library" worker: a newer refresh replaces an older one.
     """
 
     def work(report: Any, cancel: Any) -> list[tuple[str, str]]:
@@ -32,4 +35,8 @@ def refresh_library_combo(
         if empty_text:
             combo.setPlaceholderText("" if items else empty_text)
 
-    tasks.run("library", work, on_done=done, on_failed=on_failed)
+    def failed(message: str, hint: str, cancelled: bool) -> None:
+        if on_failed is not None and not cancelled:
+            on_failed(message, hint)
+
+    start_worker(work, owner=owner, latest="library", on_return=done, on_error=failed)

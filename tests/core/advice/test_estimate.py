@@ -12,7 +12,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from app.core.advice.estimate import RunSettings, estimate, kv_cells
+from app.core.advice.buffers import kv_cells
+from app.core.advice.estimate import RunSettings, estimate
 from app.core.errors import EstimateError
 from app.core.model.gguf_header import GGUFHeader, TensorInfo, read_gguf_file
 from app.core.model.info import ModelInfo, model_info_from_header

@@ -1,0 +1,146 @@
+"""The KV cache and the compute buffers of a llama.cpp run, sized the way llama.cpp sizes them.
+
+- KV cache: ``src/llama-kv-cache.cpp``; cells = pad(n_ctx, 256) (``llama-context.cpp``); sliding-
+  window layers keep pad(min(n_ctx, n_swa·n_seq + n_ubatch), 256) cells unless ``swa_full``
+  (``llama-kv-cache-iswa.cpp``).
+- compute buffer: the peak of ggml-alloc's graph allocation, fitted to llama.cpp's own dry runs
+  (``tests/bench/estimate_accuracy.py`` and ``tests/core/advice/test_estimate.py`` check it).
+- with a discrete GPU, big batches of CPU layers run on the GPU with each weight copied into its
+  compute buffer (op offload, ``ggml-backend.cpp``).
+"""
+
+from __future__ import annotations
+
+from app.core.advice.placement import is_output_tensor
+from app.core.advice.run_settings import RunSettings
+from app.core.errors import EstimateError
+from app.core.model import ggml_types
+from app.core.model.gguf_header import TensorInfo
+from app.core.model.info import ModelInfo, layer_of
+
+KV_PAD_CELLS = 256  # GGML_PAD(n_ctx, 256), llama-context.cpp
+# From this many tokens in a ubatch a GPU runs an op whose weight is in RAM (ggml-cuda.cu
+# GGML_OP_OFFLOAD_MIN_BATCH, default 32), copying the weight into its compute buffer first.
+OP_OFFLOAD_MIN_BATCH = 32
+# Tiny graph inputs and bookkeeping inside the compute buffer (positions, output ids, norms):
+# the residual of the dry-run fit, ~10 KiB.
+COMPUTE_CONST_BYTES = 16 * 1024
+
+
+def kv_cells(model: ModelInfo, s: RunSettings) -> tuple[int, int]:
+    """(cells of full-attention layers, cells of sliding-window layers)."""
+    full = _pad(s.n_ctx, KV_PAD_CELLS)
+    if not model.has_swa or s.swa_full:
+        return full, full
+    swa = _pad(min(full, model.sliding_window * s.n_seq + s.n_ubatch), KV_PAD_CELLS)
+    return full, swa
+
+
+def _pad(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, cells_swa: int) -> int:
+    """K + V bytes of layer ``il`` (row_size(type, n_head_kv·head_dim) · cells, for K and for V)."""
+    n_kv = model.n_head_kv[il]
+    if n_kv == 0:
+        return 0
+    cells = cells_swa if model.swa_layers[il] else cells_full
+    try:
+        k = ggml_types.row_bytes(s.type_k, n_kv * model.head_dim_k)
+        v = ggml_types.row_bytes(s.type_v, n_kv * model.head_dim_v)
+    except ValueError:
+        # llama.cpp refuses such a context too: quantized rows must be whole blocks.
+        raise EstimateError(
+            f"A {s.type_k}/{s.type_v} KV cache does not fit this model's head size ({model.head_dim_k}).",
+            hint="Use an F16 or Q8_0 KV cache.",
+        ) from None
+    return (k + v) * cells
+
+
+def compute_buffer_bytes(
+    model: ModelInfo,
+    s: RunSettings,
+    cells_full: int,
+    cells_swa: int,
+    *,
+    filled_tokens: int | None = None,
+    gpu: bool = False,
+) -> int:
+    """Peak of llama.cpp's graph allocation for a worst-case ubatch (CPU backend; ``gpu``: CUDA's).
+
+    Fitted to dry runs (``app.engine.memory_probe`` with ``dry_run``) of llama-shaped models
+    that vary one width at a time: the FFN stage keeps about 4·n_embd + 3·n_ff floats per token
+    live; without flash attention the attention stage keeps 3·n_embd + 2·(q width) + 2·(kv width)
+    floats per token plus the f32 scores (n_head·n_kv per token). The KQ masks (f16 with flash
+    attention, f32 without) are inputs that live through the whole graph, one per cache kind.
+
+    llama.cpp reserves the buffer for a full cache; a graph only spans the cells in use, padded
+    to 256 (``llama_kv_cache::get_n_kv``). With ``filled_tokens`` the result is the part a run
+    with that many tokens in the context has touched — what the resident set shows.
+    """
+    if filled_tokens is not None:
+        used = _pad(max(filled_tokens, 1), KV_PAD_CELLS)
+        cells_full, cells_swa = min(cells_full, used), min(cells_swa, used)
+    ub = min(s.n_ubatch, s.n_batch)
+    e = model.n_embd
+    ff = max(model.n_ff, model.n_ff_expert * max(model.n_expert_used, 1))
+    n_head = max(model.n_head) if model.n_head else 0
+    qd = n_head * model.head_dim_k
+    kvd = max(model.n_head_kv) * max(model.head_dim_k, model.head_dim_v) if model.n_head_kv else 0
+    mask = _mask_bytes(model, s, cells_full, cells_swa)
+    # CUDA keeps one n_embd row less live in the FFN stage: its compute buffers were exactly
+    # 512·4·(3·n_embd + 3·n_ff) + mask for Llama-3.2-3B and 3.1-8B on the H100 (tests/gpu).
+    ffn_stage = ub * 4 * ((3 if gpu else 4) * e + 3 * ff)
+    if s.flash_attn:
+        attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd)
+    else:
+        attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd) + cells_full * ub * n_head * 4
+    return max(ffn_stage, attn_stage) + mask + COMPUTE_CONST_BYTES
+
+
+def _mask_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:
+    """The KQ masks: f16 with flash attention, f32 without; one per cache kind."""
+    ub = min(s.n_ubatch, s.n_batch)
+    elt = 2 if s.flash_attn else 4
+    mask = cells_full * ub * elt
+    if model.has_swa and cells_swa != cells_full:
+        mask += cells_swa * ub * elt
+    return mask
+
+
+def inputs_compute_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:
+    """CPU compute when the GPU runs the big batches: graph inputs live on the CPU (ggml-backend.cpp
+    assigns them to the last backend) — the KQ masks and two n_embd rows per token (the embeddings
+    and a copy on their way to the GPU). Exactly the CUDA_Host compute buffers on the H100 (tests/gpu),
+    with any number of layers offloaded."""
+    ub = min(s.n_ubatch, s.n_batch)
+    return 2 * ub * model.n_embd * 4 + _mask_bytes(model, s, cells_full, cells_swa) + COMPUTE_CONST_BYTES
+
+
+def offload_copy_bytes(
+    model: ModelInfo, s: RunSettings, tensors: tuple[TensorInfo, ...], devices: list[str]
+) -> int:
+    """The GPU compute buffer's room for what CPU layers send over for a big batch (op offload).
+
+    Each op with a weight in RAM starts its own split (ggml-backend.cpp "by starting a new split,
+    the memory of the previously offloaded weights can be reused"), so one weight copy — the
+    largest — is live at a time; the output matmul only sees n_outputs_max rows, and token_embd
+    is read by get_rows, which is never offloaded. Attention follows onto the GPU with copies of
+    one layer's K and V views, the cache itself staying in RAM. The sum over-predicts the H100's
+    buffers by 0-80 MiB (they overlap a little) and never under-predicted them by more than 8 MiB.
+    """
+    if min(s.n_ubatch, s.n_batch) < OP_OFFLOAD_MIN_BATCH or "CPU" not in devices[: model.n_layer]:
+        return 0
+    cells_full, cells_swa = kv_cells(model, s)
+    kv = max(kv_layer_bytes(model, s, il, cells_full, cells_swa)
+             for il in range(model.n_layer) if devices[il] == "CPU")  # fmt: skip
+    largest = 0
+    for t in tensors:
+        li = layer_of(t.name)
+        on_cpu_layer = li is not None and li < model.n_layer and devices[li] == "CPU"
+        output_offloaded = (is_output_tensor(t.name) and devices[model.n_layer] == "CPU"
+                            and s.n_outputs_max >= OP_OFFLOAD_MIN_BATCH)  # fmt: skip
+        if (on_cpu_layer or output_offloaded) and len(t.shape) >= 2:
+            largest = max(largest, t.n_bytes)
+    return largest + kv

@@ -1,0 +1,168 @@
+"""Conversations and messages as frozen records, and the SQL that reads or writes them on an open
+connection inside the caller's transaction.
+
+Messages form a tree through ``parent_id``; a thread is the path from a root to one leaf.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from app.core.errors import ChatNotFoundError
+
+Role = Literal["system", "user", "assistant"]
+Status = Literal["complete", "partial", "error"]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One chat. ``plan`` holds the run settings, ``settings`` the system prompt and sampling."""
+
+    id: int
+    title: str
+    model: str  # the GGUF file the chat was loaded from
+    plan: dict[str, Any] = field(hash=False)  # n_ctx, n_gpu_layers, type_k, quant, predicted *_bytes …
+    settings: dict[str, Any] = field(hash=False)  # system_prompt, sampling …
+    created_at: float  # time.time() seconds
+    updated_at: float  # bumped by every change, including a new message
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn. ``parent_id`` is the message it follows; siblings are alternative branches."""
+
+    id: int
+    conversation_id: int
+    role: Role
+    content: str
+    created_at: float  # time.time() seconds
+    status: Status  # "partial": generation was stopped; "error": the engine failed mid-answer
+    parent_id: int | None
+    timings: dict[str, Any] | None = field(hash=False)  # ttft_ms, gen_tok_s, peak_rss_bytes … as measured
+    model: str | None  # the model that wrote this answer: a chat may switch models
+
+
+def check_role_and_status(role: str, status: str) -> None:
+    """ValueError for a role or status the schema's CHECK constraints would refuse."""
+    if role not in get_args(Role):
+        raise ValueError(f"unknown role {role!r}")
+    if status not in get_args(Status):
+        raise ValueError(f"unknown message status {status!r}")
+
+
+def _dump(value: Mapping[str, Any]) -> str:
+    return json.dumps(dict(value), ensure_ascii=False)
+
+
+def touch(conn: sqlite3.Connection, conversation_id: int) -> None:
+    conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
+
+
+def conversation_of(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        model=row["model"],
+        plan=json.loads(row["plan_json"]),
+        settings=json.loads(row["settings_json"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def message_of(row: sqlite3.Row) -> Message:
+    timings = row["timings_json"]
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        created_at=row["created_at"],
+        status=row["status"],
+        parent_id=row["parent_id"],
+        timings=None if timings is None else json.loads(timings),
+        model=row["model"],
+    )
+
+
+def insert_conversation(
+    conn: sqlite3.Connection, title: str, model: str, plan: Mapping[str, Any], settings: Mapping[str, Any]
+) -> Conversation:
+    now = time.time()
+    cur = conn.execute(
+        "INSERT INTO conversations (title, model, plan_json, settings_json, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (title, model, _dump(plan), _dump(settings), now, now),
+    )
+    return get_conversation(conn, _rowid(cur))
+
+
+def get_conversation(conn: sqlite3.Connection, conversation_id: int) -> Conversation:
+    row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+    if row is None:
+        raise ChatNotFoundError(
+            "That conversation no longer exists.", hint="It may have been deleted in another window."
+        )
+    return conversation_of(row)
+
+
+def get_message(conn: sqlite3.Connection, message_id: int) -> Message:
+    row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if row is None:
+        raise ChatNotFoundError(
+            "That message no longer exists.", hint="Its conversation may have been deleted in another window."
+        )
+    return message_of(row)
+
+
+def insert_message(
+    conn: sqlite3.Connection,
+    conversation_id: int,
+    role: Role,
+    content: str,
+    status: Status,
+    parent_id: int | None,
+    timings: Mapping[str, Any] | None,
+    model: str | None,
+) -> Message:
+    timings_json = None if timings is None else _dump(timings)
+    cur = conn.execute(
+        "INSERT INTO messages (conversation_id, parent_id, role, content, status, timings_json, model,"
+        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (conversation_id, parent_id, role, content, status, timings_json, model, time.time()),
+    )
+    touch(conn, conversation_id)
+    return get_message(conn, _rowid(cur))
+
+
+def thread(conn: sqlite3.Connection, conversation_id: int, leaf_id: int | None) -> list[Message]:
+    """The path from the root to ``leaf_id`` (None: the newest message), oldest first."""
+    get_conversation(conn, conversation_id)
+    if leaf_id is None:
+        # Ids only grow and a parent always exists before its child, so the newest message is a leaf.
+        row = conn.execute("SELECT MAX(id) FROM messages WHERE conversation_id = ?", (conversation_id,))
+        leaf_id = row.fetchone()[0]
+        if leaf_id is None:
+            return []
+    elif get_message(conn, leaf_id).conversation_id != conversation_id:
+        raise ValueError(f"message {leaf_id} belongs to another conversation")
+    rows = conn.execute(
+        """WITH RECURSIVE path (id, depth) AS (
+               SELECT ?, 0
+               UNION ALL
+               SELECT m.parent_id, path.depth + 1 FROM messages m JOIN path ON m.id = path.id
+               WHERE m.parent_id IS NOT NULL)
+           SELECT m.* FROM path JOIN messages m ON m.id = path.id ORDER BY path.depth DESC""",
+        (leaf_id,),
+    ).fetchall()
+    return [message_of(row) for row in rows]
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    assert cur.lastrowid is not None  # always set after a one-row INSERT
+    return cur.lastrowid

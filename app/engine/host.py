@@ -1,0 +1,64 @@
+"""Facts about this process and its machine, read from inside a child: its memory, the cores
+llama.cpp should use, and how much memory was free when a load failed."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+
+def rss_bytes() -> tuple[int, int]:
+    """(current, peak) resident set of this process."""
+    cur = peak = 0
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    cur = int(line.split()[1]) * 1024
+                elif line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) * 1024
+    except OSError:
+        import resource
+
+        peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return cur, peak
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def ram_available_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None
+
+
+def device_free_bytes(name: str) -> int | None:
+    """Free memory of the ggml device ``name`` ("CUDA0") as its backend reports it (cudaMemGetInfo).
+    Asked only after a failed load: this process already holds the device's context."""
+    try:
+        # libllama's handle resolves libggml's symbols too; llama_cpp._ggml would not do here, as
+        # it ignores LLAMA_CPP_LIB_PATH (llama-cpp-python 0.3.36) and finds no library then.
+        from llama_cpp import llama_cpp as lib_module
+
+        lib = lib_module._lib
+        by_name = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(("ggml_backend_dev_by_name", lib))
+        sz = ctypes.POINTER(ctypes.c_size_t)
+        memory = ctypes.CFUNCTYPE(None, ctypes.c_void_p, sz, sz)(("ggml_backend_dev_memory", lib))
+    except (ImportError, AttributeError, OSError):
+        return None
+    dev = by_name(name.encode())
+    if not dev:
+        return None
+    free, total = ctypes.c_size_t(), ctypes.c_size_t()
+    memory(dev, ctypes.byref(free), ctypes.byref(total))
+    return int(free.value) if total.value else None

@@ -1,0 +1,111 @@
+"""The one child-process runner: how a child's death is told, and that it is told the same way to
+every thread that meets it. Real processes: the model process without a model, and a child that
+aborts after a CUDA error the way ggml does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from app.core.errors import EngineError
+from app.engine import protocol as P
+from app.engine.child import ChildProcess, signal_words
+from app.engine.errors import ProcessDied
+
+
+@pytest.fixture
+def worker() -> Iterator[ChildProcess[P.Message]]:
+    child: ChildProcess[P.Message] = ChildProcess(
+        "app.engine.worker", decode=P.decode, what="The model process"
+    )
+    yield child
+    child.close(P.encode(P.Shutdown()))
+
+
+def _until_death(child: ChildProcess[P.Message]) -> ProcessDied:
+    with pytest.raises(ProcessDied) as info:
+        while True:
+            child.poll(10)
+    return info.value
+
+
+def test_signals_are_told_in_words() -> None:
+    assert "killed (SIGKILL; the system kills the largest process when memory runs out)" in signal_words(-9)
+    assert signal_words(-signal.SIGSEGV) == "it crashed (SIGSEGV)"
+    assert signal_words(-signal.SIGABRT) == "llama.cpp aborted (SIGABRT)"
+    assert signal_words(3) == "it exited with code 3"
+
+
+def test_an_abort_after_a_cuda_error_names_both_and_the_stage() -> None:
+    child: ChildProcess[P.Message] = ChildProcess("tests.engine.crashing_child", decode=P.decode,
+                                                  what="The model process", hint="Use fewer GPU layers.")  # fmt: skip
+    child.stage = "while loading the model"
+    child.send(b"go\n")
+    died = _until_death(child)
+    assert str(died) == (
+        "The model process ended while loading the model: llama.cpp aborted (SIGABRT) after CUDA error: out of memory."
+    )
+    assert died.hint == "Use fewer GPU layers." and died.death.device_error == "out of memory"
+    assert child.pid is None and not child.alive
+
+
+def test_a_segfault_is_a_crash(worker: ChildProcess[P.Message]) -> None:
+    worker.send(P.encode(P.Stats(request_id=1)))
+    assert isinstance(worker.poll(30), P.StatsReport)  # it runs and answers
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGSEGV)
+    assert "ended unexpectedly: it crashed (SIGSEGV)." in str(_until_death(worker))
+
+
+def test_the_death_is_computed_once_and_told_alike_to_every_thread(worker: ChildProcess[P.Message]) -> None:
+    """A reader, two writers and a bystander meet the same SIGKILL: one death object, one sentence."""
+    worker.send(P.encode(P.Stats(request_id=1)))
+    assert isinstance(worker.poll(30), P.StatsReport)
+    worker.stage = "while writing an answer"
+    errors: list[EngineError] = []
+    go = threading.Barrier(4)
+
+    def read() -> None:
+        go.wait()
+        errors.append(_until_death(worker))
+
+    def write() -> None:
+        go.wait()
+        try:
+            while True:
+                worker.send(P.encode(P.Cancel(request_id=2)))
+        except ProcessDied as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (read, write, write)]
+    for t in threads:
+        t.start()
+    pid = worker.pid
+    assert pid is not None
+    go.wait()
+    os.kill(pid, signal.SIGKILL)
+    for t in threads:
+        t.join(30)
+    errors.append(worker.died())
+    assert len(errors) == 4
+    assert {str(e) for e in errors} == {
+        "The model process ended while writing an answer: it was killed (SIGKILL; the system kills the largest "
+        "process when memory runs out)."
+    }
+    assert len({id(e.death) for e in errors if isinstance(e, ProcessDied)}) == 1
+
+
+def test_close_is_safe_from_many_threads_and_says_who_closed(worker: ChildProcess[P.Message]) -> None:
+    closers = [threading.Thread(target=worker.close, args=(P.encode(P.Shutdown()),)) for _ in range(4)]
+    for t in closers:
+        t.start()
+    for t in closers:
+        t.join(10)
+    death = worker.death
+    assert death is not None and death.returncode == 0 and death.closed_by_app
+    with pytest.raises(ProcessDied, match="ended unexpectedly: TailorLM closed it"):
+        worker.send(P.encode(P.Stats(request_id=3)))
