@@ -253,3 +253,35 @@ def test_chat_honours_the_kv_cache_type_and_predicts_a_manual_split(smollm2_path
         assert data["plan"]["predicted"]["ram_bytes"] > 0  # a manual split is predicted too
     # llama.cpp's own buffer log: the Q8_0 cache is about half the F16 one (8.5 bits against 16).
     assert 0.4 * kv["F16"] < kv["Q8_0"] < 0.6 * kv["F16"]
+
+
+def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(smollm2_path: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out_file = tmp_path / "out.txt"
+    with out_file.open("w") as out:
+        chat = subprocess.Popen([sys.executable, "-m", "app.cli", "chat", str(smollm2_path), "--max-tokens", "400",
+                                 "--temperature", "0.8", "--seed", "1", "--threads", "1", "--no-bandwidth"],
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        assert chat.stdin is not None
+        deadline = time.monotonic() + 120
+        while "Type a message" not in out_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        chat.stdin.write("Write a very long story about a dragon.\n")
+        chat.stdin.flush()
+        start = out_file.stat().st_size
+        while out_file.stat().st_size < start + 40 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the answer is streaming
+        chat.send_signal(signal.SIGINT)  # Ctrl+C
+        while "stopped]" not in out_file.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        chat.stdin.write("Say hello.\n")
+        chat.stdin.close()  # then Ctrl+D: the chat ends
+        assert chat.wait(timeout=120) == 0
+    summaries = [
+        line for line in out_file.read_text().splitlines() if line.startswith("[") and "tokens," in line
+    ]
+    assert len(summaries) == 2, out_file.read_text()[-2000:]
+    assert summaries[0].endswith(", stopped]") and not summaries[0].startswith("[400 tokens")
+    assert not summaries[1].endswith("stopped]")  # Ctrl+C stopped that answer only

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.common import budget_of, gguf_path, hardware_flags, reserve_flag
+from app.cli.progress import ctrl_c_calls
 from app.core.advice.recommend import DEFAULT_CTX
 from app.core.advice.run_settings import KV_TYPES
 from app.core.errors import TailorError
@@ -97,7 +98,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             else:
                 gen = session.send(text, request_id=rid)
             done = None
-            try:
+            with ctrl_c_calls(lambda rid=rid: session.cancel(rid)):  # Ctrl+C stops this answer only
                 for ev in gen:
                     if isinstance(ev, Trimmed):
                         print(f"[left out {ev.n_messages} older messages to fit the context]")
@@ -105,19 +106,20 @@ def cmd_chat(args: argparse.Namespace) -> int:
                         print(ev.text, end="", flush=True)
                     else:
                         done = ev
-            except KeyboardInterrupt:
-                session.cancel(rid)
-                for ev in gen:
-                    if isinstance(ev, P.Done):
-                        done = ev
             if done is not None:
                 predicted = plan["predicted"].get("ram_bytes") if plan.get("predicted") else None
                 pred = f" (predicted {format_bytes(predicted)})" if predicted else ""
                 speed = "—" if done.gen_tok_s is None else f"{done.gen_tok_s:.1f}"
                 first = "—" if done.ttft_ms is None else f"{done.ttft_ms:.0f}"
                 print(f"\n[{done.n_gen_tokens} tokens, {speed} tok/s, first token after "
-                      f"{first} ms, model process {_size(session.monitor.peak.child_rss_bytes)} RAM{pred}"
+                      f"{first} ms, model process {_size(_peak_rss(session))} RAM{pred}"
                       f"{', stopped' if done.stop_reason == 'cancelled' else ''}]")  # fmt: skip
+
+
+def _peak_rss(session: Any) -> int | None:
+    """The model process's peak RSS during the last answer; None if it was stopped before it began."""
+    monitor = getattr(session, "monitor", None)
+    return monitor.peak.child_rss_bytes if monitor is not None else None
 
 
 def _size(n: int | None) -> str:

@@ -8,6 +8,7 @@ command shows progress and stops cleanly the same way.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import threading
 import time
@@ -60,6 +61,18 @@ def long_work(
         raise Cancelled(stopped) from None
     finally:
         line.end()
+
+
+@contextlib.contextmanager
+def ctrl_c_calls(action: Callable[[], None]) -> Iterator[None]:
+    """While inside: Ctrl+C calls ``action`` (cancel this request) instead of raising
+    KeyboardInterrupt in the middle of the work, so it ends the normal way and says how it ended.
+    A second Ctrl+C does the same; the main thread only (where Python delivers signals)."""
+    old = signal.signal(signal.SIGINT, lambda signum, frame: action())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def on_terminal(as_json: bool) -> bool:
