@@ -102,6 +102,10 @@ class Worker(QObject):
         self.name = name
         self.cancel_event = threading.Event()
         self.ended = threading.Event()  # set on the worker thread once ``fn`` is over
+        # set once the worker thread is done with this object (after its last emit returned): only
+        # then may the GUI thread delete it — a QObject deleted while another thread is still
+        # inside its emit crashes the event loop (seen as a segfault in a full test run)
+        self.released = threading.Event()
         self._fn = fn
         self._delivery: _Delivery | None = None
 
@@ -174,7 +178,10 @@ class _Runnable(QRunnable):
         self.setAutoDelete(True)
 
     def run(self) -> None:
-        self.worker.run()
+        try:
+            self.worker.run()
+        finally:
+            self.worker.released.set()
 
 
 class _Delivery(QObject):
@@ -243,6 +250,10 @@ class _Delivery(QObject):
         self._forget()
         _live.discard(self.worker)
         self.worker._delivery = None
+        # The worker thread emitted ``finished`` last and is returning: wait for that (microseconds),
+        # then delete the worker here, on its own thread, never from the pool thread's last reference.
+        self.worker.released.wait(5.0)
+        self.worker.deleteLater()
         self.deleteLater()
 
     @Slot()
@@ -278,6 +289,11 @@ def start_worker(
     if owner is not None and not shiboken6.isValid(owner):
         worker.ended.set()  # its owner is gone: nothing would be shown
         return worker
+    from PySide6.QtCore import QCoreApplication
+
+    # Owned by the application from now on, not by Python references (the pool thread holds one):
+    # ``_Delivery._finished`` deletes it on the GUI thread once the worker thread let go of it.
+    worker.setParent(QCoreApplication.instance())
     worker._delivery = _Delivery(worker, owner, key, (on_start, on_yield, on_return, on_error, on_finish))
     if key is not None:
         _latest[key] = worker
