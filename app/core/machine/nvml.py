@@ -31,6 +31,19 @@ def _call(nvml: Any, fn: str, *args: object) -> Any:
         return None
 
 
+def _memory(nvml: Any, handle: Any) -> Any:
+    """Memory info that counts as used only what programs hold: NVML's v2 struct. The default (v1)
+    counts the driver's own reservation as used too (615 MiB of an idle H200, where nvidia-smi says 0;
+    tests/gpu/results/h200-probe.json); drivers or bindings without v2 get v1."""
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            return nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+        except (nvml.NVMLError, TypeError):
+            pass
+    return _call(nvml, "nvmlDeviceGetMemoryInfo", handle)
+
+
 def _text(value: object) -> str | None:
     if isinstance(value, bytes):  # nvidia-ml-py before 11.5 returned bytes
         return value.decode("utf-8", "replace")
@@ -64,7 +77,7 @@ def _nvidia_gpu(nvml: Any, index: int, handle: Any, driver: str | None) -> GpuIn
     def ask(fn: str, *args: object) -> Any:
         return _call(nvml, fn, handle, *args) if handle is not None else None
 
-    name, mem = _text(ask("nvmlDeviceGetName")), ask("nvmlDeviceGetMemoryInfo")
+    name, mem = _text(ask("nvmlDeviceGetName")), _memory(nvml, handle) if handle is not None else None
     cc = ask("nvmlDeviceGetCudaComputeCapability")
     clock = ask("nvmlDeviceGetMaxClockInfo", getattr(nvml, "NVML_CLOCK_MEM", 2))  # nvml.h: NVML_CLOCK_MEM = 2
     bus = ask("nvmlDeviceGetMemoryBusWidth")
@@ -129,7 +142,7 @@ class NvmlReader:
         """Used, total and free VRAM of each NVIDIA GPU, now."""
         out = []
         for i, handle in enumerate(self._handles):
-            mem = _call(self._nvml, "nvmlDeviceGetMemoryInfo", handle) if handle is not None else None
+            mem = _memory(self._nvml, handle) if handle is not None else None
             if mem is None:
                 out.append(GpuMemory("nvidia", i, None, None, None))
             else:

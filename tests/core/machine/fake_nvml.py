@@ -37,6 +37,7 @@ class FakeNVML(types.ModuleType):
 
     NVMLError = FakeNVMLError
     NVML_CLOCK_MEM = 2
+    nvmlMemory_v2 = 0x02000028  # nvml.h: NVML_STRUCT_VERSION(Memory, 2)
 
     def __init__(
         self, gpus: list[dict[str, Any]], *, init_fails: bool = False, failing: frozenset[str] = frozenset()
@@ -72,9 +73,14 @@ class FakeNVML(types.ModuleType):
         self._call("nvmlDeviceGetName")
         return str(h["name"])
 
-    def nvmlDeviceGetMemoryInfo(self, h: dict[str, Any]) -> SimpleNamespace:
+    def nvmlDeviceGetMemoryInfo(self, h: dict[str, Any], version: object = None) -> SimpleNamespace:
         self._call("nvmlDeviceGetMemoryInfo")
-        return SimpleNamespace(total=h["total"], free=h["free"], used=int(h["total"]) - int(h["free"]))
+        # v1 counts the driver's reservation as used; v2 reports it apart (as a real H200 does)
+        reserved = int(h.get("reserved", 0))
+        used = int(h["total"]) - int(h["free"])
+        if version is None:
+            return SimpleNamespace(total=h["total"], free=h["free"], used=used)
+        return SimpleNamespace(total=h["total"], free=h["free"], used=used - reserved, reserved=reserved)
 
     def nvmlDeviceGetCudaComputeCapability(self, h: dict[str, Any]) -> object:
         self._call("nvmlDeviceGetCudaComputeCapability")

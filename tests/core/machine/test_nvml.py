@@ -111,6 +111,19 @@ def test_memory_of_each_gpu_and_none_where_it_fails(monkeypatch: pytest.MonkeyPa
     assert broken.memory() == (GpuMemory("nvidia", 0, None, None, None),)
 
 
+def test_the_drivers_own_reservation_is_not_counted_as_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle H200 (tests/gpu/results/h200-probe.json): NVML v1 says 615 MiB used, nvidia-smi 0."""
+    idle = {**H100, "free": H100["total"] - 615 * MIB, "reserved": 615 * MIB}
+    assert _reader(monkeypatch, idle).memory()[0].used_bytes == 0
+
+    class OldBindings(FakeNVML):  # nvidia-ml-py before v2 structs: v1's figure, the best there is
+        nvmlMemory_v2 = None
+
+    monkeypatch.setitem(sys.modules, "pynvml", OldBindings([idle]))
+    reader = NvmlReader.open()
+    assert reader is not None and reader.memory()[0].used_bytes == 615 * MIB
+
+
 def test_process_vram_is_attributed_where_nvml_lists_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # the pid on both GPUs (a split model): its figures add up; another process's are not counted
     reader = _reader(
