@@ -285,3 +285,40 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(smollm2_path: Path, tmp_pa
     assert len(summaries) == 2, out_file.read_text()[-2000:]
     assert summaries[0].endswith(", stopped]") and not summaries[0].startswith("[400 tokens")
     assert not summaries[1].endswith("stopped]")  # Ctrl+C stopped that answer only
+
+
+def test_bytes_that_are_not_utf8_on_the_chats_stdin_do_not_crash_it(smollm2_path: Path) -> None:
+    chat = subprocess.run([sys.executable, "-m", "app.cli", "chat", str(smollm2_path), "--max-tokens", "4",
+                           "--no-bandwidth"], input=b"\xff\xfe hello\n/export\n", capture_output=True,
+                          timeout=180, check=False)  # fmt: skip
+    assert chat.returncode == 0, chat.stderr[-2000:]
+    assert "\ufffd" in chat.stdout.decode("utf-8")  # the exported chat keeps what could be read
+
+
+def test_chats_survive_a_damaged_history() -> None:
+    from app.core import paths
+    from app.core.chat.store import ChatStore
+
+    with ChatStore() as store:  # one good conversation, one whose plan and settings were mangled
+        store.create_conversation(title="Good", model="m.gguf", plan={"quant": "Q4_K_M"}, settings={})
+        bad = store.create_conversation(title="Mangled", model="m.gguf", plan={}, settings={})
+    db = paths.data_dir() / "chats.sqlite3"
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE conversations SET plan_json = '{not json', settings_json = '[1]' WHERE id = ?",
+                     (bad.id,))  # fmt: skip
+    listed = tailorlm("chats", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {c["title"] for c in json.loads(listed.stdout)} == {"Good", "Mangled"}
+    assert tailorlm("chats", "--export", str(bad.id), "--format", "json").returncode == 0
+
+    db.write_bytes(b"this is not a database" * 100)  # damaged: moved aside, and the user is told
+    moved = tailorlm("chats")
+    assert moved.returncode == 0 and "damaged" in moved.stderr and "moved aside" in moved.stderr
+    for f in db.parent.glob("chats.sqlite3*"):
+        if f.is_file():
+            f.unlink()
+    db.mkdir()  # a folder where the file belongs: one line, not a traceback
+    folder = tailorlm("chats")
+    assert folder.returncode == 2 and "Traceback" not in folder.stderr and folder.stderr.count("\n") == 1

@@ -8,6 +8,7 @@ a plan that does not fit is refused with the reason and the nearest plan that fi
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -41,7 +42,6 @@ def chat_plan(args: argparse.Namespace) -> Any:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from app.core.chat.store import ChatStore
     from app.engine import protocol as P
     from app.engine.chat import ChatSession, Trimmed
     from app.engine.client import EngineClient
@@ -51,7 +51,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     sampling = P.Sampling(temperature=args.temperature, max_tokens=args.max_tokens, top_k=args.top_k,
                           top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
                           seed=args.seed if args.seed is not None else -1, stop=tuple(args.stop or ()))  # fmt: skip
-    with EngineClient() as client, ChatStore() as store:
+    with EngineClient() as client, open_store() as store:
         session = ChatSession(
             client, store, load, system_prompt=args.system or "", sampling=sampling, plan=plan
         )
@@ -75,6 +75,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
               f"loaded in {loaded.load_s:.1f} s. {template_note}")  # fmt: skip
         print("Type a message. /regen answers again, /edit TEXT rewrites your last message, /export prints "
               "the chat as Markdown. Ctrl+C stops an answer; Ctrl+C at the prompt (or Ctrl+D) exits.")  # fmt: skip
+        if isinstance(sys.stdin, io.TextIOWrapper):  # bytes that are not UTF-8 become U+FFFD, not a crash
+            sys.stdin.reconfigure(errors="replace")
         while True:
             try:
                 text = input("\n> ").strip()
@@ -160,10 +162,18 @@ def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan:
     return 0
 
 
-def cmd_chats(args: argparse.Namespace) -> int:
+def open_store() -> Any:
+    """The chat store; if opening it moved a damaged file aside, the user is told where it went."""
     from app.core.chat.store import ChatStore
 
-    with ChatStore() as store:
+    store = ChatStore()
+    if store.recovery_notice is not None:
+        print(f"tailorlm: {store.recovery_notice.user_message()}", file=sys.stderr)
+    return store
+
+
+def cmd_chats(args: argparse.Namespace) -> int:
+    with open_store() as store:
         if args.export is not None:
             if args.format == "json":
                 print(json.dumps(store.export_json(args.export), indent=2))

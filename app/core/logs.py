@@ -75,7 +75,14 @@ def write_crash_report(exc: BaseException, tb: TracebackType | None = None) -> P
     from app import __version__
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = paths.log_dir() / f"crash-{stamp}.txt"
+    n = 0
+    while True:  # exclusive create: a second report in the same second gets its own name
+        path = paths.log_dir() / (f"crash-{stamp}.txt" if n == 0 else f"crash-{stamp}-{n}.txt")
+        try:
+            with path.open("x", encoding="utf-8"):
+                break
+        except FileExistsError:
+            n += 1
     lines = [
         f"TailorLM {__version__} crash report, {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
         f"Python {sys.version.split()[0]} on {platform.platform()} ({platform.machine()})",

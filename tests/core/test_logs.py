@@ -40,3 +40,17 @@ def test_an_uncaught_error_in_a_process_writes_a_report_and_says_where() -> None
     assert out.returncode != 0 and "a report was written to" in out.stderr
     report = out.stderr.rsplit("written to ", 1)[1].strip()
     assert "kaput" in Path(report).read_text()
+
+
+def test_crash_reports_in_the_same_second_do_not_overwrite_each_other() -> None:
+    reports = []
+    for word in ("alpha", "bravo", "charlie"):
+        try:
+            raise RuntimeError(f"{word} crash")
+        except RuntimeError as exc:
+            reports.append(write_crash_report(exc))
+    assert len(set(reports)) == 3
+    assert [("alpha crash" in r.read_text(), "bravo crash" in r.read_text()) for r in reports[:2]] == [
+        (True, False),
+        (False, True),
+    ]

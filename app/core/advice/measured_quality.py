@@ -21,12 +21,27 @@ def model_key(model: ModelInfo) -> str:
     return f"{model.architecture}:{model.n_params}"
 
 
+# What a kept measurement must hold, and of which type; anything else in the file (edited by hand,
+# written by another version, damaged) is ignored rather than shown or crashed on.
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "kld_mean": (int, float),
+    "top1_agreement": (int, float),
+    "reference": str,
+}
+
+
 def _load() -> dict[str, Any]:
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads((paths.data_dir() / _FILE).read_text())
+    with contextlib.suppress(OSError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+        data = json.loads((paths.data_dir() / _FILE).read_text(encoding="utf-8"))
         if isinstance(data, dict):
             return data
     return {}
+
+
+def _valid(entry: object) -> bool:
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(k), kind) and not isinstance(entry.get(k), bool) for k, kind in _FIELDS.items()
+    )
 
 
 def record(model: ModelInfo, reference_quant: str, candidate_quant: str, result: dict[str, Any]) -> None:
@@ -35,7 +50,9 @@ def record(model: ModelInfo, reference_quant: str, candidate_quant: str, result:
     entry = {
         k: result.get(k) for k in ("kld_mean", "kld_p99", "top1_agreement", "ppl_ref", "ppl_cand", "n_tokens")
     }
-    data.setdefault(model_key(model), {})[candidate_quant] = {
+    if not isinstance(data.get(model_key(model)), dict):
+        data[model_key(model)] = {}
+    data[model_key(model)][candidate_quant] = {
         **entry,
         "reference": reference_quant,
         "at": time.time(),
@@ -49,4 +66,6 @@ def record(model: ModelInfo, reference_quant: str, candidate_quant: str, result:
 def measured(model: ModelInfo) -> dict[str, dict[str, Any]]:
     """``{candidate_quant: {kld_mean, top1_agreement, reference, …}}`` measured for this model."""
     found = _load().get(model_key(model), {})
-    return found if isinstance(found, dict) else {}
+    if not isinstance(found, dict):
+        return {}
+    return {str(quant): entry for quant, entry in found.items() if _valid(entry)}

@@ -55,8 +55,13 @@ class _Damaged(Exception):
 def open_database(path: Path) -> tuple[sqlite3.Connection, Path | None]:
     """A checked, migrated connection, and where a damaged file was moved first (else None)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_file():  # a folder (or a device) where the file belongs
+        raise ChatStoreError(f"The chat history cannot be opened: {path} is not a file.",
+                             hint="Move it out of the way (TailorLM will not delete it), then try again.")  # fmt: skip
     try:
         return _connect(path), None
+    except sqlite3.OperationalError as exc:  # cannot open at all: permissions, a vanished folder, …
+        raise store_error(exc, path) from None
     except _Damaged:
         # Keep the damaged file for the user (or a recovery tool) and start over beside it.
         moved = _move_aside(path)

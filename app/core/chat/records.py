@@ -63,13 +63,23 @@ def touch(conn: sqlite3.Connection, conversation_id: int) -> None:
     conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (time.time(), conversation_id))
 
 
+def _object(text: object) -> dict[str, Any]:
+    """A JSON object column; one damaged or edited by hand reads as empty, never as a crash (the
+    conversation itself, its title and messages, stays readable)."""
+    try:
+        value = json.loads(text) if isinstance(text, str | bytes) else None
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def conversation_of(row: sqlite3.Row) -> Conversation:
     return Conversation(
         id=row["id"],
-        title=row["title"],
-        model=row["model"],
-        plan=json.loads(row["plan_json"]),
-        settings=json.loads(row["settings_json"]),
+        title=str(row["title"]),
+        model=str(row["model"]),
+        plan=_object(row["plan_json"]),
+        settings=_object(row["settings_json"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -85,7 +95,7 @@ def message_of(row: sqlite3.Row) -> Message:
         created_at=row["created_at"],
         status=row["status"],
         parent_id=row["parent_id"],
-        timings=None if timings is None else json.loads(timings),
+        timings=None if timings is None else _object(timings),
         model=row["model"],
     )
 

@@ -116,7 +116,7 @@ def _load(path: Path) -> RegistryData:
         return RegistryData.from_json(json.loads(path.read_bytes()))
     except FileNotFoundError:
         return RegistryData()
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         backup = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
         with contextlib.suppress(OSError):
             path.replace(backup)  # set aside for the user, not lost

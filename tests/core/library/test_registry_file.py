@@ -51,7 +51,15 @@ def test_the_registry_survives_a_restart(tmp_path: Path, headers: dict[str, GGUF
     assert len(again.models()) == 2
 
 
-@pytest.mark.parametrize("damage", ['{"models": [{"id": ', '{"models": [{"id": "x"}]}', "\xff\xfe"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        '{"models": [{"id": ',
+        '{"models": [{"id": "x"}]}',
+        "\xff\xfe",
+        '{"models": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    ],
+)
 def test_a_damaged_registry_is_set_aside_and_the_library_still_works(
     tmp_path: Path, headers: dict[str, GGUFHeader], caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
