@@ -21,6 +21,7 @@ pressed before the request even starts — while a chat trims its history, say �
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,12 +30,27 @@ from pathlib import Path
 from app.core.errors import EngineError
 from app.engine import protocol as P
 from app.engine.child import ChildDeath, ChildProcess
-from app.engine.errors import LoadFailed, RequestCancelled
+from app.engine.errors import LoadFailed, ProcessDied, RequestCancelled
+from app.engine.llama_log import load_error
 
 _HINT = (
     "Try a smaller quantization, a shorter context or fewer GPU layers — `tailorlm advise` shows what fits."
 )
 DRAIN_TIMEOUT_S = 30.0  # after a cancel, the child ends the request within a token or a graph node
+
+
+def _died_reading(died: ProcessDied, req: P.Load) -> ProcessDied:
+    """A model process that crashed while loading, with no device error: llama.cpp hit something in
+    the file it could not handle (ggml aborts on some damage instead of failing the load). Say so,
+    with llama.cpp's own last error line, instead of suggesting a smaller quantization."""
+    death = died.death
+    crashed = death is not None and death.returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS)
+    if death is None or not crashed or death.device_error or death.closed_by_app:
+        return died
+    reason = load_error("".join(death.stderr_tail)) or "it gave no reason"
+    return ProcessDied(f"{died} The file {Path(req.model_path).name} looks damaged: llama.cpp's last error was "
+                       f"\"{reason}\".", death=death,
+                       hint="Download it again (`tailorlm pull` checks every byte), or choose another file.")  # fmt: skip
 
 
 class EngineClient:
@@ -165,7 +181,10 @@ class EngineClient:
             child.send(P.encode(req))
             deadline = time.monotonic() + timeout_s
             while True:
-                msg = self._next(child, max(0.1, deadline - time.monotonic()))
+                try:
+                    msg = self._next(child, max(0.1, deadline - time.monotonic()))
+                except ProcessDied as died:
+                    raise _died_reading(died, req) from None
                 if isinstance(msg, P.LoadProgress):
                     if on_progress:
                         on_progress(msg.fraction)

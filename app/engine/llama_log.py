@@ -144,3 +144,32 @@ def out_of_memory_message(failure: AllocFailure, free_bytes: int | None) -> tupl
     if failure.in_ram:
         step = "Close other programs, or use a shorter context or a smaller quantization"
     return message, f"{step}; `tailorlm advise` plans against the memory that is free now."
+
+
+# llama.cpp's wrappers around the real reason (llama.cpp src/llama.cpp, llama-model-loader.cpp): they
+# say only *that* the load failed, so the line before them is the one worth showing.
+_GENERIC_FAILURES = ("failed to load model", "llama_model_loader: failed to load model from")
+
+
+def load_error(log: str) -> str | None:
+    """llama.cpp's most specific reason a model did not load ("tensor 'blk.15…' data is not within
+    the file bounds, model is corrupted or incomplete"), or None when it gave none."""
+    found: list[str] = []
+    for line in log.splitlines():
+        low = line.lower()
+        if "error" not in low and "failed" not in low:
+            continue
+        reason = line.split("error loading model:", 1)[-1].strip()
+        if not any(reason.endswith(g) or g in reason for g in _GENERIC_FAILURES):
+            found.append(reason)
+    return found[-1] if found else None
+
+
+def damaged_file_message(log: str) -> tuple[str, str]:
+    """(message, next step) for a model file llama.cpp refused to read, with its own reason."""
+    reason = load_error(log) or "it gave no reason"
+    if "unknown model architecture" in reason:
+        return (f"this llama.cpp does not know the model's architecture ({reason})",
+                "A newer TailorLM (with a newer llama.cpp) may run it; choose another model meanwhile.")  # fmt: skip
+    return (f"the file looks damaged or incomplete ({reason})",
+            "Download it again (`tailorlm pull` checks every byte against the Hub's SHA-256), or choose another file.")  # fmt: skip

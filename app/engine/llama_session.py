@@ -19,7 +19,13 @@ from typing import Any
 
 from app.engine.errors import LoadFailed
 from app.engine.host import device_free_bytes, physical_cores, ram_available_bytes
-from app.engine.llama_log import alloc_failure, out_of_memory_message, parse_buffers
+from app.engine.llama_log import (
+    alloc_failure,
+    damaged_file_message,
+    load_error,
+    out_of_memory_message,
+    parse_buffers,
+)
 from app.engine.protocol import Load, Sampling
 from app.engine.token_stream import Decoder, GenStats, Piece, make_sampler, stream_answer
 
@@ -90,7 +96,7 @@ class LlamaSession:
         mp.progress_callback = progress
         self.model = L.llama_model_load_from_file(req.model_path.encode(), mp)
         if not self.model:
-            raise self._load_failed(hint="Check the file, or try fewer GPU layers.")
+            raise self._load_failed(hint=None)
         self.vocab = L.llama_model_get_vocab(self.model)
 
         cp = L.llama_context_default_params()
@@ -128,17 +134,20 @@ class LlamaSession:
             "buffers": bufs.flat(),
         }
 
-    def _load_failed(self, *, hint: str) -> LoadFailed:
+    def _load_failed(self, *, hint: str | None) -> LoadFailed:
         """Why the load failed, in words: a buffer that did not fit says what, how much and how
-        much was free; anything else is llama.cpp's last error line."""
+        much was free; a model file llama.cpp would not read (``hint`` None) says it looks damaged,
+        with llama.cpp's own reason; anything else is llama.cpp's last error line."""
         log = "".join(self.log_lines)
         failure = alloc_failure(log)
         if failure is not None:
             free = ram_available_bytes() if failure.in_ram else device_free_bytes(failure.buffer)
             message, hint = out_of_memory_message(failure, free)
             return LoadFailed(message, hint=hint)
-        lines = [ln.strip() for ln in log.splitlines() if "error" in ln.lower() or "failed" in ln.lower()]
-        return LoadFailed(lines[-1] if lines else "llama.cpp could not load the model", hint=hint)
+        if hint is None:
+            message, next_step = damaged_file_message(log)
+            return LoadFailed(message, hint=next_step)
+        return LoadFailed(load_error(log) or "llama.cpp could not load the model", hint=hint)
 
     def _text(self, token: int) -> str:
         if token < 0:

@@ -139,12 +139,49 @@ def test_killed_process_gives_a_clear_error_and_the_next_load_works(smollm2_path
         assert loaded.n_ctx == 1024 and client.count_tokens("hello world") >= 2 and client.last_death is None
 
 
+def test_a_tensor_table_that_does_not_fit_the_file_is_named_damaged(
+    tmp_path: Path, smollm2_path: Path
+) -> None:
+    data = bytearray(smollm2_path.read_bytes())
+    name = b"blk.0.attn_q.weight"
+    at = data.find(name) + len(name) + 4  # past the name and the dimension count: the first dimension
+    data[at : at + 8] = (1 << 40).to_bytes(8, "little")  # a tensor far larger than the file
+    bad = tmp_path / "huge-tensor.gguf"
+    bad.write_bytes(bytes(data))
+    with EngineClient() as client, pytest.raises(LoadFailed) as err:
+        client.load(P.Load(model_path=str(bad), n_ctx=512))
+    assert "looks damaged" in str(err.value) and "failed to load model" not in str(err.value)
+
+
+def test_a_crash_while_reading_a_file_names_the_file_and_llama_cpps_last_error() -> None:
+    """ggml aborts on some damage instead of failing the load: the death says what llama.cpp said."""
+    import signal
+
+    from app.engine.child import ChildDeath
+    from app.engine.client import _died_reading
+    from app.engine.errors import ProcessDied
+
+    tail = ("llama_model_loader: loaded meta data\n",
+            "ggml.c:1234: GGML_ASSERT(ne0 % blck_size == 0) failed\n")  # fmt: skip
+    death = ChildDeath(-signal.SIGABRT, "while loading the model", None, tail, closed_by_app=False)
+    died = _died_reading(ProcessDied(death.sentence("The model process"), death=death, hint="smaller"),
+                         P.Load(model_path="/models/x.gguf"))  # fmt: skip
+    assert "x.gguf looks damaged" in str(died) and "GGML_ASSERT(ne0 % blck_size == 0) failed" in str(died)
+    assert "Download it again" in (died.hint or "")
+    oom = ChildDeath(-signal.SIGABRT, "while loading the model", "out of memory", tail, closed_by_app=False)
+    same = ProcessDied("…", death=oom, hint="smaller")
+    assert _died_reading(same, P.Load(model_path="/models/x.gguf")) is same  # a CUDA error is not damage
+
+
 def test_corrupt_file_is_a_load_error_not_a_crash(tmp_path: Path, smollm2_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     with smollm2_path.open("rb") as f:
         bad.write_bytes(f.read(5_000_000))  # truncated: header fine, tensors missing
     with EngineClient() as client:
-        with pytest.raises(LoadFailed, match=r"could not load bad\.gguf"):
+        with pytest.raises(LoadFailed, match=r"could not load bad\.gguf") as err:
             client.load(P.Load(model_path=str(bad), n_ctx=512))
+        # It says the file is damaged, with llama.cpp's own reason — not "try a smaller quantization".
+        assert "looks damaged" in str(err.value) and "not within the file bounds" in str(err.value)
+        assert "Download it again" in (err.value.hint or "") and "quantization" not in (err.value.hint or "")
         assert client.pid is not None  # the model process survived and serves the next load
         client.load(P.Load(model_path=str(smollm2_path), n_ctx=512, n_threads=2))
