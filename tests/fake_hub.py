@@ -12,6 +12,14 @@ TailorLM use, serving real files. Tests point ``HF_ENDPOINT`` at it; nothing lea
 Files are ``bytes`` or a ``Path`` (streamed, for big files). ``drop_after`` cuts the next GET of a
 file after so many bytes (a dropped connection); ``requests`` logs every request, with a mark
 when it carried an ``Authorization`` header (never its value).
+
+A hostile Hub, for the tests that it cannot hang us or make us write outside the cache:
+``RepoMeta.commit`` / ``RepoMeta.lfs_oids`` replace the commit id and LFS SHA-256s it reports
+(``"../../outside"``, an absolute path, …), and ``answer`` turns every API request into one of
+``ANSWERS``: ``silent`` (accepts, never answers), ``html`` (200 with a web page),
+``wrong-shape`` (an object where a list is expected and a list where an object is),
+``numbers`` (numbers where objects are expected), ``deep`` (arrays nested 100,000 deep),
+``redirect-loop`` (302 to itself, for API and file requests alike).
 """
 
 from __future__ import annotations
@@ -40,6 +48,11 @@ class RepoMeta:
     tags: tuple[str, ...] = ()
     # path → size the tree API reports instead of the real one (a file too big for the disk)
     claimed_sizes: dict[str, int] = field(default_factory=dict)
+    commit: str = COMMIT  # the "sha" of the model info and X-Repo-Commit: hostile tests set a path
+    lfs_oids: dict[str, str] = field(default_factory=dict)  # path → the LFS oid the tree reports
+
+
+ANSWERS = ("silent", "html", "wrong-shape", "numbers", "deep", "redirect-loop")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,6 +62,8 @@ class _Handler(BaseHTTPRequestHandler):
     requests: ClassVar[list[str]] = []
     redirect: ClassVar[bool] = True
     rate_bytes_s: ClassVar[float] = 0.0  # > 0: pace each response like a link of this speed
+    answer: ClassVar[str | None] = None  # one of ANSWERS
+    released: ClassVar[threading.Event]  # set when the server stops: a silent handler lets go
     _hashes: ClassVar[dict[tuple[str, str], tuple[str, str, int]]] = {}
     protocol_version = "HTTP/1.1"
 
@@ -134,7 +149,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _info(self, repo: str) -> None:
         m = self._meta(repo)
-        self._json({"id": repo, "modelId": repo, "sha": COMMIT, "private": False, "downloads": m.downloads,
+        self._json({"id": repo, "modelId": repo, "sha": m.commit, "private": False, "downloads": m.downloads,
                     "likes": m.likes, "tags": self._tags(repo), "gated": m.gated_token is not None and "auto",
                     "siblings": [{"rfilename": p} for p in sorted(self.repos[repo])]})  # fmt: skip
 
@@ -145,7 +160,8 @@ class _Handler(BaseHTTPRequestHandler):
             size = self._meta(repo).claimed_sizes.get(path, size)
             entry: dict[str, object] = {"type": "file", "path": path, "size": size, "oid": sha1}
             if not path.endswith((".json", ".txt", ".md")):
-                entry["lfs"] = {"size": size, "oid": sha256, "pointerSize": 134}
+                oid = self._meta(repo).lfs_oids.get(path, sha256)
+                entry["lfs"] = {"size": size, "oid": oid, "pointerSize": 134}
             entries.append(entry)
         self._json(entries)
 
@@ -168,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             port = self.server.server_address[1]
             self.send_response(302)
             self.send_header("Location", f"http://localhost:{port}/cdn-lfs/{repo}/{sha256}?file={path}")
-            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("X-Repo-Commit", self._meta(repo).commit)
             self.send_header("X-Linked-Size", str(size))
             self.send_header("X-Linked-Etag", f'"{sha256}"')
             self.send_header("ETag", f'"{sha1}"')
@@ -229,11 +245,46 @@ class _Handler(BaseHTTPRequestHandler):
         if cut is not None:
             self.close_connection = True
 
+    def _hostile(self, api: bool) -> bool:
+        """Answer as ``answer`` says; False when this request gets the normal answer."""
+        if self.answer == "silent":
+            self.released.wait()  # accepted, never answered
+            self.close_connection = True
+        elif self.answer == "redirect-loop":
+            self.send_response(302)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif not api or self.answer is None:
+            return False
+        elif self.answer == "html":
+            body = b"<!DOCTYPE html><html><body><h1>Welcome to our captive portal</h1></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif self.answer == "wrong-shape":
+            listing = "/tree/" in self.path or self.path.startswith("/api/models?")
+            self._json({"error": "not a list", "items": {"a": 1}} if listing else [{"sha": COMMIT}])
+        elif self.answer == "numbers":
+            self._json([1, 2, 3] if "/tree/" in self.path or "?" in self.path else 42)
+        elif self.answer == "deep":
+            body = b"[" * 100_000 + b"]" * 100_000
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        return True
+
     def _route(self, head: bool) -> None:
         self._log()
         url = urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]
         query = parse_qs(url.query)
+        if self._hostile(api=parts[:1] == ["api"]):
+            return
         if parts[:1] == ["api"] and not head:
             self._api(parts, query)
         elif parts[:1] == ["cdn-lfs"] and len(parts) == 4:
@@ -259,12 +310,15 @@ def fake_hub(
     requests: list[str] | None = None,
     redirect: bool = True,
     rate_bytes_s: float = 0.0,
+    answer: str | None = None,
 ) -> Iterator[str]:
     """Serve ``{repo_id: {path: bytes | Path}}`` on 127.0.0.1; yields the endpoint URL."""
+    assert answer is None or answer in ANSWERS, answer
+    released = threading.Event()
     handler = type("Handler", (_Handler,), {
         "repos": repos, "meta": meta or {}, "drop_after": drop_after if drop_after is not None else {},
         "requests": requests if requests is not None else [], "redirect": redirect, "_hashes": {},
-        "rate_bytes_s": rate_bytes_s,
+        "rate_bytes_s": rate_bytes_s, "answer": answer, "released": released,
     })  # fmt: skip
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -273,6 +327,7 @@ def fake_hub(
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        released.set()
         server.shutdown()
         server.server_close()
 

@@ -116,3 +116,44 @@ def test_pull_errors_are_one_clear_line(smollm2_path: Path) -> None:
         assert "Traceback" not in out.stderr and out.stderr.count("tailorlm:") == 1
     assert with_token.returncode == 0, with_token.stderr
     assert "hf_abcSECRET" not in with_token.stdout + with_token.stderr
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if not p.is_dir()}
+
+
+def test_a_hostile_hub_cannot_make_pull_write_outside_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "a" / "b" / "hub"
+    data = b"GGUF" + bytes(64)
+    metas = [RepoMeta(commit="../../../../outside"), RepoMeta(commit=str(tmp_path / "abs-outside")),
+             RepoMeta(lfs_oids={SMOL: "../../../../" + "a" * 52}), RepoMeta(lfs_oids={SMOL: "/etc/passwd"})]  # fmt: skip
+    for meta in metas:
+        before = _files(tmp_path)
+        with fake_hub({"acme/smol-GGUF": {SMOL: data}}, meta={"acme/smol-GGUF": meta}) as url:
+            out = tailorlm("pull", "acme/smol-GGUF", "--quant", "Q4_1",
+                           env={"HF_ENDPOINT": url, "HF_HUB_CACHE": str(cache)})  # fmt: skip
+        assert out.returncode == 2, (meta, out.stderr)
+        assert "malformed or hostile" in out.stderr and "Nothing was written" in out.stderr
+        # "Pulling …" goes first; the error is one line, the last
+        assert out.stderr.splitlines()[-1].startswith("tailorlm: ") and out.stderr.count("tailorlm:") == 1
+        assert "Traceback" not in out.stderr and _files(tmp_path) == before
+        listing = tailorlm("list", "--json", env={"HF_HUB_CACHE": str(cache)})
+        assert not [m for m in json.loads(listing.stdout) if m["origin"] == "tailorlm"]
+
+
+def test_a_silent_or_broken_hub_ends_each_command_with_one_line(smollm2_path: Path) -> None:
+    for answer in ("silent", "html", "wrong-shape", "numbers", "redirect-loop"):
+        with fake_hub({"acme/smol-GGUF": {SMOL: smollm2_path}}, answer=answer) as url:
+            env = {"HF_ENDPOINT": url, "TAILORLM_HUB_TIMEOUT_S": "0.5"}
+            for args in (
+                ("search", "smol"),
+                ("files", "acme/smol-GGUF"),
+                ("pull", "acme/smol-GGUF", "--quant", "Q4_1"),
+            ):
+                out = tailorlm(*args, env=env)
+                assert out.returncode == 2, (answer, args, out.stdout, out.stderr)
+                assert out.stderr.startswith("tailorlm: ") and out.stderr.count("\n") == 1, (
+                    answer,
+                    out.stderr,
+                )
+                assert "Traceback" not in out.stderr

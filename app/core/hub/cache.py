@@ -14,33 +14,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from app.core.errors import HubError
+from app.core.hub.api import repo_commit
 from app.core.hub.download import Progress, check_disk_space, download
-from app.core.hub.http import auth_headers, hub_endpoint, resolve_url
-from app.core.hub.repo import RepoGGUF, hub_errors
+from app.core.hub.http import auth_headers, resolve_url
+from app.core.hub.names import check_repo_id, check_revision, check_sha256, inside, safe_relpath
+from app.core.hub.repo import RepoGGUF
 from app.core.paths import hf_cache_dir
 
 
 def repo_cache_dir(repo_id: str, cache: Path | None = None) -> Path:
-    return (cache or hf_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
-
-
-def safe_relpath(path: str) -> PurePosixPath:
-    """A repo file path that stays inside the snapshot folder; refuses ``..`` and absolute paths."""
-    p = PurePosixPath(path)
-    if (
-        not path
-        or p.is_absolute()
-        or ".." in p.parts
-        or "\\" in path
-        or path.startswith("~")
-        or ":" in p.parts[0]
-    ):
-        raise HubError(f"Refusing the file name {path!r}: it would land outside the model folder.",
-                       hint="The repo is malformed or hostile; nothing was written.")  # fmt: skip
-    return p
+    """``models--org--name`` in the cache; the repo id is checked first (``--`` and ``..`` refused)."""
+    root = cache or hf_cache_dir()
+    return inside(root, root / ("models--" + check_repo_id(repo_id).replace("/", "--")))
 
 
 def _link(snapshot_file: Path, blob: Path) -> None:
@@ -80,22 +67,25 @@ def pull(
     Returns the snapshot paths (part order) and the commit. A cancel or a failure leaves the
     partial blob to resume from and links nothing.
     """
-    from huggingface_hub import HfApi
-
-    rels = [safe_relpath(p) for p in rf.file.paths]
-    try:
-        commit = HfApi(endpoint=hub_endpoint()).model_info(repo_id, revision=revision).sha or revision
-    except OSError as exc:
-        raise hub_errors(repo_id, exc) from None
     root = repo_cache_dir(repo_id, cache)
+    check_revision(revision)
+    rels = [safe_relpath(p) for p in rf.file.paths]
+    shas = [check_sha256(sha) if sha is not None else None for sha in rf.sha256]
+    commit = repo_commit(repo_id, revision)
     blobs = root / "blobs"
     snapshot = root / "snapshots" / commit
     # Sizes per part from the listing; a part already in the cache costs nothing.
     sizes = rf.part_sizes()
     targets = [
-        blobs / sha if sha else blobs / f"{commit}-{rel.name}"
-        for sha, rel in zip(rf.sha256, rels, strict=True)
+        blobs / sha if sha else blobs / f"{commit}-{rel.name}" for sha, rel in zip(shas, rels, strict=True)
     ]
+    links = [snapshot.joinpath(*rel.parts) for rel in rels]
+    # Every name was checked against its format; the final paths are checked too, before a byte.
+    for path in targets:
+        inside(blobs, path)
+    for path in links:
+        inside(snapshot, path)
+    ref = inside(root / "refs", root / "refs" / revision) if revision != commit else None
     todo = [
         i
         for i, t in enumerate(targets)
@@ -119,16 +109,12 @@ def pull(
             eta = (total - done) / speed if speed > 0 and total else None
             on_progress(PullProgress(done, total, speed, eta, i + 1, len(targets), rf.file.paths[i]))
 
-        download(url, targets[i], expected_sha256=rf.sha256[i], expected_size=sizes[i], headers=headers,
+        download(url, targets[i], expected_sha256=shas[i], expected_size=sizes[i], headers=headers,
                  on_progress=relay, cancel=cancel)  # fmt: skip
         done_before += sizes[i] or targets[i].stat().st_size
-    paths = []
-    for rel, blob in zip(rels, targets, strict=True):
-        dest = snapshot.joinpath(*rel.parts)
+    for dest, blob in zip(links, targets, strict=True):
         _link(dest, blob)
-        paths.append(dest)
-    refs = root / "refs"
-    refs.mkdir(parents=True, exist_ok=True)
-    if revision != commit:
-        (refs / revision).write_text(commit)
-    return paths, commit
+    if ref is not None:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit)
+    return links, commit

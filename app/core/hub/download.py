@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import Cancelled, DownloadCorruptError, HubError
-from app.core.hub.http import open_url
+from app.core.hub.http import hub_timeout_s, open_url
 from app.core.units import MIB, format_bytes
 
 CHUNK_BYTES = 1 * MIB
@@ -126,13 +126,15 @@ def download(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     retries: int = RETRIES,
-    timeout_s: float = 30.0,
+    timeout_s: float | None = None,
     progress_interval_s: float = 0.1,
 ) -> Path:
     """Download ``url`` to ``dest``, resuming a partial file; returns ``dest`` once verified.
 
-    Progress is reported at most every ``progress_interval_s`` and once at the end.
+    Progress is reported at most every ``progress_interval_s`` and once at the end. ``timeout_s``
+    bounds the connect and each read (``hub_timeout_s()`` when None).
     """
+    timeout_s = hub_timeout_s() if timeout_s is None else timeout_s
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     meta = _meta_path(part)
@@ -247,6 +249,10 @@ def _http_error(code: int) -> HubError:
                         hint="Accept its license on the Hub and set HF_TOKEN (or run `hf auth login`).")  # fmt: skip
     if code == 404:
         return HubError("The file is not on the Hub (404).", hint="Check the repo and file name.")
+    if 300 <= code < 400:  # urllib gives up on a loop or after 10 redirects
+        return HubError(
+            f"The server redirected in a loop ({code}).", hint="Try again later; check HF_ENDPOINT."
+        )
     return HubError(f"The server answered {code}.", hint="Try again later.")
 
 

@@ -9,6 +9,7 @@ into an error message.
 
 from __future__ import annotations
 
+import math
 import os
 import urllib.request
 from http.client import HTTPMessage
@@ -18,6 +19,19 @@ from urllib.parse import quote, urlsplit
 
 def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+TIMEOUT_ENV = "TAILORLM_HUB_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 20.0  # connect and each read; the Hub's API answers in well under a second
+
+
+def hub_timeout_s() -> float:
+    """Seconds to wait for the Hub to connect and for each read (``TAILORLM_HUB_TIMEOUT_S``)."""
+    try:
+        value = float(os.environ.get(TIMEOUT_ENV, ""))
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
+    return value if math.isfinite(value) and value > 0 else DEFAULT_TIMEOUT_S
 
 
 def hub_token() -> str | None:
@@ -52,6 +66,8 @@ class _SameHostAuthRedirect(urllib.request.HTTPRedirectHandler):
         headers: HTTPMessage,
         newurl: str,
     ) -> urllib.request.Request | None:
+        if urlsplit(newurl).scheme not in ("http", "https"):
+            return None  # urllib would follow ftp://; None makes the 3xx an HTTPError
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
             new.remove_header("Authorization")
@@ -63,6 +79,41 @@ class _SameHostAuthRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_SameHostAuthRedirect())
 
 
-def open_url(url: str, headers: dict[str, str] | None = None, *, timeout_s: float = 30.0) -> Any:
-    """``urlopen`` with token-safe redirects; raises urllib's HTTPError/URLError like it."""
-    return _opener.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout_s)
+def open_url(url: str, headers: dict[str, str] | None = None, *, timeout_s: float | None = None) -> Any:
+    """``urlopen`` with token-safe redirects and a connect/read timeout (``hub_timeout_s()`` by
+    default); raises urllib's HTTPError/URLError like it. A redirect loop is an HTTPError 3xx."""
+    timeout = hub_timeout_s() if timeout_s is None else timeout_s
+    return _opener.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
+
+
+def bound_hf_client() -> None:
+    """Give huggingface_hub's shared client our connect/read timeout (``hub_timeout_s()``).
+
+    Its client is built with ``timeout=None`` and ``HfApi`` passes ``timeout=None`` per request,
+    which turns off even a client default, so the bound goes into the transport, where every
+    request of every huggingface_hub call passes. Idempotent; call before using huggingface_hub.
+    """
+    global _hf_bounded
+    if _hf_bounded:
+        return
+    import httpx2
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import hf_request_event_hook
+
+    class _BoundedTransport(httpx2.HTTPTransport):
+        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+            asked = request.extensions.get("timeout") or {}
+            bound = hub_timeout_s()
+            request.extensions["timeout"] = {
+                k: min(v, bound) if isinstance(v, (int, float)) else bound
+                for k, v in {k: asked.get(k) for k in ("connect", "read", "write", "pool")}.items()
+            }
+            return super().handle_request(request)
+
+    set_client_factory(lambda: httpx2.Client(event_hooks={"request": [hf_request_event_hook]},
+                                             follow_redirects=True, max_redirects=10,
+                                             transport=_BoundedTransport()))  # fmt: skip
+    _hf_bounded = True
+
+
+_hf_bounded = False

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from app.core.errors import HubError, ModelNotFoundError, TailorError
+from app.core.errors import ModelNotFoundError
+from app.core.hub.api import list_tree, search
 from app.core.hub.files import GGUFFile, group_gguf_files
-from app.core.hub.http import hub_endpoint
+from app.core.hub.names import check_repo_id, check_revision, hostile, is_repo_id
 
 
 @dataclass(frozen=True)
@@ -32,43 +33,30 @@ class HubModel:
     last_modified: str | None
 
 
-def hub_errors(repo_id: str, exc: Exception) -> TailorError:
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    if isinstance(exc, GatedRepoError):
-        return HubError(f"{repo_id} is gated.", hint="Accept its license on the Hub and set HF_TOKEN.")
-    if isinstance(exc, RepositoryNotFoundError):
-        return ModelNotFoundError(f"The Hub has no repo {repo_id!r} (or it is private).",
-                                  hint="Check the name; for a private repo set HF_TOKEN.")  # fmt: skip
-    return HubError(f"Could not reach the Hub for {repo_id} ({exc.__class__.__name__}).",
-                    hint="Check the connection and try again.")  # fmt: skip
-
-
 def search_models(query: str, *, limit: int = 20) -> list[HubModel]:
-    """GGUF repos matching ``query``, most downloaded first."""
-    from huggingface_hub import HfApi
+    """GGUF repos matching ``query``, most downloaded first; hits with an invalid repo id are left out."""
+    found = []
+    for m in search(query, limit=limit):
+        if is_repo_id(m["id"]):
+            modified = m.get("lastModified")
+            found.append(HubModel(m["id"], _count(m.get("downloads")), _count(m.get("likes")), bool(m.get("gated")),
+                                  modified[:40] if isinstance(modified, str) else None))  # fmt: skip
+    return found
 
-    try:
-        found = HfApi(endpoint=hub_endpoint()).list_models(
-            search=query or None, filter="gguf", sort="downloads", limit=limit
-        )
-        return [HubModel(m.id, int(m.downloads or 0), int(m.likes or 0), bool(m.gated),
-                         m.last_modified.isoformat() if m.last_modified else None) for m in found]  # fmt: skip
-    except OSError as exc:
-        raise hub_errors(query, exc) from None
+
+def _count(value: object) -> int:
+    if value is None:
+        return 0  # the Hub leaves counts out of a brand-new repo
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise hostile(f"a download or like count is {str(value)[:40]!r}")
+    return value
 
 
 def list_gguf_files(repo_id: str, *, revision: str = "main") -> list[RepoGGUF]:
-    from huggingface_hub import HfApi
-    from huggingface_hub.hf_api import RepoFile
-
-    try:
-        tree = HfApi(endpoint=hub_endpoint()).list_repo_tree(repo_id, recursive=True, revision=revision)
-        entries = [e for e in tree if isinstance(e, RepoFile)]
-    except OSError as exc:  # huggingface_hub's HTTP errors derive from OSError
-        raise hub_errors(repo_id, exc) from None
-    sha = {e.path: (e.lfs.sha256 if e.lfs is not None else None) for e in entries}
-    size = {e.path: int(e.size) for e in entries}
+    """The repo's GGUF models (split parts joined) with sizes and LFS SHA-256s, all checked."""
+    entries = list_tree(check_repo_id(repo_id), check_revision(revision))
+    sha = {e.path: e.sha256 for e in entries}
+    size = {e.path: e.size_bytes for e in entries}
     files = group_gguf_files(size.items())
     return [RepoGGUF(f, tuple(sha[p] for p in f.paths), tuple(size[p] for p in f.paths)) for f in files]
 
