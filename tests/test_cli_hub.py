@@ -157,3 +157,16 @@ def test_a_silent_or_broken_hub_ends_each_command_with_one_line(smollm2_path: Pa
                     out.stderr,
                 )
                 assert "Traceback" not in out.stderr
+
+
+def test_list_names_a_bad_file_and_still_lists_the_good_ones(smollm2_path: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "good.gguf").symlink_to(smollm2_path)
+    (folder / "broken.gguf").write_bytes(smollm2_path.read_bytes()[:4096])  # a truncated download
+    out = tailorlm("list", "--add-folder", str(folder), "--json")
+    assert out.returncode == 0, out.stderr
+    assert [m["paths"][0] for m in json.loads(out.stdout) if m["origin"] == "folder"] == [
+        str(folder / "good.gguf")
+    ]
+    assert f"skipped {folder / 'broken.gguf'}: " in out.stderr

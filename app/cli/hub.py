@@ -134,7 +134,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     lib = Library()
     if args.add_folder:
         lib.add_folder(Path(args.add_folder).expanduser().resolve())
-    models = lib.scan()
+    report = lib.scan_report()
+    models = list(report.models)
+    for problem in report.problems:  # one bad file never hides the others: it is named and skipped
+        print(f"tailorlm: skipped {problem.path}: {problem.reason}", file=sys.stderr)
     if args.json:
         print(json.dumps([{"id": m.id, "paths": [str(p) for p in m.paths], "origin": m.origin, "owned": m.owned,
                            "size_bytes": m.size_bytes, "repo": m.repo, "quant": m.quant, "arch": m.arch,

@@ -37,6 +37,21 @@ def _ids(panel: LibraryPanel) -> dict[str, object]:
     return {m.id: m for m, _ in panel.table_model.rows}
 
 
+def test_a_bad_file_is_named_and_the_good_ones_still_show(
+    panel: LibraryPanel, qtbot: QtBot, tmp_path: Path, smollm2_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    os.link(smollm2_path, folder / "good.gguf")
+    (folder / "broken.gguf").write_bytes(smollm2_path.read_bytes()[:4096])  # a truncated download
+    panel.add_folder(folder)
+    qtbot.waitUntil(lambda: not panel.tasks, timeout=10_000)
+    panel.rescan()
+    qtbot.waitUntil(lambda: "Skipped" in panel.status.text(), timeout=10_000)
+    assert "broken.gguf" in panel.status.text()
+    assert [m.path.name for m, _ in panel.table_model.rows if m.path.parent == folder] == ["good.gguf"]
+
+
 def _open(panel: LibraryPanel, qtbot: QtBot, repo: str) -> None:
     panel.hub.open_repo(repo)
     qtbot.waitUntil(

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.core.errors import TailorError
+from app.core.errors import ModelReadError, TailorError
 from app.core.hub.files import quant_from_name
+from app.core.library.scan import ScanProblem, file_problem
 from app.core.model.source import model_from_gguf
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,15 @@ log = logging.getLogger(__name__)
 Meta = dict[str, dict[str, Any]]  # stat_key() → describe()'s facts, or {"error": message}
 
 _SPLIT_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$", re.IGNORECASE)
-# What a damaged or unreadable file can raise through the header parser; a scan skips such files.
-_READ_ERRORS = (TailorError, OSError, ValueError, TypeError)
+MAX_REASON_CHARS = 300  # a reason is one line in `tailorlm list`; a stranger's file may make it long
 
 
 def describe(parts: Sequence[Path]) -> dict[str, Any]:
-    """Header facts of a model (split parts are joined by model_from_gguf); never reads weights."""
+    """Header facts of a model (split parts are joined by model_from_gguf); never reads weights.
+    Pipes and devices are refused before anything is opened: opening a pipe waits for a writer."""
+    for part in parts:
+        if (reason := file_problem(part)) is not None:
+            raise ModelReadError(f"{part} {reason}.")
     info = model_from_gguf(parts[0])
     ftype = info.file_type if info.file_type and not info.file_type.startswith("type ") else None
     name = (info.metadata or {}).get("general.name")
@@ -53,21 +57,37 @@ def file_stem(name: str) -> str:
     return _SPLIT_SUFFIX.sub("", stem)
 
 
-def cached_facts(meta: Meta, cache: Meta, parts: Sequence[Path], label: str | None) -> dict[str, Any] | None:
+def _reason(exc: Exception) -> str:
+    text = (
+        exc.user_message()
+        if isinstance(exc, TailorError)
+        else f"could not be read ({type(exc).__name__}: {exc})"
+    )
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
+def cached_facts(
+    meta: Meta, cache: Meta, parts: Sequence[Path], label: str | None
+) -> dict[str, Any] | ScanProblem:
     """Size and header facts, from ``meta`` while the files are unchanged (kept in ``cache`` for
-    the next scan); None, with a warning, for a file that is not a readable GGUF."""
+    the next scan); a ``ScanProblem``, logged, for files that are not a readable GGUF."""
     try:
         key, size = stat_key(parts)
-        facts = meta.get(key)
-        if facts is None:
-            try:
-                facts = describe(parts)
-            except _READ_ERRORS as exc:  # remembered, so a bad file is not parsed at every scan
-                facts = {"error": exc.user_message() if isinstance(exc, TailorError) else str(exc)}
-        cache[key] = facts
-    except OSError as exc:
-        facts = {"error": str(exc)}
+    except (OSError, RuntimeError) as exc:  # RuntimeError: resolve() meets a symlink loop (Python < 3.13)
+        return _skipped(parts[0], _reason(exc))
+    facts = meta.get(key)
+    if facts is None:
+        try:
+            facts = describe(parts)
+        # A stranger's file: whatever the parser raises on it, one bad file must not end the scan.
+        except Exception as exc:
+            facts = {"error": _reason(exc)}  # remembered, so a bad file is not parsed at every scan
+    cache[key] = facts
     if "error" in facts:
-        log.warning("Skipping %s: %s", parts[0], facts["error"])
-        return None
+        return _skipped(parts[0], str(facts["error"]))
     return {**facts, "size_bytes": size, "name": facts.get("name") or label or file_stem(parts[0].name)}
+
+
+def _skipped(path: Path, reason: str) -> ScanProblem:
+    log.warning("Skipping %s: %s", path, reason)
+    return ScanProblem(path, reason)

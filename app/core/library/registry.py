@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.core import paths
@@ -22,11 +22,20 @@ from app.core.errors import LibraryError, ModelNotFoundError
 from app.core.library.entry import ORIGINS, LibraryModel
 from app.core.library.header_facts import Meta, cached_facts, describe, file_stem, stat_key
 from app.core.library.registry_file import RegistryData, open_registry
-from app.core.library.scan import ScanRoots, discover
+from app.core.library.scan import ScanProblem, ScanRoots, discover
 
-__all__ = ["Library", "LibraryModel", "ScanRoots"]  # what callers import from here
+# What callers import from here.
+__all__ = ["Library", "LibraryModel", "ScanProblem", "ScanReport", "ScanRoots"]
 
 REGISTRY_FILENAME = "library.json"
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """What a scan found, and each file it skipped with the reason (for the front ends to show)."""
+
+    models: tuple[LibraryModel, ...]
+    problems: tuple[ScanProblem, ...]
 
 
 def _key(path: Path) -> str:
@@ -94,6 +103,8 @@ class Library:
     def __init__(self, registry_path: Path | None = None, *, roots: ScanRoots | None = None) -> None:
         self.registry_path = registry_path or paths.data_dir() / REGISTRY_FILENAME
         self.roots = roots if roots is not None else ScanRoots.default()
+        # Files the latest scan by this object skipped (scan, add_folder, remove_folder), and why.
+        self.last_problems: tuple[ScanProblem, ...] = ()
 
     def add(
         self,
@@ -139,13 +150,15 @@ class Library:
         return model
 
     def add_folder(self, folder: Path) -> list[LibraryModel]:
-        """Remember a folder of GGUFs (scanned from now on) and return the models found in it."""
+        """Remember a folder of GGUFs (scanned from now on) and return the models found in it;
+        files it skipped are in ``last_problems``."""
         folder = Path(folder).expanduser().resolve()
         if not folder.is_dir():
             raise ModelNotFoundError(f"No such folder: {folder}.", hint="Choose a folder of .gguf files.")
-        with self._open(write=True) as reg:
+        with self._open(write=True) as reg:  # saved before the scan, whatever the folder holds
             if str(folder) not in reg.folders:
                 reg.folders.append(str(folder))
+        with self._open(write=True) as reg:
             self._refresh(reg)
             return [m for m in reg.visible() if m.path.is_relative_to(folder)]
 
@@ -163,10 +176,16 @@ class Library:
             return [Path(f) for f in reg.folders]
 
     def scan(self) -> list[LibraryModel]:
-        """Find models on disk again (new, changed, vanished); only new or changed headers are read."""
+        """Find models on disk again (new, changed, vanished); only new or changed headers are read.
+        Files that could not be read are skipped and listed in ``last_problems``."""
+        return list(self.scan_report().models)
+
+    def scan_report(self) -> ScanReport:
+        """``scan()``, with the files it skipped and why, as one result (for callers that share
+        a ``Library`` between threads, where ``last_problems`` may be another call's)."""
         with self._open(write=True) as reg:
-            self._refresh(reg)
-            return reg.visible()
+            problems = self._refresh(reg)
+            return ScanReport(tuple(reg.visible()), problems)
 
     def models(self) -> list[LibraryModel]:
         """Registered models and those the last scan found, by id; no disk walk."""
@@ -197,18 +216,36 @@ class Library:
                 reg.hidden.add(_key(model.path))
         return model
 
-    def _refresh(self, reg: RegistryData) -> None:
-        """Find every model again; ids and dates of models seen before are kept."""
+    def _refresh(self, reg: RegistryData) -> tuple[ScanProblem, ...]:
+        """Find every model again; ids and dates of models seen before are kept. A file that
+        cannot be read is skipped and reported, never allowed to hide the others."""
         cache: Meta = {}
+        problems: list[ScanProblem] = []
         for mid, m in list(reg.models.items()):
-            if m.present and (facts := cached_facts(reg.meta, cache, m.paths, None)):
+            if not m.present:
+                continue
+            facts = cached_facts(reg.meta, cache, m.paths, None)
+            if isinstance(facts, ScanProblem):
+                problems.append(facts)
+            else:
                 reg.models[mid] = replace(m, **facts)
         old = {_key(m.path): m for m in reg.discovered.values()}
         seen = {_key(m.path) for m in reg.models.values()} | reg.hidden
         discovered: dict[str, LibraryModel] = {}
         for found in discover(self.roots, [Path(f) for f in reg.folders]):
-            key = _key(found.paths[0])
-            if key in seen or not (facts := cached_facts(reg.meta, cache, found.paths, found.label)):
+            if isinstance(found, ScanProblem):
+                problems.append(found)
+                continue
+            try:
+                key = _key(found.paths[0])
+            except (OSError, RuntimeError) as exc:  # replaced by a symlink loop since it was listed
+                problems.append(ScanProblem(found.paths[0], f"cannot be read ({exc})"))
+                continue
+            if key in seen:
+                continue
+            facts = cached_facts(reg.meta, cache, found.paths, found.label)
+            if isinstance(facts, ScanProblem):
+                problems.append(facts)
                 continue
             seen.add(key)
             taken = set(reg.models) | set(discovered)
@@ -220,6 +257,8 @@ class Library:
             )
         reg.discovered, reg.meta = discovered, cache  # the cache keeps only files that still exist
         reg.hidden = {h for h in reg.hidden if Path(h).exists()}  # a deleted file needs no hiding
+        self.last_problems = tuple(problems)
+        return self.last_problems
 
     def _open(self, *, write: bool) -> AbstractContextManager[RegistryData]:
         """The registry, loaded under its lock (and saved on leaving when ``write``)."""

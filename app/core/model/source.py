@@ -4,6 +4,7 @@ into one :class:`ModelInfo`."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -78,18 +79,18 @@ def _gguf_name(header: GGUFHeader, path: Path) -> str:
 
 
 def read_config(folder: Path) -> dict[str, Any]:
+    """config.json of a checkpoint folder, read as an untrusted file (see ``read_checkpoint_json``)."""
+    from app.core.model.safetensors_header import read_checkpoint_json
+
     cfg_path = folder / "config.json"
-    if not cfg_path.exists():
+    if not os.path.lexists(cfg_path):
         ggufs = sorted(folder.glob("*.gguf"))
         hint = (f"This folder holds GGUF files; choose one, e.g. {ggufs[0].name}." if ggufs
                 else "Choose a Hugging Face checkpoint folder (with config.json) or a .gguf file.")  # fmt: skip
         raise MissingConfigError(
             f"{folder} has no config.json, so it is not a Hugging Face checkpoint.", hint=hint
         )
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptModelError(f"{cfg_path} is not valid JSON ({exc}).") from None
+    config = read_checkpoint_json(folder, "config.json")
     if not isinstance(config, dict):
         raise CorruptModelError(f"{cfg_path} is not a JSON object.")
     return config
@@ -231,9 +232,11 @@ def model_from_repo(repo_id: str) -> ModelInfo:
             hint="Check the connection, or use a local file or a catalog name offline.",
         ) from None
     try:
-        config = json.loads(Path(cfg_file).read_text())
-    except json.JSONDecodeError as exc:
+        config = json.loads(Path(cfg_file).read_bytes())
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise CorruptModelError(f"{repo_id}'s config.json is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise CorruptModelError(f"{repo_id}'s config.json is not valid JSON (nested too deep).") from None
     if not isinstance(config, dict):
         raise CorruptModelError(f"{repo_id}'s config.json is not a JSON object.")
     return _from_config(config, _remote_safetensors(repo_id), repo_id, "hf_repo", repo_id)

@@ -105,6 +105,16 @@ class LibraryTable(QAbstractTableModel):
         return None
 
 
+def _found(report: Any) -> str:
+    """ "3 models. 1 file skipped: …" — a bad file is named, never allowed to hide the others."""
+    text = count(len(report.models)) + "."
+    if report.problems:
+        first = report.problems[0]
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        text += f" Skipped {first.path.name}: {first.reason}{more}."
+    return text
+
+
 class LibraryPanel(QWidget):
     """The models on disk, the Hub, and the download queue."""
 
@@ -211,7 +221,7 @@ class LibraryPanel(QWidget):
 
     def rescan(self) -> None:
         self.status.setText("Looking for models…")
-        self._run(lambda lib: count(len(lib.scan())) + ".")
+        self._run(lambda lib: _found(lib.scan_report()))
 
     def reload(self) -> None:
         """The library changed elsewhere (a pull, a conversion): read it again, no disk walk."""
