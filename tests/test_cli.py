@@ -233,7 +233,7 @@ def test_chat_refuses_a_plan_that_does_not_fit_and_loads_it_when_forced(smollm2_
     assert refused.returncode == 2 and refused.stdout == ""
     err = refused.stderr
     assert "8,192-token context" in err and "cannot give it that" in err  # the reason
-    assert "It fits with a " in err and "Or load it anyway." in err  # the nearest plan that fits
+    assert "It fits with " in err and "Or load it anyway." in err  # the nearest plan that fits
     forced = tailorlm("chat", str(smollm2_path), "--ctx", "8192", "--prompt", "Hi", "--json",
                       "--max-tokens", "4", "--force", *flags)  # fmt: skip
     assert forced.returncode == 0, forced.stderr
