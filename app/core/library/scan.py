@@ -12,12 +12,12 @@ import contextlib
 import json
 import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.core import paths
+from app.core.files import not_a_regular_file
 from app.core.hub.files import group_gguf_files
 from app.core.model.gguf_header import GGUF_MAGIC
 
@@ -77,13 +77,8 @@ class ScanProblem:
 
 
 def file_problem(path: Path) -> str | None:
-    """Why ``path`` (links followed) is not a file we may open, or None for a regular file; only
-    ``stat`` is called, so a pipe or device is never opened."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:  # ELOOP for a symlink loop, EACCES, ENOENT for a dangling link
-        return f"cannot be read ({exc.strerror or exc})"
-    return None if stat.S_ISREG(mode) else "is not a regular file (a folder, pipe or device)"
+    """Why ``path`` is not a file the scan may open, or None (see :mod:`app.core.files`)."""
+    return not_a_regular_file(path)
 
 
 def _read_small(path: Path, limit_bytes: int = 1 << 20) -> bytes:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.errors import CorruptModelError, ModelReadError
+from app.core.files import NOT_REGULAR, not_a_regular_file
 from app.core.model.gguf_header import ByteSource, FileSource
 
 MAX_HEADER_BYTES = 100_000_000  # the reference reader's MAX_HEADER_SIZE (safetensors/src/tensor.rs)
@@ -190,7 +191,7 @@ def checkpoint_file(folder: Path, name: str) -> Path:
             hint="Use a checkpoint from a source you trust.",
         )
     if not stat.S_ISREG(mode):
-        raise ModelReadError(f"{path} is not a regular file (a folder, pipe or device); it was not read.")
+        raise ModelReadError(f"{path} {NOT_REGULAR}; it was not read.")
     return real
 
 
@@ -213,12 +214,8 @@ def read_checkpoint_json(folder: Path, name: str) -> Any:
 
 def read_safetensors_file(path: Path) -> tuple[SafeTensor, ...]:
     """One local file; pipes and devices are refused before opening (opening a pipe blocks)."""
-    try:
-        mode = path.stat().st_mode
-    except (OSError, RuntimeError) as exc:
-        raise ModelReadError(f"{path} cannot be read ({exc}).") from None
-    if not stat.S_ISREG(mode):
-        raise ModelReadError(f"{path} is not a regular file (a folder, pipe or device); it was not read.")
+    if (reason := not_a_regular_file(path)) is not None:
+        raise ModelReadError(f"{path} {reason}; it was not read.")
     with FileSource(path) as src:
         return read_safetensors_header(src, name=path.name)
 
