@@ -43,7 +43,7 @@ def chat_plan(args: argparse.Namespace) -> Any:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from app.engine import protocol as P
-    from app.engine.chat import ChatSession, Trimmed
+    from app.engine.chat import ChatSession, TemplateFallback, Trimmed
     from app.engine.client import EngineClient
 
     planned = chat_plan(args)
@@ -51,10 +51,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     sampling = P.Sampling(temperature=args.temperature, max_tokens=args.max_tokens, top_k=args.top_k,
                           top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
                           seed=args.seed if args.seed is not None else -1, stop=tuple(args.stop or ()))  # fmt: skip
-    with EngineClient() as client, open_store() as store:
-        session = ChatSession(
+    with (
+        EngineClient() as client,
+        open_store() as store,
+        ChatSession(
             client, store, load, system_prompt=args.system or "", sampling=sampling, plan=plan
-        )
+        ) as session,
+    ):
 
         def progress(fraction: float) -> None:
             if args.prompt is None:
@@ -104,6 +107,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 for ev in gen:
                     if isinstance(ev, Trimmed):
                         print(f"[left out {ev.n_messages} older messages to fit the context]")
+                    elif isinstance(ev, TemplateFallback):
+                        print(f"[{ev.sentence}]")
                     elif isinstance(ev, P.TokenChunk):
                         print(ev.text, end="", flush=True)
                     else:
@@ -132,6 +137,7 @@ def _size(n: int | None) -> str:
 def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan: dict[str, Any], *,
                as_json: bool) -> int:  # fmt: skip
     from app.engine import protocol as P
+    from app.engine.chat import TemplateFallback
 
     text, done = [], None
     for ev in session.send(prompt):
@@ -139,6 +145,10 @@ def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan:
             text.append(ev.text)
             if not as_json:
                 print(ev.text, end="", flush=True)
+        elif isinstance(ev, TemplateFallback):
+            template_note = ev.sentence
+            if not as_json:
+                print(f"tailorlm: {ev.sentence}", file=sys.stderr)
         elif isinstance(ev, P.Done):
             done = ev
     if as_json:

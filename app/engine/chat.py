@@ -15,14 +15,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.core.chat.render import with_fallback
 from app.core.chat.store import ChatStore, Message
-from app.core.chat.template import ChatTemplate, render_with_fallback, select_template, trim_history
+from app.core.chat.template import ChatTemplate, select_template, trim_history
+from app.core.errors import TemplateError
 from app.core.model.gguf_header import read_gguf_file
 from app.engine import protocol as P
 from app.engine.client import EngineClient
 from app.engine.errors import RequestCancelled
+from app.engine.monitor import MemoryMonitor
+from app.engine.renderer import TemplateRenderer
 
-TurnEvent = P.TokenChunk | P.Done  # what a turn yields, besides Trimmed
+TurnEvent = P.TokenChunk | P.Done  # what a turn yields, besides Trimmed and TemplateFallback
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,13 @@ class Trimmed:
     """Older turns were left out so the prompt fits the context (the user is told)."""
 
     n_messages: int
+
+
+@dataclass(frozen=True)
+class TemplateFallback:
+    """The file's chat template failed; this answer and the rest of the chat use the built-in one."""
+
+    sentence: str  # ChatTemplate.describe() of the template now used
 
 
 class ChatSession:
@@ -44,6 +55,8 @@ class ChatSession:
         self.plan = plan or {}
         self.conversation_id = conversation_id
         self.template: ChatTemplate | None = None
+        self.renderer = TemplateRenderer()  # a file's template runs in a process of its own
+        self.monitor = MemoryMonitor(0)  # the last answer's; replaced by each answer
         self.loaded: P.Loaded | None = None
         header = read_gguf_file(load.model_path)
         self._metadata = header.metadata
@@ -52,13 +65,17 @@ class ChatSession:
 
     def start(self, on_progress: Callable[[float], None] | None = None) -> P.Loaded:
         """Load the model (``on_progress`` gets 0..1) and open a conversation if none was given."""
-        from app.engine.monitor import MemoryMonitor
-
-        self.client.start()
-        with MemoryMonitor(self.client.pid or 0) as mon:
-            self.loaded = self.client.load(self.load_request, on_progress=on_progress)
-        self.load_peak = mon.peak
         self.template = select_template(self._metadata, architecture=self._arch, name_hint=self._name)
+        if self.template.source == "gguf":
+            self.renderer.warm()  # its start overlaps the model's load
+        try:
+            self.client.start()
+            with MemoryMonitor(self.client.pid or 0) as mon:
+                self.loaded = self.client.load(self.load_request, on_progress=on_progress)
+        except BaseException:  # no chat without a model: nobody will close() this session
+            self.renderer.close()
+            raise
+        self.load_peak = mon.peak
         if self.conversation_id is None:
             self.new_conversation()
         return self.loaded
@@ -115,18 +132,19 @@ class ChatSession:
         self, history: list[Message], parent_id: int | None, rid: int
     ) -> Iterator[TurnEvent | Trimmed]:
         assert self.loaded is not None and self.template is not None and self.conversation_id is not None
+        template_before = self.template
         try:
             prompt, sampling, dropped = self._prompt(history, rid)
         except RequestCancelled:  # Stop pressed while the history was being trimmed
             yield P.Done.cancelled_before_start(rid)
             return
+        if self.template is not template_before:
+            yield TemplateFallback(self.template.describe())
         if dropped:
             yield Trimmed(dropped)
         text: list[str] = []
         done: P.Done | None = None
         t0 = time.perf_counter()
-        from app.engine.monitor import MemoryMonitor
-
         self.monitor = MemoryMonitor(self.client.pid or 0)
         try:
             with self.monitor:
@@ -147,17 +165,40 @@ class ChatSession:
         budget = self.loaded.n_ctx - self.sampling.max_tokens
         kept, dropped = trim_history(
             messages, count_tokens=lambda text: self.client.count_tokens(text, request_id=rid),
-            budget_tokens=max(budget, self.loaded.n_ctx // 2), template=self.template,
-            bos_token=self.loaded.bos_token, eos_token=self.loaded.eos_token,
+            budget_tokens=max(budget, self.loaded.n_ctx // 2),
+            render_prompt=lambda msgs: self._render(msgs, rid),
         )  # fmt: skip
-        prompt, used = render_with_fallback(self.template, kept, bos_token=self.loaded.bos_token,
-                                            eos_token=self.loaded.eos_token)  # fmt: skip
-        if used is not self.template:
-            self.template = used  # the file's template failed: keep the fallback for this chat
+        prompt = self._render(kept, rid)
         sampling = P.Sampling(
-            **{**asdict(self.sampling), "stop": tuple(self.sampling.stop) + used.stop_strings}
+            **{**asdict(self.sampling), "stop": tuple(self.sampling.stop) + self.template.stop_strings}
         )
         return prompt, sampling, dropped
+
+    def _render(self, messages: list[dict[str, str]], rid: int) -> str:
+        """The prompt for ``messages`` with this chat's template. When the file's template fails
+        (an error, its deadline, its memory limit), the built-in one takes over for the rest of
+        the chat, as its message promised."""
+        assert self.loaded is not None and self.template is not None
+        kwargs: dict[str, Any] = {"bos_token": self.loaded.bos_token, "eos_token": self.loaded.eos_token,
+                                  "cancelled": lambda: self.client.is_cancelled(rid), "request_id": rid}  # fmt: skip
+        try:
+            return self.renderer(self.template, messages, **kwargs)
+        except TemplateError as err:
+            fallback = with_fallback(self.template, err)
+            if fallback is None:
+                raise
+            self.template = fallback
+            return self.renderer(fallback, messages, **kwargs)
+
+    def close(self) -> None:
+        """End the template process (the model process is the client's)."""
+        self.renderer.close()
+
+    def __enter__(self) -> ChatSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _store_answer(self, answer: str, done: P.Done | None, parent_id: int | None, wall_s: float) -> None:
         """Keep a finished answer, and a stopped one that has text (marked partial)."""

@@ -91,6 +91,11 @@ class EngineClient:
             self._next_id += 1
             return rid
 
+    def is_cancelled(self, request_id: int) -> bool:
+        """Whether :meth:`cancel` was called for ``request_id`` (work done for it in this process,
+        such as rendering its prompt, checks this)."""
+        return request_id in self._cancelled
+
     def cancel(self, request_id: int) -> None:
         """Stop request ``request_id``: running, queued, or not started yet (it then ends at once
         with ``Done(stop_reason="cancelled")``). One line to the child; never raises."""

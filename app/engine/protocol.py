@@ -7,6 +7,9 @@ parent: :class:`LoadProgress`, :class:`Loaded`, :class:`TokenChunk`, :class:`Don
 carries the ``request_id`` the app chose for it before any work began, and a cancelled request
 always ends with ``Done(stop_reason="cancelled")``.
 
+The template renderer (:mod:`app.engine.template_child`): :class:`RenderPrompt` →
+:class:`RenderedPrompt` or :class:`Failed`, over and over; it holds no model, only limits.
+
 One-shot jobs, one request each: :class:`ScoreQuality` → :class:`QualityProgress`…
 :class:`QualityResult` (:mod:`app.engine.quality_child`); :class:`Quantize` →
 :class:`QuantizeProgress`… :class:`Quantized` (:mod:`app.engine.quantize`); either may end in
@@ -198,6 +201,29 @@ class Failed(Message):
     error: str = ""  # the TailorError class the child raised (app.engine.errors.from_failure); "" = none
 
 
+# --- the template renderer -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderPrompt(Message):
+    """Render a chat template (untrusted Jinja from a model file) for ``messages``."""
+
+    kind: ClassVar[str] = "render_prompt"
+    request_id: int
+    jinja: str
+    messages: list[dict[str, str]]
+    bos_token: str = ""
+    eos_token: str = ""
+    add_generation_prompt: bool = True
+
+
+@dataclass(frozen=True)
+class RenderedPrompt(Message):
+    kind: ClassVar[str] = "rendered_prompt"
+    request_id: int
+    text: str
+
+
 # --- one-shot jobs ----------------------------------------------------------------------------
 
 
@@ -274,7 +300,7 @@ class Quantized(Message):
 KINDS: dict[str, type[Message]] = {
     c.kind: c
     for c in (Load, Generate, Cancel, Tokenize, Stats, Unload, Shutdown, LoadProgress, Loaded, TokenChunk, Done,
-              TokenCount, StatsReport, Failed, ScoreQuality, QualityProgress, QualityResult, Quantize,
+              TokenCount, StatsReport, Failed, RenderPrompt, RenderedPrompt, ScoreQuality, QualityProgress, QualityResult, Quantize,
               QuantizeProgress, Quantized)
 }  # fmt: skip
 

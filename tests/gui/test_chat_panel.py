@@ -5,6 +5,7 @@ of code — driven through the keys and buttons a user would press."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -307,3 +308,28 @@ def test_sampling_settings_are_kept(ctx: AppContext, qtbot: Any) -> None:
     qtbot.addWidget(again)
     value = again.value()
     assert (value.sampling.temperature, value.sampling.seed, value.system_prompt) == (0.3, 42, "Be brief.")
+
+
+def test_a_hostile_file_template_never_runs_here_and_the_chat_goes_on(
+    panel: ChatPanel, qtbot: Any, smollm2_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template that would loop for minutes and take gigabytes: the window's process does not
+    grow, and the answer comes with the built-in template, which the window names."""
+    import psutil
+
+    from tests.gguf_edit import with_string
+
+    monkeypatch.setattr("app.engine.renderer.DEADLINE_S", 1.0)
+    hostile = with_string(smollm2_path, tmp_path / "hostile.gguf", "tokenizer.chat_template",
+                          "{% set ns = namespace(s='x') %}{% for i in range(100000) %}{% set ns.s = ns.s ~ ns.s %}"
+                          "{% endfor %}")  # fmt: skip
+    _loaded(panel, qtbot, hostile, max_tokens=4)
+    rss = psutil.Process().memory_info().rss
+    _send(panel, qtbot, "Hi")
+    _wait_answer(panel, qtbot)
+    # whichever comes first on this machine: its memory limit or its deadline
+    assert re.search(r"The file's chat template failed \(it ran (out of the memory|for more than 1 s)",
+                     panel.notice.text())  # fmt: skip
+    assert "using the ChatML template" in panel.notice.text()
+    assert panel.view.answer_text().strip()
+    assert psutil.Process().memory_info().rss - rss < 64 << 20

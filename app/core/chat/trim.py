@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from app.core.chat.render import render
 from app.core.errors import ContextOverflowError
 
 if TYPE_CHECKING:  # template.py imports this module to offer trim_history() beside select_template()
-    from app.core.chat.template import ChatTemplate, Message
+    from app.core.chat.template import Message
 
 
 def trim_history(
@@ -17,11 +16,10 @@ def trim_history(
     *,
     count_tokens: Callable[[str], int],
     budget_tokens: int,
-    template: ChatTemplate,
-    bos_token: str = "",
-    eos_token: str = "",
+    render_prompt: Callable[[Sequence[Message]], str],
 ) -> tuple[list[dict[str, str]], int]:
     """Drop the oldest turns until the prompt fits; returns (kept messages, number of messages dropped).
+    ``render_prompt`` turns messages into the prompt (the chat template, wherever it runs).
 
     Leading system messages and everything from the latest user message on are always kept; the
     turns between go whole (a user message with the replies that follow it), oldest first.
@@ -35,7 +33,7 @@ def trim_history(
 
     def prompt_tokens(k: int) -> int:
         kept = [*head, *history[cuts[k] :], *tail]
-        return count_tokens(render(template, kept, bos_token=bos_token, eos_token=eos_token))
+        return count_tokens(render_prompt(kept))
 
     def kept(k: int) -> tuple[list[dict[str, str]], int]:
         return [dict(m) for m in (*head, *history[cuts[k] :], *tail)], cuts[k]

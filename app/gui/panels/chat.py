@@ -88,6 +88,7 @@ class ChatPanel(QWidget):
         e.loaded.connect(self._on_loaded, _Q)
         e.chunk.connect(self._on_chunk, _Q)
         e.trimmed.connect(self._on_trimmed, _Q)
+        e.template_fallback.connect(self._notify, _Q)
         e.conversation_created.connect(self._on_created, _Q)
         e.answered.connect(self._on_answered, _Q)
         e.failed.connect(self._on_failed, _Q)

@@ -97,6 +97,8 @@ class ChatEngine(QObject):
     chunk = Signal(object)
     # number of older messages left out so the prompt fits the context
     trimmed = Signal(int)
+    # The file's chat template failed; the sentence names the built-in one now used.
+    template_fallback = Signal(str)
     # conversation id: a conversation was created for the first message of a new chat
     conversation_created = Signal(int)
     # AnswerResult: the answer ended (finished or stopped) and is stored
@@ -169,12 +171,14 @@ class ChatEngine(QObject):
             self.loaded.emit(result)
 
     def _event(self, ev: Any) -> None:
-        from app.engine.chat import Trimmed
+        from app.engine.chat import TemplateFallback, Trimmed
 
         if isinstance(ev, P.TokenChunk):
             self.chunk.emit(ev)
         elif isinstance(ev, Trimmed):
             self.trimmed.emit(ev.n_messages)
+        elif isinstance(ev, TemplateFallback):
+            self.template_fallback.emit(ev.sentence)
         elif isinstance(ev, _Created):
             self.conversation_created.emit(ev.conversation_id)
 
@@ -209,7 +213,7 @@ class ChatEngine(QObject):
         except DoesNotFitError as exc:
             return _Refused(str(exc), exc.hint or "")
         self._stop_monitor()
-        self._session = None
+        self._end_session()
         load = P.Load.from_plan(planned, n_threads=self._n_threads)
         session = ChatSession(self.client, self._chat_store(), load, system_prompt=chat.system_prompt,
                               sampling=chat.sampling, conversation_id=conversation_id, plan=planned.to_record())  # fmt: skip
@@ -246,16 +250,22 @@ class ChatEngine(QObject):
         except Exception:
             if self.client.pid is None:  # the process is gone: so is the model
                 self._stop_monitor()
-                self._session = None
+                self._end_session()
             raise
         return AnswerResult(conversation_id, done)
 
     def _close(self) -> None:
         self._stop_monitor()
+        self._end_session()
         self.client.close()
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def _end_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()  # its template process
 
     def _stop_monitor(self) -> None:
         monitor, self._monitor = self._monitor, None
