@@ -19,14 +19,17 @@ def main() -> int:
         from app.cli import main as cli_main
 
         return cli_main(sys.argv[1:])
-    from app.gui.app import has_display
+    # Before Qt: no display, or a platform plugin without its system libraries, is one message
+    # in words (Qt itself would abort with "could not load the Qt platform plugin").
+    from app.gui.platform_check import NoWindowError, check_platform
+
+    try:
+        check_platform()
+    except NoWindowError as err:
+        sys.stderr.write(f"TailorLM: {err.user_message()}\n")
+        return 2
     from app.gui.app import main as gui_main
 
-    if not has_display():
-        sys.stderr.write(
-            "TailorLM: no display found. The command line does everything: python -m app --help\n"
-        )
-        return 2
     return gui_main()
 
 

@@ -1,5 +1,8 @@
-# Sourced by run.sh and test.sh: make .venv with a current pip and activate it.
+# Sourced by run.sh, test.sh and packaging/build.sh: make .venv (with a current pip) the first time,
+# then activate it. Later runs touch no network: upgrading pip on every start cost seconds.
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip

@@ -52,10 +52,3 @@ def resources_dir() -> Path:
     """``resources/`` beside the source tree, or inside the PyInstaller bundle."""
     base = getattr(sys, "_MEIPASS", None)
     return Path(base) / "resources" if base else Path(__file__).resolve().parents[2] / "resources"
-
-
-def has_display() -> bool:
-    """False on a Linux box without X11/Wayland (where Qt would abort) unless a platform is forced."""
-    if sys.platform != "linux" or os.environ.get("QT_QPA_PLATFORM"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
