@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import IO, Generic, NoReturn, TypeVar
 
 from app.core.errors import Cancelled, TailorError
+from app.core.machine.oom import oom_counters, oom_kill_between
 from app.core.runtime import module_command, private_stdout
 from app.engine import protocol as P
 from app.engine.errors import ProcessDied
@@ -48,13 +49,18 @@ JOB_POLL_S = 0.05  # how often a job's parent checks the cancel token while the 
 _EOF = object()
 
 
-def signal_words(returncode: int) -> str:
-    """How a process ended, in words: "it was killed (SIGKILL; …)", "it exited with code 1"."""
+def signal_words(returncode: int, *, oom_killed: bool | None = None) -> str:
+    """How a process ended, in words: "it was killed (SIGKILL) …", "it exited with code 1".
+    ``oom_killed``: whether the kernel's OOM-kill counters grew meanwhile (None: not readable)."""
     if returncode < 0:
         sig = -returncode
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+        if sig == signal.SIGKILL and oom_killed:
+            return f"the system ran out of memory and killed it ({name})"
+        if sig == signal.SIGKILL and oom_killed is False:
+            return f"it was killed ({name}) from outside TailorLM; the system reports no out-of-memory kill"
         if sig == signal.SIGKILL:
-            return f"it was killed ({name}; the system kills the largest process when memory runs out)"
+            return f"it was killed ({name}); this system does not say whether memory ran out"
         if sig == signal.SIGSEGV:
             return f"it crashed ({name})"
         if sig == signal.SIGABRT:
@@ -72,13 +78,21 @@ class ChildDeath:
     device_error: str | None  # "out of memory": the CUDA error ggml logged before aborting
     stderr_tail: tuple[str, ...]
     closed_by_app: bool  # the app closed it (close()), rather than it dying on its own
+    oom_killed: bool | None = None  # SIGKILL: did the kernel's OOM-kill counters grow? None: unknown
 
     @property
     def cause(self) -> str:
         if self.closed_by_app and self.returncode in (0, -signal.SIGKILL):
             return "TailorLM closed it"
         cuda = f" after CUDA error: {self.device_error}" if self.device_error else ""
-        return signal_words(self.returncode) + cuda
+        return signal_words(self.returncode, oom_killed=self.oom_killed) + cuda
+
+    @property
+    def maybe_memory(self) -> bool:
+        """Whether running out of memory is known, or cannot be ruled out, as the cause."""
+        if self.device_error and "out of memory" in self.device_error:
+            return True
+        return self.returncode == -signal.SIGKILL and self.oom_killed is not False
 
     def sentence(self, what: str) -> str:
         """ "The model process ended while writing an answer: it was killed (SIGKILL; …).\""""
@@ -90,13 +104,16 @@ class ChildProcess(Generic[T]):
     next decoded one. See the module docstring for the threading rules.
 
     ``what`` names the process in the death sentence ("The model process"); ``hint`` is the next
-    step that sentence suggests. Output lines that do not decode join the stderr tail.
+    step that sentence suggests when memory may have run out, ``other_hint`` otherwise (a crash,
+    a kill from outside). Output lines that do not decode join the stderr tail.
     """
 
     def __init__(self, module: str, *args: str, decode: Callable[[bytes], T], what: str,
-                 hint: str | None = None) -> None:  # fmt: skip
+                 hint: str | None = None, other_hint: str | None = None) -> None:  # fmt: skip
         self.what = what
         self.hint = hint
+        self.other_hint = other_hint if other_hint is not None else hint
+        self._oom_before = oom_counters()
         self.stage = ""  # set by the owner; recorded in the death
         self._decode = decode
         self._lock = threading.Lock()
@@ -136,7 +153,8 @@ class ChildProcess(Generic[T]):
         """The error for this child's death (reaping it first if nobody has yet): the same
         sentence for every caller."""
         death = self._finish()
-        return ProcessDied(death.sentence(self.what), death=death, hint=self.hint)
+        hint = self.hint if death.maybe_memory else self.other_hint
+        return ProcessDied(death.sentence(self.what), death=death, hint=hint)
 
     # --- talking ----------------------------------------------------------------------------
 
@@ -225,7 +243,8 @@ class ChildProcess(Generic[T]):
                 with contextlib.suppress(OSError):
                     stream.close()
         tail = tuple(self._stderr)
-        self._death = ChildDeath(code, self.stage, device_error("".join(tail)), tail, self._closing)
+        oom = oom_kill_between(self._oom_before, oom_counters()) if code == -signal.SIGKILL else None
+        self._death = ChildDeath(code, self.stage, device_error("".join(tail)), tail, self._closing, oom)
         return self._death
 
 

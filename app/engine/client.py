@@ -33,9 +33,8 @@ from app.engine.child import ChildDeath, ChildProcess
 from app.engine.errors import LoadFailed, ProcessDied, RequestCancelled
 from app.engine.llama_log import load_error
 
-_HINT = (
-    "Try a smaller quantization, a shorter context or fewer GPU layers — `tailorlm advise` shows what fits."
-)
+_HINT = "Try a smaller quantization, a shorter context or fewer GPU layers."
+_OTHER_HINT = "Load the model again."
 DRAIN_TIMEOUT_S = 30.0  # after a cancel, the child ends the request within a token or a graph node
 
 
@@ -168,7 +167,11 @@ class EngineClient:
                 child.close()  # reap it, if nobody has: its death stays readable until replaced
             self._loaded = None
             self._child = ChildProcess(
-                "app.engine.worker", decode=P.decode, what="The model process", hint=_HINT
+                "app.engine.worker",
+                decode=P.decode,
+                what="The model process",
+                hint=_HINT,
+                other_hint=_OTHER_HINT,
             )
 
     def _next(self, child: ChildProcess[P.Message], timeout_s: float) -> P.Message:

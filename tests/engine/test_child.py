@@ -4,10 +4,13 @@ aborts after a CUDA error the way ggml does."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +37,11 @@ def _until_death(child: ChildProcess[P.Message]) -> ProcessDied:
 
 
 def test_signals_are_told_in_words() -> None:
-    assert "killed (SIGKILL; the system kills the largest process when memory runs out)" in signal_words(-9)
+    assert signal_words(-9, oom_killed=True) == "the system ran out of memory and killed it (SIGKILL)"
+    assert signal_words(-9, oom_killed=False) == (
+        "it was killed (SIGKILL) from outside TailorLM; the system reports no out-of-memory kill"
+    )
+    assert signal_words(-9) == "it was killed (SIGKILL); this system does not say whether memory ran out"
     assert signal_words(-signal.SIGSEGV) == "it crashed (SIGSEGV)"
     assert signal_words(-signal.SIGABRT) == "llama.cpp aborted (SIGABRT)"
     assert signal_words(3) == "it exited with code 3"
@@ -92,10 +99,11 @@ def test_the_death_is_computed_once_and_told_alike_to_every_thread(worker: Child
         t.join(30)
     errors.append(worker.died())
     assert len(errors) == 4
-    assert {str(e) for e in errors} == {
-        "The model process ended while writing an answer: it was killed (SIGKILL; the system kills the largest "
-        "process when memory runs out)."
-    }
+    sentences = {str(e) for e in errors}
+    assert len(sentences) == 1
+    assert sentences.pop().startswith(
+        "The model process ended while writing an answer: it was killed (SIGKILL)"
+    )
     assert len({id(e.death) for e in errors if isinstance(e, ProcessDied)}) == 1
 
 
@@ -109,3 +117,62 @@ def test_close_is_safe_from_many_threads_and_says_who_closed(worker: ChildProces
     assert death is not None and death.returncode == 0 and death.closed_by_app
     with pytest.raises(ProcessDied, match="ended unexpectedly: TailorLM closed it"):
         worker.send(P.encode(P.Stats(request_id=3)))
+
+
+def test_a_kill_from_outside_is_not_blamed_on_memory(worker: ChildProcess[P.Message]) -> None:
+    worker.hint, worker.other_hint = "Use a smaller model.", "Load the model again."
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    died = _until_death(worker)
+    if died.death.oom_killed is None:
+        pytest.skip("this system shows no out-of-memory counters")
+    assert "from outside TailorLM; the system reports no out-of-memory kill" in str(died)
+    assert died.hint == "Load the model again."
+
+
+def _memory_cgroup(tmp_limit_bytes: int) -> Iterator[Path]:
+    """A memory cgroup (v2, or v1's memory controller) limited to ``tmp_limit_bytes``, no swap."""
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+    if v2.exists() and "memory" in v2.read_text().split():
+        group = Path(f"/sys/fs/cgroup/tailorlm-test-{os.getpid()}")
+        limits = {"memory.max": tmp_limit_bytes, "memory.swap.max": 0}
+    else:
+        group = Path(f"/sys/fs/cgroup/memory/tailorlm-test-{os.getpid()}")
+        limits = {"memory.limit_in_bytes": tmp_limit_bytes, "memory.swappiness": 0}
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"no writable memory cgroup here ({exc.strerror})")
+    try:
+        for name, value in limits.items():
+            with contextlib.suppress(OSError):  # memory.swap.max is absent without swap accounting
+                (group / name).write_text(str(value))
+        yield group
+    finally:
+        for _ in range(50):  # the killed child leaves the group once reaped
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def test_an_out_of_memory_kill_is_named_as_such() -> None:
+    child: ChildProcess[P.Message] = ChildProcess("tests.engine.hungry_child", decode=P.decode,
+                                                  what="The model process", hint="Use a smaller model.",
+                                                  other_hint="Load the model again.")  # fmt: skip
+    try:
+        for group in _memory_cgroup(96 << 20):
+            assert child.pid is not None
+            (group / "cgroup.procs").write_text(str(child.pid))
+            child.send(b"eat\n")
+            died = _until_death(child)
+    finally:
+        child.close()
+    assert died.death.returncode == -signal.SIGKILL
+    assert died.death.oom_killed is True
+    assert (
+        str(died)
+        == "The model process ended unexpectedly: the system ran out of memory and killed it (SIGKILL)."
+    )
+    assert died.hint == "Use a smaller model."
