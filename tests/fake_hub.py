@@ -19,13 +19,18 @@ A hostile Hub, for the tests that it cannot hang us or make us write outside the
 ``ANSWERS``: ``silent`` (accepts, never answers), ``html`` (200 with a web page),
 ``wrong-shape`` (an object where a list is expected and a list where an object is),
 ``numbers`` (numbers where objects are expected), ``deep`` (arrays nested 100,000 deep),
-``redirect-loop`` (302 to itself, for API and file requests alike).
+``redirect-loop`` (302 to itself, for API and file requests alike). One of ``FILE_ANSWERS`` leaves the
+API alone and spoils the answers to range requests (the reads of a remote header):
+``trickle`` (one byte every ``TRICKLE_S`` seconds, so no single read ever times out).
+Hostile file *contents* (a GGUF with nested arrays, a safetensors length prefix of 90 MB) are just
+blobs of a repo.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -53,6 +58,8 @@ class RepoMeta:
 
 
 ANSWERS = ("silent", "html", "wrong-shape", "numbers", "deep", "redirect-loop")
+FILE_ANSWERS = ("trickle",)
+TRICKLE_S = 0.2  # well under any test's read timeout: only a deadline over the whole read ends it
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -227,7 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         cut = self.drop_after.pop(path, None)
         remaining = end - start + 1 if cut is None else min(cut, end - start + 1)
-        if isinstance(blob, Path):
+        if self.answer == "trickle" and rng:
+            self._trickle(blob, start, remaining)
+        elif isinstance(blob, Path):
             with blob.open("rb") as f:
                 f.seek(start)
                 t0, sent = time.perf_counter(), 0
@@ -245,6 +254,25 @@ class _Handler(BaseHTTPRequestHandler):
         if cut is not None:
             self.close_connection = True
 
+    def _trickle(self, blob: Blob, start: int, n: int) -> None:
+        """Send ``n`` bytes from ``start`` one at a time, ``TRICKLE_S`` apart, until the client
+        gives up or the server stops."""
+        if isinstance(blob, Path):
+            with blob.open("rb") as f:
+                f.seek(start)
+                data = f.read(min(n, 1 << 20))  # more than any test waits for
+        else:
+            data = blob[start : start + n]
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if self.released.wait(TRICKLE_S):
+                    break
+        except OSError:  # the client hung up: what a trickle is meant to provoke
+            pass
+        self.close_connection = True
+
     def _hostile(self, api: bool) -> bool:
         """Answer as ``answer`` says; False when this request gets the normal answer."""
         if self.answer == "silent":
@@ -255,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Location", self.path)
             self.send_header("Content-Length", "0")
             self.end_headers()
-        elif not api or self.answer is None:
+        elif not api or self.answer is None or self.answer in FILE_ANSWERS:
             return False
         elif self.answer == "html":
             body = b"<!DOCTYPE html><html><body><h1>Welcome to our captive portal</h1></body></html>"
@@ -301,6 +329,55 @@ class _Handler(BaseHTTPRequestHandler):
         self._route(head=False)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up (what the hostile answers provoke) is not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (the OS just handed it out and took it back):
+    a Hub that is down, until a test starts ``fake_hub(..., port=...)`` on it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def hanging_up_server() -> Iterator[str]:
+    """A host that is up (it accepts connections, so we are online) but closes every connection
+    without a word; yields its URL."""
+    import contextlib
+    import socket
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)  # the request, unanswered
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+
+
 @contextmanager
 def fake_hub(
     repos: dict[str, dict[str, Blob]],
@@ -311,16 +388,22 @@ def fake_hub(
     redirect: bool = True,
     rate_bytes_s: float = 0.0,
     answer: str | None = None,
+    port: int = 0,
 ) -> Iterator[str]:
-    """Serve ``{repo_id: {path: bytes | Path}}`` on 127.0.0.1; yields the endpoint URL."""
-    assert answer is None or answer in ANSWERS, answer
+    """Serve ``{repo_id: {path: bytes | Path}}`` on 127.0.0.1 (on ``port``: a free one by default);
+    yields the endpoint URL. The Hub's cached "reachable?" verdicts are forgotten first, so a
+    verdict about an earlier server on the same port never answers for this one."""
+    from app.core.hub.online import forget
+
+    assert answer is None or answer in ANSWERS + FILE_ANSWERS, answer
     released = threading.Event()
     handler = type("Handler", (_Handler,), {
         "repos": repos, "meta": meta or {}, "drop_after": drop_after if drop_after is not None else {},
         "requests": requests if requests is not None else [], "redirect": redirect, "_hashes": {},
         "rate_bytes_s": rate_bytes_s, "answer": answer, "released": released,
     })  # fmt: skip
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", port), handler)
+    forget()
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

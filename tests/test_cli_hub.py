@@ -170,3 +170,68 @@ def test_list_names_a_bad_file_and_still_lists_the_good_ones(smollm2_path: Path,
         str(folder / "good.gguf")
     ]
     assert f"skipped {folder / 'broken.gguf'}: " in out.stderr
+
+
+def test_advise_on_a_hostile_hub_is_one_line_within_seconds(tmp_path: Path, gemma3_path: Path) -> None:
+    """``advise owner/repo`` (config.json, the file list, the shards' headers) and ``advise
+    owner/repo/file.gguf`` (the GGUF header by range requests) against a silent, HTML-speaking,
+    looping or trickling Hub: exit 2 with one line, never a hang."""
+    import time
+
+    from tests.core.model.test_remote import _tiny_repo
+
+    with gemma3_path.open("rb") as f:
+        gguf_head = f.read(8 << 20)  # the header and a little more: the fake Hub hashes it at once
+    repos: dict[str, dict[str, bytes | Path]] = {"acme/tiny": _tiny_repo(tmp_path),
+                                                 "acme/gemma-GGUF": {"gemma-3-270m-Q4_K_M.gguf": gguf_head}}  # fmt: skip
+    runs = [("silent", "acme/tiny", "did not answer within 0.5 s"), ("html", "acme/tiny", "malformed or hostile"),
+            ("redirect-loop", "acme/tiny", "redirected in a loop"), ("trickle", "acme/tiny", "too slowly"),
+            ("trickle", "acme/gemma-GGUF/gemma-3-270m-Q4_K_M.gguf", "too slowly")]  # fmt: skip
+    for answer, model, expected in runs:
+        with fake_hub(repos, answer=answer) as url:
+            t0 = time.monotonic()
+            out = tailorlm("advise", model, "--json", "--no-bandwidth",
+                           env={"HF_ENDPOINT": url, "TAILORLM_HUB_TIMEOUT_S": "0.5"})  # fmt: skip
+            elapsed = time.monotonic() - t0
+        assert out.returncode == 2, (answer, model, out.stdout, out.stderr)
+        assert out.stderr.startswith("tailorlm: ") and out.stderr.count("\n") == 1, (answer, out.stderr)
+        assert expected in out.stderr and "Traceback" not in out.stderr, (answer, out.stderr)
+        assert elapsed < 15.0, f"{answer} {model}: {elapsed:.1f} s"  # CLI start-up included
+
+
+OFFLINE_LINE = "tailorlm: You're offline — your local models still work."
+CLASS_NAMES = ("Error", "gaierror", "Errno", "Exception", "urllib", "Traceback")
+
+
+def test_search_and_pull_offline_say_so_in_one_line_within_two_seconds() -> None:
+    import time
+
+    from tests.fake_hub import unused_port
+
+    nobody = f"http://127.0.0.1:{unused_port()}"
+    runs = [(("search", "smol"), "http://tailorlm-offline.invalid", "does not resolve"),  # .invalid: RFC 2606
+            (("pull", "acme/smol-GGUF", "--quant", "Q4_K_M"), "http://tailorlm-offline.invalid", "does not resolve"),
+            (("pull", "acme/smol-GGUF", "--no-bandwidth"), nobody, "connection was refused"),  # the advisor's pick
+            (("files", "acme/smol-GGUF", "--no-bandwidth"), nobody, "connection was refused")]  # fmt: skip
+    for args, endpoint, why in runs:
+        t0 = time.perf_counter()
+        out = tailorlm(*args, env={"HF_ENDPOINT": endpoint})
+        took_s = time.perf_counter() - t0
+        print(f"\n`tailorlm {' '.join(args)}` offline: {took_s:.2f} s (Python's start included)")
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1, out.stderr
+        assert lines[0].startswith(OFFLINE_LINE) and why in lines[0] and out.stdout == ""
+        assert not any(name in out.stderr for name in CLASS_NAMES), out.stderr
+        assert took_s < 2.0, took_s
+
+
+def test_hf_hub_offline_keeps_every_command_off_the_hub(smollm2_path: Path) -> None:
+    requests: list[str] = []
+    with fake_hub({"acme/smol-GGUF": {SMOL: smollm2_path}}, requests=requests) as url:
+        out = tailorlm("search", "smol", env={"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "1"})
+        pulled = tailorlm(
+            "pull", "acme/smol-GGUF", "--quant", "Q4_1", env={"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "1"}
+        )
+    for run in (out, pulled):
+        assert run.returncode == 2 and run.stderr.startswith(OFFLINE_LINE) and "HF_HUB_OFFLINE" in run.stderr
+    assert requests == []

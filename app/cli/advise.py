@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 from app.cli.common import any_model, budget_of, fit_word, hardware_flags, machine_profile, reserve_flag
+from app.core.advice.policy import comfortable
+from app.core.advice.speed import format_tok_s
 from app.core.errors import TailorError
 from app.core.units import format_bytes
 
@@ -89,7 +91,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         dom = f" (worse than {p.dominated_by})" if p.dominated_by else ""
         print(f"{p.quant:8} {format_bytes(p.file_bytes):>10} {p.n_ctx:>7} {fit_word(p.fits):>8} {p.n_gpu_layers:>10} "
               f"{format_bytes(p.ram_bytes):>10} {format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} "
-              f"{p.speed.tok_s:>6.1f}  {p.quality.label}{dom}{mark}")  # fmt: skip
+              f"{format_tok_s(p.speed.tok_s):>6}  {p.quality.label}{dom}{mark}")  # fmt: skip
     print()
     for r in advice.reasons:
         print(f"* {r}")
@@ -178,7 +180,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     # within each, the most capable (largest) model first, then the best quality.
     def rank(row: tuple[Any, Any]) -> tuple[int, float, float]:
         entry, plan = row
-        group = 2 if plan is None else (0 if plan.speed.tok_s >= args.min_tok_s else 1)
+        group = 2 if plan is None else (0 if comfortable(plan.speed.tok_s, args.min_tok_s) else 1)
         return (group, -entry.params_b, plan.quality.kld if plan else 0.0)
 
     rows.sort(key=rank)
@@ -195,7 +197,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
             print(f"{e.name[:36]:36} {e.params_b:>6.1f}B {'-':>8} {'no':>8}")
             continue
         print(f"{e.name[:36]:36} {e.params_b:>6.1f}B {p.quant:>8} {fit_word(p.fits):>8} {format_bytes(p.ram_bytes):>10} "
-              f"{format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} {p.speed.tok_s:>6.1f}")  # fmt: skip
+              f"{format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} {format_tok_s(p.speed.tok_s):>6}")  # fmt: skip
     return 0
 
 

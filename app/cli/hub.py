@@ -14,15 +14,16 @@ from typing import Any
 
 from app.cli.common import budget_of, fit_word, hardware_flags, reserve_flag
 from app.cli.progress import long_work, on_terminal
+from app.core.advice.speed import format_tok_s
 from app.core.errors import TailorError
 from app.core.units import format_bytes
 
 
 def _reachable() -> None:
-    from app.core.hub.http import hub_endpoint
-    from app.core.model.source import check_reachable
+    """Offline: one line within a second, before the hardware probe or any other work."""
+    from app.core.hub.online import require_online
 
-    check_reachable(hub_endpoint())
+    require_online()
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -73,7 +74,7 @@ def cmd_files(args: argparse.Namespace) -> int:
         fits = fit_word(p["placement"]) if p["fits"] else "no"
         mark = "* " if r["recommended"] else "  "
         print(f"{mark}{r['paths'][0][:56]:56} {r['quant']:8} {size:>10} {fits:>8} {format_bytes(p['ram_bytes']):>10} "
-              f"{format_bytes(p['vram_bytes']) if p['vram_bytes'] else '-':>10} {p['tok_s']:>6.1f}")  # fmt: skip
+              f"{format_bytes(p['vram_bytes']) if p['vram_bytes'] else '-':>10} {format_tok_s(p['tok_s']):>6}")  # fmt: skip
     if best is not None:
         print(
             f"* recommended for this machine: `tailorlm pull {args.repo} --file {best.repo_file.file.first}`"

@@ -43,6 +43,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     except TailorError as err:
         print(f"tailorlm: {err.user_message()}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        from app.core.hub.online import as_network_error
+
+        network = as_network_error(exc)  # a network failure no caller put into words: say it anyway
+        if network is None:
+            raise
+        print(f"tailorlm: {network.user_message()}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("tailorlm: interrupted", file=sys.stderr)
         return 130

@@ -44,6 +44,16 @@ class HubError(TailorError):
     """The Hugging Face Hub could not be reached or refused the request."""
 
 
+class NetworkError(HubError):
+    """A request failed on the way (no answer in time, a dropped or refused connection): trying
+    again later may work, and a download resumes where it stopped."""
+
+
+class OfflineError(NetworkError):
+    """The Hub's host does not resolve or accept a connection (or ``HF_HUB_OFFLINE=1``): the
+    message says so in one sentence — "You're offline — your local models still work."."""
+
+
 class DownloadCorruptError(TailorError):
     """The downloaded bytes do not match the expected size or SHA-256."""
 

@@ -5,6 +5,10 @@ Shared by the CLI and the GUI; a plain object whose long calls are generators of
 answer is one request, named by an id the caller may allocate first (:meth:`new_request_id`):
 ``cancel(request_id)`` from any thread stops it wherever it is — queued, trimming the history,
 evaluating the prompt or writing — and it then ends with ``Done(stop_reason="cancelled")``.
+
+Each answer is stored with the label of the model that wrote it, and the conversation with that
+model's file and plan; its time to first token (``first_token_ms``) is measured here, from the
+start of the turn, so that the window can show the same figure live and afterwards.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.core.chat.model_ref import model_label, same_file
 from app.core.chat.render import with_fallback
 from app.core.chat.store import ChatStore, Message
 from app.core.chat.template import ChatTemplate, select_template, trim_history
-from app.core.errors import TemplateError
-from app.core.model.gguf_header import read_gguf_file
+from app.core.chat.titles import NEW_CHAT_TITLE
+from app.core.errors import TailorError, TemplateError
+from app.core.model.gguf_header import GGUFHeader, read_gguf_file
 from app.engine import protocol as P
 from app.engine.client import EngineClient
 from app.engine.errors import RequestCancelled
@@ -43,6 +49,19 @@ class TemplateFallback:
     sentence: str  # ChatTemplate.describe() of the template now used
 
 
+def _display_name(path: str, header: GGUFHeader) -> str:
+    """The model's name as the advisor shows it (the catalog's, else the file's), so that a chat and
+    the advisor name a model alike; the header's ``general.name`` if the file cannot say more."""
+    from app.core.advice.naming import display_name
+    from app.core.model.info import model_info_from_header
+
+    own = str(header.metadata.get("general.name") or Path(path).stem)
+    try:
+        return display_name(model_info_from_header(header, source=path, source_kind="gguf", name=own))
+    except TailorError:
+        return own
+
+
 class ChatSession:
     def __init__(self, client: EngineClient, store: ChatStore, load: P.Load, *, system_prompt: str = "",
                  sampling: P.Sampling | None = None, conversation_id: int | None = None,
@@ -61,11 +80,28 @@ class ChatSession:
         header = read_gguf_file(load.model_path)
         self._metadata = header.metadata
         self._arch = header.architecture
-        self._name = str(header.metadata.get("general.name") or Path(load.model_path).stem)
+        self._header_name = str(header.metadata.get("general.name") or Path(load.model_path).stem)
+        self._name = _display_name(load.model_path, header)
+        # The current turn's time to first token, from its start; None until its first token.
+        self.first_token_ms: float | None = None
+        self._turn_t0 = 0.0
 
-    def start(self, on_progress: Callable[[float], None] | None = None) -> P.Loaded:
-        """Load the model (``on_progress`` gets 0..1) and open a conversation if none was given."""
-        self.template = select_template(self._metadata, architecture=self._arch, name_hint=self._name)
+    @property
+    def model_name(self) -> str:
+        """The model's own name (the file's ``general.name``), else the file's stem."""
+        return self._name
+
+    @property
+    def model_label(self) -> str:
+        """ "SmolLM2 135M Instruct · Q4_1": the model as answers are labelled with it."""
+        quant = self.plan.get("quant")
+        return model_label(self._name, quant if isinstance(quant, str) else None)
+
+    def start(self, on_progress: Callable[[float], None] | None = None, *,
+              open_conversation: bool = True) -> P.Loaded:  # fmt: skip
+        """Load the model (``on_progress`` gets 0..1) and open a conversation if none was given
+        (unless ``open_conversation`` is False: the first :meth:`send` needs one then)."""
+        self.template = select_template(self._metadata, architecture=self._arch, name_hint=self._header_name)
         if self.template.source == "gguf":
             self.renderer.warm()  # its start overlaps the model's load
         try:
@@ -76,19 +112,23 @@ class ChatSession:
             self.renderer.close()
             raise
         self.load_peak = mon.peak
-        if self.conversation_id is None:
+        if self.conversation_id is None and open_conversation:
             self.new_conversation()
         return self.loaded
 
     def new_conversation(self) -> int:
         """Start a new, empty conversation with this model and these settings; it becomes current."""
         conv = self.store.create_conversation(
-            title="New chat", model=self.load_request.model_path,
-            plan={**self.plan, **{k: v for k, v in asdict(self.load_request).items() if k != "model_path"}},
+            title=NEW_CHAT_TITLE, model=self.load_request.model_path, plan=self._plan_record(),
             settings={"system_prompt": self.system_prompt, "sampling": asdict(self.sampling)},
         )  # fmt: skip
         self.conversation_id = int(conv.id)
         return self.conversation_id
+
+    def _plan_record(self) -> dict[str, Any]:
+        """What a conversation keeps about the model that answers in it: name, plan, load settings."""
+        load = {k: v for k, v in asdict(self.load_request).items() if k != "model_path"}
+        return {**self.plan, **load, "model_name": self._name}
 
     # --- turns, each one request ---------------------------------------------------------
 
@@ -103,20 +143,21 @@ class ChatSession:
     def send(self, text: str, *, request_id: int | None = None) -> Iterator[TurnEvent | Trimmed]:
         assert self.conversation_id is not None, "start() first"
         rid = self.new_request_id() if request_id is None else request_id
+        self._begin_turn()
         thread = self.store.thread(self.conversation_id)
         parent = thread[-1].id if thread else None
         if not thread and self.system_prompt:
             parent = self.store.add_message(
                 self.conversation_id, role="system", content=self.system_prompt
             ).id
+        # the store titles a new chat after its first question (app.core.chat.titles)
         user = self.store.add_message(self.conversation_id, role="user", content=text, parent_id=parent)
-        if not thread:
-            self.store.rename(self.conversation_id, text[:60])
         yield from self._answer(self.store.thread(self.conversation_id, leaf_id=user.id), user.id, rid)
 
     def regenerate(self, *, request_id: int | None = None) -> Iterator[TurnEvent | Trimmed]:
         assert self.conversation_id is not None, "start() first"
         rid = self.new_request_id() if request_id is None else request_id
+        self._begin_turn()
         history, parent_id = self.store.branch_for_regenerate(self.conversation_id)
         yield from self._answer(history, parent_id, rid)
 
@@ -125,8 +166,12 @@ class ChatSession:
     ) -> Iterator[TurnEvent | Trimmed]:
         assert self.conversation_id is not None, "start() first"
         rid = self.new_request_id() if request_id is None else request_id
+        self._begin_turn()
         user = self.store.edit_user_message(message_id, new_text)
         yield from self._answer(self.store.thread(self.conversation_id, leaf_id=user.id), user.id, rid)
+
+    def _begin_turn(self) -> None:
+        self._turn_t0, self.first_token_ms = time.perf_counter(), None
 
     def _answer(
         self, history: list[Message], parent_id: int | None, rid: int
@@ -150,6 +195,8 @@ class ChatSession:
             with self.monitor:
                 for ev in self.client.generate(prompt, sampling, request_id=rid):
                     if isinstance(ev, P.TokenChunk):
+                        if self.first_token_ms is None:
+                            self.first_token_ms = (time.perf_counter() - self._turn_t0) * 1000
                         text.append(ev.text)
                     else:
                         done = ev
@@ -209,10 +256,16 @@ class ChatSession:
         timings = asdict(done) if done is not None else {"wall_s": wall_s}
         peak = self.monitor.peak
         timings.update(
+            first_token_ms=self.first_token_ms,  # the turn's wait, as the window showed it
             measured_rss_bytes=peak.child_rss_bytes,
             measured_vram_bytes=peak.child_vram_bytes,
             system_used_bytes=peak.system_used_bytes,
             predicted=self.plan.get("predicted"),  # the advisor's numbers, side by side
         )
         self.store.add_message(self.conversation_id, role="assistant", content=answer, status=status,
-                               parent_id=parent_id, timings=timings, model=self._name)  # fmt: skip
+                               parent_id=parent_id, timings=timings, model=self.model_label)  # fmt: skip
+        conv = self.store.get_conversation(self.conversation_id)
+        if not same_file(conv.model, self.load_request.model_path) or conv.plan != self._plan_record():
+            # another model (or plan) answers in this chat now: it is the one to load it with again
+            self.store.set_model(self.conversation_id, model=self.load_request.model_path,
+                                 plan=self._plan_record())  # fmt: skip

@@ -9,6 +9,8 @@ from PySide6.QtCore import QObject, QSettings, Signal
 
 from app.gui.workers import start_worker
 
+THEME_KEY = "view/theme"  # "system" | "light" | "dark" (app.gui.theme.CHOICES)
+
 
 class AppContext(QObject):
     # (message, next step): shown in the window's error banner, in plain words
@@ -60,6 +62,23 @@ class AppContext(QObject):
             self.error.emit(msg, hint)
 
         start_worker(work, owner=self, on_return=done, on_error=failed, name="detect")
+
+    # --- light or dark ------------------------------------------------------------------------
+
+    @property
+    def theme(self) -> str:
+        """The user's choice of colours: "system" (follow it), "light" or "dark"."""
+        from app.gui.theme import CHOICES
+
+        value = str(self.settings.value(THEME_KEY, "system"))
+        return value if value in CHOICES else "system"
+
+    def set_theme(self, choice: str) -> None:
+        """Use ``choice`` for the whole app now, and remember it."""
+        from app.gui.theme import apply_theme
+
+        self.settings.setValue(THEME_KEY, choice)
+        apply_theme(choice)
 
     # --- library ------------------------------------------------------------------------------
 

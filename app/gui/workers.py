@@ -59,6 +59,10 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TailorError):
         return str(exc), exc.hint or ""
     log.exception("unexpected error in a background task", exc_info=exc)
+    from app.core.hub.online import as_network_error
+
+    if (network := as_network_error(exc)) is not None:  # in words, never "ConnectError: [Errno -2]"
+        return str(network), network.hint or ""
     return (f"Something went wrong: {exc.__class__.__name__}: {exc}",
             "The details are in the log file (Help → Open log folder).")  # fmt: skip
 

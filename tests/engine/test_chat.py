@@ -179,3 +179,37 @@ def test_new_conversation_starts_empty_with_the_loaded_model(tmp_path: Path, smo
         assert isinstance(answer[-1], P.Done)
         assert [m.role for m in store.thread(second)] == ["system", "user", "assistant"]
         assert len(store.thread(first)) == 3  # the first conversation is untouched
+
+
+def test_answers_name_their_model_and_a_chat_records_the_model_that_answers_in_it(
+    tmp_path: Path, smollm2_path: Path, gemma3_path: Path
+) -> None:
+    """A chat started with SmolLM2 and continued with Gemma: each answer carries its model's label
+    and its first-token wait, the chat the file and plan to load again; loading opens no empty chat."""
+    from app.core.chat.model_ref import conversation_model
+
+    with EngineClient() as client, ChatStore(tmp_path / "c.sqlite3") as store:
+        chat = ChatSession(client, store, P.Load(model_path=str(smollm2_path), n_ctx=1024, n_threads=2),
+                           sampling=P.Sampling(temperature=0, max_tokens=8), plan={"quant": "Q4_1"})  # fmt: skip
+        chat.start(open_conversation=False)
+        assert chat.conversation_id is None and store.list_conversations() == []
+        cid = chat.new_conversation()
+        list(chat.send("Hello."))
+        first = store.thread(cid)[-1]
+        assert first.model == chat.model_label and chat.model_label.endswith(" · Q4_1")
+        assert first.timings is not None and first.timings["first_token_ms"] == chat.first_token_ms
+        # the whole turn's wait is at least the model process's own part of it
+        assert chat.first_token_ms is not None and chat.first_token_ms >= first.timings["ttft_ms"]
+        assert store.get_conversation(cid).title == "Hello."
+        chat.close()
+        other = ChatSession(client, store, P.Load(model_path=str(gemma3_path), n_ctx=512, n_threads=2),
+                            sampling=P.Sampling(temperature=0, max_tokens=4), conversation_id=cid)  # fmt: skip
+        other.start()
+        list(other.send("And now?"))
+        other.close()
+        answers = [m for m in store.thread(cid) if m.role == "assistant"]
+        assert [m.model for m in answers] == [chat.model_label, other.model_label]
+        assert chat.model_label != other.model_label
+        ref = conversation_model(store.get_conversation(cid))
+        assert ref is not None and ref.path == str(gemma3_path) and ref.load_settings()["n_ctx"] == 512
+        assert ref.name == other.model_label and ref.quant is None  # no plan given: no quantization named

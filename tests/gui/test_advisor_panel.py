@@ -5,11 +5,13 @@ estimator says, the one button hands the plan on, and a first run shows the cata
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
 
+from app.core.advice.policy import comfortable
 from app.core.advice.recommend import advise, best_plan
 from app.core.machine.hardware import detect_machine
 from app.core.model.catalog import load_catalog
@@ -18,7 +20,7 @@ from app.gui.context import AppContext
 from app.gui.panels import advisor_compute as compute
 from app.gui.panels.advisor import AdvisorPanel
 from app.gui.panels.advisor_source import request_for_spec
-from app.gui.panels.advisor_table import COL_FITS, COL_PICK
+from app.gui.panels.advisor_table import COL_FITS, COL_PICK, COL_TOK_S
 from app.gui.workers import wait_for_workers
 
 WAIT_MS = 20_000
@@ -177,7 +179,9 @@ def test_chat_with_it_hands_the_files_plan_to_the_chat_panel(make_panel, qtbot, 
     result = _loaded(qtbot, panel, str(smollm2_path))
     own = result.plan_for("Q4_1")  # the file's own type is what would run
     assert own is not None and panel.action_button.isEnabled()
-    assert panel.action_button.text().startswith("Chat with it")
+    assert panel.action_button.text().startswith(
+        "Chat with it" if result.recommended.quant == "Q4_1" else "Chat with the file you have (Q4_1"
+    )
     shown: list[str] = []
     panel.ctx.show_panel.connect(shown.append)
     with qtbot.waitSignal(panel.ctx.open_chat, timeout=WAIT_MS) as sig:
@@ -241,13 +245,21 @@ def test_a_hub_gguf_is_sized_from_its_header_and_queued_for_download(  # type: i
         picker.hub_files.itemActivated.emit(picker.hub_files.item(0))
         qtbot.waitUntil(lambda: panel.result is not None, timeout=WAIT_MS)
     assert panel.model.source_kind == "hf_gguf" and panel.model.file_type == "Q4_1"
-    assert panel.action_button.text().startswith("Download and chat")
+    rec = panel.result.recommended
+    assert rec is not None and rec.quant != "Q4_1"  # the ★ is another quantization of the repo
+    assert panel.action_button.text().startswith("Download this file and chat (Q4_1")
     with qtbot.waitSignal(panel.pull_requested, timeout=WAIT_MS) as sig:
         panel.action_button.click()
     [pull] = sig.args
     assert (
         pull["repo_id"] == "acme/SmolLM2-135M-GGUF" and pull["filename"] == name and pull["quant"] == "Q4_1"
     )
+    # … and the second button fetches the ★ quantization from the same repo
+    assert panel.action_bar.alternative_button.text() == f"Download {rec.quant} and chat"
+    with qtbot.waitSignal(panel.pull_requested, timeout=WAIT_MS) as sig:
+        panel.action_bar.alternative_button.click()
+    assert sig.args[0] == {"repo_id": "acme/SmolLM2-135M-GGUF", "quant": rec.quant, "n_ctx": rec.n_ctx,
+                           "n_gpu_layers": rec.n_gpu_layers}  # fmt: skip
 
 
 def test_a_checkpoint_folder_offers_conversion_at_the_chosen_precision(  # type: ignore[no-untyped-def]
@@ -278,3 +290,167 @@ def test_the_panel_waits_for_the_hardware_profile(qtbot, tmp_path: Path) -> None
     assert panel.ngl_spin.isEnabled() == bool(panel.budget().gpus and panel.budget().can_offload)
     panel.shutdown()
     wait_for_workers(WAIT_MS)
+
+
+# --- one rule for the words, the table and the button (issue 14, item 5) ----------------------
+
+
+def _tok_s_cells(panel: AdvisorPanel) -> dict[str, str]:
+    return {
+        panel.table.item(r, 0).text(): panel.table.item(r, COL_TOK_S).text()
+        for r in range(panel.table.rowCount())
+    }
+
+
+def _check_words_against_table(panel: AdvisorPanel) -> None:
+    """Every speed the reasons give is the table's figure for that row; nothing is rejected for
+    being slow while the ★ row is no faster."""
+    result = panel.result
+    rec = result.recommended
+    cells = _tok_s_cells(panel)
+    text = panel.reasons_label.text()
+    assert "about 0 tokens/s" not in text
+    if rec is None:
+        return
+    assert f"Speed: about {cells[rec.quant]} tokens/s" in text
+    assert "★" in panel.table.item(panel.table.row_of(rec.quant), COL_PICK).text()
+    for m in re.finditer(r"(Q\w+|F16) would also fit.*?~([\d.,<]+) tokens/s", text):
+        assert m[2] == cells[m[1]], m[0]
+        assert result.plan_for(m[1]).speed.tok_s < rec.speed.tok_s, m[0]
+        if "below a comfortable" in m[0]:
+            assert comfortable(rec.speed.tok_s)
+    if not comfortable(rec.speed.tok_s):
+        assert "below a comfortable" not in text and "Nothing reaches a comfortable 5 tokens/s" in text
+    # the selected row's sentence rounds as the table does
+    p = panel.selected_plan()
+    assert f"about {cells[p.quant]} tokens/s" in panel.detail.text()
+
+
+def test_double_clicking_a_catalog_model_moves_the_picker_to_it(make_panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = make_panel(show=True)
+    with qtbot.waitSignal(panel.overview.ready, timeout=WAIT_MS):
+        pass
+    table = panel.overview.table
+    row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "Llama 3.1 8B Instruct")
+    table.scrollToItem(table.item(row, 0))
+    assert panel.picker.catalog_combo.currentData() != "llama-3.1-8b-instruct"
+    at = table.visualItemRect(table.item(row, 0)).center()
+    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=at)  # a double-click: press,
+    qtbot.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton, pos=at)  # release, press again
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=WAIT_MS)
+    assert panel.model.source == "llama-3.1-8b-instruct"
+    assert panel.picker.currentIndex() == 0  # the Catalog tab
+    assert panel.picker.catalog_combo.currentData() == "llama-3.1-8b-instruct"
+    assert panel.picker.catalog_combo.currentText().startswith("Llama 3.1 8B Instruct")
+    assert "Llama 3.1 8B Instruct" in panel.heading.text()
+
+
+def test_the_words_the_table_and_the_button_agree_on_many_budgets(make_panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = make_panel()
+    result = _loaded(qtbot, panel, "llama-3.1-8b-instruct")
+    for ram_gb in (6.0, 9.0, 16.0, 32.0):  # from "nothing good fits" to "everything fits"
+        panel.ram_spin.setValue(ram_gb)
+        result = _refreshed(qtbot, panel, result)
+        _check_words_against_table(panel)
+        rec = result.recommended
+        if rec is not None:  # the button offers the ★ row, which starts selected
+            assert panel.action_button.text() == f"Download {rec.quant} and chat"
+    panel.ctx_slider.setValue(panel.ctx_slider.maximum())  # the longest context: "about 0" once
+    result = _refreshed(qtbot, panel, result, n_ctx=131072)
+    assert "(the most it was trained on)" in panel.ctx_label.text()
+    _check_words_against_table(panel)
+
+
+def test_a_local_file_that_is_not_the_pick_says_why_and_offers_the_pick(  # type: ignore[no-untyped-def]
+    make_panel, qtbot, smollm2_path: Path
+) -> None:
+    panel = make_panel()
+    result = _loaded(qtbot, panel, str(smollm2_path))
+    rec = result.recommended
+    assert rec is not None and rec.quant != "Q4_1"  # Q8_0 here: 16 GB of RAM is not needed for it
+    assert "this file" in panel.table.item(panel.table.row_of("Q4_1"), COL_PICK).text()
+    assert "★" in panel.table.item(panel.table.row_of(rec.quant), COL_PICK).text()
+    assert panel.action_button.text() == "Chat with the file you have (Q4_1, 4,096 tokens)"
+    note = panel.action_bar.note
+    assert note.isVisibleTo(panel) and note.text().startswith(f"{rec.quant} (")
+    assert "would fit and be better" in note.text() and note.text().endswith("Download it?")
+    cells = _tok_s_cells(panel)
+    assert f"~{cells[rec.quant]} tokens/s" in note.text() and f"~{cells['Q4_1']} tokens/s" in note.text()
+    alt = panel.action_bar.alternative_button
+    assert alt.isVisibleTo(panel) and alt.text() == f"Download {rec.quant} and chat"
+    with qtbot.waitSignal(panel.pull_requested, timeout=WAIT_MS) as sig:
+        alt.click()
+    [pull] = sig.args
+    assert pull == {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", "quant": rec.quant,
+                    "n_ctx": rec.n_ctx, "n_gpu_layers": rec.n_gpu_layers}  # fmt: skip
+    # the title is a human name, not the file's raw general.name
+    assert "SmolLM2 135M Instruct" in panel.heading.text()
+    assert panel.model.name not in panel.heading.text()  # "Smollm2 135M 8k Lc100K Mix1 Ep2"
+    # the file that is the pick needs no note
+    panel.ram_spin.setValue(0.6)  # so little that nothing fits: no ★ to compare with
+    _refreshed(qtbot, panel, result)
+    assert not panel.action_button.isEnabled() and not alt.isVisibleTo(panel)
+
+
+def test_every_column_explains_itself(make_panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = make_panel(show=True)
+    for table in (panel.table, panel.overview.table):
+        for col in range(table.columnCount()):
+            header = table.horizontalHeaderItem(col)
+            assert header.text() and len(header.toolTip()) > 30, header.text()
+    tips = {panel.table.horizontalHeaderItem(c).text(): panel.table.horizontalHeaderItem(c).toolTip()
+            for c in range(panel.table.columnCount())}  # fmt: skip
+    assert "KL divergence" in tips["KLD"] and "most likely next token" in tips["Same top token"]
+    assert "tailorlm quality" in tips["Measured here"]
+    with qtbot.waitSignal(panel.overview.ready, timeout=WAIT_MS):
+        pass
+
+
+def test_the_hub_tab_labels_its_lists_and_says_what_goes_in_them(make_panel) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtWidgets import QLabel
+
+    picker = make_panel().picker
+    buddies = {label.buddy(): label.text() for label in picker.findChildren(QLabel) if label.buddy()}
+    assert buddies[picker.hub_repos] == "&Repos" and buddies[picker.hub_files] == "GGUF fi&les"
+    for lst in (picker.hub_repos, picker.hub_files):
+        assert lst.count() == 0 and lst.empty_text()
+        assert lst.accessibleDescription() == lst.empty_text()  # what a screen reader says when empty
+    assert "Search" in picker.hub_repos.empty_text() and "repo" in picker.hub_files.empty_text()
+
+
+def test_a_model_without_a_trained_length_is_planned_with_a_warning(  # type: ignore[no-untyped-def]
+    make_panel, qtbot, smollm2_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from app.gui.panels.advisor_source import ModelRequest
+
+    def load():  # type: ignore[no-untyped-def]
+        return replace(load_model(str(smollm2_path)), n_ctx_train=0)  # a GGUF that omits context_length
+
+    panel = make_panel()
+    panel.load(ModelRequest("no-length.gguf", "file", load))
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=WAIT_MS)
+    assert "trained context unknown" in panel.heading.text()
+    assert "does not say how long a context it was trained on" in panel.reasons_label.text()
+
+
+def test_first_run_ends_in_download_this_one(make_panel, qtbot) -> None:  # type: ignore[no-untyped-def]
+    panel = make_panel(show=True)
+    with qtbot.waitSignal(panel.overview.ready, timeout=WAIT_MS):
+        pass
+    ov = panel.overview
+    best = ov.rows[ov.table.currentRow()]
+    assert best is next(r for r in ov.rows if r.plan is not None)  # the best row is selected
+    assert (
+        ov.download_button.isEnabled() and ov.download_button.text() == f"Download {best.plan.quant} and chat"
+    )
+    assert ov.pick_label.text().startswith(f"Best for this machine: {best.entry.name} as {best.plan.quant}")
+    with qtbot.waitSignal(panel.pull_requested, timeout=WAIT_MS) as sig:
+        ov.download_button.click()
+    [pull] = sig.args
+    assert pull == {"repo_id": best.entry.gguf_repos[0], "quant": best.plan.quant, "n_ctx": 4096,
+                    "n_gpu_layers": best.plan.n_gpu_layers}  # fmt: skip
+    other = next(i for i, r in enumerate(ov.rows) if r.plan is not None and r is not best)
+    ov.table.setCurrentCell(other, 0)  # another row: the call to action follows it
+    assert ov.pick_label.text().startswith(f"Selected: {ov.rows[other].entry.name}")

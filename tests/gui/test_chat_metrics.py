@@ -33,3 +33,22 @@ def test_measured_figures_and_an_unread_process() -> None:
     assert status_text(m) == "RAM —   VRAM 512 MiB"
     assert status_text({"gen_tok_s": 41.5, "ttft_ms": 120}) == "41.5 tok/s   first token 120 ms"
     assert status_text({}) == ""  # no model loaded
+
+
+def test_the_time_to_first_token_shown_live_is_the_one_kept() -> None:
+    """The session's figure arrives with the first token and stays when the answer ends, whatever
+    the model process's own ttft_ms says."""
+    from app.engine import protocol as P
+
+    meter = AnswerMeter()
+    meter.start()
+    assert "ttft_ms" not in meter.snapshot(None, {})  # no token yet: nothing to show
+    meter.first_token(212.0)
+    meter.add(3)
+    assert meter.snapshot(None, {})["ttft_ms"] == 212.0
+    done = P.Done(request_id=1, stop_reason="eos", n_prompt_tokens=10, n_prompt_evaluated=10, n_gen_tokens=3,
+                  ttft_ms=150.0, prompt_tok_s=900.0, gen_tok_s=30.0, rss_bytes=None, peak_rss_bytes=None)  # fmt: skip
+    meter.finish(done)
+    after = meter.snapshot(None, {})
+    assert after["ttft_ms"] == 212.0 and after["gen_tok_s"] == 30.0
+    assert status_text(after) == "30.0 tok/s   first token 212 ms"

@@ -1,6 +1,8 @@
 """The Chat panel with the real SmolLM2 model in a real child process: loading from the advisor's
-signal, streaming, Stop, a killed model process, regenerate and edit, new chats, and the rendering
-of code — driven through the keys and buttons a user would press."""
+signal or the model picker, the model remembered across restarts, streaming, Stop, a killed model
+process and "Load again", regenerate and edit with their versions (‹ 2/3 ›), titles, rename,
+export and search, and the rendering of code — driven through the keys and buttons a user would
+press."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QLineEdit,
     QListWidget,
     QMessageBox,
     QPlainTextEdit,
@@ -85,7 +90,8 @@ def test_open_chat_loads_the_model_and_shows_it(panel: ChatPanel, qtbot: Any, sm
         panel.model_bar.n_ctx.value() == 1024 and panel.model_bar.n_gpu_layers.value() >= 0
     )  # Auto, resolved
     assert panel.model.predicted["ram_bytes"] > 0
-    assert panel.conversations.list.count() == 1 and panel.conversation_id is not None
+    # loading opens no empty chat: the first message makes one
+    assert panel.conversations.list.count() == 0 and panel.conversation_id is None
     assert panel.engine.client.pid is not None
 
 
@@ -137,7 +143,12 @@ def test_answer_streams_is_stored_and_measured(panel: ChatPanel, qtbot: Any, smo
     _loaded(panel, qtbot, smollm2_path)
     pieces: list[str] = []
     append = panel.view.append_answer
-    panel.view.append_answer = lambda text: (pieces.append(text), append(text))  # type: ignore[method-assign]
+    live_ttft: list[float] = []  # what the status bar shows while the answer streams
+    panel.view.append_answer = lambda text: (  # type: ignore[method-assign]
+        pieces.append(text),
+        append(text),
+        live_ttft.append(panel.metrics().get("ttft_ms")),
+    )
     watch = LoopWatch()
     _send(panel, qtbot, "What is the capital of France?")
     _wait_answer(panel, qtbot)
@@ -149,10 +160,26 @@ def test_answer_streams_is_stored_and_measured(panel: ChatPanel, qtbot: Any, smo
     streamed = "".join(pieces).strip()  # the model's own words, whatever this CPU makes them
     assert streamed and thread[1].content == streamed and thread[1].status == "complete"
     assert panel.view.messages()[-1].text.strip() == streamed
-    assert panel.conversations.list.item(0).text() == "What is the capital of France?"
+    assert panel.conversations.title(0) == "What is the capital of France?"
     last = metrics[-1]
     assert last["gen_tok_s"] > 0 and last["ttft_ms"] > 0 and last["rss_bytes"] > 50 << 20
     assert last["predicted_ram_bytes"] > 0
+    # one time-to-first-token figure: shown live, kept when the answer ends, stored, shown on hover
+    assert live_ttft and set(live_ttft) == {last["ttft_ms"]} == {thread[1].timings["first_token_ms"]}
+    user, answer = panel.view.messages()
+    assert f"first token {last['ttft_ms']:,.0f} ms" in answer.toolTip()
+    assert f"{thread[1].timings['n_gen_tokens']} tokens" in answer.toolTip()
+    # each answer and the conversation name the model that wrote them
+    assert panel.model is not None and answer.title.text() == f"<b>{panel.model.label}</b>"
+    assert panel.model.label.startswith("SmolLM2") and panel.model.label.endswith(" · Q4_1")
+    assert panel.conversations.list.item(0).text() == f"What is the capital of France?\n{panel.model.label}"
+    assert (user.copy_button.accessibleName(), answer.copy_button.accessibleName()) == (
+        "Copy your message", "Copy the answer")  # fmt: skip
+    # Tab from the message box reaches Send first, before the settings side pane
+    panel.input.setPlainText("Next question")
+    panel.input.setFocus()
+    qtbot.keyClick(panel.input, Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is panel.send_button
 
 
 def test_stop_is_quick_and_keeps_the_partial_answer(panel: ChatPanel, qtbot: Any, smollm2_path: Path) -> None:
@@ -197,19 +224,27 @@ def test_a_killed_model_process_is_reported_and_load_works_again(
     errors: list[tuple[str, str]] = []
     panel.ctx.error.connect(lambda m, h: errors.append((m, h)))
     _loaded(panel, qtbot, smollm2_path, max_tokens=500, temperature=0.8)
-    conversation = panel.conversation_id
     _send(panel, qtbot, "Write a long story about the sea.")
     qtbot.waitUntil(lambda: panel.meter.tokens >= 3, timeout=30_000)
+    conversation = panel.conversation_id  # made by the first message
+    assert conversation is not None
     pid = panel.engine.client.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: panel.state == "empty", timeout=15_000)
     assert "killed" in panel.error.text() and errors and "killed" in errors[-1][0]
-    assert "Traceback" not in panel.error.text()
+    assert "Traceback" not in panel.error.text() and "`" not in panel.error.text()  # no command to type
+    death = panel.engine.client.last_death
+    assert death is not None
+    # buttons, not instructions: Load again; a smaller plan only when memory may have run out
+    assert panel.load_again_button.isVisible()
+    assert panel.smaller_plan_button.isVisible() == death.maybe_memory
     assert panel.conversation_id == conversation and panel.view.messages()[0].role == "user"
-    qtbot.mouseClick(panel.model_bar.load_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(panel.load_again_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.state == "ready", timeout=60_000)
     assert panel.engine.client.pid not in (None, pid)
+    assert panel.model is not None and panel.model.loaded.n_ctx == LOAD["n_ctx"]  # the same settings
+    assert not panel.error.isVisible()
     panel.settings_panel.max_tokens.setValue(16)
     _send(panel, qtbot, "Say hello.")
     _wait_answer(panel, qtbot)
@@ -260,7 +295,7 @@ def test_ctrl_n_starts_a_new_conversation(panel: ChatPanel, qtbot: Any, smollm2_
         titles = [c.title for c in store.list_conversations()]
         assert titles == ["A second chat.", "Hello there."]
         assert store.thread(panel.conversation_id)[0].content == "A second chat."
-    assert panel.conversations.list.currentItem().text() == "A second chat."
+    assert panel.conversations.title(panel.conversations.list.currentRow()) == "A second chat."
 
 
 def test_code_blocks_are_highlighted_and_copied(panel: ChatPanel, qtbot: Any) -> None:
@@ -293,8 +328,18 @@ def test_delete_removes_the_chat_and_every_control_is_named(
     assert panel.conversations.list.count() == 0
     with ChatStore() as store:
         assert store.list_conversations() == []
-    controls = (QAbstractButton, QAbstractSpinBox, QPlainTextEdit, QListWidget, QProgressBar)
-    unnamed = [w for w in panel.findChildren(QWidget) if isinstance(w, controls) and not w.accessibleName()]
+    controls = (
+        QAbstractButton,
+        QAbstractSpinBox,
+        QPlainTextEdit,
+        QListWidget,
+        QProgressBar,
+        QComboBox,
+        QLineEdit,
+    )
+    inner = (QAbstractSpinBox, QComboBox, QLineEdit)  # their own parts (an edit, a clear button)
+    unnamed = [w for w in panel.findChildren(QWidget) if isinstance(w, controls) and not w.accessibleName()
+               and not isinstance(w.parentWidget(), inner)]  # fmt: skip
     assert unnamed == []
 
 
@@ -333,3 +378,224 @@ def test_a_hostile_file_template_never_runs_here_and_the_chat_goes_on(
     assert "using the ChatML template" in panel.notice.text()
     assert panel.view.answer_text().strip()
     assert psutil.Process().memory_info().rss - rss < 64 << 20
+
+
+def _new_panel(qtbot: Any, ctx: AppContext) -> ChatPanel:
+    p = ChatPanel(ctx, n_threads=1)
+    qtbot.addWidget(p)
+    p.show()
+    qtbot.waitExposed(p)
+    return p
+
+
+def test_picking_a_model_loads_it_and_the_next_start_loads_it_again(
+    panel: ChatPanel, qtbot: Any, ctx: AppContext, smollm2_path: Path, gemma3_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from PySide6.QtWidgets import QFileDialog
+
+    ctx.library.add([smollm2_path], origin="file", owned=False)
+    ctx.library_changed.emit()
+    picker = panel.model_bar.picker
+    qtbot.waitUntil(lambda: picker.findData(str(smollm2_path)) >= 0, timeout=10_000)
+    assert panel.state == "empty" and panel.model_bar.chosen_path is None  # nothing used yet: nothing loads
+    # Choose… a file (not in the library): choosing is loading, no separate Load
+    monkeypatch.setattr(
+        QFileDialog, "getOpenFileName", lambda *a, **k: (str(gemma3_path), "GGUF models (*.gguf)")
+    )
+    choose = next(b for b in panel.model_bar.findChildren(QAbstractButton) if b.text() == "Choose…")
+    qtbot.mouseClick(choose, Qt.MouseButton.LeftButton)
+    assert panel.state == "loading"
+    qtbot.waitUntil(lambda: panel.state == "ready", timeout=60_000)
+    assert panel.model is not None and panel.model.load.model_path == str(gemma3_path)
+    panel.model_bar.n_ctx.setValue(0)
+    index = picker.findData(str(smollm2_path))
+    picker.setCurrentIndex(index)
+    picker.activated.emit(index)  # what a click on the item sends: choosing is loading
+    assert panel.state == "loading"
+    qtbot.waitUntil(lambda: panel.state == "ready", timeout=60_000)
+    label = panel.model.label if panel.model is not None else ""
+    panel.shutdown()
+
+    again = _new_panel(qtbot, ctx)  # a restart: same settings
+    try:
+        qtbot.waitUntil(lambda: again.state == "ready", timeout=60_000)
+        assert again.model is not None and again.model.load.model_path == str(smollm2_path)
+        assert again.model.label == label and again.model_bar.model_label.text() == smollm2_path.name
+        qtbot.waitUntil(lambda: again.model_bar.picker.count() == 2, timeout=10_000)
+        # the last used first, then the one before (a chosen file, listed although not in the library)
+        assert [again.model_bar.picker.itemData(i) for i in range(2)] == [str(smollm2_path), str(gemma3_path)]
+        assert again.conversations.list.count() == 0  # loading made no empty chat
+    finally:
+        again.shutdown()
+
+
+def test_a_last_model_that_no_longer_fits_is_shown_chosen_not_loaded(
+    qtbot: Any, ctx: AppContext, smollm2_path: Path
+) -> None:
+    from app.core.advice.chat_plan import ChatOverrides, plan_chat
+    from app.core.advice.recommend import DEFAULT_RAM_RESERVE_BYTES, Budget
+    from app.core.chat import recent
+    from app.core.chat.model_ref import ModelRef
+    from app.core.machine.hardware import apply_overrides, detect_machine
+    from app.core.model.source import model_from_gguf
+    from app.gui.panels.chat_models import RECENT_KEY
+
+    model = model_from_gguf(smollm2_path)
+    plenty = Budget(ram_bytes=1 << 40, ram_bandwidth_bytes_s=20e9)
+    need = [plan_chat(model, plenty, ChatOverrides(n_ctx=c)).plan.ram_bytes for c in (1024, 8192)]
+    machine = detect_machine(measure_bandwidth=False)
+    ctx._profile = apply_overrides(machine, ram_bytes=machine.ram_total_bytes,
+                                   ram_available_bytes=sum(need) // 2 + DEFAULT_RAM_RESERVE_BYTES)  # fmt: skip
+    last = ModelRef(str(smollm2_path), "SmolLM2 135M Instruct", "Q4_1", n_ctx=8192, n_gpu_layers=0)
+    ctx.settings.setValue(RECENT_KEY, recent.to_json([last]))
+    panel = _new_panel(qtbot, ctx)
+    try:
+        bar = panel.model_bar
+        qtbot.waitUntil(lambda: bar.force_button.isVisible(), timeout=30_000)
+        assert panel.state == "empty" and panel.engine.client.pid is None  # not loaded …
+        assert bar.chosen_path == str(smollm2_path)  # … but chosen
+        assert bar.model_label.text() == smollm2_path.name
+        assert "8,192-token context" in bar.refusal.text() and "chosen but not loaded" in panel.status.text()
+    finally:
+        panel.shutdown()
+
+
+def test_opening_a_chat_written_by_another_model_offers_to_load_it(
+    panel: ChatPanel, qtbot: Any, smollm2_path: Path, gemma3_path: Path
+) -> None:
+    with ChatStore() as store:
+        conv = store.create_conversation(title="Gemma's chat", model=str(gemma3_path), settings={},
+                                         plan={"model_name": "Gemma 3 270m", "quant": "Q8_0", "n_ctx": 512})  # fmt: skip
+        q = store.add_message(conv.id, role="user", content="Hi")
+        store.add_message(
+            conv.id, role="assistant", content="Hello!", parent_id=q.id, model="Gemma 3 270m · Q8_0"
+        )
+    _loaded(panel, qtbot, smollm2_path, max_tokens=4)
+    assert panel.conversations.list.item(0).text() == "Gemma's chat\nGemma 3 270m · Q8_0"
+    panel.conversations.list.setCurrentRow(0)
+    assert panel.offer.isVisible() and "written by Gemma 3 270m · Q8_0" in panel.offer.text()
+    assert panel.view.messages()[-1].title.text() == "<b>Gemma 3 270m · Q8_0</b>"
+    qtbot.mouseClick(panel.offer_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.state == "ready", timeout=60_000)
+    assert panel.model is not None and panel.model.load.model_path == str(gemma3_path)
+    assert panel.model.loaded.n_ctx == 512 and not panel.offer.isVisible()  # its settings of then
+    _send(panel, qtbot, "And now?")
+    _wait_answer(panel, qtbot)
+    with ChatStore() as store:
+        answers = [m for m in store.thread(conv.id) if m.role == "assistant"]
+    assert answers[-1].model == panel.model.label
+    assert panel.view.messages()[-1].title.text() == f"<b>{panel.model.label}</b>"
+
+
+def test_edits_and_regenerations_are_versions_to_switch_between_and_retitle_the_chat(
+    panel: ChatPanel, qtbot: Any, smollm2_path: Path
+) -> None:
+    _loaded(panel, qtbot, smollm2_path, max_tokens=6, temperature=0.9)
+    _send(panel, qtbot, "What is the capital of France?")
+    _wait_answer(panel, qtbot)
+    _send(panel, qtbot, "And of Italy?")
+    _wait_answer(panel, qtbot)
+    before = [w.text for w in panel.view.messages()]
+    first = panel.view.messages()[0]
+    qtbot.mouseClick(first.edit_button, Qt.MouseButton.LeftButton)
+    _send(panel, qtbot, "What is the capital of Germany?")
+    _wait_answer(panel, qtbot)
+    shown = panel.view.messages()
+    assert [w.role for w in shown] == ["user", "assistant"]
+    assert shown[0].text == "What is the capital of Germany?"
+    assert shown[0].version.text() == "2/2" and shown[0].previous_button.isVisible()
+    assert not shown[0].next_button.isEnabled() and not shown[1].version.isVisible()
+    assert panel.conversations.title(0) == "What is the capital of Germany?"  # retitled with the question
+    qtbot.mouseClick(shown[0].previous_button, Qt.MouseButton.LeftButton)  # ‹ : the first version, whole
+    assert [w.text for w in panel.view.messages()] == before
+    assert panel.view.messages()[0].version.text() == "1/2"
+    assert panel.conversations.title(0) == "What is the capital of France?"
+    # the branch on screen is the one that goes on: regenerate the Italy answer there
+    qtbot.keyClick(panel.input, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
+    _wait_answer(panel, qtbot)
+    shown = panel.view.messages()
+    assert [w.text for w in shown[:3]] == before[:3] and shown[3].version.text() == "2/2"
+    with ChatStore() as store:
+        assert [m.content for m in store.thread(panel.conversation_id)][:3] == before[:3]
+    qtbot.mouseClick(shown[3].previous_button, Qt.MouseButton.LeftButton)
+    assert [w.text for w in panel.view.messages()] == before
+    qtbot.mouseClick(panel.view.messages()[0].next_button, Qt.MouseButton.LeftButton)
+    assert panel.view.messages()[0].text == "What is the capital of Germany?"
+
+
+def test_rename_export_and_search_in_the_conversation_list(
+    panel: ChatPanel, qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+    with ChatStore() as store:
+        for title, question, answer in (("Cooking", "How long do I boil an egg?", "Nine minutes."),
+                                        ("Capitals", "What is the capital of France?", "Paris, on the Seine.")):  # fmt: skip
+            conv = store.create_conversation(title=title, model="m.gguf", plan={}, settings={})
+            q = store.add_message(conv.id, role="user", content=question)
+            store.add_message(conv.id, role="assistant", content=answer, parent_id=q.id)
+    panel._refresh_list()
+    conversations = panel.conversations
+    assert [conversations.title(i) for i in range(2)] == ["Capitals", "Cooking"]
+    qtbot.keyClicks(conversations.search, "SEINE")  # an answer's words, any case
+    assert conversations.list.count() == 1 and conversations.title(0) == "Capitals"
+    conversations.search.clear()
+    qtbot.keyClicks(conversations.search, "tea")
+    assert conversations.list.count() == 0 and "No chat holds “tea”" in conversations.empty.text()
+    conversations.search.clear()
+    assert conversations.list.count() == 2
+
+    conversations.list.setCurrentRow(0)
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("Paris trip", True))
+    actions = {a.text(): a for a in conversations.context_menu().actions()}
+    assert list(actions) == ["Rename…", "Export as Markdown…", "Export as JSON…", "", "Delete…"]
+    actions["Rename…"].trigger()
+    assert conversations.title(0) == "Paris trip"
+    target = tmp_path / "exported"
+    target.mkdir()
+    asked: list[str] = []
+
+    def save_as(parent: Any, caption: str, name: str, filters: str) -> tuple[str, str]:
+        asked.append(name)
+        return str(target / name), filters
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_as)
+    conversations.list.setCurrentRow(0)
+    actions = {a.text(): a for a in conversations.context_menu().actions()}
+    actions["Export as Markdown…"].trigger()
+    actions["Export as JSON…"].trigger()
+    assert asked == ["Paris trip.md", "Paris trip.json"]
+    cid = conversations.current_id()
+    assert cid is not None
+    with ChatStore() as store:
+        assert (target / "Paris trip.md").read_text(encoding="utf-8") == store.export_markdown(cid)
+        assert json.loads((target / "Paris trip.json").read_text(encoding="utf-8")) == store.export_json(cid)
+    assert "Saved the chat to" in panel.notice.text()
+    errors: list[tuple[str, str]] = []
+    panel.ctx.error.connect(lambda m, h: errors.append((m, h)))
+    # a folder that is not there: said in the window, not raised
+    assert not panel.export_chat(cid, "md", str(tmp_path / "missing" / "x.md"))
+    assert errors and "could not be saved" in errors[-1][0]
+
+
+def test_a_failure_that_may_be_memory_offers_a_smaller_plan_in_the_advisor(
+    panel: ChatPanel, qtbot: Any, smollm2_path: Path
+) -> None:
+    """The window's side of an out-of-memory death (the engine tests make real ones): both buttons,
+    and "Choose a smaller plan" asks for the Advisor with this model."""
+    from app.gui.panels.chat_engine import Failure
+
+    advised: list[str] = []
+    panels: list[str] = []
+    panel.advise_requested.connect(advised.append)
+    panel.ctx.show_panel.connect(panels.append)
+    panel.model_bar.set_model(str(smollm2_path), LOAD)
+    panel.engine.failed.emit(Failure("The model process ended: the system ran out of memory and killed it (SIGKILL).",
+                                     "Try a smaller quantization, a shorter context or fewer GPU layers.", True, True))  # fmt: skip
+    qtbot.waitUntil(lambda: panel.error.isVisible())
+    assert panel.load_again_button.isVisible() and panel.smaller_plan_button.isVisible()
+    qtbot.mouseClick(panel.smaller_plan_button, Qt.MouseButton.LeftButton)
+    assert advised == [str(smollm2_path)] and panels == ["advisor"]

@@ -1,10 +1,12 @@
 """The Convert panel with llama.cpp's real converter (the shared environment conftest points at) and a
 real checkpoint rebuilt from SmolLM2: a folder without config.json is refused in plain words, a
-conversion to Q8_0 ends with the file, its sample and its library id, and a cancel keeps nothing."""
+conversion to Q4_K_M moves one bar forward through its three stages and ends on the file, its
+size, its sample and its library id (not on "this file already exists"), and a cancel keeps nothing."""
 
 from __future__ import annotations
 
 import html
+import itertools
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from pytestqt.qtbot import QtBot
 from app.core import paths
 from app.core.build.convert import converter_ready
 from app.core.library.registry import Library
+from app.core.units import format_bytes
 from app.gui.context import AppContext
 from app.gui.panels.convert import ConvertPanel, rough_seconds
 from app.gui.workers import wait_for_workers
@@ -58,34 +61,84 @@ def test_a_folder_without_config_json_is_refused_in_plain_words(
     assert not panel.convert_button.isEnabled()
 
 
-def test_convert_to_q8_0_shows_the_result_and_registers_it(
+def test_convert_to_q4_k_m_moves_one_bar_forward_and_ends_on_the_result(
     panel: ConvertPanel, qtbot: QtBot, checkpoint: Path
 ) -> None:
-    _choose(panel, qtbot, checkpoint, "Q8_0")
+    # Q4_K_M goes through all three stages: the converter (F16), the quantizer, the check
+    _choose(panel, qtbot, checkpoint, "Q4_K_M")
     assert "LlamaForCausalLM" in panel.facts.text() and "F32" in panel.facts.text()
     assert (
-        "at Q8_0" in panel.prediction.text() and "SmolLM2-135M-Instruct-Q8_0.gguf" in panel.prediction.text()
+        "at Q4_K_M" in panel.prediction.text()
+        and "SmolLM2-135M-Instruct-Q4_K_M.gguf" in panel.prediction.text()
     )
-    stages: list[str] = []
+    seen: list[tuple[str, float, int, str]] = []  # stage, its own fraction, the bar, the words
     show = panel._progress
-    panel._progress = lambda p: (stages.append(p.stage), show(p))  # type: ignore[method-assign]
+
+    def record(p: object) -> None:
+        show(p)
+        seen.append((p.stage, p.fraction, panel.bar.value(), panel.stage.text()))  # type: ignore[attr-defined]
+
+    panel._progress = record  # type: ignore[method-assign]
     panel.convert_button.click()
     assert panel.cancel_button.isEnabled() and not panel.convert_button.isEnabled()
-    qtbot.waitUntil(lambda: panel.task is None, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.task is None, timeout=120_000)
     assert panel.result is not None, panel.stage.text()
-    out = paths.data_dir() / "models" / "SmolLM2-135M-Instruct-Q8_0.gguf"
+
+    # one bar for the whole: it never drops back when a stage starts, and each stage is named
+    stages = [s for s, _, _, _ in seen]
+    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == [
+        "convert",
+        "quantize",
+        "check",
+    ]
+    bars = [b for _, _, b, _ in seen]
+    assert all(b2 >= b1 for b1, b2 in itertools.pairwise(bars)), bars
+    first_quantize = next(b for s, _, b, _ in seen if s == "quantize")
+    assert first_quantize > 300  # the convert stage's share is kept, not reset to 0 %
+    for stage, words in (("convert", "Step 1 of 3 — Converting"), ("quantize", "Step 2 of 3 — Quantizing"),
+                         ("check", "Step 3 of 3 — Checking")):  # fmt: skip
+        assert any(words in text and "in all" in text for s, _, _, text in seen if s == stage), stage
+    assert panel.bar.value() == 1000
+
+    # the result, registered, with what to do next; no warning that "the file already exists"
+    out = paths.data_dir() / "models" / "SmolLM2-135M-Instruct-Q4_K_M.gguf"
     assert panel.result.path == out and out.is_file()
     text = panel.result_label.text()
     assert str(out) in text and panel.result.library_id in text
+    assert format_bytes(out.stat().st_size) in text and "at Q4_K_M" in text
     sample = html.escape(panel.result.sample.strip())
     assert sample and sample in text  # the words it wrote, whatever they are on this CPU
     assert Library().find(panel.result.library_id).path == out
-    assert not panel.result_box.isHidden() and panel.bar.value() == 1000
-    assert "convert" in stages and "check" in stages
+    assert not panel.result_box.isHidden()
+    assert "already exists" not in panel.prediction.text() and "made just now" in panel.prediction.text()
+    panel.target.setCurrentText("Q8_0")  # another precision: its own file does not exist
+    qtbot.waitUntil(lambda: "Q8_0.gguf" in panel.prediction.text(), timeout=30_000)
+    panel.target.setCurrentText("Q4_K_M")  # and back: still the result, not a warning
+    qtbot.waitUntil(lambda: "Q4_K_M.gguf" in panel.prediction.text(), timeout=30_000)
+    assert "already exists" not in panel.prediction.text() and "made just now" in panel.prediction.text()
+    assert not panel.convert_button.isEnabled()  # the file exists now
+    with qtbot.waitSignal(panel.advise_requested) as advise:
+        panel.advise_button.click()
+    assert advise.args == [str(out)]
     with qtbot.waitSignal(panel.ctx.open_chat) as chat:
         panel.chat_button.click()
     assert chat.args == [str(out), {}]
-    assert not panel.convert_button.isEnabled()  # the file exists now
+
+
+def test_the_bar_weighs_each_stage_by_its_expected_time() -> None:
+    from app.gui.panels.convert import stage_seconds
+    from app.gui.panels.convert_progress import OverallProgress
+
+    seconds = stage_seconds(538_000_000, 270_900_000, direct=False)
+    bar = OverallProgress(seconds)
+    assert bar.stages == ("convert", "quantize", "check")
+    assert bar.update("convert", 1.0) == pytest.approx(seconds["convert"] / sum(seconds.values()))
+    assert bar.update("quantize", 0.0) == pytest.approx(seconds["convert"] / sum(seconds.values()))
+    assert bar.update("convert", 0.2) == bar.fraction  # a late report never moves it back
+    assert bar.update("check", 1.0) == pytest.approx(1.0)
+    direct = OverallProgress(stage_seconds(538_000_000, 270_900_000, direct=True))
+    assert direct.stages == ("convert", "check")  # Q8_0 is written by the converter itself
+    assert "Step 2 of 2" in direct.text("check", 0.0)
 
 
 def test_cancel_mid_conversion_leaves_no_file(panel: ConvertPanel, qtbot: QtBot, checkpoint: Path) -> None:

@@ -188,3 +188,21 @@ def test_the_advisors_download_and_chat_pulls_then_opens_the_chat(
     path, load = opened[0]
     assert Path(path).is_file() and load == {"n_ctx": 2048, "n_gpu_layers": 0}
     assert panel.tabs.currentWidget() is panel.hub  # where the download shows
+
+
+def test_a_failed_search_is_told_once_under_the_search_not_in_the_banner_too(
+    panel: LibraryPanel, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[tuple[str, str]] = []
+    panel.ctx.error.connect(lambda m, h: errors.append((m, h)))
+    with fake_hub({"acme/smol-GGUF": {}}, answer="html") as url:  # a captive portal's web page
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        panel.hub.query.setText("smol")
+        panel.hub.query.returnPressed.emit()
+        qtbot.waitUntil(lambda: "Search failed" in panel.hub.status.text(), timeout=10_000)
+    assert "malformed or hostile" in panel.hub.status.text()
+    assert errors == []
+
+
+def test_the_download_queue_is_never_an_empty_box(panel: LibraryPanel) -> None:
+    assert not panel.downloads.empty.isHidden() and "Hugging Face Hub tab" in panel.downloads.empty.text()

@@ -103,3 +103,66 @@ def test_every_control_is_named_and_reachable_by_keyboard(panel: MachinePanel) -
         assert w.accessibleName() and w.focusPolicy() != Qt.FocusPolicy.NoFocus, w.text()
     for label in panel.facts.values():  # Alt+letter on the row's title moves the focus to the fact
         assert label.accessibleName() and label.focusPolicy() != Qt.FocusPolicy.NoFocus
+
+
+def test_a_small_models_share_is_labelled_and_drawn_tall_enough_to_see_with_its_cpu_share(
+    panel: MachinePanel, qtbot: QtBot, smollm2_path: Path
+) -> None:
+    """A real model process (SmolLM2, ~200 MiB of a machine's RAM: a pixel or two of the axis)
+    writing tokens: its RAM share is labelled and at least MIN_SHARE_PX tall, and its CPU share —
+    which the panel reads from the process itself — is charted and labelled too."""
+    import math
+    import threading
+
+    import psutil
+    from PySide6.QtCore import QPointF
+
+    from app.engine import protocol as P
+    from app.engine.client import EngineClient
+    from app.gui.panels.machine import MIN_SHARE_PX
+
+    stop = threading.Event()
+    with EngineClient() as engine:
+        engine.load(P.Load(model_path=str(smollm2_path), n_ctx=512, n_threads=1))
+        assert engine.pid is not None
+        rss = psutil.Process(engine.pid).memory_info().rss
+
+        def write() -> None:  # keep the model busy until the chart has seen it
+            while not stop.is_set():
+                for _ in engine.generate("Once upon a time", P.Sampling(temperature=0, max_tokens=32)):
+                    pass
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            panel.ctx.engine_metrics.emit({"rss_bytes": rss})  # what the chat sends while it runs
+            cpu = panel.cpu_chart
+
+            def cpu_share_seen() -> bool:
+                return (
+                    bool(cpu.model_values)
+                    and math.isfinite(cpu.model_values[-1])
+                    and cpu.model_values[-1] > 0
+                )
+
+            qtbot.waitUntil(cpu_share_seen, timeout=20_000)
+        finally:
+            stop.set()
+            writer.join(30)
+    assert 0 < cpu.model_values[-1] <= cpu.values[-1] + 5  # a part of the machine's use (± sampling)
+    assert f"the model {cpu.model_values[-1]:.0f} % of the CPU" in cpu.summary.text()
+    assert cpu.share.isVisible() and "% of the CPU" in cpu.share.toPlainText()
+
+    ram = panel.ram_chart
+    assert ram.model_values[-1] == rss  # the true figure is kept; only the drawing has a floor
+    assert panel.subscription is not None and panel.subscription.latest is not None
+    total = panel.subscription.latest.ram_total_bytes  # the total the sample said
+    share = f"{format_bytes(rss)} ({100 * rss / total:.1f} % of RAM)"
+    assert f"the model {share}" in ram.summary.text()
+    assert ram.share.isVisible() and ram.share.toPlainText() == f"the model: {share}"
+    box = ram.widget.getViewBox()
+    xs, ys = ram.area.getData()
+    top, bottom = box.mapViewToScene(QPointF(xs[-1], ys[-1])), box.mapViewToScene(QPointF(xs[-1], 0))
+    assert bottom.y() - top.y() >= MIN_SHARE_PX - 0.5  # seen, not a one-pixel line
+    label = ram.share.mapRectToScene(ram.share.boundingRect())
+    assert box.sceneBoundingRect().contains(label.center())  # the label lies inside the plot

@@ -117,3 +117,43 @@ def test_without_a_display_python_m_app_says_so() -> None:
     out = subprocess.run([sys.executable, "-m", "app"], capture_output=True, text=True, env=env, check=False,
                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert out.returncode == 2 and "no display" in out.stderr
+
+
+def test_ctrl_q_quits_the_window_and_saves_its_state(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QKeySequence
+
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(AppContext(settings))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow, timeout=5_000)
+    assert QKeySequence("Ctrl+Q") in win.quit_action.shortcuts()
+    assert (
+        win.quit_action.text() == "&Quit" and win.quit_action in win.menuBar().actions()[0].menu().actions()
+    )
+    win.show_panel("convert")
+    qtbot.keyClick(win, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=5_000)
+    assert settings.value("window/panel") == "convert"  # closed the way the close button closes it
+    wait_for_workers(WAIT_MS)
+
+
+def test_about_names_the_versions_and_the_licence(window: MainWindow, qtbot) -> None:  # type: ignore[no-untyped-def]
+    from importlib.metadata import version
+
+    from PySide6.QtCore import qVersion
+    from PySide6.QtWidgets import QMessageBox
+
+    import app
+
+    window.about_action.trigger()  # Help → About TailorLM
+    box = next(w for w in window.findChildren(QMessageBox) if w.windowTitle() == "About TailorLM")
+    qtbot.waitUntil(box.isVisible, timeout=5_000)
+    text = box.text()
+    assert f"TailorLM {app.__version__}" in text and version("tailorlm") == app.__version__
+    assert f"llama-cpp-python {version('llama-cpp-python')}" in text
+    assert qVersion() in text and "Apache-2.0" in text
+    box.close()

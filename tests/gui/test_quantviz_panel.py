@@ -92,3 +92,34 @@ def test_a_big_tensor_is_sampled_by_rows(smollm2_path: Path) -> None:
     assert c.n_total == 576 * 49152
     assert 0 < c.n_sampled <= compute.MAX_SAMPLE_WEIGHTS and c.n_sampled % 576 == 0
     assert c.rmse > 0 and c.bits_per_weight == 4.5
+
+
+def test_empty_at_first_then_counts_from_zero_in_the_palettes_colours_and_tensors_in_natural_order(  # type: ignore[no-untyped-def]
+    panel: QuantVizPanel, qtbot, smollm2_path: Path
+) -> None:
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QPalette
+
+    from app.core.model.tensor_order import natural_key
+
+    # nothing chosen: words, no axes (an empty plot's count axis ran from -400)
+    assert panel.empty.isVisible() and not panel.plot.isVisible()
+    assert "Choose a model" in panel.empty.text()
+
+    with qtbot.waitSignal(panel.tensors_listed, timeout=WAIT_MS):
+        panel.open_path(str(smollm2_path))
+    names = [
+        panel.tensor_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(panel.tensor_list.count())
+    ]
+    assert names.index("blk.2.attn_q.weight") < names.index("blk.10.attn_q.weight")
+    assert names == sorted(names, key=natural_key)
+    panel.select_tensor(TENSOR)
+    c = _compared(qtbot, panel, "Q8_0")
+    assert panel.plot.isVisible() and not panel.empty.isVisible()
+    (_, _), (y_low, y_high) = panel.plot.viewRange()
+    assert y_low == 0 and max(c.hist_before.max(), c.hist_after.max()) <= y_high  # every bar, none below 0
+    panel.log_check.setChecked(True)
+    (_, _), (y_low, y_high) = panel.plot.viewRange()
+    assert y_low == 0 and np.log10(max(c.hist_before.max(), c.hist_after.max())) <= y_high
+    # the plot is drawn in the window's colours, not pyqtgraph's black
+    assert panel.plot.backgroundBrush().color() == panel.palette().color(QPalette.ColorRole.Base)

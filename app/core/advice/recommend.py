@@ -1,4 +1,5 @@
-"""Rank plans (quantization × context × GPU layers) for a model on a machine, and explain the pick.
+"""Rank plans (quantization × context × GPU layers) for a model on a machine, and pick one; the words
+that explain the pick are :mod:`app.core.advice.reasons`'s.
 
 The rule: the best quality that fits with headroom for the OS and other apps, at a usable
 speed. Memory comes from :mod:`app.core.advice.estimate`, speed from :mod:`app.core.advice.speed`, quality from
@@ -11,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from app.core.advice.estimate import MemoryEstimate, estimate, tensors_for
+from app.core.advice.policy import DEFAULT_MIN_TOK_S, GOOD_KLD, SAME_QUALITY_KLD, comfortable
 from app.core.advice.quality import Quality, quality_of
+from app.core.advice.reasons import explain
 from app.core.advice.run_settings import RunSettings
 from app.core.advice.speed import SpeedEstimate, predict_speed
 from app.core.model import quant_recipe
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo
-from app.core.units import GIB, MIB, format_bytes
+from app.core.units import GIB, MIB
 
 CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
 DEFAULT_CTX = 4096
@@ -27,13 +30,6 @@ DEFAULT_RAM_RESERVE_BYTES = 1 * GIB
 # VRAM kept free per GPU beyond our estimate (which already counts the CUDA context): driver
 # growth, other apps' surfaces. llama.cpp's own --fit keeps 1024 MiB but counts no context.
 DEFAULT_VRAM_RESERVE_BYTES = 512 * MIB
-# Comfortable reading speed: people read 4-7 words/s, about 5-9 tokens/s.
-DEFAULT_MIN_TOK_S = 5.0
-# Quality differences below this mean KLD are invisible in use (Q8_0 vs F16 is 0.00136):
-# prefer the smaller file then.
-SAME_QUALITY_KLD = 0.0015
-# "good" in app.core.advice.quality's bands (Q4_K_M: 0.031): the least we settle for to gain speed.
-GOOD_KLD = 0.05
 
 
 @dataclass(frozen=True)
@@ -258,7 +254,7 @@ def advise(
             plans.append(replace(best_plan(model, q, c, budget, tensors=tables[q]), dominated_by=dom))
     at_target = [p for p in plans if p.n_ctx == target]
     rec = pick_plan(at_target, min_tok_s)
-    reasons, warnings = _explain(model, budget, target, at_target, plans, rec, min_tok_s)
+    reasons, warnings = explain(model, budget, target, at_target, plans, rec, min_tok_s)
     return Advice(model, budget, target, tuple(plans), rec, tuple(reasons), tuple(warnings))
 
 
@@ -270,113 +266,15 @@ def pick_plan(plans: list[Plan], min_tok_s: float = DEFAULT_MIN_TOK_S) -> Plan |
     # Speed never buys quality below "good" (Q4_K_M-like): a fast wrong answer helps nobody.
     good = [p for p in fitting if p.quality.kld <= GOOD_KLD]
     pool = good or fitting
-    usable = [p for p in pool if p.speed.tok_s >= min_tok_s]
+    usable = [p for p in pool if comfortable(p.speed.tok_s, min_tok_s)]
     if not usable:
-        # Slow whatever we pick: the smallest file of good quality is the fastest of those;
-        # with nothing good fitting, the best quality that fits. The warning says it is slow.
-        return (
-            min(good, key=lambda p: (p.file_bytes, p.quality.kld))
-            if good
-            else min(fitting, key=lambda p: p.quality.kld)
-        )
+        # Slow whatever we pick: the fastest plan of good quality (equal speeds: the better, then the
+        # smaller); with nothing good fitting, the best quality that fits. The reasons say which
+        # rule chose it and the warning that it is slow (app.core.advice.reasons).
+        if good:
+            return min(good, key=lambda p: (-p.speed.tok_s, p.quality.kld, p.file_bytes))
+        return min(fitting, key=lambda p: p.quality.kld)
     best_kld = min(p.quality.kld for p in usable)
     # Among plans of practically equal quality take the smallest file (faster, more headroom).
     near = [p for p in usable if p.quality.kld - best_kld < SAME_QUALITY_KLD]
     return min(near, key=lambda p: (p.file_bytes, -p.speed.tok_s))
-
-
-def _where(p: Plan, budget: Budget) -> str:
-    if p.fits == "gpu":
-        gpu = budget.gpus[0].name if budget.gpus else "GPU"
-        return f"fits entirely on the {gpu} ({format_bytes(p.vram_bytes)} of VRAM, {format_bytes(p.ram_bytes)} of RAM)"
-    if p.fits == "partial":
-        return (f"runs with {p.n_gpu_layers} of {len(p.estimate.layer_weight_bytes) + 1} "
-                f"layers on the GPU ({format_bytes(p.vram_bytes)} VRAM) and the rest in RAM ({format_bytes(p.ram_bytes)})")  # fmt: skip
-    return f"runs on the CPU in {format_bytes(p.ram_bytes)} of RAM"
-
-
-def _explain(
-    model: ModelInfo,
-    budget: Budget,
-    target: int,
-    at_target: list[Plan],
-    plans: list[Plan],
-    rec: Plan | None,
-    min_tok_s: float,
-) -> tuple[list[str], list[str]]:
-    reasons: list[str] = []
-    warnings: list[str] = []
-    gpu_ram = f"{format_bytes(budget.ram_bytes)} of RAM" + (
-        f" and {format_bytes(budget.gpus[0].free_bytes)} of VRAM"
-        if budget.gpus and budget.can_offload
-        else ""
-    )
-    if rec is None:
-        smallest = min(at_target, key=lambda p: p.ram_bytes + p.vram_bytes)
-        need = smallest.ram_bytes + smallest.vram_bytes
-        reasons.append(
-            f"{model.name} does not fit at any quantization with a {target:,}-token context: even "
-            f"{smallest.quant} needs {format_bytes(need)}, and this machine can give it {gpu_ram} "
-            "(after keeping some free for the system)."
-        )
-        short = min((p for p in plans if p.fits != "no"), key=lambda p: -p.n_ctx, default=None)
-        if short is not None:
-            reasons.append(f"It would fit as {short.quant} with a {short.n_ctx:,}-token context.")
-        reasons.append(
-            f"It would fit as {smallest.quant} with {format_bytes(max(0, need - budget.ram_bytes))} more free "
-            "RAM, or a GPU with that much free VRAM. A smaller model from the catalog may serve better."
-        )
-        return reasons, warnings
-    q = rec.quality
-    slower_better = [p for p in at_target if p.fits != "no" and p.dominated_by is None
-                     and p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD]  # fmt: skip
-    verdict = "the best balance of quality and speed" if slower_better else "the best quality that fits"
-    reasons.append(f"{rec.quant} is {verdict}: it {_where(rec, budget)} with a {rec.n_ctx:,}-token context.")
-    loss = (f"about {100 * (1 - q.top_token_agreement):.0f} % of next-token choices differ from F16"
-            if q.top_token_agreement not in (None, 1.0) else f"mean KL divergence {q.kld:.4f} from F16")  # fmt: skip
-    if q.kld == 0:
-        reasons.append("Quality: full precision, nothing lost.")
-    else:
-        reasons.append(
-            f"Quality: {q.label} — {loss}; perplexity +{100 * q.ppl_delta / 6.2332:.1f} % "
-            f"({'interpolated from ' if q.interpolated else ''}llama.cpp's Llama-3-8B measurements)."
-        )
-    reasons.append(
-        f"Speed: about {rec.speed.tok_s:.0f} tokens/s when writing, {rec.speed.prompt_tok_s:.0f} tokens/s "
-        f"reading the prompt ({rec.speed.bound} bound; a rough estimate)."
-    )
-    better = [
-        p for p in at_target if p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD and p.dominated_by is None
-    ]
-    if better:
-        nxt = max(better, key=lambda p: p.quality.kld)
-        if nxt.fits == "no":
-            extra_ram = max(0, nxt.ram_bytes - budget.ram_bytes)
-            alt = next((p for p in sorted(plans, key=lambda p: -p.n_ctx)
-                        if p.quant == nxt.quant and p.fits != "no" and p.n_ctx < target), None)  # fmt: skip
-            msg = f"The next better level, {nxt.quant}, needs {format_bytes(extra_ram)} more RAM"
-            if budget.gpus and budget.can_offload:
-                gpu_need = nxt.estimate.settings.n_gpu_layers
-                msg += f" (with {gpu_need} layers on the GPU)"
-            if alt is not None:
-                msg += f", or a {alt.n_ctx:,}-token context"
-            reasons.append(msg + ".")
-        elif nxt.speed.tok_s < min_tok_s:
-            reasons.append(
-                f"{nxt.quant} would also fit but writes only ~{nxt.speed.tok_s:.1f} tokens/s, below a comfortable "
-                f"{min_tok_s:.0f}."
-            )
-    if model.n_params < 3e9 and rec.quality.kld > 0.01:
-        warnings.append(
-            "Small models lose more to quantization than the 8B model these numbers come from; "
-            "prefer Q5_K_M or better when it fits."
-        )
-    if rec.speed.tok_s < min_tok_s:
-        warnings.append(
-            f"Expect slow answers (~{rec.speed.tok_s:.1f} tokens/s): a smaller model will feel better."
-        )
-    bigger = [p for p in plans if p.quant == rec.quant and p.n_ctx > target and p.fits != "no"]
-    if bigger:
-        top = max(bigger, key=lambda p: p.n_ctx)
-        reasons.append(f"{rec.quant} still fits with up to {top.n_ctx:,} tokens of context ({top.fits}).")
-    return reasons, warnings

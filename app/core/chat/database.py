@@ -14,7 +14,7 @@ from pathlib import Path
 from app.core.errors import ChatStoreError
 
 DB_FILENAME = "chats.sqlite3"
-SCHEMA_VERSION = 1  # stored as PRAGMA user_version
+SCHEMA_VERSION = 2  # stored as PRAGMA user_version
 BUSY_TIMEOUT_MS = 5000  # a chat write takes milliseconds; five seconds only passes if a writer hangs
 
 # Step n turns a version n-1 file into version n. A later version appends a step (usually
@@ -43,6 +43,9 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
         "CREATE INDEX messages_by_parent ON messages (parent_id)",
     ),
+    # The branch on screen: regenerate, edit and a new message continue from it, and it is what
+    # opens again. NULL (a version 1 file): the newest message's branch, as version 1 showed.
+    2: ("ALTER TABLE conversations ADD COLUMN active_leaf_id INTEGER",),
 }
 _CORRUPTION_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (sqlite3.h)
 _BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED (sqlite3.h)

@@ -12,6 +12,17 @@ from app.core.chat.records import Conversation, Message
 from app.core.units import format_bytes
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")  # CommonMark code fence opener
+FORMATS = {"md": "Markdown", "json": "JSON"}  # file suffix: what the window's menu calls it
+_UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]+')  # not in a file name on Windows, macOS or Linux
+FILE_STEM_MAX_CHARS = 80  # leaves room for a folder in the 255-byte name limit of common file systems
+
+
+def suggested_file_name(title: str, fmt: str) -> str:
+    """A file name for a conversation titled ``title`` exported as ``fmt`` ("md" or "json")."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; one of {tuple(FORMATS)}")
+    stem = " ".join(_UNSAFE.sub(" ", title).split()).strip(" .")[:FILE_STEM_MAX_CHARS].rstrip(" .")
+    return f"{stem or 'chat'}.{fmt}"
 
 
 def to_markdown(conv: Conversation, thread: Sequence[Message]) -> str:

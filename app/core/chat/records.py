@@ -30,6 +30,7 @@ class Conversation:
     settings: dict[str, Any] = field(hash=False)  # system_prompt, sampling …
     created_at: float  # time.time() seconds
     updated_at: float  # bumped by every change, including a new message
+    active_leaf_id: int | None = None  # the last message of the branch on screen (None: the newest)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def check_role_and_status(role: str, status: str) -> None:
         raise ValueError(f"unknown message status {status!r}")
 
 
-def _dump(value: Mapping[str, Any]) -> str:
+def dump(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), ensure_ascii=False)
 
 
@@ -82,6 +83,7 @@ def conversation_of(row: sqlite3.Row) -> Conversation:
         settings=_object(row["settings_json"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        active_leaf_id=row["active_leaf_id"],
     )
 
 
@@ -107,7 +109,7 @@ def insert_conversation(
     cur = conn.execute(
         "INSERT INTO conversations (title, model, plan_json, settings_json, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (title, model, _dump(plan), _dump(settings), now, now),
+        (title, model, dump(plan), dump(settings), now, now),
     )
     return get_conversation(conn, _rowid(cur))
 
@@ -140,23 +142,53 @@ def insert_message(
     timings: Mapping[str, Any] | None,
     model: str | None,
 ) -> Message:
-    timings_json = None if timings is None else _dump(timings)
+    timings_json = None if timings is None else dump(timings)
     cur = conn.execute(
         "INSERT INTO messages (conversation_id, parent_id, role, content, status, timings_json, model,"
         " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (conversation_id, parent_id, role, content, status, timings_json, model, time.time()),
     )
-    touch(conn, conversation_id)
-    return get_message(conn, _rowid(cur))
+    mid = _rowid(cur)
+    # A new message ends the branch it joins: that branch is the one on screen from now on.
+    conn.execute("UPDATE conversations SET active_leaf_id = ?, updated_at = ? WHERE id = ?",
+                 (mid, time.time(), conversation_id))  # fmt: skip
+    return get_message(conn, mid)
+
+
+def active_leaf(conn: sqlite3.Connection, conversation_id: int) -> int | None:
+    """The last message of the branch on screen: the stored one while it is a message of this
+    conversation, else the newest message (None: no messages)."""
+    row = conn.execute(
+        "SELECT m.id FROM conversations c JOIN messages m ON m.id = c.active_leaf_id"
+        " AND m.conversation_id = c.id WHERE c.id = ?",
+        (conversation_id,),
+    ).fetchone()
+    if row is not None:
+        return int(row[0])
+    # Ids only grow and a parent always exists before its child, so the newest message is a leaf.
+    newest = conn.execute("SELECT MAX(id) FROM messages WHERE conversation_id = ?", (conversation_id,))
+    value = newest.fetchone()[0]
+    return None if value is None else int(value)
+
+
+def newest_below(conn: sqlite3.Connection, message_id: int) -> int:
+    """The newest message in ``message_id``'s subtree (itself included): the leaf its branch ends in."""
+    row = conn.execute(
+        """WITH RECURSIVE below (id) AS (
+               SELECT ?
+               UNION ALL
+               SELECT m.id FROM messages m JOIN below ON m.parent_id = below.id)
+           SELECT MAX(id) FROM below""",
+        (message_id,),
+    ).fetchone()
+    return int(row[0])
 
 
 def thread(conn: sqlite3.Connection, conversation_id: int, leaf_id: int | None) -> list[Message]:
-    """The path from the root to ``leaf_id`` (None: the newest message), oldest first."""
+    """The path from the root to ``leaf_id`` (None: the branch on screen), oldest first."""
     get_conversation(conn, conversation_id)
     if leaf_id is None:
-        # Ids only grow and a parent always exists before its child, so the newest message is a leaf.
-        row = conn.execute("SELECT MAX(id) FROM messages WHERE conversation_id = ?", (conversation_id,))
-        leaf_id = row.fetchone()[0]
+        leaf_id = active_leaf(conn, conversation_id)
         if leaf_id is None:
             return []
     elif get_message(conn, leaf_id).conversation_id != conversation_id:

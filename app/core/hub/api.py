@@ -1,4 +1,5 @@
-"""The Hub's JSON API (search, a repo's commit, a repo's file tree), bounded and shape-checked.
+"""The Hub's JSON API (search, a repo's commit, a repo's file tree) and a repo's small files
+(``config.json``), bounded and shape-checked.
 
 Our own client on the stdlib opener rather than ``HfApi``: its paginated listings retry a silent
 server six times with back-off (over 20 s before the timeouts themselves) and parse any JSON
@@ -16,13 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from app.core.errors import HubError, ModelNotFoundError, TailorError
-from app.core.hub.http import auth_headers, hub_endpoint, hub_timeout_s, open_url
-from app.core.hub.names import check_commit, check_sha256, hostile
+from app.core.errors import HubError, ModelNotFoundError, OfflineError, TailorError
+from app.core.hub.http import auth_headers, hub_endpoint, hub_timeout_s, open_url, resolve_url
+from app.core.hub.names import check_commit, check_sha256, hostile, safe_relpath
+from app.core.hub.online import request_failed
 
 MAX_JSON_BYTES = 64 * 2**20  # a 1,000-entry tree page is ~300 KB; far above any real answer
 MAX_PAGES = 100  # the Hub pages trees by 1,000 entries: 100,000 files is more than any model repo
 RETRIES = 1  # one more try on a timeout or a dropped connection
+DEADLINE_TIMEOUTS = 4  # a whole answer must arrive within this many timeouts, however it trickles
 
 
 @dataclass(frozen=True)
@@ -55,40 +58,50 @@ def _error(code: int, error_code: str | None, what: str) -> TailorError:
     return HubError(f"The Hub answered {code} for {what}.", hint="Try again later.")
 
 
-def _read_body(resp: Any, deadline: float) -> bytes:
-    """The body, at most MAX_JSON_BYTES and by ``deadline``: a server that drips one byte per
+def _read_body(resp: Any, deadline: float, max_bytes: int = MAX_JSON_BYTES) -> bytes:
+    """The body, at most ``max_bytes`` and by ``deadline``: a server that drips one byte per
     timeout must not keep us for hours."""
     chunks, n = [], 0
     while chunk := resp.read1(1 << 16):
         chunks.append(chunk)
         n += len(chunk)
-        if n > MAX_JSON_BYTES:
-            raise hostile(f"an answer over {MAX_JSON_BYTES // 2**20} MiB")
+        if n > max_bytes:
+            raise hostile(f"an answer over {max_bytes / 2**20:g} MiB")
         if time.monotonic() > deadline:
             raise HubError("The Hub answered too slowly.", hint="Check the connection and try again.")
     return b"".join(chunks)
 
 
-def _get(url: str, what: str) -> tuple[Any, str | None]:
-    """GET ``url`` → (parsed JSON, the next page's URL from the ``Link`` header or None)."""
+def _fetch(
+    url: str, what: str, headers: dict[str, str], *, max_bytes: int = MAX_JSON_BYTES, missing_ok: bool = False
+) -> tuple[bytes, str | None] | None:
+    """GET ``url`` → (body, its ``Link`` header), with the timeout, the retry and the bounds; None
+    for a file the repo does not have (``missing_ok``: a 404 that says ``EntryNotFound``)."""
     timeout = hub_timeout_s()
     for attempt in range(RETRIES + 1):
         try:
-            with open_url(url, {"Accept": "application/json", **auth_headers()}, timeout_s=timeout) as resp:
-                body = _read_body(resp, time.monotonic() + 4 * timeout)
-                link = resp.headers.get("Link")
-            break
+            with open_url(url, {**headers, **auth_headers()}, timeout_s=timeout) as resp:
+                body = _read_body(resp, time.monotonic() + DEADLINE_TIMEOUTS * timeout, max_bytes)
+                return body, resp.headers.get("Link")
         except urllib.error.HTTPError as exc:
-            raise _error(exc.code, exc.headers.get("X-Error-Code"), what) from None
+            exc.close()  # it holds the connection
+            code = exc.headers.get("X-Error-Code")
+            if missing_ok and exc.code == 404 and code == "EntryNotFound":
+                return None
+            raise _error(exc.code, code, what) from None
         except OSError as exc:  # URLError, a timeout, a reset connection
-            reason = getattr(exc, "reason", exc)
-            if attempt < RETRIES:
+            failed = request_failed(exc, what, url, timeout_s=timeout)  # offline: at once, no retry
+            if attempt < RETRIES and not isinstance(failed, OfflineError):
                 continue
-            if isinstance(reason, TimeoutError):
-                raise HubError(f"The Hub did not answer within {timeout:g} s ({what}).",
-                               hint="Check the connection and try again.") from None  # fmt: skip
-            raise HubError(f"Could not reach the Hub for {what} ({reason.__class__.__name__}).",
-                           hint="Check the connection and try again.") from None  # fmt: skip
+            raise failed from None
+    raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+
+def _get(url: str, what: str) -> tuple[Any, str | None]:
+    """GET ``url`` → (parsed JSON, the next page's URL from the ``Link`` header or None)."""
+    fetched = _fetch(url, what, {"Accept": "application/json"})
+    assert fetched is not None  # only missing_ok returns None
+    body, link = fetched
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):  # HTML, truncated JSON, nesting deeper than Python's stack
@@ -157,3 +170,13 @@ def _tree_entry(e: object) -> TreeFile | None:
         raise hostile(f"the LFS pointer of {path[:80]!r} is not an object")
     sha = check_sha256(lfs.get("oid")) if lfs is not None else None
     return TreeFile(path, _int(e.get("size"), f"the size of {path[:80]!r}"), sha)
+
+
+def repo_file(
+    repo_id: str, path: str, *, revision: str = "main", max_bytes: int = MAX_JSON_BYTES
+) -> bytes | None:
+    """The bytes of a small file of a repo (``config.json``), at most ``max_bytes``; None when
+    the repo exists but has no such file."""
+    url = resolve_url(repo_id, str(safe_relpath(path)), revision)
+    fetched = _fetch(url, repo_id, {}, max_bytes=max_bytes, missing_ok=True)
+    return None if fetched is None else fetched[0]

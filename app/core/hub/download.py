@@ -25,8 +25,9 @@ from http.client import IncompleteRead
 from pathlib import Path
 from typing import Any
 
-from app.core.errors import Cancelled, DownloadCorruptError, HubError
+from app.core.errors import Cancelled, DownloadCorruptError, HubError, NetworkError, TailorError
 from app.core.hub.http import hub_timeout_s, open_url
+from app.core.hub.online import hub_verdict, reason_in_words
 from app.core.units import MIB, format_bytes
 
 CHUNK_BYTES = 1 * MIB
@@ -169,12 +170,14 @@ def download(
                 if exc.code == 416 and start:  # the partial file is already complete
                     break
                 raise _http_error(exc.code) from None
-            except (urllib.error.URLError, OSError) as exc:
+            except OSError as exc:  # URLError, a refused or dropped connection, a timeout
                 attempt += 1
+                if attempt > retries or start == start0:  # nothing came yet: offline says so at once
+                    _raise_if_offline(url)
                 if attempt > retries:
-                    raise HubError(f"The download failed after {retries} retries ({exc.__class__.__name__}).",
-                                   hint="Run it again: it resumes where it stopped.") from None  # fmt: skip
-                time.sleep(min(8.0, 0.5 * 2**attempt))
+                    raise NetworkError(f"The download failed after {retries} retries ({reason_in_words(exc)}).",
+                                       hint="Run it again: it resumes where it stopped.") from None  # fmt: skip
+                _back_off(attempt, cancel)
                 continue
             if start and saved.get("etag") not in (None, etag):
                 resp.close()
@@ -213,22 +216,18 @@ def download(
                                    hint="Free some space; the download resumes where it stopped.") from None  # fmt: skip
                 attempt += 1
                 if attempt > retries:
-                    raise HubError(
-                        "The connection kept dropping.", hint="Run it again: it resumes."
-                    ) from None
+                    raise _kept_dropping(url) from None
                 start = part.stat().st_size  # what really reached the disk
                 continue
             except IncompleteRead:
                 attempt += 1
                 if attempt > retries:
-                    raise HubError(
-                        "The connection kept dropping.", hint="Run it again: it resumes."
-                    ) from None
+                    raise _kept_dropping(url) from None
                 continue
             if size is not None and start < size:
                 attempt += 1  # the server closed early: resume from here
                 if attempt > retries:
-                    raise HubError("The connection kept dropping.", hint="Run it again: it resumes.")
+                    raise _kept_dropping(url)
                 continue
             break
         report(final=True)
@@ -241,6 +240,29 @@ def download(
     part.replace(dest)
     meta.unlink(missing_ok=True)
     return dest
+
+
+def _raise_if_offline(url: str) -> None:
+    verdict = hub_verdict(url, fresh=True)
+    if not verdict.online:
+        raise verdict.error()
+
+
+def _kept_dropping(url: str) -> TailorError:
+    """Retries spent on a connection that kept failing: offline, or a flaky link."""
+    verdict = hub_verdict(url, fresh=True)
+    if not verdict.online:
+        return verdict.error()
+    return NetworkError("The connection kept dropping.", hint="Run it again: it resumes where it stopped.")
+
+
+def _back_off(attempt: int, cancel: threading.Event | None) -> None:
+    """Wait before the next try (0.5 s doubling, at most 8 s); a cancel ends the wait."""
+    delay = min(8.0, 0.5 * 2**attempt)
+    if cancel is None:
+        time.sleep(delay)
+    elif cancel.wait(delay):
+        raise Cancelled("Download stopped; it resumes next time.")
 
 
 def _http_error(code: int) -> HubError:

@@ -81,7 +81,13 @@ _opener = urllib.request.build_opener(_SameHostAuthRedirect())
 
 def open_url(url: str, headers: dict[str, str] | None = None, *, timeout_s: float | None = None) -> Any:
     """``urlopen`` with token-safe redirects and a connect/read timeout (``hub_timeout_s()`` by
-    default); raises urllib's HTTPError/URLError like it. A redirect loop is an HTTPError 3xx."""
+    default); raises urllib's HTTPError/URLError like it. A redirect loop is an HTTPError 3xx.
+
+    Every Hub request comes here, so here is where an unreachable host is refused at once:
+    :class:`~app.core.errors.OfflineError` within a second (``app.core.hub.online``)."""
+    from app.core.hub.online import require_online
+
+    require_online(url)
     timeout = hub_timeout_s() if timeout_s is None else timeout_s
     return _opener.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
 

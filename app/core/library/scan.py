@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,10 @@ from app.core.files import not_a_regular_file
 from app.core.hub.files import group_gguf_files
 from app.core.model.gguf_header import GGUF_MAGIC
 
+EMPTY = "is empty"  # a 0-byte file, the reason a scan gives for it
+# An error's sentence about "the file" whose subject the file's name replaces in a summary.
+_SUBJECT = re.compile(r"^(?:This|The file|It)\s+(?=(?:is|was|has|does|cannot)\b)")
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s")
 MAX_FOLDER_DEPTH = 6  # enough for <publisher>/<repo>/<quant>/ trees; bounds a scan of a home folder
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"  # ollama types/model/manifest.go
 _OLLAMA_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # anything else could point outside blobs/
@@ -76,6 +80,31 @@ class ScanProblem:
     reason: str
 
 
+def skipped_summary(problems: Sequence[ScanProblem], *, names: int = 3) -> str:
+    """ "Skipped 2 files: empty.gguf is empty; notes.gguf is not a GGUF file (…)." — the first
+    ``names`` files by name with why, then how many more; "" when nothing was skipped."""
+    if not problems:
+        return ""
+    n = len(problems)
+    shown = "; ".join(_clause(p) for p in problems[:names])
+    more = f"; and {n - names} more" if n > names else ""
+    return f"Skipped {n} file{'s' if n != 1 else ''}: {shown}{more}."
+
+
+def _clause(problem: ScanProblem) -> str:
+    """ "notes.gguf is not a GGUF file (…)": the reason's first sentence, with the file's name as
+    its subject. Reasons are either predicates ("is not a regular file …", from this module) or an
+    error's sentences ("This is not a GGUF file …. Choose …", "/path/x.gguf cannot be read …")."""
+    name, reason = problem.path.name, problem.reason.strip()
+    if reason.startswith(str(problem.path)):
+        reason = reason[len(str(problem.path)) :].lstrip()
+    reason = _SUBJECT.sub("", reason, count=1)
+    reason = _FIRST_SENTENCE.split(reason, maxsplit=1)[0].rstrip(".")
+    if reason[:1].islower():
+        return f"{name} {reason}"
+    return f"{name}: {reason}"
+
+
 def file_problem(path: Path) -> str | None:
     """Why ``path`` is not a file the scan may open, or None (see :mod:`app.core.files`)."""
     return not_a_regular_file(path)
@@ -99,13 +128,16 @@ def _sorted_out(candidates: list[Path]) -> tuple[list[Path], list[ScanProblem]]:
     files: list[Path] = []
     problems: list[ScanProblem] = []
     for path in candidates:
+        size = None
         try:
-            path.stat()
+            size = path.stat().st_size
         except FileNotFoundError:
             continue
         except OSError:
             pass  # file_problem says why
         reason = file_problem(path)
+        if reason is None and size == 0:  # no header to read: say so plainly, before any parser does
+            reason = EMPTY
         if reason is None:
             files.append(path)
         else:

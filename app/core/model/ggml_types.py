@@ -56,5 +56,8 @@ def row_bytes(name: str, n_per_row: int) -> int:
 
 
 def tensor_bytes(name: str, shape: tuple[int, ...]) -> int:
-    """Bytes of a tensor of ``shape`` (ggml order: ``shape[0]`` is the row length)."""
+    """Bytes of a tensor of ``shape`` (ggml order: ``shape[0]`` is the row length). A tensor of no
+    dimensions is one value, as in ggml, which pads every missing dimension with 1."""
+    if not shape:
+        return row_bytes(name, 1)
     return row_bytes(name, shape[0]) * math.prod(shape[1:])

@@ -9,23 +9,44 @@ https://github.com/ggml-org/ggml/blob/master/docs/gguf.md (version 2 and 3, litt
 from __future__ import annotations
 
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.core.errors import CorruptModelError, ModelNotFoundError, NotAGGUFError
+from app.core.errors import CorruptModelError, ModelNotFoundError, ModelReadError, NotAGGUFError
+from app.core.files import not_a_regular_file
 from app.core.model import ggml_types
 
 GGUF_MAGIC = b"GGUF"
-DEFAULT_ALIGNMENT = 32  # gguf.md: general.alignment defaults to 32
+ALIGNMENT_KEY = "general.alignment"
+DEFAULT_ALIGNMENT = 32  # gguf.h GGUF_DEFAULT_ALIGNMENT
 # Arrays with more elements than this are kept as a length only (token lists, merges, scores):
 # the advisor never needs their contents and they are the bulk of every header.
 MAX_ARRAY_KEEP = 4096
-# No real header has more; a larger count means a damaged file, not a big model.
-MAX_TENSORS = 1_000_000
+# llama.cpp's own limits (ggml/src/gguf.cpp, ggml/include/ggml.h): a header past one of them is
+# refused by gguf_init_from_file too, so we refuse it the same way.
+MAX_ARRAY_ELEMENTS = 1 << 30  # GGUF_MAX_ARRAY_ELEMENTS
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_TENSOR_NAME_BYTES = 63  # GGML_MAX_NAME (64) counts the terminating NUL
+INT64_MAX = (1 << 63) - 1  # dimensions and element counts are int64_t
+SIZE_MAX = (1 << 64) - 1  # a tensor's size in bytes is a size_t
+# Ours, tighter than llama.cpp (which bounds these only by memory), so a hostile count is refused
+# before it costs time: the largest real tensor tables are a few thousand rows (per-expert MoE
+# files such as Snowflake Arctic: ~13,500), and a 65,536-row table parses in well under a second.
+MAX_TENSORS = 65_536
 MAX_KV = 100_000
-MAX_STRING = 64 * 1024 * 1024
+MAX_STRING = 64 * 1024 * 1024  # llama.cpp allows 1 GiB (GGUF_MAX_STRING_LENGTH); no real value nears 64 MiB
+# The fewest bytes one key/value (8-byte length, a 1-byte key, type, a 1-byte value) and one tensor
+# row (8-byte name length, no name, n_dims, type, offset) can take: counts beyond the file are lies.
+MIN_KV_BYTES = 8 + 1 + 4 + 1
+MIN_TENSOR_BYTES = 8 + 4 + 4 + 8
+_HINT = "Download it again, or choose another file."
+
+
+def _damaged(what: str) -> CorruptModelError:
+    return CorruptModelError(f"The GGUF header is damaged: {what}.", hint=_HINT)
 
 
 class ByteSource(Protocol):
@@ -42,13 +63,20 @@ class FileSource:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        # Opening a pipe blocks until a writer comes: ask stat first (app/core/files.py).
+        if (reason := not_a_regular_file(self.path)) is not None:
+            if self.path.is_dir():
+                raise NotAGGUFError(f"{self.path} is a folder, not a GGUF file")
+            if not os.path.lexists(self.path):
+                raise ModelNotFoundError(f"No such file: {self.path}")
+            raise ModelReadError(f"{self.path} {reason}; it was not read.")
         try:
             self._f = self.path.open("rb")
         except FileNotFoundError:
             raise ModelNotFoundError(f"No such file: {self.path}") from None
-        except IsADirectoryError:
-            raise NotAGGUFError(f"{self.path} is a folder, not a GGUF file") from None
-        self._size = self.path.stat().st_size
+        except OSError as exc:
+            raise ModelReadError(f"{self.path} cannot be read ({exc.strerror or exc}).") from None
+        self._size = os.fstat(self._f.fileno()).st_size
 
     @property
     def size(self) -> int | None:
@@ -132,7 +160,8 @@ _SCALARS: dict[int, tuple[str, str]] = {
     11: ("<q", "INT64"),
     12: ("<d", "FLOAT64"),
 }
-_STRING, _ARRAY = 8, 9
+_UINT32, _STRING, _ARRAY = 4, 8, 9
+_ROW_TAIL = [f"<{n}QIQ" for n in range(MAX_DIMS + 1)]  # a tensor row after n_dims: shape, type, offset
 
 
 class _Cursor:
@@ -164,12 +193,21 @@ class _Cursor:
             else:
                 self._buf, self._buf_start = self.src.read(self.pos, max(n, self.CHUNK)), self.pos
             if len(self._buf) < n:
-                raise CorruptModelError(
-                    f"The GGUF header ends early (needed {n} bytes at offset {self.pos}): "
-                    "the file is truncated or damaged.",
-                    hint="Download it again.",
-                )
+                raise self._early(n)
         return self.pos - self._buf_start
+
+    def _early(self, n: int) -> CorruptModelError:
+        return CorruptModelError(
+            f"The GGUF header ends early (needed {n:,} bytes at offset {self.pos:,}): "
+            "the file is truncated or damaged.",
+            hint="Download it again.",
+        )
+
+    def need(self, n: int) -> None:
+        """Refuse at once when fewer than ``n`` bytes are left (a count that no file could hold)."""
+        size = self.src.size
+        if n > INT64_MAX or (size is not None and self.pos + n > size):
+            raise self._early(n)
 
     def skip_strings(self, count: int) -> None:
         """Step over ``count`` strings (a 262k-token vocabulary) without decoding any: a tight loop
@@ -181,71 +219,176 @@ class _Cursor:
             while count and i + 8 <= end:
                 n = unpack_from("<Q", buf, i)[0]
                 if n > MAX_STRING:
-                    raise CorruptModelError(f"A GGUF string claims {n} bytes: the header is damaged.")
+                    raise _damaged(f"a string claims {n:,} bytes")
                 if i + 8 + n > end:
                     break
                 i += 8 + n
                 count -= 1
             self.pos = self._buf_start + i
             if count:  # a string (or its length) straddles the buffer's end: the slow path refills
-                n = self.unpack("<Q")
-                if n > MAX_STRING:
-                    raise CorruptModelError(f"A GGUF string claims {n} bytes: the header is damaged.")
-                self.skip(n)
+                self.skip(self._string_length())
                 count -= 1
+
+    def tensor_row(self) -> tuple[bytes, int, tuple[int, ...]]:
+        """One tensor-table row: the raw name, n_dims, then the shape, type and offset (empty when
+        n_dims is past MAX_DIMS). Rows inside the buffer are unpacked in place: a 65,536-row table
+        then reads in a fraction of a second."""
+        buf, i = self._buf, self.pos - self._buf_start
+        if i >= 0 and i + 8 <= len(buf):
+            n = struct.unpack_from("<Q", buf, i)[0]
+            j = i + 8 + n
+            if n <= MAX_STRING and j + 4 <= len(buf):
+                n_dims = struct.unpack_from("<I", buf, j)[0]
+                end = j + 4 + 8 * n_dims + 12
+                if n_dims <= MAX_DIMS and end <= len(buf):
+                    self.pos += end - i
+                    return buf[i + 8 : j], n_dims, struct.unpack_from(_ROW_TAIL[n_dims], buf, j + 4)
+        name = self.raw_string()  # at the buffer's end, or damaged: the checked path
+        n_dims = self.unpack("<I")
+        return name, n_dims, self.unpack_all(_ROW_TAIL[n_dims]) if n_dims <= MAX_DIMS else ()
 
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
 
-    def string(self) -> str:
-        n = self.unpack("<Q")
+    def unpack_all(self, fmt: str) -> tuple[Any, ...]:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def _string_length(self) -> int:
+        n: int = self.unpack("<Q")
         if n > MAX_STRING:
-            raise CorruptModelError(f"A GGUF string claims {n} bytes: the header is damaged.")
-        raw = self.take(n)
-        return raw.decode("utf-8", errors="replace")
+            raise _damaged(f"a string claims {n:,} bytes")
+        return n
+
+    def raw_string(self) -> bytes:
+        return self.take(self._string_length())
+
+    def string(self) -> str:
+        return self.raw_string().decode("utf-8", errors="replace")
 
     def skip(self, n: int) -> None:
-        self.take(n) if n <= self.CHUNK else self._jump(n)
+        if n <= self.CHUNK:
+            self.take(n)
+        else:
+            self.need(n)
+            self.pos += n
 
-    def _jump(self, n: int) -> None:
-        self.pos += n
 
-
-def _read_value(cur: _Cursor, vtype: int) -> Any:
+def _read_value(cur: _Cursor, key: str, vtype: int) -> Any:
     if vtype in _SCALARS:
         return cur.unpack(_SCALARS[vtype][0])
     if vtype == _STRING:
         return cur.string()
-    if vtype == _ARRAY:
-        item_type = cur.unpack("<I")
-        length = cur.unpack("<Q")
-        if item_type not in _SCALARS and item_type not in (_STRING, _ARRAY):
-            raise CorruptModelError(f"Unknown GGUF array element type {item_type}: the header is damaged.")
-        if length > MAX_ARRAY_KEEP:
-            if item_type in _SCALARS:
-                cur.skip(length * struct.calcsize(_SCALARS[item_type][0]))
-            elif item_type == _STRING:
-                cur.skip_strings(length)
-            else:
-                for _ in range(length):
-                    _read_value(cur, item_type)
-            name = (
-                _SCALARS[item_type][1]
-                if item_type in _SCALARS
-                else ("STRING" if item_type == _STRING else "ARRAY")
+    if vtype != _ARRAY:
+        raise _damaged(f"{key!r} has the unknown value type {vtype}")
+    item_type: int = cur.unpack("<I")
+    length: int = cur.unpack("<Q")
+    if item_type == _ARRAY:  # gguf.cpp refuses arrays of arrays: GGUF_TYPE_ARRAY is not an element type
+        raise _damaged(f"{key!r} is an array of arrays")
+    if item_type not in _SCALARS and item_type != _STRING:
+        raise _damaged(f"{key!r} is an array of the unknown type {item_type}")
+    if length > MAX_ARRAY_ELEMENTS:
+        raise _damaged(f"{key!r} claims {length:,} elements")
+    item_size = 8 if item_type == _STRING else struct.calcsize(_SCALARS[item_type][0])
+    cur.need(length * item_size)  # strings: at least their 8-byte lengths
+    if length > MAX_ARRAY_KEEP:
+        if item_type == _STRING:
+            cur.skip_strings(length)
+            return ArrayLength("STRING", length)
+        cur.skip(length * item_size)
+        return ArrayLength(_SCALARS[item_type][1], length)
+    if item_type == _STRING:
+        return [cur.string() for _ in range(length)]
+    return list(cur.unpack_all(f"<{length}{_SCALARS[item_type][0][1]}"))
+
+
+def _read_metadata(cur: _Cursor, n_kv: int) -> tuple[dict[str, Any], int]:
+    """The key/value pairs and the alignment they set, checked as gguf.cpp checks them."""
+    metadata: dict[str, Any] = {}
+    alignment = DEFAULT_ALIGNMENT
+    for i in range(n_kv):
+        raw_key = cur.raw_string()
+        if not raw_key:
+            raise _damaged(f"metadata key {i} is empty")
+        key = raw_key.decode("utf-8", errors="replace")
+        if key in metadata:
+            raise _damaged(f"the key {key!r} appears twice")
+        vtype: int = cur.unpack("<I")
+        metadata[key] = value = _read_value(cur, key, vtype)
+        if key == ALIGNMENT_KEY:
+            if vtype != _UINT32:
+                raise _damaged(f"{ALIGNMENT_KEY} must be a UINT32, not {_type_name(vtype)}")
+            if value == 0 or value & (value - 1):
+                raise _damaged(f"{ALIGNMENT_KEY} is {value}, not a power of two")
+            alignment = value
+    return metadata, alignment
+
+
+def _type_name(vtype: int) -> str:
+    return {_STRING: "STRING", _ARRAY: "ARRAY"}.get(vtype) or _SCALARS[vtype][1]
+
+
+def _tensor_table(cur: _Cursor, n_tensors: int, alignment: int) -> list[TensorInfo]:
+    """The tensor table, each row refused where gguf.cpp's gguf_init_from_reader refuses it."""
+    rows: list[TensorInfo] = []
+    seen: set[str] = set()
+    types: dict[int, tuple[str, int, int]] = {}  # type id -> name, block size, block bytes
+    data_end = 0  # where the tensors so far end in the data section, each padded to the alignment
+    for index in range(n_tensors):
+        raw_name, n_dims, tail = cur.tensor_row()
+        name = raw_name.decode("utf-8", errors="replace")
+        if len(raw_name) > MAX_TENSOR_NAME_BYTES:
+            raise _damaged(
+                f"tensor {index}'s name is {len(raw_name)} bytes long (at most {MAX_TENSOR_NAME_BYTES})"
             )
-            return ArrayLength(name, length)
-        if item_type in _SCALARS:
-            fmt = _SCALARS[item_type][0]
-            size = struct.calcsize(fmt)
-            raw = cur.take(size * length)
-            return [struct.unpack_from(fmt, raw, i * size)[0] for i in range(length)]
-        return [_read_value(cur, item_type) for _ in range(length)]
-    raise CorruptModelError(f"Unknown GGUF value type {vtype}: the header is damaged.")
+        if name in seen:
+            raise _damaged(f"two tensors are named {name!r}")
+        seen.add(name)
+        if n_dims > MAX_DIMS:
+            raise _damaged(f"tensor {name!r} claims {n_dims} dimensions (at most {MAX_DIMS})")
+        *shape, type_id, offset = tail
+        n_elements = 1
+        for n in shape:
+            n_elements *= n
+            if n > INT64_MAX or n_elements > INT64_MAX:
+                raise _damaged(f"tensor {name!r} has the impossible shape {shape}")
+        if type_id not in types:
+            types[type_id] = _ggml_type(name, type_id)
+        type_name, block, block_bytes = types[type_id]
+        row = shape[0] if shape else 1  # ggml pads a missing dimension with 1
+        if row % block:
+            raise _damaged(
+                f"tensor {name!r} has rows of {row:,} values, not whole {type_name} blocks of {block}"
+            )
+        n_bytes = n_elements // block * block_bytes
+        if n_bytes > SIZE_MAX:
+            raise _damaged(f"tensor {name!r} is larger than any file can be")
+        if offset != data_end:  # gguf.cpp: back to back, in table order
+            raise _damaged(
+                f"tensor {name!r} starts at byte {offset:,} of the data section, where the tensors "
+                f"before it end at {data_end:,} (they overlap, are out of order or leave a gap)"
+            )
+        data_end += -(-n_bytes // alignment) * alignment
+        rows.append(TensorInfo(name, tuple(shape), type_name, offset))
+    return rows
+
+
+def _ggml_type(tensor: str, type_id: int) -> tuple[str, int, int]:
+    try:
+        name = ggml_types.type_name(type_id)
+    except ValueError:
+        raise CorruptModelError(
+            f"Tensor {tensor!r} has unknown type {type_id}.",
+            hint="The file may need a newer llama.cpp, or it is damaged.",
+        ) from None
+    return name, ggml_types.block_size(name), ggml_types.block_bytes(name)
 
 
 def read_header(source: ByteSource) -> GGUFHeader:
-    """Parse the header of the GGUF behind ``source``; raise ``NotAGGUFError``/``CorruptModelError``."""
+    """Parse the header of the GGUF behind ``source``; raise ``NotAGGUFError``/``CorruptModelError``.
+
+    Everything llama.cpp's own parser (``gguf_init_from_file``) refuses is refused here too, with
+    one sentence naming the key or tensor; nothing is read past the header.
+    """
     cur = _Cursor(source)
     try:
         magic = cur.take(4)
@@ -259,42 +402,27 @@ def read_header(source: ByteSource) -> GGUFHeader:
     version = cur.unpack("<I")
     if version not in (2, 3):
         raise CorruptModelError(f"Unsupported GGUF version {version} (TailorLM reads versions 2 and 3).")
-    n_tensors = cur.unpack("<Q")
-    n_kv = cur.unpack("<Q")
+    n_tensors, n_kv = cur.unpack_all("<QQ")
     if n_tensors > MAX_TENSORS or n_kv > MAX_KV:
-        raise CorruptModelError("The GGUF header counts are impossible: the file is damaged.")
-
-    metadata: dict[str, Any] = {}
-    for _ in range(n_kv):
-        key = cur.string()
-        vtype = cur.unpack("<I")
-        metadata[key] = _read_value(cur, vtype)
-
-    tensors: list[TensorInfo] = []
-    for _ in range(n_tensors):
-        name = cur.string()
-        n_dims = cur.unpack("<I")
-        if n_dims > 8:
-            raise CorruptModelError(f"Tensor {name!r} claims {n_dims} dimensions: the header is damaged.")
-        shape = tuple(int(cur.unpack("<Q")) for _ in range(n_dims))
-        type_id = cur.unpack("<I")
-        offset = cur.unpack("<Q")
-        try:
-            tname = ggml_types.type_name(type_id)
-        except ValueError:
-            raise CorruptModelError(
-                f"Tensor {name!r} has unknown type {type_id}.",
-                hint="The file may need a newer llama.cpp, or it is damaged.",
-            ) from None
-        tensors.append(TensorInfo(name, shape, tname, int(offset)))
-
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT)) or DEFAULT_ALIGNMENT
-    data_offset = (cur.pos + alignment - 1) // alignment * alignment
+        raise CorruptModelError(
+            f"The GGUF header counts are impossible ({n_tensors:,} tensors, {n_kv:,} keys): "
+            "the file is damaged.",
+            hint=_HINT,
+        )
+    left = None if source.size is None else source.size - cur.pos
+    if left is not None and n_tensors * MIN_TENSOR_BYTES + n_kv * MIN_KV_BYTES > left:
+        raise CorruptModelError(
+            f"The GGUF header ends early: it counts {n_tensors:,} tensors and {n_kv:,} keys, more than "
+            f"the {left:,} bytes that follow can hold (the file is truncated or damaged).",
+            hint="Download it again.",
+        )
+    metadata, alignment = _read_metadata(cur, n_kv)
+    tensors = _tensor_table(cur, n_tensors, alignment)
     header = GGUFHeader(
         metadata=metadata,
         tensors=tuple(tensors),
         version=version,
-        data_offset_bytes=data_offset,
+        data_offset_bytes=-(-cur.pos // alignment) * alignment,
         file_size_bytes=source.size,
     )
     _check_tensor_extent(header)
@@ -305,10 +433,8 @@ def _check_tensor_extent(header: GGUFHeader) -> None:
     """A file shorter than its tensor table says is truncated: say so now, not at load time."""
     if header.file_size_bytes is None or not header.tensors:
         return
-    try:
-        end = max(header.data_offset_bytes + t.offset_bytes + t.n_bytes for t in header.tensors)
-    except ValueError as exc:
-        raise CorruptModelError(f"The tensor table is inconsistent: {exc}.") from None
+    last = header.tensors[-1]  # the offsets are checked: the last row ends the data
+    end = header.data_offset_bytes + last.offset_bytes + last.n_bytes
     if end > header.file_size_bytes:
         missing = end - header.file_size_bytes
         raise CorruptModelError(

@@ -21,6 +21,8 @@ from typing import Any
 
 from app.core.errors import UnsupportedArchitectureError
 from app.core.model.gguf_header import GGUFHeader, TensorInfo
+from app.core.model.hf_config import CONTEXT_KEYS, bad, check_config, missing, section
+from app.core.model.sanity import MAX_HEAD_DIM
 
 
 @dataclass(frozen=True)
@@ -165,10 +167,11 @@ def supported_model_types() -> tuple[str, ...]:
 def text_config(config: dict[str, Any]) -> dict[str, Any]:
     """The language model's config: multimodal configs nest it under ``text_config`` (the converter
     merges it over the top level, conversion/base.py TextModel.__init__), plus transformers' defaults."""
-    merged = (
-        {**config, **config["text_config"]} if isinstance(config.get("text_config"), dict) else dict(config)
-    )
-    model_type = str(merged.get("model_type", ""))
+    nested = section("text_config", config.get("text_config"))
+    merged = {**config, **nested} if nested is not None else dict(config)
+    model_type = merged.get("model_type") or ""
+    if not isinstance(model_type, str):
+        raise bad("model_type", model_type, "not a string")
     if model_type == "gemma3":  # a text_config without its own model_type still describes gemma3_text
         model_type = "gemma3_text"
     defaults = HF_DEFAULTS.get(model_type, {})
@@ -183,7 +186,7 @@ def gguf_arch(config: dict[str, Any]) -> str:
     try:
         return MODEL_TYPES[model_type]
     except KeyError:
-        shown = repr(model_type) if model_type else "(none: config.json has no model_type)"
+        shown = repr(model_type[:80]) if model_type else "(none: config.json has no model_type)"
         raise UnsupportedArchitectureError(
             f"TailorLM cannot describe the Hugging Face model type {shown}. "
             f"Supported: {', '.join(supported_model_types())}.",
@@ -192,20 +195,19 @@ def gguf_arch(config: dict[str, Any]) -> str:
 
 
 def _need(cfg: dict[str, Any], key: str) -> int:
+    """A key the shape needs; its type and range were checked by ``check_config``."""
     value = cfg.get(key)
-    if not isinstance(value, int) or value <= 0:
-        raise UnsupportedArchitectureError(
-            f"config.json lacks a usable {key!r} (found {value!r}), so the model's shape is unknown."
-        )
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise missing(key, value)
     return value
 
 
 def _rope(cfg: dict[str, Any]) -> tuple[dict[str, Any], float | None, float | None]:
     """(global rope parameters, rope_theta, local rope_theta) from the old or the v5 config style."""
     params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    full = dict(params.get("full_attention", params))
-    local = params.get("sliding_attention", {}).get("rope_theta", cfg.get("rope_local_base_freq"))
-    theta = full.get("rope_theta", cfg.get("rope_theta"))
+    full = dict(params.get("full_attention") or params)
+    local = (params.get("sliding_attention") or {}).get("rope_theta") or cfg.get("rope_local_base_freq")
+    theta = full.get("rope_theta") or cfg.get("rope_theta")
     if "rope_type" not in full and "type" in full:
         full["rope_type"] = full["type"]
     return full, theta, local
@@ -214,16 +216,24 @@ def _rope(cfg: dict[str, Any]) -> tuple[dict[str, Any], float | None, float | No
 def _dims(cfg: dict[str, Any], arch: str) -> dict[str, int]:
     embd, n_head = _need(cfg, "hidden_size"), _need(cfg, "num_attention_heads")
     n_kv = int(cfg.get("num_key_value_heads") or n_head)
+    if n_head % n_kv:  # each KV head serves a whole group of query heads (ggml_mul_mat broadcasts)
+        raise bad("num_key_value_heads", n_kv, f"does not divide the {n_head} attention heads")
     hd = int(cfg.get("head_dim") or embd // n_head)
+    if not 1 <= hd <= MAX_HEAD_DIM:  # a derived width, so bounded here rather than in check_config
+        raise bad("num_attention_heads", n_head, f"{embd} / {n_head} heads gives heads {hd} wide")
     ff = int(cfg.get("intermediate_size") or 0)
     rope, _, _ = _rope(cfg)
     rot = hd
     if arch == "phi3":  # conversion/phi.py: partial rotary over the whole width
-        rot = (
-            int(float(cfg.get("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0))) * embd)
-            // n_head
-        )
+        factor = cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0
+        rot = int(float(factor) * embd) // n_head
     n_expert = int(cfg.get("num_experts") or cfg.get("num_local_experts") or 0)
+    if n_expert > 1:  # llama.cpp asserts 0 < n_expert_used <= n_expert (llama-model.cpp load_hparams)
+        used = cfg.get("num_experts_per_tok")
+        if not used:
+            raise missing("num_experts_per_tok", used)
+        if used > n_expert:
+            raise bad("num_experts_per_tok", used, f"more than the {n_expert} experts")
     return {
         "embd": embd, "vocab": _need(cfg, "vocab_size"), "ff": ff, "ff2": 2 * ff,
         "q": n_head * hd, "k": n_kv * hd, "v": n_kv * hd, "hd": hd, "qkv": (n_head + 2 * n_kv) * hd,
@@ -277,8 +287,11 @@ def _tensors(cfg: dict[str, Any], arch: str, dtype: str) -> tuple[TensorInfo, ..
         return TensorInfo(name, shape, _tensor_type(name, shape, dtype))
 
     out = [make(s, feats) for s in glob]
-    for bid in range(_need(cfg, "num_hidden_layers")):
-        active = feats | ({"moe"} if _layer_is_moe(cfg, dims, bid) else {"dense"})
+    for bid in range(_need(cfg, "num_hidden_layers")):  # at most LLAMA_MAX_LAYERS (check_config)
+        moe = _layer_is_moe(cfg, dims, bid)
+        if not (dims["ff_exp"] if moe else dims["ff"]):  # a zero-wide FFN: no such model
+            raise missing("moe_intermediate_size" if moe else "intermediate_size", dims["ff"])
+        active = feats | ({"moe"} if moe else {"dense"})
         out.extend(make(s, active, bid) for s in block)
     return tuple(t for t in out if t is not None)
 
@@ -288,8 +301,7 @@ def _metadata(cfg: dict[str, Any], arch: str, dtype: str) -> dict[str, Any]:
     rope, theta, local_theta = _rope(cfg)
     a = arch
     meta: dict[str, Any] = {"general.architecture": arch, "general.file_type": FILE_TYPES[dtype]}
-    ctx = next((cfg[k] for k in ("max_position_embeddings", "n_ctx", "n_positions", "max_length",
-                                  "max_sequence_length", "model_max_length") if cfg.get(k)), None)  # fmt: skip
+    ctx = next((cfg[k] for k in CONTEXT_KEYS if cfg.get(k)), None)
     meta.update({
         f"{a}.block_count": _need(cfg, "num_hidden_layers"),
         f"{a}.embedding_length": dims["embd"],
@@ -334,19 +346,21 @@ def _metadata(cfg: dict[str, Any], arch: str, dtype: str) -> dict[str, Any]:
     elif arch == "phi3":  # conversion/phi.py
         meta[f"{a}.rope.dimension_count"] = dims["rot"]
         meta[f"{a}.rope.scaling.original_context_length"] = int(
-            rope.get("original_max_position_embeddings", cfg.get("original_max_position_embeddings", 4096))
+            rope.get("original_max_position_embeddings")
+            or cfg.get("original_max_position_embeddings")
+            or 4096
         )
         meta[f"{a}.attention.sliding_window"] = int(cfg.get("sliding_window") or 0)  # 0 = Phi-4 style
     elif arch == "gemma2":  # conversion/gemma.py
         for key in ("attn_logit_softcapping", "final_logit_softcapping"):
             if cfg.get(key) is not None:
                 meta[f"{a}.{key}"] = float(cfg[key])
-        meta[f"{a}.attention.sliding_window"] = int(cfg["sliding_window"])
+        meta[f"{a}.attention.sliding_window"] = int(cfg.get("sliding_window") or 0)
     elif arch == "gemma3":
         if cfg.get("final_logit_softcapping"):
             meta[f"{a}.final_logit_softcapping"] = float(cfg["final_logit_softcapping"])
         if cfg.get("sliding_window_pattern") != 1:
-            meta[f"{a}.attention.sliding_window"] = int(cfg["sliding_window"])
+            meta[f"{a}.attention.sliding_window"] = int(cfg.get("sliding_window") or 0)
     return meta
 
 
@@ -357,6 +371,7 @@ def header_from_hf_config(config: dict[str, Any], *, dtype: str = "F16") -> GGUF
         raise ValueError(f"dtype must be one of {', '.join(FILE_TYPES)}, not {dtype!r}")
     arch = gguf_arch(config)
     cfg = text_config(config)
+    check_config(cfg)
     return GGUFHeader(metadata=_metadata(cfg, arch, dtype), tensors=_tensors(cfg, arch, dtype))
 
 

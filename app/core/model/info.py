@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.errors import CorruptModelError, UnsupportedArchitectureError
+from app.core.model import sanity
 from app.core.model.gguf_header import ArrayLength, GGUFHeader, TensorInfo
 
 # Architectures whose sliding-window layers follow a fixed pattern unless the file says otherwise:
@@ -97,16 +98,6 @@ def layer_of(tensor_name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _per_layer(value: Any, n_layer: int, what: str) -> tuple[int, ...]:
-    if isinstance(value, list):
-        if len(value) != n_layer:
-            raise CorruptModelError(f"{what} lists {len(value)} layers but the model has {n_layer}.")
-        return tuple(int(v) for v in value)
-    if isinstance(value, ArrayLength):
-        raise CorruptModelError(f"{what} is an array too long to be per-layer.")
-    return (int(value),) * n_layer
-
-
 def _swa_layers(header: GGUFHeader, arch: str, n_layer: int, n_swa: int) -> tuple[bool, ...]:
     if n_swa <= 0:
         return (False,) * n_layer
@@ -134,51 +125,110 @@ def _file_type(header: GGUFHeader) -> str | None:
     return None
 
 
+def _arch_int(header: GGUFHeader, key: str, default: int, lo: int, hi: int) -> int:
+    """``{arch}.{key}`` as a bounded int; absent (or None, from a config) is ``default``."""
+    value = header.arch_key(key)
+    return default if value is None else sanity.whole(value, f"{header.architecture}.{key}", lo, hi)
+
+
+def _arch_layers(header: GGUFHeader, key: str, default: Any, n_layer: int, hi: int) -> tuple[int, ...]:
+    value = header.arch_key(key, default)
+    return sanity.per_layer(value, n_layer, f"{header.architecture}.{key}", 0, hi)
+
+
+def _n_tokens(header: GGUFHeader) -> int | None:
+    """The tokenizer's token count (llama_vocab::n_tokens), when the header lists tokens."""
+    tokens = header.metadata.get("tokenizer.ggml.tokens")
+    if isinstance(tokens, ArrayLength):
+        return tokens.length
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+def _n_vocab(header: GGUFHeader) -> int:
+    if header.arch_key("vocab_size") is not None:
+        return _arch_int(header, "vocab_size", 0, 1, sanity.MAX_VOCAB)
+    n = _n_tokens(header)
+    if n is None:
+        embd = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
+        n = embd.shape[1] if embd is not None and len(embd.shape) > 1 else 0
+    return sanity.whole(n, "vocabulary size", 1, sanity.MAX_VOCAB)
+
+
+def _check_tensors(header: GGUFHeader, n_layer: int, n_embd: int, n_vocab: int) -> None:
+    """The tensor table must fit the hyper-parameters the way llama.cpp's create_tensor checks
+    (src/llama-model.cpp: ``{n_embd, n_vocab}`` embeddings, ``blk.N`` for N < n_layer)."""
+    if not header.tensors:
+        raise sanity.bad_value("tensor table", "is empty")
+    arch = header.architecture
+    rows = _n_tokens(header) or n_vocab  # llama.cpp sizes it by vocab.n_tokens(), else the vocab size
+    for t in header.tensors:
+        il = layer_of(t.name)
+        if il is not None and il >= n_layer:
+            raise sanity.bad_value(f"{arch}.block_count", f"is {n_layer}, but it has a tensor {t.name!r}")
+        if not t.n_elements:  # every shape llama.cpp's create_tensor expects is made of hparams > 0
+            raise sanity.bad_value(f"tensor {t.name!r}", f"has the empty shape {list(t.shape)}")
+        if t.name == "token_embd.weight" and t.shape and t.shape[0] != n_embd:
+            raise sanity.bad_value(
+                f"{arch}.embedding_length", f"is {n_embd:,}, but its token embedding is {t.shape[0]:,} wide"
+            )
+        if t.name == "token_embd.weight" and len(t.shape) > 1 and t.shape[1] != rows:
+            raise sanity.bad_value(
+                "vocabulary", f"has {rows:,} tokens, but its token embedding has {t.shape[1]:,} rows"
+            )
+
+
 def model_info_from_header(
     header: GGUFHeader, *, source: str, source_kind: str, name: str | None = None
 ) -> ModelInfo:
-    """Derive a :class:`ModelInfo` from a GGUF-shaped header."""
-    arch = header.architecture
+    """Derive a :class:`ModelInfo` from a GGUF-shaped header; values no model can have (see
+    :mod:`app.core.model.sanity`) are one ``CorruptModelError`` naming the key."""
+    arch = header.metadata.get("general.architecture")
     if not arch:
         raise CorruptModelError("The model has no general.architecture key.")
-    n_layer = header.arch_key("block_count")
-    n_embd = header.arch_key("embedding_length")
-    if not isinstance(n_layer, int) or not isinstance(n_embd, int):
+    if not isinstance(arch, str):
+        raise sanity.bad_value("general.architecture", "is not a name")
+    if header.arch_key("block_count") is None or header.arch_key("embedding_length") is None:
         raise UnsupportedArchitectureError(
             f"The {arch!r} model does not say how many layers or how wide it is "
             f"({arch}.block_count / {arch}.embedding_length).",
             hint="Only text-generation models are supported.",
         )
-    heads = _per_layer(header.arch_key("attention.head_count", 0), n_layer, "head_count")
-    heads_kv = _per_layer(
-        header.arch_key("attention.head_count_kv", header.arch_key("attention.head_count", 0)),
-        n_layer,
-        "head_count_kv",
-    )
-    max_heads = max(heads) if heads else 0
+    n_layer = _arch_int(header, "block_count", 0, 1, sanity.MAX_LAYERS)
+    n_embd = _arch_int(header, "embedding_length", 0, 1, sanity.MAX_WIDTH)
+    heads = _arch_layers(header, "attention.head_count", 0, n_layer, sanity.MAX_HEADS)
+    max_heads = max(heads)
+    if not max_heads and any(".attn_q" in t.name for t in header.tensors):  # SSMs have no heads
+        raise sanity.bad_value(
+            f"{arch}.attention.head_count", "is 0 in every layer, yet it has attention tensors"
+        )
+    heads_kv = _arch_layers(header, "attention.head_count_kv", list(heads), n_layer, sanity.MAX_HEADS)
+    for il, (n_head, n_kv) in enumerate(zip(heads, heads_kv, strict=True)):
+        # Each KV head serves a whole group of query heads (ggml_mul_mat broadcasts over them).
+        if n_kv > n_head or (n_kv and n_head % n_kv):
+            raise sanity.bad_value(
+                f"{arch}.attention.head_count_kv",
+                f"is {n_kv} in layer {il}, which does not divide its {n_head} heads",
+            )
     default_hd = n_embd // max_heads if max_heads else 0
-    head_dim_k = int(header.arch_key("attention.key_length", default_hd))
-    head_dim_v = int(header.arch_key("attention.value_length", default_hd))
+    head_dim_k = _arch_int(header, "attention.key_length", default_hd, 0, sanity.MAX_HEAD_DIM)
+    head_dim_v = _arch_int(header, "attention.value_length", default_hd, 0, sanity.MAX_HEAD_DIM)
+    if max_heads and not (head_dim_k and head_dim_v):
+        raise sanity.bad_value(f"{arch}.attention.key_length", "leaves the attention heads 0 wide")
+    n_ff = max(_arch_layers(header, "feed_forward_length", 0, n_layer, sanity.MAX_FF))
+    n_vocab = _n_vocab(header)
+    _check_tensors(header, n_layer, n_embd, n_vocab)
 
-    ff = header.arch_key("feed_forward_length", 0)
-    n_ff = max(ff) if isinstance(ff, list) else int(ff or 0)
-
-    tensor_names = {t.name for t in header.tensors}
-    n_vocab = header.arch_key("vocab_size")
-    if not isinstance(n_vocab, int):
-        tokens = header.metadata.get("tokenizer.ggml.tokens")
-        if isinstance(tokens, ArrayLength):
-            n_vocab = tokens.length
-        elif isinstance(tokens, list):
-            n_vocab = len(tokens)
-        else:
-            embd = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
-            n_vocab = embd.shape[1] if embd is not None and len(embd.shape) > 1 else 0
-
-    n_swa = int(header.arch_key("attention.sliding_window", DEFAULT_SWA.get(arch, 0)) or 0)
+    n_swa = _arch_int(header, "attention.sliding_window", DEFAULT_SWA.get(arch, 0), 0, sanity.MAX_CTX)
+    if isinstance(header.arch_key("attention.sliding_window_pattern"), int):
+        _arch_int(header, "attention.sliding_window_pattern", 0, 0, sanity.MAX_LAYERS)
     swa = _swa_layers(header, arch, n_layer, n_swa)
     if not any(swa):
         n_swa = 0
+    n_expert = _arch_int(header, "expert_count", 0, 0, sanity.MAX_EXPERTS)
+    # llama.cpp load_hparams: 0 < n_expert_used <= n_expert with experts, none without.
+    n_expert_used = max(_arch_layers(header, "expert_used_count", 0, n_layer, n_expert))
+    if n_expert and not n_expert_used:
+        raise sanity.bad_value(f"{arch}.expert_used_count", f"is 0 with {n_expert} experts")
 
     return ModelInfo(
         name=name or str(header.metadata.get("general.name") or source),
@@ -192,14 +242,14 @@ def model_info_from_header(
         head_dim_k=head_dim_k,
         head_dim_v=head_dim_v,
         n_ff=n_ff,
-        n_vocab=int(n_vocab),
-        n_ctx_train=int(header.arch_key("context_length", 0) or 0),
+        n_vocab=n_vocab,
+        n_ctx_train=_arch_int(header, "context_length", 0, 0, sanity.MAX_CTX),
         sliding_window=n_swa,
         swa_layers=swa,
-        n_expert=int(header.arch_key("expert_count", 0) or 0),
-        n_expert_used=int(header.arch_key("expert_used_count", 0) or 0),
-        n_ff_expert=int(header.arch_key("expert_feed_forward_length", 0) or 0),
-        tied_embeddings="output.weight" not in tensor_names,
+        n_expert=n_expert,
+        n_expert_used=n_expert_used,
+        n_ff_expert=_arch_int(header, "expert_feed_forward_length", 0, 0, sanity.MAX_FF),
+        tied_embeddings="output.weight" not in {t.name for t in header.tensors},
         file_type=_file_type(header),
         tensors=header.tensors,
         file_size_bytes=header.file_size_bytes,

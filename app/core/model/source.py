@@ -6,18 +6,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from app.core.errors import (
     CorruptModelError,
-    HubError,
     MissingConfigError,
     ModelNotFoundError,
     ModelReadError,
 )
-from app.core.hub.http import hub_endpoint
+from app.core.model import sanity
 from app.core.model.gguf_header import GGUFHeader, join_split_parts, read_gguf_file
 from app.core.model.info import ModelInfo, model_info_from_header
 
@@ -53,7 +53,8 @@ def model_from_gguf(path: Path) -> ModelInfo:
     """A local GGUF; for split files (``-00001-of-00003.gguf``) every part's tensors are joined."""
     header = read_gguf_file(path)
     m = _SPLIT.match(path.name)
-    n_split = int(header.metadata.get("split.count", 1) or 1)
+    # llama.cpp names split parts -%05d-of-%05d (llama_split_path): at most 99,999 of them
+    n_split = sanity.whole(header.metadata.get("split.count") or 1, "split.count", 1, 99_999)
     if n_split > 1 and m:
         parts = [header]
         for i in range(1, n_split + 1):
@@ -129,33 +130,49 @@ def _from_config(config: dict[str, Any], st: tuple[Any, ...], source: str, kind:
     return replace(info, file_type=dtype, file_size_bytes=sum(t.n_bytes for t in st) or None)
 
 
+# A shard's header is two small range requests; the Hub answers each in well under a second, so
+# half a timeout per shard (on top of one header's own deadline) is plenty for all of them.
+SHARD_TIMEOUTS = 0.5
+# Llama 3.1 405B, the most sharded checkpoint we know, has 191 shards; more is not a checkpoint.
+MAX_SHARDS = 1000
+# A header entry is ~150 bytes: 32 MiB describes 200,000+ tensors, where a real shard's header is
+# a few hundred KB (the reference reader's own cap, 100 MB, is for local files).
+MAX_REMOTE_SAFETENSORS_HEADER_BYTES = 32 * 2**20
+
+
 def _remote_safetensors(repo_id: str) -> tuple[Any, ...]:
     """The tensors of a Hub checkpoint from its safetensors headers, read with range requests
-    (the 8-byte length, then the JSON table: a few hundred KB per shard, no weights)."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.hf_api import RepoFile
-
+    (the 8-byte length, then the JSON table: a few hundred KB per shard, no weights), all by one
+    deadline."""
+    from app.core.hub.api import DEADLINE_TIMEOUTS, list_tree
+    from app.core.hub.http import hub_timeout_s
+    from app.core.hub.names import hostile
     from app.core.model.remote import HubFileSource
     from app.core.model.safetensors_header import read_safetensors_header
 
-    try:
-        tree = HfApi(endpoint=hub_endpoint()).list_repo_tree(
-            repo_id
-        )  # the top level, where transformers looks
-        shards = sorted(e.path for e in tree if isinstance(e, RepoFile) and e.path.endswith(".safetensors"))
-    except OSError:
-        return ()  # the listing is a cross-check; config.json alone still sizes the model
+    # the top level, where transformers looks
+    shards = sorted(
+        f.path for f in list_tree(repo_id, "main", recursive=False) if f.path.endswith(".safetensors")
+    )
+    if len(shards) > MAX_SHARDS:
+        raise hostile(f"{len(shards):,} safetensors files in {repo_id}")
+    timeout = hub_timeout_s()
+    deadline = time.monotonic() + timeout * (DEADLINE_TIMEOUTS + SHARD_TIMEOUTS * len(shards))
     tensors: list[Any] = []
     for shard in shards:
-        tensors.extend(read_safetensors_header(HubFileSource(repo_id, shard), name=f"{repo_id}/{shard}"))
+        src = HubFileSource(
+            repo_id, shard, deadline=deadline, max_bytes=8 + MAX_REMOTE_SAFETENSORS_HEADER_BYTES
+        )
+        tensors.extend(read_safetensors_header(src, name=f"{repo_id}/{shard}"))
     return tuple(tensors)
 
 
 def model_from_hub_gguf(repo_id: str, filename: str) -> ModelInfo:
     """A GGUF on the Hub, read with range requests: its header only (a few MB), no weights."""
+    from app.core.hub.names import check_repo_id
     from app.core.model.remote import read_remote_gguf_header
 
-    check_reachable(hub_endpoint())
+    check_repo_id(repo_id)
     header, _ = read_remote_gguf_header(repo_id, filename)
     return model_info_from_header(header, source=f"{repo_id}/{filename}", source_kind="hf_gguf",
                                   name=_gguf_name(header, Path(filename)))  # fmt: skip
@@ -169,54 +186,15 @@ def model_from_catalog(entry: Any) -> ModelInfo:
     return replace(info, file_type="BF16")
 
 
-def check_reachable(endpoint: str) -> None:
-    """Fail at once, not after a minute of retries, when the Hub's host name does not resolve."""
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(endpoint)
-    try:
-        socket.getaddrinfo(url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
-    except OSError:
-        raise HubError(
-            f"Cannot reach {url.hostname} (no network?).",
-            hint="Use a local .gguf file, a checkpoint folder or a catalog name offline.",
-        ) from None
-
-
 def model_from_repo(repo_id: str) -> ModelInfo:
-    """A Hub repo: its config.json (a few KB) through huggingface_hub and its safetensors headers
-    with range requests; no weights are fetched."""
-    try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            GatedRepoError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-        )
-        from huggingface_hub.utils import logging as hf_logging
-    except ImportError as exc:  # pragma: no cover - a dependency
-        raise HubError("huggingface_hub is not installed.") from exc
-    check_reachable(hub_endpoint())
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]  # its retry warnings are not for our users; we say it once
-    try:
-        cfg_file = hf_hub_download(repo_id, "config.json", endpoint=hub_endpoint())
-    except LocalEntryNotFoundError:
-        raise HubError(
-            f"Could not reach the Hugging Face Hub for {repo_id}, and it is not in the local cache.",
-            hint="Check the connection, or use a local file or a catalog name offline.",
-        ) from None
-    except GatedRepoError:
-        raise HubError(
-            f"{repo_id} is gated: accept its license on the Hub and log in.",
-            hint="Set HF_TOKEN or run `hf auth login`.",
-        ) from None
-    except RepositoryNotFoundError:
-        raise ModelNotFoundError(
-            f"The Hub has no repo {repo_id!r} (or it is private).", hint="Check the name, or set HF_TOKEN."
-        ) from None
-    except EntryNotFoundError:
+    """A Hub repo: its config.json (a few KB) and its safetensors headers (range requests), through
+    our own bounded client (``app.core.hub.api``); no weights are fetched."""
+    from app.core.hub.api import repo_file
+    from app.core.hub.names import check_repo_id
+
+    check_repo_id(repo_id)
+    raw = repo_file(repo_id, "config.json")
+    if raw is None:
         from app.core.model.catalog import find_by_gguf_repo
 
         entry = find_by_gguf_repo(repo_id)
@@ -225,16 +203,11 @@ def model_from_repo(repo_id: str) -> ModelInfo:
         raise ModelReadError(
             f"{repo_id} has no config.json (a GGUF-only repo).",
             hint="Download one of its .gguf files and give its path, or name the original model repo.",
-        ) from None
-    except OSError as exc:
-        raise HubError(
-            f"Could not reach the Hugging Face Hub for {repo_id} ({exc.__class__.__name__}).",
-            hint="Check the connection, or use a local file or a catalog name offline.",
-        ) from None
+        )
     try:
-        config = json.loads(Path(cfg_file).read_bytes())
+        config = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-        raise CorruptModelError(f"{repo_id}'s config.json is not valid JSON ({exc}).") from None
+        raise CorruptModelError(f"{repo_id}'s config.json is not valid JSON ({str(exc)[:120]}).") from None
     except RecursionError:
         raise CorruptModelError(f"{repo_id}'s config.json is not valid JSON (nested too deep).") from None
     if not isinstance(config, dict):

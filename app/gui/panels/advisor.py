@@ -9,17 +9,15 @@ stale answers are dropped. The precision slider only moves the selected row.
 
 from __future__ import annotations
 
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSlider,
-    QSpinBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -29,9 +27,9 @@ from app.core.errors import TailorError
 from app.gui.panels import advisor_compute as compute
 from app.gui.panels.advisor_action import action_for, perform_action
 from app.gui.panels.advisor_overview import CatalogOverview
+from app.gui.panels.advisor_page import AdvicePage, heading_html
 from app.gui.panels.advisor_source import ModelPicker, ModelRequest, request_for_spec
-from app.gui.panels.advisor_table import FITS_PHRASE, PlanTable, measured_text, memory_bars
-from app.gui.widgets.membar import MemoryBar
+from app.gui.panels.advisor_table import measured_text, memory_bars
 from app.gui.workers import Worker, discard_workers, start_worker
 
 if TYPE_CHECKING:
@@ -40,10 +38,6 @@ if TYPE_CHECKING:
     from app.gui.context import AppContext
 
 DEBOUNCE_MS = 100  # slider drags: one advise per pause, not per pixel
-
-
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 class AdvisorPanel(QWidget):
@@ -90,14 +84,19 @@ class AdvisorPanel(QWidget):
             label.setBuddy(spin)
             what_if.addWidget(label)
             what_if.addWidget(spin)
+        what_if.addStretch(1)
+        lay.addLayout(what_if)
+        budget = QHBoxLayout()
+        # wrapped, beside the button: with a what-if GPU it names the GPU and grows long
         self.budget_label = QLabel("Detecting this machine…")
         self.budget_label.setAccessibleName("Memory the plans may use")
-        what_if.addWidget(self.budget_label, 1)
+        self.budget_label.setWordWrap(True)
+        budget.addWidget(self.budget_label, 1)
         self.overview_button = QPushButton("What can this machine &run?")
         self.overview_button.setAccessibleName("Show what this machine can run from the catalog")
         self.overview_button.clicked.connect(self.show_overview)
-        what_if.addWidget(self.overview_button)
-        lay.addLayout(what_if)
+        budget.addWidget(self.overview_button, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(budget)
         self.status = QLabel("")
         self.status.setAccessibleName("Advisor status")
         self.status.setWordWrap(True)
@@ -105,6 +104,7 @@ class AdvisorPanel(QWidget):
         self.stack = QStackedWidget()
         self.overview = CatalogOverview()
         self.overview.chosen.connect(lambda cid: self.load(request_for_spec(cid, "catalog")))
+        self.overview.download_requested.connect(self.pull_requested)
         self.stack.addWidget(self.overview)
         self.stack.addWidget(self._advice_page())
         lay.addWidget(self.stack, 1)
@@ -121,68 +121,28 @@ class AdvisorPanel(QWidget):
         return spin
 
     def _advice_page(self) -> QWidget:
-        page = QWidget()
-        lay = QVBoxLayout(page)
-        lay.setContentsMargins(0, 0, 0, 0)
-        self.heading = QLabel("")
-        self.heading.setAccessibleName("Model")
-        self.heading.setWordWrap(True)
-        lay.addWidget(self.heading)
-        dials = QGridLayout()
-        self.ctx_slider = self._slider("Context length")
-        self.ctx_slider.valueChanged.connect(self._ctx_changed)
-        self.ctx_label = QLabel("")
-        self.ngl_spin = QSpinBox()
-        self.ngl_spin.setRange(-1, 1)
-        self.ngl_spin.setSpecialValueText("auto")
-        self.ngl_spin.setAccessibleName("Layers on the GPU; auto lets the advisor choose")
-        self.ngl_spin.setMaximumWidth(120)
-        self.ngl_spin.valueChanged.connect(lambda _v: self._timer.start())
-        self.precision_slider = self._slider("Precision")
-        self.precision_slider.valueChanged.connect(self._precision_moved)
-        self.precision_label = QLabel("")
-        for row, (text, widget, value) in enumerate((
-            ("&Context:", self.ctx_slider, self.ctx_label),
-            ("GPU &layers:", self.ngl_spin, None),
-            ("&Precision:", self.precision_slider, self.precision_label),
-        )):  # fmt: skip
-            label = QLabel(text)
-            label.setBuddy(widget)
-            dials.addWidget(label, row, 0)
-            dials.addWidget(widget, row, 1)
-            if value is not None:
-                value.setMinimumWidth(260)
-                dials.addWidget(value, row, 2)
-        lay.addLayout(dials)
-        self.table = PlanTable()
-        self.table.currentCellChanged.connect(lambda row, *_: self._row_selected(row))
-        lay.addWidget(self.table, 1)
-        self.memory_bar = MemoryBar()
-        lay.addWidget(self.memory_bar)
-        self.detail = QLabel("")
-        self.detail.setAccessibleName("Selected plan")
-        self.detail.setWordWrap(True)
-        lay.addWidget(self.detail)
-        self.reasons_label = QLabel("")
-        self.reasons_label.setAccessibleName("Why this recommendation")
-        self.reasons_label.setWordWrap(True)
-        self.reasons_label.setTextFormat(Qt.TextFormat.RichText)
-        self.reasons_label.setTextInteractionFlags(
-            Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        page = AdvicePage()
+        self.advice_scroll = page
+        self.heading, self.ctx_slider, self.ctx_label = page.heading, page.ctx_slider, page.ctx_label
+        self.ngl_spin, self.precision_slider, self.precision_label = (
+            page.ngl_spin,
+            page.precision_slider,
+            page.precision_label,
         )
-        lay.addWidget(self.reasons_label)
-        self.action_button = QPushButton("Chat with it")
-        self.action_button.setEnabled(False)
+        self.table, self.memory_bar, self.detail, self.reasons_label = (
+            page.table,
+            page.memory_bar,
+            page.detail,
+            page.reasons,
+        )
+        self.action_bar, self.action_button = page.action_bar, page.action_bar.button
+        self.ctx_slider.valueChanged.connect(self._ctx_changed)
+        self.ngl_spin.valueChanged.connect(lambda _v: self._timer.start())
+        self.precision_slider.valueChanged.connect(self._precision_moved)
+        self.table.currentCellChanged.connect(lambda row, *_: self._row_selected(row))
         self.action_button.clicked.connect(self._act)
-        lay.addWidget(self.action_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.action_bar.alternative_button.clicked.connect(self._pull_alternative)
         return page
-
-    def _slider(self, name: str) -> QSlider:
-        s = QSlider(Qt.Orientation.Horizontal)
-        s.setAccessibleName(name)
-        s.setPageStep(1)
-        s.setTickPosition(QSlider.TickPosition.TicksBelow)
-        return s
 
     # --- inputs: profile, budget, model --------------------------------------------------------
 
@@ -248,11 +208,11 @@ class AdvisorPanel(QWidget):
 
         def done(loaded: tuple[ModelInfo, dict[str, Any]]) -> None:
             self.request = request
+            self.picker.show_request(request)  # the picker names the model the plans are for
             self._model_loaded(*loaded)
 
         def failed(msg: str, hint: str, cancelled: bool) -> None:
-            self.status.setText(f"{msg} {hint}".strip())
-            self.ctx.error.emit(msg, hint)
+            self.status.setText(f"{msg} {hint}".strip())  # once, where the user is looking
 
         def over() -> None:
             self._loading = None
@@ -264,9 +224,8 @@ class AdvisorPanel(QWidget):
     def _model_loaded(self, model: ModelInfo, measured: dict[str, Any]) -> None:
         self.model, self.measured, self._user_quant = model, measured, None
         self.status.setText("")
-        self.heading.setText(f"<b>{_esc(model.name)}</b> — {model.architecture}, {model.n_params / 1e9:.2f} B "
-                             f"parameters, {model.n_layer} layers, trained on {model.n_ctx_train:,}-token contexts "
-                             f"({_esc(model.source)})")  # fmt: skip
+        self.heading.setText(heading_html(model))
+        self.heading.setToolTip(model.source)
         self._steps = compute.context_steps(model)
         default = compute.default_ctx(model)
         self._syncing = True
@@ -285,7 +244,10 @@ class AdvisorPanel(QWidget):
         return self._steps[max(0, min(self.ctx_slider.value(), len(self._steps) - 1))]
 
     def _show_ctx(self) -> None:
-        self.ctx_label.setText(f"{self.n_ctx():,} tokens")
+        trained = self.model is not None and self.n_ctx() == self.model.n_ctx_train
+        self.ctx_label.setText(
+            f"{self.n_ctx():,} tokens" + (" (the most it was trained on)" if trained else "")
+        )
 
     def _ctx_changed(self) -> None:
         self._show_ctx()
@@ -321,8 +283,8 @@ class AdvisorPanel(QWidget):
         self._syncing = False
         self._select_row(row if row >= 0 else 0)
         lines = [*result.notes, *result.advice.reasons]
-        html = "".join(f"<li>{_esc(t)}</li>" for t in lines)
-        html += "".join(f"<li><b>Note:</b> {_esc(w)}</li>" for w in result.advice.warnings)
+        html = "".join(f"<li>{escape(t)}</li>" for t in lines)
+        html += "".join(f"<li><b>Note:</b> {escape(w)}</li>" for w in result.advice.warnings)
         self.reasons_label.setText(f"<ul style='margin-left:-20px'>{html}</ul>")
         self.updated.emit()
 
@@ -350,39 +312,31 @@ class AdvisorPanel(QWidget):
         return self.table.selected_plan()
 
     def _show_selected(self) -> None:
+        from app.core.advice.reasons import plan_summary
         from app.core.units import format_bytes
 
         p = self.selected_plan()
         if p is None or self.result is None:
             return
-        b = self.result.query.budget
-        self.memory_bar.set_bars(memory_bars(p, b))
-        q = p.quality
-        agree = f", {100 * q.top_token_agreement:.1f} % same top token" if q.top_token_agreement else ""
+        self.memory_bar.set_bars(memory_bars(p, self.result.query.budget))
         here = self.measured.get(p.quant)
-        self.precision_label.setText(f"{p.quant} — {format_bytes(p.file_bytes)}, {q.label}")
-        self.detail.setText(
-            f"{p.quant} with {p.n_ctx:,} tokens: a {format_bytes(p.file_bytes)} file; {FITS_PHRASE[p.fits]}, "
-            f"needing {format_bytes(p.ram_bytes)} of RAM"
-            + (f" and {format_bytes(p.vram_bytes)} of VRAM ({p.n_gpu_layers} layers)" if p.vram_bytes else "")
-            + f"; about {p.speed.tok_s:.0f} tokens/s. Quality {q.label} (KLD {q.kld:.4f}{agree}"
-            + (f"; measured here: {measured_text(here)}" if here else "") + ")."
-        )  # fmt: skip
+        self.precision_label.setText(f"{p.quant} — {format_bytes(p.file_bytes)}, {p.quality.label}")
+        self.detail.setText(plan_summary(p) + (f" Measured here: {measured_text(here)}." if here else ""))
         self._update_action(p)
 
     # --- the one action -----------------------------------------------------------------------
 
     def _update_action(self, selected: Plan) -> None:
-        act = action_for(self.model, self.result, selected)
-        self.action_button.setText(act.text)
-        self.action_button.setAccessibleName(act.text)
-        self.action_button.setToolTip(act.why)
-        self.action_button.setEnabled(act.enabled)
+        self.action_bar.show_action(action_for(self.model, self.result, selected, self.request))
 
     def _act(self) -> None:
         p = self.selected_plan()
         if self.model is not None and self.result is not None and p is not None:
             perform_action(self, self.model, self.result, p, self.request)
+
+    def _pull_alternative(self) -> None:
+        if self.action_bar.alternative is not None:
+            self.pull_requested.emit(dict(self.action_bar.alternative))
 
     # --- first run: the catalog overview --------------------------------------------------------
 

@@ -149,7 +149,8 @@ def catalog_fits(
 ) -> list[CatalogFit]:
     """Every catalog model's recommended plan, ranked like ``tailorlm catalog``: usable speed
     first, then slow, then not fitting; within each the largest model, then the best quality."""
-    from app.core.advice.recommend import DEFAULT_MIN_TOK_S, advise
+    from app.core.advice.policy import DEFAULT_MIN_TOK_S, comfortable
+    from app.core.advice.recommend import advise
     from app.core.model.catalog import load_catalog
     from app.core.model.source import model_from_catalog
 
@@ -163,7 +164,7 @@ def catalog_fits(
 
     def rank(row: CatalogFit) -> tuple[int, float, float]:
         p = row.plan
-        group = 2 if p is None else (0 if p.speed.tok_s >= floor else 1)
+        group = 2 if p is None else (0 if comfortable(p.speed.tok_s, floor) else 1)
         return (group, -row.entry.params_b, p.quality.kld if p else 0.0)
 
     return sorted(rows, key=rank)

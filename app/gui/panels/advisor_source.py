@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
     QListWidgetItem,
     QPushButton,
     QSizePolicy,
@@ -27,6 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.gui.widgets.empty_list import EmptyStateList
+from app.gui.widgets.library_combo import compact_combo
 from app.gui.workers import start_worker
 
 if TYPE_CHECKING:
@@ -67,6 +68,14 @@ def request_for_hub_file(repo_id: str, rf: Any) -> ModelRequest:
     return ModelRequest(f"{repo_id}/{rf.file.first}", "hub_gguf", load, repo_id, rf.file.first)
 
 
+def _label_for(combo: QComboBox) -> QLabel:
+    """ "Model:" before a combo box: Qt on Linux gives a combo box its value as its name, so
+    screen readers take what it chooses from its label (AT-SPI's labelled-by, a buddy)."""
+    label = QLabel("Model:")
+    label.setBuddy(combo)
+    return label
+
+
 def _button(text: str, name: str) -> QPushButton:
     b = QPushButton(text)
     b.setAccessibleName(name)
@@ -100,6 +109,31 @@ class ModelPicker(QTabWidget):
             frame = 2 * self.style().pixelMetric(self.style().PixelMetric.PM_DefaultFrameWidth) + 4
             self.setMaximumHeight(self.tabBar().sizeHint().height() + page.sizeHint().height() + frame)
 
+    def show_request(self, request: ModelRequest) -> None:
+        """Point the picker at the model on screen, wherever it was chosen (the overview, the
+        Library's "Advise"), so it never names another model than the plans below."""
+        if request.kind == "catalog":
+            self._select(self.catalog_combo, request.label)
+            self.setCurrentIndex(0)
+        elif request.kind == "library":
+            if self._select(self.library_combo, request.label):
+                self.setCurrentIndex(1)
+            else:  # not (yet) listed: show it as a path
+                self.path_edit.setText(request.label)
+                self.setCurrentIndex(3)
+        elif request.kind == "file":
+            self.path_edit.setText(request.label)
+            self.setCurrentIndex(3)
+        elif request.kind in ("hub_repo", "hub_gguf"):
+            self.setCurrentIndex(2)
+
+    @staticmethod
+    def _select(combo: QComboBox, data: str) -> bool:
+        i = combo.findData(data)
+        if i >= 0:
+            combo.setCurrentIndex(i)
+        return i >= 0
+
     # --- catalog ------------------------------------------------------------------------------
 
     def _catalog_tab(self) -> QWidget:
@@ -109,11 +143,13 @@ class ModelPicker(QTabWidget):
         lay = QHBoxLayout(w)
         self.catalog_combo = QComboBox()
         self.catalog_combo.setAccessibleName("Catalog model")
+        compact_combo(self.catalog_combo)
         for e in load_catalog():
             self.catalog_combo.addItem(f"{e.name} ({e.params_b:g} B)", e.id)
         go = _button("Size it up", "Size up the catalog model")
         go.clicked.connect(self._pick_catalog)
         self.catalog_combo.activated.connect(lambda _i: self._pick_catalog())
+        lay.addWidget(_label_for(self.catalog_combo))
         lay.addWidget(self.catalog_combo, 1)
         lay.addWidget(go)
         return w
@@ -130,10 +166,12 @@ class ModelPicker(QTabWidget):
         lay = QHBoxLayout(w)
         self.library_combo = QComboBox()
         self.library_combo.setAccessibleName("Library model")
+        compact_combo(self.library_combo)
         self.library_combo.setPlaceholderText("Looking for models on this computer…")
         go = _button("Size it up", "Size up the library model")
         go.clicked.connect(self._pick_library)
         self.library_combo.activated.connect(lambda _i: self._pick_library())
+        lay.addWidget(_label_for(self.library_combo))
         lay.addWidget(self.library_combo, 1)
         lay.addWidget(go)
         return w
@@ -171,16 +209,20 @@ class ModelPicker(QTabWidget):
         row.addWidget(repo)
         lay.addLayout(row)
         lists = QHBoxLayout()
-        self.hub_repos = QListWidget()
+        self.hub_repos = EmptyStateList("Search above to list GGUF repos, most downloaded first.")
         self.hub_repos.setAccessibleName("Hub repos found")
         self.hub_repos.currentItemChanged.connect(self._list_files)
-        self.hub_files = QListWidget()
+        self.hub_files = EmptyStateList("Choose a repo to list its GGUF files.")
         self.hub_files.setAccessibleName("GGUF files of the repo; Enter sizes one up")
         self.hub_files.itemActivated.connect(self._pick_hub_file)
-        for lst in (self.hub_repos, self.hub_files):
+        for lst, title in ((self.hub_repos, "&Repos"), (self.hub_files, "GGUF fi&les")):
             lst.setMaximumHeight(140)  # the plans below matter more than long result lists
-        lists.addWidget(self.hub_repos, 1)
-        lists.addWidget(self.hub_files, 1)
+            column = QVBoxLayout()
+            label = QLabel(title)
+            label.setBuddy(lst)
+            column.addWidget(label)
+            column.addWidget(lst)
+            lists.addLayout(column, 1)
         lay.addLayout(lists)
         self.status = QLabel("")
         self.status.setAccessibleName("Model source status")

@@ -25,13 +25,46 @@ FITS = {
     "cpu": ("CPU only", "#ffe0b2"),
     "no": ("Does not fit", "#ffcdd2"),
 }
-# the same placements inside a sentence: "Q4_K_M with 4,096 tokens: …, partly on the GPU, …"
-FITS_PHRASE = {"gpu": "all on the GPU", "partial": "partly on the GPU", "cpu": "on the CPU only",
-               "no": "does not fit"}  # fmt: skip
 RECOMMENDED_TINT = "#bbdefb"
 COLUMNS = ("Quant", "File", "Fits", "GPU layers", "RAM", "VRAM", "tok/s", "Quality", "KLD",
-           "Same top token", "Measured here", "")  # fmt: skip
-COL_FITS, COL_PICK = 2, len(COLUMNS) - 1
+           "Same top token", "Measured here", "Pick")  # fmt: skip
+COL_FITS, COL_TOK_S, COL_PICK = 2, 6, len(COLUMNS) - 1
+# What each column means, as its header's tooltip (the published numbers are llama.cpp's
+# measurements on Llama-3-8B: app/core/advice/quality.py).
+COLUMN_TIPS = {
+    "Quant": "The quantization type: how many bits each weight keeps. Fewer bits, smaller file, more loss; "
+             "F16 is the unquantized reference.",
+    "File": "The size of the GGUF file at this quantization: what you download and load.",
+    "Fits": "Where this plan runs with the chosen context: all on the GPU, partly on the GPU, on the CPU "
+            "only, or not at all (after keeping some memory free for the system).",
+    "GPU layers": "How many of the model's layers (counting the output layer) go to the GPU; the rest run "
+                  "on the CPU. 0: the CPU only.",
+    "RAM": "Memory this plan needs in RAM, predicted: the weights kept on the CPU, the KV cache (the "
+           "context), compute buffers and the runtime.",
+    "VRAM": "GPU memory this plan needs, predicted the same way; — when nothing runs on the GPU.",
+    "tok/s": "Predicted writing speed in tokens per second (a token is about ¾ of a word); about 5 is "
+             "reading speed. A rough estimate from memory bandwidth.",
+    "Quality": "How much of the full-precision model's quality this level keeps, in words (lossless, "
+               "excellent, very good, good, fair, poor), from llama.cpp's measurements on Llama-3-8B. "
+               "Small models lose more.",
+    "KLD": "Mean KL divergence of the model's next-token probabilities from the unquantized (F16) model's, "
+           "as llama.cpp measured it on Llama-3-8B: 0 is identical, lower is better; Q4_K_M is about 0.03.",
+    "Same top token": "How often this level picks the same most likely next token as the unquantized model "
+                      "(llama.cpp's Llama-3-8B measurements); — where none was published.",
+    "Measured here": "What `tailorlm quality` measured for this model on this machine: KL divergence and "
+                     "same-top-token share against a reference file. — until you run it.",
+    "Pick": "★ recommended: the advisor's pick for this machine and context. \"this file\": the "
+            "quantization of the file you chose.",
+}  # fmt: skip
+
+
+def set_header_tips(table: QTableWidget, tips: dict[str, str]) -> None:
+    """Each column header's tooltip (and the accessible description screen readers give it)."""
+    for col in range(table.columnCount()):
+        item = table.horizontalHeaderItem(col)
+        if item is not None and item.text() in tips:
+            item.setToolTip(tips[item.text()])
+            item.setData(Qt.ItemDataRole.AccessibleDescriptionRole, tips[item.text()])
 
 
 def fit_words(fits: str) -> str:
@@ -65,6 +98,7 @@ class PlanTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.horizontalHeader().setStretchLastSection(True)
+        set_header_tips(self, COLUMN_TIPS)
         self.plans: tuple[Plan, ...] = ()
         self.recommended_row = -1
 
@@ -72,6 +106,7 @@ class PlanTable(QTableWidget):
         self, result: AdvisorResult, measured: dict[str, dict[str, Any]], own_quant: str | None = None
     ) -> None:
         """Fill the rows; ``own_quant`` marks the row of the file the user has (a local GGUF)."""
+        from app.core.advice.speed import format_tok_s
         from app.core.units import format_bytes
 
         rec = result.recommended
@@ -88,7 +123,7 @@ class PlanTable(QTableWidget):
             cells = (
                 p.quant, format_bytes(p.file_bytes), fit_words(p.fits), str(p.n_gpu_layers),
                 format_bytes(p.ram_bytes), format_bytes(p.vram_bytes) if p.vram_bytes else "—",
-                f"{p.speed.tok_s:.1f}", label, f"{q.kld:.4f}", agree, measured_text(measured.get(p.quant)),
+                format_tok_s(p.speed.tok_s), label, f"{q.kld:.4f}", agree, measured_text(measured.get(p.quant)),
                 "; ".join(t for t in ("★ recommended" if is_rec else "", "this file" if p.quant == own_quant else "") if t),
             )  # fmt: skip
             for col, text in enumerate(cells):
@@ -105,7 +140,7 @@ class PlanTable(QTableWidget):
                     font = QFont(item.font())
                     font.setBold(True)
                     item.setFont(font)
-                item.setData(Qt.ItemDataRole.AccessibleTextRole, f"{COLUMNS[col] or 'pick'}: {text}")
+                item.setData(Qt.ItemDataRole.AccessibleTextRole, f"{COLUMNS[col]}: {text}")
                 self.setItem(row, col, item)
             if is_rec:
                 self.recommended_row = row

@@ -3,29 +3,35 @@ the right, and the model with its plan (context, GPU layers) on top.
 
 The panel only renders and forwards: prompts, templates, trimming and storage are
 :class:`app.engine.chat.ChatSession`'s, run by :class:`ChatEngine` on its own thread; the stored
-conversations are read here through a ChatStore of the GUI thread. If the model process dies the
-panel says so in plain words, keeps the conversation, and the next Load starts a fresh process.
+conversations are read here through a ChatStore of the GUI thread (search, branches, titles and
+which model wrote a chat are the store's and :mod:`app.core.chat`'s rules). The model used last is
+remembered and loaded again when the panel starts, if the planner says it fits. If the model process
+dies the panel says so in plain words, keeps the conversation, and offers "Load again" (and, when
+memory may have run out, "Choose a smaller plan": the Advisor, for this model).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QScrollArea,
-    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
+from app.core.chat.model_ref import ModelRef
 from app.gui.context import AppContext
 from app.gui.panels.chat_column import ChatColumn
 from app.gui.panels.chat_conversations import ConversationList
-from app.gui.panels.chat_engine import AnswerResult, ChatEngine, LoadedModel
+from app.gui.panels.chat_engine import AnswerResult, ChatEngine, Failure, LoadedModel
 from app.gui.panels.chat_metrics import AnswerMeter
+from app.gui.panels.chat_models import ModelMemory, own_model_offer
 from app.gui.panels.chat_settings import ChatSettingsPanel
+from app.gui.widgets.side_panes import SidePaneSplitter
 
 METRICS_TICK_MS = 1000  # the status bar's live numbers refresh once a second while a model is loaded
 _Q = Qt.ConnectionType.QueuedConnection  # engine signals come from its thread: run slots on ours
@@ -33,6 +39,9 @@ _Q = Qt.ConnectionType.QueuedConnection  # engine signals come from its thread: 
 
 class ChatPanel(QWidget):
     """Chat with a local model. ``n_threads`` overrides llama.cpp's thread count (0: its default)."""
+
+    # model path: plan this model again in the Advisor ("Choose a smaller plan" after it ran out of memory)
+    advise_requested = Signal(str)
 
     def __init__(self, ctx: AppContext, *, n_threads: int = 0) -> None:
         super().__init__()
@@ -45,15 +54,20 @@ class ChatPanel(QWidget):
         self.meter = AnswerMeter()
         self._load_after_answer = False
         self.engine = ChatEngine(profile=lambda: ctx.profile, n_threads=n_threads)
+        self.memory = ModelMemory(ctx.settings)  # the models used last
+        self._offered: ModelRef | None = None  # the open chat's own model, offered for loading
         self._build()
         self._connect()
         self._refresh_list()
         self._set_state("empty")
+        self._refresh_picker()
+        # after the window's own requests (an open_chat that built this panel wins over the last model)
+        QTimer.singleShot(0, self, self._reload_last)
 
     # --- layout ---------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        split = QSplitter()
+        split = SidePaneSplitter()  # the side panes fold away on a narrow window
         QVBoxLayout(self).addWidget(split)
         self.conversations = ConversationList()
         split.addWidget(self.conversations)
@@ -67,6 +81,8 @@ class ChatPanel(QWidget):
         )
         self.error, self.notice, self.edit_note = center.error, center.notice, center.edit_note
         self.send_button, self.stop_button, self.regen_button = center.send, center.stop, center.regen
+        self.load_again_button, self.smaller_plan_button = center.load_again, center.smaller_plan
+        self.offer, self.offer_button = center.offer, center.offer_button
         split.addWidget(center)
 
         self.settings_panel = ChatSettingsPanel(self.ctx.settings)
@@ -81,24 +97,35 @@ class ChatPanel(QWidget):
         split.addWidget(side)
         split.setStretchFactor(1, 1)
         split.setSizes([200, 700, 300])
+        split.set_panes(main=1, fold_order=(2, 0))  # settings fold first, then the conversations
+        center.set_tab_order()
 
     def _connect(self) -> None:
         e = self.engine
         e.progress.connect(self.model_bar.set_progress, _Q)
         e.loaded.connect(self._on_loaded, _Q)
         e.chunk.connect(self._on_chunk, _Q)
+        e.first_token.connect(self._on_first_token, _Q)
         e.trimmed.connect(self._on_trimmed, _Q)
         e.template_fallback.connect(self._notify, _Q)
         e.conversation_created.connect(self._on_created, _Q)
         e.answered.connect(self._on_answered, _Q)
         e.failed.connect(self._on_failed, _Q)
         e.refused.connect(self._on_refused, _Q)
+        self.load_again_button.clicked.connect(self.load_again)
+        self.smaller_plan_button.clicked.connect(self.choose_smaller_plan)
+        self.offer_button.clicked.connect(self.load_offered)
         self.ctx.open_chat.connect(self.open_model)
+        self.ctx.library_changed.connect(self._refresh_picker)
         self.model_bar.load_requested.connect(self.load_model)
         self.conversations.selected.connect(self._on_selected)
         self.conversations.new_requested.connect(self.new_chat)
         self.conversations.delete_confirmed.connect(self._delete_chat)
+        self.conversations.rename_requested.connect(self.rename_chat)
+        self.conversations.export_requested.connect(self.export_chat)
+        self.conversations.search_changed.connect(lambda _text: self._refresh_list())
         self.view.edit_requested.connect(self._on_edit_requested)
+        self.view.branch_requested.connect(self.show_branch)
         self.input.textChanged.connect(self._update_buttons)
         ctx = Qt.ShortcutContext.WidgetWithChildrenShortcut
         for keys, slot in (("Ctrl+Return", self.send), ("Ctrl+Enter", self.send), ("Esc", self.escape),
@@ -126,17 +153,49 @@ class ChatPanel(QWidget):
             self.stop()
             return
         self._show_error("")
+        self.offer.show_text("")
         self._set_state("loading")
         self.engine.load(spec, conversation_id=self.conversation_id, chat=self.settings_panel.value())
+
+    @Slot()
+    def load_again(self) -> None:
+        """After the model process died: the same model, with the settings it had."""
+        self.load_model()
+
+    @Slot()
+    def choose_smaller_plan(self) -> None:
+        """Memory may have run out: the Advisor, for this model, to pick a plan that fits."""
+        path = self.model_bar.chosen_path
+        if path is not None:
+            self.advise_requested.emit(path)
+            self.ctx.show_panel.emit("advisor")
+
+    @Slot()
+    def _reload_last(self) -> None:
+        """At start: load the model used last again, if nothing was asked for meanwhile. The planner
+        decides as for any load: a plan that no longer fits is shown chosen, with the reason."""
+        if self.state != "empty" or self.model_bar.chosen_path is not None:
+            return
+        last, why_not = self.memory.last()
+        if last is None:
+            if why_not:
+                self.status.setText(why_not)
+            return
+        self.model_bar.set_model(last.path, last.load_settings())
+        self.load_model()
+
+    @Slot()
+    def _refresh_picker(self) -> None:
+        self.model_bar.refresh_picker(self.ctx.library, self.memory.recent)
 
     @Slot(object)
     def _on_loaded(self, model: LoadedModel) -> None:
         self.model = model
         self._set_state("ready")
         self.model_bar.show_loaded(model)
-        if self.conversation_id is None:  # the session made one; a chat picked meanwhile stays
-            self.conversation_id = model.conversation_id
-            self._show_thread()
+        if model.ref is not None:  # remembered first in the picker, and loaded at the next start
+            self.memory.remember(model.ref)
+            self._refresh_picker()
         self._refresh_list()
         self._metrics_timer.start()
         self._emit_metrics()
@@ -154,14 +213,20 @@ class ChatPanel(QWidget):
         return self._store
 
     def _refresh_list(self) -> None:
-        self.conversations.show_conversations(self.store().list_conversations(), self.conversation_id)
+        """The conversations, or those the search box's words are found in."""
+        query = self.conversations.search.text()
+        found = self.store().search_conversations(query)
+        self.conversations.show_conversations(found, self.conversation_id)
 
     def _show_thread(self, *, sync: bool = False) -> None:
-        """Show the stored thread; ``sync``: only adopt its ids if the view already shows it."""
+        """Show the branch on screen; ``sync``: only adopt its ids, models and numbers if the view
+        already shows it."""
         cid = self.conversation_id
-        thread = self.store().thread(cid) if cid is not None else []
-        if not (sync and self.view.sync(thread)):
-            self.view.show_messages(thread)
+        store = self.store()
+        thread = store.thread(cid) if cid is not None else []
+        branches = store.branches(cid, thread) if cid is not None else {}
+        if not (sync and self.view.sync(thread, branches)):
+            self.view.show_messages(thread, branches)
 
     @Slot(int)
     def _on_selected(self, conversation_id: int) -> None:
@@ -170,7 +235,57 @@ class ChatPanel(QWidget):
         self.conversation_id = conversation_id
         self._cancel_edit()
         self._show_thread()
+        self._offer_own_model()
         self._update_buttons()
+
+    def _offer_own_model(self) -> None:
+        """An old chat written by another model than the one loaded (or chosen): offer to load it."""
+        if self.conversation_id is None:
+            return
+        current = self.model.load.model_path if self.model is not None else self.model_bar.chosen_path
+        conv = self.store().get_conversation(self.conversation_id)
+        text, self._offered = own_model_offer(conv, current, self.model.label if self.model else None)
+        if self._offered is not None:
+            self.offer_button.setText(f"Load {self._offered.label}")
+        self.offer.show_text(text, *([self.offer_button] if self._offered is not None else []))
+
+    @Slot()
+    def load_offered(self) -> None:
+        """Load the model the open chat was written with, with its settings of then."""
+        ref = self._offered
+        if ref is not None:
+            self.model_bar.set_model(ref.path, ref.load_settings())
+            self.load_model()
+
+    @Slot(int)
+    def show_branch(self, message_id: int) -> None:
+        """‹ › on a message: show the branch through that version of it (the store keeps it shown)."""
+        if self.state == "answering":
+            return
+        self._cancel_edit()
+        self.store().select_branch(message_id)
+        self._show_thread()
+        self._refresh_list()  # the title follows the first question on screen
+        self._update_buttons()
+
+    @Slot(int, str)
+    def rename_chat(self, conversation_id: int, title: str) -> None:
+        self.store().rename(conversation_id, title)
+        self._refresh_list()
+
+    @Slot(int, str, str)
+    def export_chat(self, conversation_id: int, fmt: str, path: str) -> bool:
+        """Save a chat as Markdown or JSON (``fmt``: "md" | "json") to ``path`` (the list asked
+        where); False when it could not be written (the window says why)."""
+        from app.core.errors import ChatStoreError
+
+        try:
+            self.store().export_to(conversation_id, Path(path), fmt)
+        except ChatStoreError as exc:
+            self.ctx.error.emit(str(exc), exc.hint or "")
+            return False
+        self._notify(f"Saved the chat to {path}.")
+        return True
 
     @Slot()
     def new_chat(self) -> None:
@@ -179,6 +294,7 @@ class ChatPanel(QWidget):
             return
         self.conversation_id = None
         self._cancel_edit()
+        self.offer.show_text("")
         self.conversations.clear_selection()
         self.view.clear()
         self.input.setFocus()
@@ -263,9 +379,14 @@ class ChatPanel(QWidget):
     def _begin_answer(self) -> None:
         self._show_error("")
         self._notify("")
+        self.offer.show_text("")
         self.meter.start()
-        self.view.begin_answer()
+        self.view.begin_answer(self.model.label if self.model is not None else None)
         self._set_state("answering")
+
+    @Slot(float)
+    def _on_first_token(self, ms: float) -> None:
+        self.meter.first_token(ms)
 
     @Slot(object)
     def _on_chunk(self, chunk: Any) -> None:
@@ -293,19 +414,26 @@ class ChatPanel(QWidget):
         self._emit_metrics()
         self._after_answer()
 
-    @Slot(str, str, bool)
-    def _on_failed(self, message: str, hint: str, process_ended: bool) -> None:
+    @Slot(object)
+    def _on_failed(self, failure: Failure) -> None:
+        message, hint = failure.message, failure.hint
         was = self.state
         if was == "answering":
             self.view.end_answer("error")
             self.meter.finish()
-        self._show_error(message + (f" {hint}" if hint else ""))
+        actions = []
+        if failure.process_ended and self.model_bar.chosen_path is not None:
+            actions.append(self.load_again_button)  # buttons, not instructions
+            if failure.maybe_memory:
+                actions.append(self.smaller_plan_button)
+        # with buttons, the hint ("Load the model again.") is what they offer: the sentence suffices
+        self._show_error(message + (f" {hint}" if hint and not actions else ""), *actions)
         self.ctx.error.emit(message, hint)
-        if process_ended or was == "loading":
+        if failure.process_ended or was == "loading":
             self.model = None
             self._metrics_timer.stop()
             self.ctx.engine_metrics.emit({})
-            self.status.setText("No model is loaded. Press Load to start it again.")
+            self.status.setText("No model is loaded.")
         self._set_state("ready" if self.model is not None else "empty")
         if was == "answering" and self.conversation_id is not None:
             self._refresh_list()
@@ -316,6 +444,9 @@ class ChatPanel(QWidget):
     def _on_refused(self, why: str, nearest: str) -> None:
         self.model_bar.show_refusal(why, nearest)
         self._set_state("ready" if self.model is not None else "empty")
+        chosen = self.model_bar.model_label.text()
+        kept = f" {self.model.label} stays loaded." if self.model is not None else ""
+        self.status.setText(f"{chosen} is chosen but not loaded: that plan does not fit here.{kept}")
 
     def _after_answer(self) -> None:
         if self._load_after_answer:
@@ -338,9 +469,8 @@ class ChatPanel(QWidget):
         self.notice.setText(text)
         self.notice.setVisible(bool(text))
 
-    def _show_error(self, text: str) -> None:
-        self.error.setText(text)
-        self.error.setVisible(bool(text))
+    def _show_error(self, text: str, *actions: Any) -> None:
+        self.error.show_text(text, *actions)
 
     def _set_state(self, state: str) -> None:
         self.state = state
@@ -355,8 +485,7 @@ class ChatPanel(QWidget):
         self.regen_button.setEnabled(s == "ready" and self.conversation_id is not None)
         self.conversations.set_busy(s == "answering")
         for w in self.view.messages():
-            if w.edit_button is not None:
-                w.edit_button.setEnabled(s != "answering" and w.message_id is not None)
+            w.set_busy(s == "answering")
 
     def shutdown(self) -> None:
         """The window is closing: end the model process and close the store."""

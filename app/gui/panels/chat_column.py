@@ -6,17 +6,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.gui.panels.chat_model_bar import ModelBar
 from app.gui.panels.chat_view import MessageView
 
+ERROR_COLOUR = "#b3261e"  # Material's error red: readable on light and dark backgrounds
 
-def _button(text: str, name: str, slot: Callable[[], None], tip: str) -> QPushButton:
+
+def _button(text: str, name: str, slot: Callable[[], None] | None, tip: str) -> QPushButton:
     b = QPushButton(text)
     b.setAccessibleName(name)
     b.setToolTip(tip)
-    b.clicked.connect(slot)
+    if slot is not None:
+        b.clicked.connect(slot)
     return b
 
 
@@ -29,6 +39,43 @@ def _note(name: str, text: str = "") -> QLabel:
     return label
 
 
+class NoteWithActions(QWidget):
+    """A line of text with buttons beside it (what went wrong and what to do about it, as buttons
+    rather than instructions); hidden while it has nothing to say."""
+
+    def __init__(self, name: str, *, error: bool = False) -> None:
+        super().__init__()
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.label = _note(name)
+        self.label.show()
+        if error:
+            self.label.setStyleSheet(f"color: {ERROR_COLOUR}")
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.label, 1)
+        self._buttons = lay
+        self.hide()
+
+    def add_action(self, text: str, name: str, tip: str) -> QPushButton:
+        b = _button(text, name, None, tip)
+        b.hide()
+        self._buttons.addWidget(b, 0, Qt.AlignmentFlag.AlignTop)
+        return b
+
+    def text(self) -> str:
+        return self.label.text()
+
+    def show_text(self, text: str, *actions: QPushButton) -> None:
+        """Say ``text`` with ``actions`` shown (the others hidden); "" hides the whole line."""
+        self.label.setText(text)
+        for i in range(1, self._buttons.count()):
+            item = self._buttons.itemAt(i)
+            w = item.widget() if item is not None else None
+            if w is not None:
+                w.setVisible(w in actions)
+        self.setVisible(bool(text))
+
+
 class ChatColumn(QWidget):
     def __init__(
         self, *, send: Callable[[], None], stop: Callable[[], None], regenerate: Callable[[], None]
@@ -38,15 +85,25 @@ class ChatColumn(QWidget):
         self.model_bar = ModelBar()
         self.status = self.model_bar.status
         lay.addWidget(self.model_bar)
-        self.error = _note("Chat error")
-        self.error.setStyleSheet("color: #b3261e")
-        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error = NoteWithActions("Chat error", error=True)
+        # the model process died: buttons, not instructions
+        self.load_again = self.error.add_action(
+            "Load again", "Load the model again", "Load the same model with the same settings"
+        )
+        self.smaller_plan = self.error.add_action(
+            "Choose a smaller plan", "Choose a smaller plan in the Advisor",
+            "Open the Advisor for this model: a smaller quantization, a shorter context or fewer GPU layers",
+        )  # fmt: skip
+        self.offer = NoteWithActions("This chat's own model")  # an old chat written by another model
+        self.offer_button = self.offer.add_action(
+            "Load it", "Load this chat's own model", "Load the model this chat was written with"
+        )
         self.notice = _note("Chat notice")  # about the chat, not the model: stopping, older turns left out, …
         self.view = MessageView()
         self.edit_note = _note(
             "Editing note", "Editing an earlier message: sending answers again from there. Esc cancels."
         )
-        for w, stretch in ((self.error, 0), (self.notice, 0), (self.view, 1), (self.edit_note, 0)):
+        for w, stretch in ((self.error, 0), (self.offer, 0), (self.notice, 0), (self.view, 1), (self.edit_note, 0)):  # fmt: skip
             lay.addWidget(w, stretch)
         self.input = QPlainTextEdit()
         self.input.setAccessibleName("Message to the model")
@@ -62,3 +119,10 @@ class ChatColumn(QWidget):
         for b in (self.regen, self.stop, self.send):
             row.addWidget(b)
         lay.addLayout(row)
+
+    def set_tab_order(self) -> None:
+        """Tab from the message box reaches Send first, then Stop and Regenerate — before the side
+        pane's settings. Call once the column is in the window (the order is the window's)."""
+        QWidget.setTabOrder(self.input, self.send)
+        QWidget.setTabOrder(self.send, self.stop)
+        QWidget.setTabOrder(self.stop, self.regen)

@@ -21,6 +21,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from app.core.chat.model_ref import ModelRef
 from app.engine import protocol as P
 from app.gui.panels.chat_settings import ChatSettings
 from app.gui.workers import Lane, start_worker
@@ -44,13 +45,29 @@ class LoadSpec:
 class LoadedModel:
     """A model is ready: what the panel shows about it."""
 
-    name: str
+    name: str  # the file's name
     load: P.Load
     loaded: P.Loaded
-    conversation_id: int
+    conversation_id: int | None  # the chat it was loaded for; None: the first message makes one
     predicted: dict[str, int]
     template_note: str
     warning: str = ""  # loaded anyway: what will probably happen
+    ref: ModelRef | None = None  # name, quantization and settings: to label answers, to load it again
+
+    @property
+    def label(self) -> str:
+        """ "SmolLM2 135M Instruct · Q4_1" (answers carry the same label)."""
+        return self.ref.label if self.ref is not None else self.name
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A load or an answer failed: what to say, and what the window can offer."""
+
+    message: str
+    hint: str
+    process_ended: bool  # the model process is gone: "Load again"
+    maybe_memory: bool  # it may have run out of memory: "Choose a smaller plan" too
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,11 @@ class _Created:
     conversation_id: int
 
 
+@dataclass(frozen=True)
+class _FirstToken:
+    ms: float  # ChatSession.first_token_ms: the figure stored with the answer
+
+
 class ChatEngine(QObject):
     """The model process and its conversation, driven through one lane; see the module docstring."""
 
@@ -101,10 +123,12 @@ class ChatEngine(QObject):
     template_fallback = Signal(str)
     # conversation id: a conversation was created for the first message of a new chat
     conversation_created = Signal(int)
+    # ms from the start of the turn to the first token: the figure stored with the answer
+    first_token = Signal(float)
     # AnswerResult: the answer ended (finished or stopped) and is stored
     answered = Signal(object)
-    # (message, next step, the model process is gone): a load or an answer failed
-    failed = Signal(str, str, bool)
+    # Failure: a load or an answer failed (what to say; whether the process is gone, maybe for memory)
+    failed = Signal(object)
     # (why it does not fit, the nearest plan that does): the load was refused; "Load anyway" forces it
     refused = Signal(str, str)
 
@@ -181,6 +205,8 @@ class ChatEngine(QObject):
             self.template_fallback.emit(ev.sentence)
         elif isinstance(ev, _Created):
             self.conversation_created.emit(ev.conversation_id)
+        elif isinstance(ev, _FirstToken):
+            self.first_token.emit(ev.ms)
 
     def _answered(self, result: AnswerResult | None) -> None:
         self._request = None
@@ -189,7 +215,9 @@ class ChatEngine(QObject):
 
     def _failed(self, message: str, hint: str, cancelled: bool) -> None:
         self._request = None
-        self.failed.emit(message, hint, self.client.pid is None)
+        ended = self.client.pid is None
+        death = self.client.last_death if ended else None
+        self.failed.emit(Failure(message, hint, ended, death is not None and death.maybe_memory))
 
     # --- on the lane's thread -----------------------------------------------------------------
 
@@ -217,14 +245,15 @@ class ChatEngine(QObject):
         load = P.Load.from_plan(planned, n_threads=self._n_threads)
         session = ChatSession(self.client, self._chat_store(), load, system_prompt=chat.system_prompt,
                               sampling=chat.sampling, conversation_id=conversation_id, plan=planned.to_record())  # fmt: skip
-        loaded = session.start(on_progress=report)
+        loaded = session.start(on_progress=report, open_conversation=False)  # no empty chat per load
         self._session = session
         self._monitor = MemoryMonitor(self.client.pid or 0, interval_s=METRICS_INTERVAL_S).__enter__()
-        assert session.conversation_id is not None  # start() made one if there was none
         note = session.template.describe() if session.template else ""
         warning = planned.risk() if planned.forced else ""
+        ref = ModelRef(load.model_path, session.model_name, planned.quant,
+                       spec.n_ctx, spec.n_gpu_layers, spec.type_k)  # the user's choices: Auto stays Auto  # fmt: skip
         return LoadedModel(Path(load.model_path).name, load, loaded, session.conversation_id, planned.predicted,
-                           note, warning or "")  # fmt: skip
+                           note, warning or "", ref)  # fmt: skip
 
     def _run_answer(self, conversation_id: int | None, chat: ChatSettings,
                     turn: Callable[[Any, int], Iterator[Any]], rid: int) -> Iterator[Any]:  # fmt: skip
@@ -237,6 +266,7 @@ class ChatEngine(QObject):
             raise EngineError("No model is loaded.", hint="Choose a model and press Load.")
         session.system_prompt, session.sampling = chat.system_prompt, chat.sampling
         done: P.Done | None = None
+        reported = False
         try:
             if conversation_id is None:
                 conversation_id = session.new_conversation()
@@ -245,8 +275,11 @@ class ChatEngine(QObject):
             for ev in turn(session, rid):
                 if isinstance(ev, P.Done):
                     done = ev
-                else:
-                    yield ev
+                    continue
+                if isinstance(ev, P.TokenChunk) and session.first_token_ms is not None and not reported:
+                    reported = True  # measured by the session: the live figure is the stored one
+                    yield _FirstToken(session.first_token_ms)
+                yield ev
         except Exception:
             if self.client.pid is None:  # the process is gone: so is the model
                 self._stop_monitor()

@@ -1,8 +1,10 @@
 """The numbers the status bar shows for the model process: speed, latency, memory — measured next
 to the advisor's prediction. Qt-free; the panel feeds it engine events and reads a snapshot.
 
-While an answer streams, speed and time to first token are measured here, on the app's side
-(what the user waits for); once it ends, the model process's own figures from ``Done`` replace them.
+The time to first token is one measurement from start to end: the chat session's (from the start
+of the turn to the first token), which it also stores with the answer — shown as soon as the first
+token arrives and never replaced. The speed is measured here while the answer streams; once it
+ends, the model process's own figures from ``Done`` replace it.
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ MIN_SPEED_WINDOW_S = 0.2  # a shorter stretch of tokens says little about the sp
 
 class AnswerMeter:
     def __init__(self) -> None:
-        self.last: dict[str, float] = {}  # the last finished answer, as the model process measured it
+        self.last: dict[str, float | None] = {}  # the last finished answer, as the model process measured it
         self.tokens = 0  # tokens of the answer in progress
-        self._sent_t = self._first_t = 0.0
+        self.first_token_ms: float | None = None  # the answer in progress's (ChatSession.first_token_ms)
+        self._first_t = 0.0
         self._running = False
 
     def start(self) -> None:
-        self._sent_t, self._first_t, self.tokens, self._running = time.monotonic(), 0.0, 0, True
+        self._first_t, self.tokens, self._running, self.first_token_ms = 0.0, 0, True, None
+
+    def first_token(self, ms: float) -> None:
+        """The session measured the answer's time to first token (it stores the same figure)."""
+        self.first_token_ms = ms
 
     def add(self, n_tokens: int) -> None:
         if not self._first_t:
@@ -37,7 +44,7 @@ class AnswerMeter:
         if done is not None:
             self.last = {
                 "gen_tok_s": done.gen_tok_s,
-                "ttft_ms": done.ttft_ms,
+                "ttft_ms": self.first_token_ms,  # the figure shown live, and stored with the answer
                 "prompt_tok_s": done.prompt_tok_s,
             }
 
@@ -49,7 +56,7 @@ class AnswerMeter:
         """
         m: dict[str, Any] = dict(self.last)
         if self._running and self._first_t:
-            m["ttft_ms"] = (self._first_t - self._sent_t) * 1000
+            m["ttft_ms"] = self.first_token_ms
             elapsed = time.monotonic() - self._first_t
             if elapsed > MIN_SPEED_WINDOW_S:
                 m["gen_tok_s"] = self.tokens / elapsed

@@ -1,18 +1,21 @@
 """The top of the Chat panel: which model, with which plan (context, GPU layers), and Load.
 
-The advisor fills it through ``ctx.open_chat``; the two boxes override its plan by hand. Whatever
-is loaded is planned by the same core planner as the terminal's (``plan_chat``), which predicts the
-memory of exactly those settings; a plan that does not fit is refused with the nearest one that does,
-and "Load anyway" loads it regardless.
+The picker lists the library's models, the ones used last first; picking one (or a file with
+Choose…) loads it. The advisor fills the bar through ``ctx.open_chat``; the two boxes override its
+plan by hand, and Load loads again with them. Whatever is loaded is planned by the same core planner
+as the terminal's (``plan_chat``), which predicts the memory of exactly those settings; a plan that
+does not fit is refused with the nearest one that does, and "Load anyway" loads it regardless.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -23,7 +26,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.chat.model_ref import ModelRef, same_file
 from app.gui.panels.chat_engine import LoadedModel, LoadSpec
+from app.gui.widgets.elided_label import ElidedLabel
+from app.gui.widgets.library_combo import compact_combo, refresh_library_combo
 
 MAX_N_CTX = 1 << 20  # llama.cpp accepts more, but no laptop holds a 1M-token cache of a useful model
 
@@ -35,16 +41,29 @@ class ModelBar(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self._spec: LoadSpec | None = None
+        self._recent: tuple[ModelRef, ...] = ()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        pick = QHBoxLayout()
+        self.picker = QComboBox()
+        self.picker.setAccessibleName("Model")
+        self.picker.setToolTip("Pick a model to load it: the ones you used last come first")
+        self.picker.setPlaceholderText("Pick a model…")
+        compact_combo(self.picker)
+        self.picker.activated.connect(self._picked)
+        label = QLabel("&Model:")
+        label.setBuddy(self.picker)
+        pick.addWidget(label)
+        pick.addWidget(self.picker, 1)
+        choose = QPushButton("Choose…")
+        choose.setAccessibleName("Choose a model file and load it")
+        choose.clicked.connect(self.choose_model)
+        pick.addWidget(choose)
+        lay.addLayout(pick)
         bar = QHBoxLayout()
-        self.model_label = QLabel("No model chosen")
+        self.model_label = ElidedLabel("No model chosen")  # a long name shortens; the window keeps its width
         self.model_label.setAccessibleName("Model file")
         bar.addWidget(self.model_label, 1)
-        choose = QPushButton("Choose…")
-        choose.setAccessibleName("Choose a model file")
-        choose.clicked.connect(self.choose_model)
-        bar.addWidget(choose)
         self.n_ctx = QSpinBox()
         self.n_ctx.setRange(0, MAX_N_CTX)
         self.n_ctx.setSingleStep(512)
@@ -89,7 +108,7 @@ class ModelBar(QWidget):
         self.progress.setRange(0, 1000)
         self.progress.hide()
         lay.addWidget(self.progress)
-        self.status = QLabel("Pick a model in the Advisor or the Library, or a file with Choose…")
+        self.status = QLabel("Pick a model above, in the Advisor or the Library, or a file with Choose…")
         self.status.setAccessibleName("Model status")
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
@@ -104,6 +123,40 @@ class ModelBar(QWidget):
         self.model_label.setText(Path(path).name)
         self.model_label.setToolTip(path)
         self.load_button.setEnabled(True)
+        self._show_chosen()
+
+    def _show_chosen(self) -> None:
+        """The picker shows the chosen model, listed first if it was not (yet): a file chosen by
+        hand, the advisor's, or one the listing has not reached."""
+        if self._spec is None:
+            return
+        path = self._spec.model_path
+        if self.picker.findData(path) < 0:
+            self.picker.insertItem(0, Path(path).name, path)
+            self.picker.setItemData(0, path, Qt.ItemDataRole.ToolTipRole)
+        self.picker.setCurrentIndex(self.picker.findData(path))
+
+    @property
+    def chosen_path(self) -> str | None:
+        return self._spec.model_path if self._spec is not None else None
+
+    def refresh_picker(self, library: Any, recent: Sequence[ModelRef]) -> None:
+        """List the library's models in the picker, the chosen one and then ``recent`` first."""
+        self._recent = tuple(recent)
+        first = [r.path for r in recent]
+        if self._spec is not None:
+            first.insert(0, self._spec.model_path)
+        refresh_library_combo(self, library, self.picker, first=first, on_done=self._show_chosen,
+                              empty_text="No models yet: Choose… a file, or download one in the Library")  # fmt: skip
+
+    @Slot(int)
+    def _picked(self, index: int) -> None:
+        path = self.picker.itemData(index)
+        if not isinstance(path, str):
+            return
+        known = next((r for r in self._recent if same_file(r.path, path)), None)  # its settings of last time
+        self.set_model(path, known.load_settings() if known is not None else None)
+        self.load_requested.emit(False)
 
     def spec(self, *, force: bool = False) -> LoadSpec | None:
         """What to load: the chosen model with the boxes' values (``force``: even if it does not fit)."""
@@ -119,6 +172,7 @@ class ModelBar(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
         if path:
             self.set_model(path)
+            self.load_requested.emit(False)
 
     def show_refusal(self, why: str, nearest: str) -> None:
         """The plan does not fit: say why and what does, and offer "Load anyway" ("" hides it)."""

@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from app.core.units import format_bytes
 from app.gui.context import AppContext
+from app.gui.panels.convert_progress import OverallProgress
 from app.gui.workers import Worker, discard_workers, start_worker
 
 DEFAULT_TYPE = "Q4_K_M"
@@ -41,17 +43,21 @@ CONVERTER_START_S = 4.0
 CONVERT_SOURCE_BYTES_S = 115e6
 QUANTIZE_F16_BYTES_S = 70e6
 CHECK_S = 3.0
-STAGES = {
-    "convert": "Converting with llama.cpp's converter",
-    "quantize": "Quantizing",
-    "check": "Checking that it loads and writes",
-}
+
+
+def stage_seconds(source_bytes: int, f16_bytes: int, *, direct: bool) -> dict[str, float]:
+    """Each stage's seconds for build_gguf on a 2-core laptop-class CPU; direct: the converter
+    writes the type, so there is no quantize stage. They weigh the stages on the progress bar."""
+    return {
+        "convert": CONVERTER_START_S + source_bytes / CONVERT_SOURCE_BYTES_S,
+        "quantize": 0.0 if direct else f16_bytes / QUANTIZE_F16_BYTES_S,
+        "check": CHECK_S,
+    }
 
 
 def rough_seconds(source_bytes: int, f16_bytes: int, *, direct: bool) -> float:
-    """Seconds for build_gguf on a 2-core laptop-class CPU; direct: the converter writes the type."""
-    quantize = 0.0 if direct else f16_bytes / QUANTIZE_F16_BYTES_S
-    return CONVERTER_START_S + source_bytes / CONVERT_SOURCE_BYTES_S + quantize + CHECK_S
+    """Seconds for the whole of build_gguf (see :func:`stage_seconds`)."""
+    return sum(stage_seconds(source_bytes, f16_bytes, direct=direct).values())
 
 
 def _selectable(label: QLabel, name: str) -> QLabel:
@@ -68,6 +74,9 @@ def _selectable(label: QLabel, name: str) -> QLabel:
 class ConvertPanel(QWidget):
     """Pick a checkpoint and a precision, see what will come out, convert, chat with the result."""
 
+    # the path of the converted model, to size up in the Advisor; the window hands it over
+    advise_requested = Signal(str)
+
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
         from app.engine.quantize import QUANT_TYPES
@@ -78,7 +87,8 @@ class ConvertPanel(QWidget):
         self.out_exists = False
         self.task: Worker | None = None  # the conversion or the set-up running now
         self.setting_up = False
-        self.result: Any = None
+        self.result: Any = None  # the BuildResult of the latest conversion, shown in the result box
+        self.overall: OverallProgress | None = None  # the running conversion's one bar
         outer = QVBoxLayout(self)
 
         self.setup_box = QGroupBox("llama.cpp's converter")
@@ -150,11 +160,18 @@ class ConvertPanel(QWidget):
         self.result_box = QGroupBox("Result")
         res = QVBoxLayout(self.result_box)
         self.result_label = _selectable(QLabel(""), "Conversion result")
+        self.advise_button = QPushButton("Open in &Advisor")
+        self.advise_button.setAccessibleName("Open the converted model in the Advisor")
+        self.advise_button.clicked.connect(self.advise)
         self.chat_button = QPushButton("C&hat with it")
         self.chat_button.setAccessibleName("Chat with the converted model")
         self.chat_button.clicked.connect(self.chat)
         res.addWidget(self.result_label)
-        res.addWidget(self.chat_button)
+        actions = QHBoxLayout()
+        actions.addWidget(self.advise_button)
+        actions.addWidget(self.chat_button)
+        actions.addStretch(1)
+        res.addLayout(actions)
         self.result_box.hide()
         outer.addWidget(self.result_box)
         outer.addStretch(1)
@@ -280,11 +297,12 @@ class ConvertPanel(QWidget):
 
         def done(result: Any) -> None:
             size, seconds, out, self.out_exists = result
-            exists = (
-                " — <b>this file already exists</b>: remove it or pick another precision."
-                if self.out_exists
-                else ""
-            )
+            if self.out_exists and self.result is not None and self.result.path == out:
+                exists = " — made just now: see the result below."  # not a warning about our own file
+            elif self.out_exists:
+                exists = " — <b>this file already exists</b>: remove it or pick another precision."
+            else:
+                exists = ""
             about = f"about {format_bytes(size)} at {to}, roughly {seconds:.0f} s on 2 cores"
             self.prediction.setText(f"{about}<br>{escape(str(out))}{exists}")
             self._update_buttons()
@@ -310,8 +328,14 @@ class ConvertPanel(QWidget):
 
         if self.checkpoint is None or self.task is not None:
             return
-        folder, to = self.checkpoint.folder, self.target.currentText()
+        from app.core.build.convert import OUTTYPES, predicted_bytes
+
+        ckpt, to = self.checkpoint, self.target.currentText()
+        folder = ckpt.folder
         self.result_box.hide()
+        self.result = None
+        self.overall = OverallProgress(stage_seconds(
+            ckpt.source_bytes, predicted_bytes(ckpt.model, "F16"), direct=to in OUTTYPES))  # fmt: skip
         self.bar.setValue(0)
         self.stage.setText("Starting…")
         self.task = start_worker(
@@ -324,12 +348,14 @@ class ConvertPanel(QWidget):
         self._update_buttons()
 
     def _progress(self, p: Any) -> None:
-        self.bar.setValue(int(1000 * p.fraction))
-        detail = f" — {p.detail}" if p.detail and p.stage != "check" else ""
-        self.stage.setText(f"{STAGES.get(p.stage, p.stage)}: {100 * p.fraction:.0f} %{detail}")
+        """A ``BuildProgress`` (its stage's own fraction) → one bar for the whole conversion."""
+        overall = self.overall or OverallProgress({p.stage: 1.0})
+        self.bar.setValue(round(1000 * overall.update(p.stage, p.fraction)))
+        detail = p.detail if p.stage != "check" else ""  # the check's detail is the words it wrote
+        self.stage.setText(overall.text(p.stage, p.fraction, detail))
 
     def _converted(self, result: Any) -> None:
-        self.task, self.result = None, result
+        self.task, self.result, self.overall = None, result, None
         self.bar.setValue(1000)
         self.stage.setText("Done.")
         took = sum(result.timings_s.values())
@@ -345,12 +371,12 @@ class ConvertPanel(QWidget):
         self.result_label.setText("<br>".join(lines))
         self.result_box.show()
         self.out_exists = True
+        self.prediction.setText(f"{escape(str(result.path))} — made just now: see the result below.")
         self._update_buttons()
-        self._predict()  # the output row says the file exists now
         self.ctx.library_changed.emit()
 
     def _not_converted(self, message: str, hint: str, cancelled: bool) -> None:
-        self.task = None
+        self.task, self.overall = None, None
         self.bar.setValue(0)
         self.stage.setText(
             "Cancelled; nothing was kept." if cancelled else f"Failed: {message} {hint}".strip()
@@ -367,6 +393,10 @@ class ConvertPanel(QWidget):
         if self.task is not None:
             self.task.cancel()
             self.stage.setText("Stopping…")
+
+    def advise(self) -> None:
+        if self.result is not None:
+            self.advise_requested.emit(str(self.result.path))
 
     def chat(self) -> None:
         if self.result is not None:

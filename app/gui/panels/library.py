@@ -25,7 +25,6 @@ from PySide6.QtCore import (
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QMessageBox,
@@ -41,6 +40,7 @@ from app.core.units import format_bytes
 from app.gui.context import AppContext
 from app.gui.panels.library_downloads import DownloadQueue
 from app.gui.panels.library_hub import HubBrowser
+from app.gui.widgets.flow_layout import FlowLayout
 from app.gui.workers import Lane, Worker, discard_workers, start_worker
 
 ORIGINS = {
@@ -106,13 +106,15 @@ class LibraryTable(QAbstractTableModel):
 
 
 def _found(report: Any) -> str:
-    """ "3 models. 1 file skipped: …" — a bad file is named, never allowed to hide the others."""
-    text = count(len(report.models)) + "."
-    if report.problems:
-        first = report.problems[0]
-        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
-        text += f" Skipped {first.path.name}: {first.reason}{more}."
-    return text
+    """ "3 models. Skipped 2 files: empty.gguf is empty; …" — a bad file is named, never allowed
+    to hide the others."""
+    return _with_skipped(count(len(report.models)) + ".", report.problems)
+
+
+def _with_skipped(text: str, problems: Any) -> str:
+    from app.core.library.scan import skipped_summary
+
+    return f"{text} {skipped_summary(problems)}".strip()
 
 
 class LibraryPanel(QWidget):
@@ -164,7 +166,7 @@ class LibraryPanel(QWidget):
         header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(self._update_buttons)
         lay.addWidget(self.table, 1)
-        row = QHBoxLayout()
+        row = FlowLayout()  # wraps onto a second line on a narrow window
         buttons = []
         for text, name, slot in (
             ("&Add folder…", "Add a folder of models", self._choose_folder),
@@ -184,6 +186,7 @@ class LibraryPanel(QWidget):
         self.status = QLabel("Looking for models…")
         self.status.setAccessibleName("Library status")
         self.status.setTextFormat(Qt.TextFormat.PlainText)
+        self.status.setWordWrap(True)  # a skipped file's name and reason can be long
         lay.addWidget(self.status)
         self._update_buttons()
         return page
@@ -235,7 +238,13 @@ class LibraryPanel(QWidget):
 
     def add_folder(self, folder: Path) -> None:
         self.status.setText(f"Looking for models in {folder}…")
-        self._run(lambda lib: f"{count(len(lib.add_folder(folder)))} found in {folder}.", changed=True)
+
+        def add(lib: Any) -> str:
+            own = type(lib)(lib.registry_path, roots=lib.roots)  # its last_problems are this scan's
+            found = own.add_folder(folder)
+            return _with_skipped(f"{count(len(found))} found in {folder}.", own.last_problems)
+
+        self._run(add, changed=True)
 
     def remove_selected(self) -> None:
         if (m := self.selected()) is not None:
@@ -302,24 +311,14 @@ class PendingPull:
     def start(self, want: dict[str, Any]) -> None:
         """``want``: {"repo_id", "filename" (a Hub file) or "quant" (pick by type), "n_ctx",
         "n_gpu_layers"} — the AdvisorPanel's ``pull_requested``."""
-        repo = str(want["repo_id"])
 
-        def work(report: Any, cancel: Any) -> Any:
-            from app.core.hub.repo import list_gguf_files, select_file
-
-            files = list_gguf_files(repo)
-            return select_file(files, quant=want.get("quant"), filename=want.get("filename"))
-
-        def found(repo_file: Any) -> None:
-            row = self.panel.downloads.enqueue(repo, repo_file)
+        def queued(row: Any) -> None:  # offline too: the row waits for the network, with Retry
             load = {k: want[k] for k in ("n_ctx", "n_gpu_layers") if want.get(k) is not None}
             self.waiting[id(row)] = load
             self.panel.tabs.setCurrentWidget(self.panel.hub)
 
-        def failed(message: str, hint: str, cancelled: bool) -> None:
-            self.panel.ctx.error.emit(f"Could not start the download from {repo}: {message}", hint)
-
-        start_worker(work, owner=self.panel, on_return=found, on_error=failed)
+        self.panel.downloads.request(str(want["repo_id"]), quant=want.get("quant"),
+                                     filename=want.get("filename"), on_row=queued)  # fmt: skip
 
     def _verified(self, entry: Any) -> None:
         for row in self.panel.downloads.rows:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.advice.speed import format_tok_s
 from app.core.units import format_bytes
 from app.gui.context import AppContext
 from app.gui.workers import start_worker
@@ -105,9 +106,13 @@ class HubBrowser(QWidget):
         lay.addLayout(row)
 
     def _failed(self, what: str) -> Callable[[str, str, bool], None]:
+        """Say it once, in the status line under the tables — it answers what was just asked here —
+        not in the window's banner as well. Offline is not a failure of the search: no prefix."""
+        from app.core.hub.online import OFFLINE_SENTENCE
+
         def show(message: str, hint: str, cancelled: bool) -> None:
-            self.status.setText(f"{what}: {message} {hint}".strip())
-            self.ctx.error.emit(message, hint)
+            text = f"{message} {hint}" if message == OFFLINE_SENTENCE else f"{what}: {message} {hint}"
+            self.status.setText(text.strip())
 
         return show
 
@@ -185,7 +190,7 @@ class HubBrowser(QWidget):
                 p = fp.plan
                 fits = ("★ " if fp is best else "") + FITS.get(p.fits, p.fits)
                 vram = format_bytes(p.vram_bytes) if p.vram_bytes else "—"
-                rows.append((fits, format_bytes(p.ram_bytes), vram, f"{p.speed.tok_s:.1f}"))
+                rows.append((fits, format_bytes(p.ram_bytes), vram, format_tok_s(p.speed.tok_s)))
             _fill(self.file_table, rows, first_column=3)
             pick = f" ★ {best.repo_file.file.first} fits best at {n_ctx:,} tokens." if best else ""
             self.status.setText(f"{len(planned)} GGUF files in {repo}.{pick}")

@@ -14,8 +14,8 @@ import math
 from collections import deque
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QShowEvent
+from PySide6.QtCore import QEvent, Qt, QTimer
+from PySide6.QtGui import QPalette, QShowEvent
 from PySide6.QtWidgets import (
     QFormLayout,
     QGridLayout,
@@ -30,9 +30,11 @@ from PySide6.QtWidgets import (
 from app.core.machine.sampler_client import Subscription, shared_sampler
 from app.core.units import GIB, format_bytes
 from app.gui.context import AppContext
+from app.gui.panels.machine_model_cpu import ModelCpu
 
 SAMPLE_INTERVAL_S = 1.0
 HISTORY = 120  # points per chart: two minutes at one sample a second
+MIN_SHARE_PX = 4  # the model's share is drawn at least this tall: a 251 MiB share of 24 GiB is ~1 px
 UNKNOWN = "—"  # a figure that could not be read (house style: never 0)
 _SELECTABLE = Qt.TextInteractionFlag.TextSelectableByKeyboard | Qt.TextInteractionFlag.TextSelectableByMouse
 GpuKey = tuple[str, int]  # (vendor, index within the vendor), as GpuInfo names a GPU
@@ -43,14 +45,16 @@ def _bytes(n: int | None) -> str:
 
 
 class Chart:
-    """One live plot: a line for the whole machine and, for memory, a filled area for the model."""
+    """One live plot: a line for the whole machine and a filled area for the loaded model's share,
+    with that share in words beside its newest point — 251 MiB on a 24 GiB axis is one pixel, so
+    the area is drawn at least MIN_SHARE_PX tall and the label says the figure."""
 
     def __init__(self, pg: Any, title: str, *, label: str, y_max: float, memory: bool = True) -> None:
-        self.label, self.memory = label, memory  # memory: bytes shown in GiB; else a percentage
+        self.pg, self.label, self.memory = pg, label, memory  # memory: bytes in GiB; else a percentage
         self.scale = GIB if memory else 1.0
         self.widget = pg.PlotWidget(title=title)
         self.widget.setAccessibleName(f"{title} chart")
-        self.widget.setBackground(None)  # the window's own colours, light or dark
+        self.widget.viewport().setAccessibleName(f"{title} chart")  # focusable too (pyqtgraph)
         self.widget.setMinimumHeight(150)
         self.widget.setMenuEnabled(False)
         self.widget.setMouseEnabled(x=False, y=False)
@@ -63,17 +67,30 @@ class Chart:
         self.times: deque[float] = deque(maxlen=HISTORY)
         self.values: deque[float] = deque(maxlen=HISTORY)  # raw: bytes or percent
         self.model_values: deque[float] = deque(maxlen=HISTORY)
-        self.line = self.widget.plot(pen=pg.mkPen("#1f77b4", width=2), name="whole machine")
+        self.line = self.widget.plot(name="whole machine")
         self.line.setZValue(1)  # above the model's filled area
-        self.area = None
-        if memory:  # "finite": an unknown share (NaN) is a gap in the area, not a drop to 0
-            red = pg.mkPen("#d62728", width=1)
-            self.area = self.widget.plot(
-                pen=red, fillLevel=0, brush=(214, 39, 40, 90), name="the loaded model", connect="finite"
-            )
+        # "finite": an unknown share (NaN) is a gap in the area, not a drop to 0
+        self.area = self.widget.plot(fillLevel=0, name="the loaded model", connect="finite")
+        self.share = pg.TextItem(anchor=(1, 1))  # its bottom-right corner at the newest point
+        self.share.setZValue(2)
+        self.share.hide()
+        self.widget.addItem(self.share)
         self.summary = QLabel("Waiting for the first sample…")
         self.summary.setAccessibleName(f"{title} now")
         self.summary.setTextInteractionFlags(_SELECTABLE)
+        self.restyle()
+
+    def restyle(self, palette: QPalette | None = None) -> None:
+        """``palette``'s colours (light or dark; by default the plot's own) for the plot and series."""
+        from app.gui.theme import style_plot
+
+        c = style_plot(self.widget, palette)
+        self.line.setPen(self.pg.mkPen(c.machine, width=2))
+        self.area.setPen(self.pg.mkPen(c.model, width=2))
+        self.area.setBrush(c.fill(c.model))
+        self.share.setColor(c.model)
+        self.share.fill = self.pg.mkBrush(c.fill(c.background, 200))  # legible over the lines
+        self.share.update()
 
     def append(
         self,
@@ -81,30 +98,58 @@ class Chart:
         value: float,
         *,
         total: int | None = None,
-        model: int | None = None,
+        model: float | None = None,
         with_model: bool = False,
     ) -> None:
         """One sample; the summary line says it in words for screen readers and tests.
 
         ``with_model``: a model is loaded, so its share is drawn — or, when ``model`` is None
-        (not attributable), a gap in the area and "—" in words.
+        (not attributable), a gap in the area and "—" in words. ``model``: bytes, or for the CPU
+        chart a percentage of the whole machine.
         """
         self.times.append(t)
         self.values.append(value)
         self.model_values.append(float(model) if model is not None else math.nan if with_model else 0.0)
+        share = self._share_text(model, total) if with_model else ""
         if self.memory:
-            share = f"; the model {_bytes(model)}" if with_model else ""
-            text = f"{self.label}: {format_bytes(value)} of {_bytes(total)} used{share}"
+            text = f"{self.label}: {format_bytes(value)} of {_bytes(total)} used"
         else:
             text = f"{self.label}: {value:.0f} % busy"
+        text += f"; the model {share}" if with_model else ""
         self.summary.setText(text)
         self.widget.setAccessibleDescription(text)
+        self.share.setText(f"the model: {share}")
+        self.share.setVisible(with_model)
+
+    def _share_text(self, model: float | None, total: int | None) -> str:
+        """ "251 MiB (1.0 % of RAM)", "38 % of the CPU", "—"."""
+        if model is None:
+            return UNKNOWN
+        if not self.memory:
+            return f"{model:.0f} % of the CPU"
+        of = f" ({100 * model / total:.1f} % of {self.label})" if total else ""
+        return f"{format_bytes(int(model))}{of}"
+
+    def min_share(self) -> float:
+        """MIN_SHARE_PX in the plot's units at its present size (0 before it is laid out)."""
+        box = self.widget.getViewBox()
+        low, high = box.viewRange()[1]
+        height_px = box.height()
+        return MIN_SHARE_PX * (high - low) / height_px if height_px > 0 else 0.0
 
     def redraw(self, now: float) -> None:
         xs = [t - now for t in self.times]
         self.line.setData(xs, [v / self.scale for v in self.values])
-        if self.area is not None:
-            self.area.setData(xs, [v / self.scale for v in self.model_values])
+        floor = self.min_share()
+        # a share too thin to see is drawn MIN_SHARE_PX tall; the label says its real figure
+        shown = [max(v / self.scale, floor) if v > 0 else v / self.scale for v in self.model_values]
+        self.area.setData(xs, shown)
+        if self.share.isVisible() and shown:
+            y = shown[-1] if math.isfinite(shown[-1]) else 0.0
+            low, high = self.widget.getViewBox().viewRange()[1]
+            # near the top the label would leave the plot: hang it below the point instead
+            self.share.setAnchor((1, 0) if y > low + 0.8 * (high - low) else (1, 1))
+            self.share.setPos(0, y)
 
 
 def _gb_s(bytes_s: float) -> str:
@@ -171,6 +216,7 @@ class MachinePanel(QWidget):
         head = QHBoxLayout()
         self.status = QLabel("Detecting the hardware…")
         self.status.setAccessibleName("Detection status")
+        self.status.setWordWrap(True)
         self.refresh_button = QPushButton("Detect a&gain")
         self.refresh_button.setAccessibleName("Detect the hardware again")
         self.refresh_button.clicked.connect(self.refresh)
@@ -191,7 +237,7 @@ class MachinePanel(QWidget):
             form.addRow(buddy, label)
             self.facts[key] = label
         outer.addWidget(facts)
-        live = QGroupBox("Live use (the loaded model's share filled in)")
+        live = QGroupBox("Live use (the loaded model's share filled in and labelled)")
         self.grid = QGridLayout(live)
         outer.addWidget(live, 1)
         self.ram_chart = Chart(pg, "RAM used", label="RAM", y_max=GIB)
@@ -203,6 +249,7 @@ class MachinePanel(QWidget):
         self.model_rss_bytes: int | None = None
         self.model_vram_bytes: int | None = None
         self.model_vram_asked = False  # the machine has a GPU to ask for the model's VRAM
+        self.model_cpu = ModelCpu()  # the model process's CPU share, read while a model is loaded
         self.subscription: Subscription | None = None  # held while the panel is visible
         self._last_t = 0.0
         self.timer = QTimer(self)
@@ -262,7 +309,8 @@ class MachinePanel(QWidget):
         self.ram_chart.append(s.t, s.ram_used_bytes, total=s.ram_total_bytes, model=self.model_rss_bytes,
                               with_model=self.model_loaded)  # fmt: skip
         if s.cpu_percent is not None:  # None in the sampler's first sample
-            self.cpu_chart.append(s.t, s.cpu_percent)
+            model_cpu = self.model_cpu.percent() if self.model_loaded else None
+            self.cpu_chart.append(s.t, s.cpu_percent, model=model_cpu, with_model=self.model_loaded)
         first = next(iter(self.gpu_charts), None)
         for key, chart in self.gpu_charts.items():
             mem = s.gpu(*key)
@@ -275,6 +323,12 @@ class MachinePanel(QWidget):
                          with_model=shown)  # fmt: skip
         for chart in (self.ram_chart, self.cpu_chart, *self.gpu_charts.values()):
             chart.redraw(s.t)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.PaletteChange:  # light ↔ dark: the charts follow
+            for chart in (self.ram_chart, self.cpu_chart, *self.gpu_charts.values()):
+                chart.restyle(self.palette())
+        super().changeEvent(event)
 
     def showEvent(self, event: QShowEvent) -> None:
         if self.subscription is None:

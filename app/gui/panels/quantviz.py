@@ -7,9 +7,10 @@ cancels the older one and stale answers are dropped. pyqtgraph is imported when 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -32,8 +34,9 @@ if TYPE_CHECKING:
     from app.gui.context import AppContext
     from app.gui.panels.quantviz_compute import QuantComparison, TensorChoice
 
-BEFORE_COLOUR, AFTER_COLOUR = (78, 121, 167), (242, 142, 43)  # Tableau blue and orange, as elsewhere
 DEFAULT_TENSOR = "blk.0.attn_q.weight"  # a typical weight matrix every llama-like model has
+EMPTY_TEXT = "Choose a model and one of its tensors: its weights before and after quantizing show here."
+Y_HEADROOM = 1.05  # the tallest bar stays below the top edge
 
 
 class QuantVizPanel(QWidget):
@@ -110,7 +113,15 @@ class QuantVizPanel(QWidget):
             note.setWordWrap(True)
             right_lay.addWidget(note)
         self.plot: Any = self._make_plot()
-        right_lay.addWidget(self.plot, 1)
+        # Until something is compared, words instead of an empty plot (whose axes mean nothing).
+        self.empty = QLabel(EMPTY_TEXT)
+        self.empty.setAccessibleName("No histogram yet")
+        self.empty.setWordWrap(True)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.plot_stack = QStackedWidget()
+        self.plot_stack.addWidget(self.empty)
+        self.plot_stack.addWidget(self.plot)
+        right_lay.addWidget(self.plot_stack, 1)
         self.stats = QLabel("Choose a model and a tensor.")
         self.stats.setAccessibleName("Quantization error")
         self.stats.setWordWrap(True)
@@ -124,21 +135,54 @@ class QuantVizPanel(QWidget):
 
     def _log_counts(self, on: bool) -> None:
         self.plot.setLogMode(y=on)
+        self._fit_view()
 
     def _make_plot(self) -> Any:
         import pyqtgraph as pg
 
         plot = pg.PlotWidget()
         plot.setAccessibleName("Histogram of the weights before and after quantizing")
+        plot.viewport().setAccessibleName(plot.accessibleName())  # focusable too (pyqtgraph)
         plot.setLabel("bottom", "weight value")
         plot.setLabel("left", "weights")
         plot.addLegend(offset=(-10, 10))
         plot.showGrid(x=True, y=True, alpha=0.2)
-        self.curve_before = plot.plot([0, 1], [0], stepMode="center", fillLevel=0, name="before (as in the file)",
-                                      pen=pg.mkPen(BEFORE_COLOUR, width=1.5), brush=(*BEFORE_COLOUR, 90))  # fmt: skip
-        self.curve_after = plot.plot([0, 1], [0], stepMode="center", fillLevel=0, name="after quantizing",
-                                     pen=pg.mkPen(AFTER_COLOUR, width=1.5), brush=(*AFTER_COLOUR, 90))  # fmt: skip
+        plot.setMenuEnabled(False)
+        self.curve_before = plot.plot(
+            [0, 1], [0], stepMode="center", fillLevel=0, name="before (as in the file)"
+        )
+        self.curve_after = plot.plot([0, 1], [0], stepMode="center", fillLevel=0, name="after quantizing")
+        self._restyle(plot)
         return plot
+
+    def _restyle(self, plot: Any, palette: Any = None) -> None:
+        """The palette's colours (light or dark) for the plot and both histograms."""
+        import pyqtgraph as pg
+
+        from app.gui.theme import style_plot
+
+        c = style_plot(plot, palette)
+        for curve, colour in ((self.curve_before, c.before), (self.curve_after, c.after)):
+            curve.setPen(pg.mkPen(colour, width=1.5))
+            curve.setBrush(c.fill(colour))
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "plot"):  # light ↔ dark
+            self._restyle(self.plot, self.palette())
+        super().changeEvent(event)
+
+    def _fit_view(self) -> None:
+        """The histograms' own range: counts from 0 up (never below, as autorange's padding
+        around a fill down to 0 would), weights from the first bin's edge to the last's."""
+        c = self.comparison
+        if c is None:
+            return
+        tallest = max(int(c.hist_before.max(initial=0)), int(c.hist_after.max(initial=0)), 1)
+        self.plot.setXRange(float(c.bin_edges[0]), float(c.bin_edges[-1]), padding=0.02)
+        if self.log_check.isChecked():  # log10 of the counts: a single weight is 0
+            self.plot.setYRange(0, math.log10(tallest) * Y_HEADROOM or 1.0, padding=0)
+        else:
+            self.plot.setYRange(0, tallest * Y_HEADROOM, padding=0)
 
     # --- the model ----------------------------------------------------------------------------
 
@@ -220,6 +264,8 @@ class QuantVizPanel(QWidget):
         def failed(msg: str, hint: str, cancelled: bool) -> None:
             self.comparison = None
             self.stats.setText(f"{msg} {hint}".strip())
+            if not cancelled:  # no histogram to show: the words again, not the last one's plot
+                self.plot_stack.setCurrentWidget(self.empty)
 
         start_worker(lambda r, c: compare(path, name, target, cancel=c), owner=self, latest="compare",
                      on_return=self._draw, on_error=failed)  # fmt: skip
@@ -228,7 +274,8 @@ class QuantVizPanel(QWidget):
         self.comparison = c
         self.curve_before.setData(c.bin_edges, c.hist_before, stepMode="center", fillLevel=0)
         self.curve_after.setData(c.bin_edges, c.hist_after, stepMode="center", fillLevel=0)
-        self.plot.enableAutoRange()
+        self.plot_stack.setCurrentWidget(self.plot)
+        self._fit_view()
         sample = (f"all {c.n_total:,} weights" if c.n_sampled == c.n_total
                   else f"{c.n_sampled:,} of {c.n_total:,} weights (evenly spaced rows)")  # fmt: skip
         rel = 100 * c.rmse / c.rms if c.rms else 0.0

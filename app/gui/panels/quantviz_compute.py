@@ -91,11 +91,13 @@ def unsupported_types() -> tuple[str, ...]:
 
 
 def list_tensors(path: str | Path) -> tuple[TensorChoice, ...]:
-    """The tensors of a local GGUF, from its header (no weights are read)."""
+    """The tensors of a local GGUF, from its header (no weights are read), in natural order
+    (``blk.2`` before ``blk.10``; a header's own order is often a plain string sort)."""
     from app.core.model.gguf_header import read_gguf_file
+    from app.core.model.tensor_order import natural_sorted
 
-    header = read_gguf_file(path)
-    return tuple(TensorChoice(t.name, t.shape, t.type_name, t.n_elements) for t in header.tensors)
+    tensors = natural_sorted(read_gguf_file(path).tensors, key=lambda t: t.name)
+    return tuple(TensorChoice(t.name, t.shape, t.type_name, t.n_elements) for t in tensors)
 
 
 def read_rows(
@@ -112,6 +114,8 @@ def read_rows(
     t = next((t for t in header.tensors if t.name == name), None)
     if t is None:
         raise TailorError(f"{Path(path).name} has no tensor {name!r}.")
+    if t.n_elements == 0 or not t.shape:  # llama.cpp's reader allows both; there is nothing to plot
+        raise TailorError(f"Tensor {name!r} of {Path(path).name} holds no weights to compare.")
     row_len = t.shape[0]
     n_rows = t.n_elements // row_len
     row_bytes = ggml_types.row_bytes(t.type_name, row_len)

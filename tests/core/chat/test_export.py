@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
+
+from app.core.chat.export import suggested_file_name
 from app.core.chat.store import ChatStore
+from app.core.errors import ChatStoreError
 from tests.core.chat.samples import PLAN, TIMINGS, new_conversation
 
 
@@ -39,3 +44,20 @@ def test_export_json_round_trips_with_all_branches(store: ChatStore) -> None:
     assert [m["id"] for m in exported["thread"]] == [user.id, new.id]
     assert [m["id"] for m in exported["messages"]] == [user.id, old.id, new.id]
     assert exported["messages"][1]["timings"] == TIMINGS
+
+
+def test_export_to_a_file_and_a_suggested_name(store: ChatStore, tmp_path: Path) -> None:
+    conv = new_conversation(store, 'What is "2/3" of 9?')
+    user = store.add_message(conv.id, role="user", content="Hi")
+    store.add_message(conv.id, role="assistant", content="Héllo", parent_id=user.id)
+    name = suggested_file_name(conv.title, "md")
+    assert name == "What is 2 3 of 9.md" and suggested_file_name("  ..  ", "json") == "chat.json"
+    store.export_to(conv.id, tmp_path / name, "md")
+    assert (tmp_path / name).read_text(encoding="utf-8") == store.export_markdown(conv.id)
+    store.export_to(conv.id, tmp_path / "c.json", "json")
+    assert json.loads((tmp_path / "c.json").read_text(encoding="utf-8")) == store.export_json(conv.id)
+    with pytest.raises(ChatStoreError, match="could not be saved") as info:
+        store.export_to(conv.id, tmp_path / "no such folder" / "c.md", "md")
+    assert info.value.hint and "another folder" in info.value.hint
+    with pytest.raises(ValueError, match="format"):
+        store.export_to(conv.id, tmp_path / "c.txt", "txt")

@@ -24,21 +24,32 @@ def test_trim_history_drops_oldest_pairs() -> None:
     messages.append({"role": "user", "content": "latest"})
     template = builtin("ChatML")
     full = words(render(template, messages))
-    kept, n_dropped = trim_history(messages, count_tokens=words, budget_tokens=full, render_prompt=lambda m: render(template, m))
+    kept, n_dropped = trim_history(
+        messages, count_tokens=words, budget_tokens=full, render_prompt=lambda m: render(template, m)
+    )
     assert (kept, n_dropped) == (messages, 0)
 
     budget = full - 20  # one pair (2 x 12 words) too many
-    kept, n_dropped = trim_history(messages, count_tokens=words, budget_tokens=budget, render_prompt=lambda m: render(template, m))
+    kept, n_dropped = trim_history(
+        messages, count_tokens=words, budget_tokens=budget, render_prompt=lambda m: render(template, m)
+    )
     assert n_dropped == 2
     assert kept == [SYSTEM, *messages[3:]]
     assert words(render(template, kept)) <= budget
 
     minimum = words(render(template, [SYSTEM, messages[-1]]))
-    kept, n_dropped = trim_history(messages, count_tokens=words, budget_tokens=minimum, render_prompt=lambda m: render(template, m))
+    kept, n_dropped = trim_history(
+        messages, count_tokens=words, budget_tokens=minimum, render_prompt=lambda m: render(template, m)
+    )
     assert (kept, n_dropped) == ([SYSTEM, messages[-1]], 10)
 
     with pytest.raises(ContextOverflowError) as info:
-        trim_history(messages, count_tokens=words, budget_tokens=minimum - 1, render_prompt=lambda m: render(template, m))
+        trim_history(
+            messages,
+            count_tokens=words,
+            budget_tokens=minimum - 1,
+            render_prompt=lambda m: render(template, m),
+        )
     assert str(info.value) == (
         f"The system prompt and your message need {minimum} tokens, "
         f"but the context leaves room for {minimum - 1}."
@@ -55,5 +66,7 @@ def test_trim_history_keeps_a_leading_assistant_turn_whole() -> None:
     ]
     template = builtin("Gemma")
     budget = words(render(template, messages[1:]))
-    kept, n_dropped = trim_history(messages, count_tokens=words, budget_tokens=budget, render_prompt=lambda m: render(template, m))
+    kept, n_dropped = trim_history(
+        messages, count_tokens=words, budget_tokens=budget, render_prompt=lambda m: render(template, m)
+    )
     assert (kept, n_dropped) == (messages[1:], 1)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from app.core.errors import Cancelled, HubError
+from app.core.errors import Cancelled, HubError, NetworkError, OfflineError
 from app.core.hub.download import DownloadCorruptError, download
-from tests.fake_hub import fake_hub
+from tests.fake_hub import fake_hub, hanging_up_server, unused_port
 
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -88,5 +89,10 @@ def test_corrupted_byte_is_detected_and_nothing_is_kept(tmp_path: Path, model_by
 def test_missing_file_and_unreachable_server(tmp_path: Path) -> None:
     with fake_hub({"acme/smol": {}}) as url, pytest.raises(HubError, match="404"):
         download(f"{url}/acme/smol/resolve/main/{FILE}", tmp_path / FILE, retries=0)
-    with pytest.raises(HubError, match="failed after"):
-        download("http://127.0.0.1:9/x.gguf", tmp_path / "x.gguf", retries=1)
+    with hanging_up_server() as url, pytest.raises(NetworkError, match="failed after 1 retries") as caught:
+        download(f"{url}/x.gguf", tmp_path / "x.gguf", retries=1)
+    assert "the server closed the connection" in str(caught.value)  # in words, not a class name
+    t0 = time.perf_counter()
+    with pytest.raises(OfflineError):  # nothing listens there: said at once, no retries
+        download(f"http://127.0.0.1:{unused_port()}/x.gguf", tmp_path / "x.gguf", retries=5)
+    assert time.perf_counter() - t0 < 1.5
