@@ -117,7 +117,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 predicted = plan["predicted"].get("ram_bytes") if plan.get("predicted") else None
                 pred = f" (predicted {format_bytes(predicted)})" if predicted else ""
                 speed = "—" if done.gen_tok_s is None else f"{done.gen_tok_s:.1f}"
-                first = "—" if done.ttft_ms is None else f"{done.ttft_ms:.0f}"
+                ms = session.first_token_ms  # the figure stored with the answer, as the window shows
+                first = "—" if ms is None else f"{ms:.0f}"
                 print(f"\n[{done.n_gen_tokens} tokens, {speed} tok/s, first token after "
                       f"{first} ms, model process {_size(_peak_rss(session))} RAM{pred}"
                       f"{', stopped' if done.stop_reason == 'cancelled' else ''}]")  # fmt: skip
@@ -161,6 +162,7 @@ def _chat_once(session: Any, prompt: str, loaded: Any, template_note: str, plan:
             "metrics": None if done is None else {**{k: getattr(done, k) for k in (
                 "stop_reason", "n_prompt_tokens", "n_gen_tokens", "ttft_ms", "prompt_tok_s", "gen_tok_s",
                 "rss_bytes", "peak_rss_bytes")},
+                "first_token_ms": session.first_token_ms,  # from the app's side: what is stored and shown
                 "measured_rss_bytes": session.monitor.peak.child_rss_bytes,
                 "measured_vram_bytes": session.monitor.peak.child_vram_bytes,
                 "load_peak_rss_bytes": session.load_peak.child_rss_bytes},
