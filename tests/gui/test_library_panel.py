@@ -8,29 +8,19 @@ import os
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
 from app.core.paths import hf_cache_dir
-from app.gui.context import AppContext
 from app.gui.panels.library import LibraryPanel
 from app.gui.panels.library_downloads import DownloadRow
-from app.gui.workers import wait_for_workers
 from tests.fake_hub import RepoMeta, fake_hub
 
 SMOL = "SmolLM2-135M-Instruct-Q4_1.gguf"
 
 
 @pytest.fixture
-def panel(qtbot: QtBot, tmp_path: Path):
-    ctx = AppContext(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    widget = LibraryPanel(ctx)
-    qtbot.addWidget(widget)
-    widget.show()
-    qtbot.waitUntil(lambda: not widget.tasks, timeout=10_000)  # the first scan
-    yield widget
-    widget.shutdown()
-    wait_for_workers(10_000)
+def panel(library_panel: LibraryPanel) -> LibraryPanel:
+    return library_panel
 
 
 def _ids(panel: LibraryPanel) -> dict[str, object]:

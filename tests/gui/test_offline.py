@@ -13,15 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
 from app.core.hub import online
 from app.core.hub.repo import list_gguf_files
-from app.gui.context import AppContext
 from app.gui.panels.library import LibraryPanel
 from app.gui.panels.library_downloads import WAITING, DownloadRow
-from app.gui.workers import describe_error, wait_for_workers
+from app.gui.workers import describe_error
 from tests.fake_hub import fake_hub, unused_port
 
 SMOL = "SmolLM2-135M-Instruct-Q4_1.gguf"
@@ -40,15 +38,8 @@ def _fresh_verdicts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def panel(qtbot: QtBot, tmp_path: Path) -> Iterator[LibraryPanel]:
-    ctx = AppContext(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    widget = LibraryPanel(ctx)
-    qtbot.addWidget(widget)
-    widget.show()
-    qtbot.waitUntil(lambda: not widget.tasks, timeout=10_000)  # the first scan
-    yield widget
-    widget.shutdown()
-    wait_for_workers(10_000)
+def panel(library_panel: LibraryPanel) -> LibraryPanel:
+    return library_panel
 
 
 @pytest.fixture

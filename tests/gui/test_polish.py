@@ -7,24 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
 from pytestqt.qtbot import QtBot
 
-from app.gui.context import AppContext
 from app.gui.panels.library import LibraryPanel
-from app.gui.workers import wait_for_workers
 
 
 @pytest.fixture
-def library(qtbot: QtBot, tmp_path: Path):  # type: ignore[no-untyped-def]
-    ctx = AppContext(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    widget = LibraryPanel(ctx)
-    qtbot.addWidget(widget)
-    widget.show()
-    qtbot.waitUntil(lambda: not widget.tasks, timeout=10_000)  # the first scan
-    yield widget
-    widget.shutdown()
-    wait_for_workers(10_000)
+def library(library_panel: LibraryPanel) -> LibraryPanel:
+    return library_panel
 
 
 def test_adding_a_folder_says_which_files_it_skipped_and_why(
