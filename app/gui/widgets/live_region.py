@@ -15,8 +15,9 @@ import re
 from PySide6.QtGui import QAccessible, QAccessibleAnnouncementEvent
 from PySide6.QtWidgets import QTextEdit, QWidget
 
-# a sentence ends at . ! ? or … (and any closing quotes or brackets) before a space, or at a line end
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*\s|\n")
+# a sentence ends at . ! ? or … (and any closing quotes or brackets) before a space, or at a line end;
+# not at a number's full stop: "2. " is a list item's number, said with the item
+_SENTENCE_END = re.compile(r"(?:[!?…]|(?<!\d)\.)[\"'”’)\]]*\s|\n")
 
 
 def complete_sentences_end(text: str, start: int = 0) -> int:
