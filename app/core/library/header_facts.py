@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.core.advice.naming import display_name
 from app.core.errors import ModelReadError, TailorError
 from app.core.hub.files import quant_from_name
 from app.core.library.scan import ScanProblem, file_problem
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 Meta = dict[str, dict[str, Any]]  # stat_key() → describe()'s facts, or {"error": message}
 
 _SPLIT_SUFFIX = re.compile(r"-\d{5}-of-\d{5}$", re.IGNORECASE)
+FACTS_VERSION = "2|"  # in every cache key: facts cached by an older describe() are read again
 MAX_REASON_CHARS = 300  # a reason is one line in `tailorlm list`; a stranger's file may make it long
 
 
@@ -33,11 +35,10 @@ def describe(parts: Sequence[Path]) -> dict[str, Any]:
             raise ModelReadError(f"{part} {reason}.")
     info = model_from_gguf(parts[0])
     ftype = info.file_type if info.file_type and not info.file_type.startswith("type ") else None
-    name = (info.metadata or {}).get("general.name")
     return {
         "quant": ftype or quant_from_name(parts[0].name),
         "arch": info.architecture,
-        "name": str(name) if name else None,
+        "name": display_name(info) or None,  # the catalog's or the file's name, as the Advisor says it
         "n_params": info.n_params,
         "n_layers": info.n_layer,
         "context_length": info.n_ctx_train or None,
@@ -47,7 +48,7 @@ def describe(parts: Sequence[Path]) -> dict[str, Any]:
 def stat_key(parts: Sequence[Path]) -> tuple[str, int]:
     """The cache key (a changed part means a new key) and the model's total size."""
     stats = [(p.resolve(), p.stat()) for p in parts]
-    key = "\n".join(f"{r}|{s.st_size}|{s.st_mtime_ns}" for r, s in stats)
+    key = FACTS_VERSION + "\n".join(f"{r}|{s.st_size}|{s.st_mtime_ns}" for r, s in stats)
     return key, sum(s.st_size for _, s in stats)
 
 

@@ -64,3 +64,22 @@ def test_bad_files_are_skipped_by_scans_and_refused_by_add(
     with pytest.raises(ModelNotFoundError):
         lib.add([folder / "gone.gguf"], origin="file", owned=False)
     assert [m.path for m in lib.models()] == [good]
+
+
+def test_models_are_named_as_the_advisor_names_them_and_old_cached_names_are_read_again(
+    tmp_path: Path, smollm2_path: Path
+) -> None:
+    """Not the GGUF's raw general.name ("Smollm2 135M 8k Lc100K Mix1 Ep2"): the catalog's name."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    link = folder / smollm2_path.name
+    link.symlink_to(smollm2_path)
+    registry = tmp_path / "library.json"
+    lib = Library(registry, roots=NO_ROOTS)
+    (found,) = lib.add_folder(folder)
+    assert found.name == "SmolLM2 135M Instruct"
+    # a cache written before names were chosen this way holds the raw name under an old-style key
+    key, _ = header_facts.stat_key([link])
+    old_key = key.removeprefix(header_facts.FACTS_VERSION)
+    cache = {old_key: {**header_facts.describe([link]), "name": "Smollm2 135M 8k Lc100K Mix1 Ep2"}}
+    assert header_facts.cached_facts(cache, {}, (link,), None)["name"] == "SmolLM2 135M Instruct"

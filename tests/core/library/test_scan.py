@@ -61,7 +61,8 @@ def test_every_source_is_found_with_its_facts(
         18,
         32768,
     )
-    assert hf_model.name == "Gemma 3 270m" and not hf_model.owned and hf_model.present
+    assert hf_model.name == "Gemma 3 270M it"  # the file's name, not general.name "Gemma 3 270m"
+    assert not hf_model.owned and hf_model.present
     lms_model = found["lmstudio"]
     assert (lms_model.paths, lms_model.repo) == ((lms_file,), "lmstudio-community/SmolLM2-135M-Instruct-GGUF")
     assert (lms_model.quant, lms_model.arch, lms_model.n_layers) == ("Q4_1", "llama", 30)
