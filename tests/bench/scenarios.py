@@ -1,6 +1,8 @@
 """What the responsiveness benchmark does inside the app process while the stall probe runs
 (imported by tests/bench/gui_responsiveness.py's child). Each scenario drives the real panels
-the way a user would and calls ``finish`` when done."""
+the way a user would and calls ``finish(outcome)`` when done: ``""`` when it completed, else what
+went wrong ("timed out after 300 s", "the download failed"). A scenario that did not complete is
+a failure of the benchmark, never a stall figure."""
 
 from __future__ import annotations
 
@@ -18,19 +20,26 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def _poll(check: Callable[[], bool], then: Callable[[], None], timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
+Finish = Callable[[str], None]
+TIMEOUT_S = 300
+
+
+def _poll(check: Callable[[], bool], then: Callable[[], None], timed_out: Finish) -> None:
+    """``then()`` once ``check()`` holds; ``timed_out(why)`` if it does not within TIMEOUT_S."""
+    deadline = time.monotonic() + TIMEOUT_S
 
     def tick() -> None:
-        if check() or time.monotonic() > deadline:
+        if check():
             then()
+        elif time.monotonic() > deadline:
+            timed_out(f"timed out after {TIMEOUT_S} s")
         else:
             QTimer.singleShot(20, tick)
 
     tick()
 
 
-def prepare(name: str, win: Any, ctx: Any) -> Callable[[Callable[[], None]], None]:
+def prepare(name: str, win: Any, ctx: Any) -> Callable[[Finish], None]:
     """Build the panel and everything a user would already have before the probe starts; returns
     the action to measure, which calls its argument when done."""
     if name == "load_and_stream":
@@ -39,16 +48,23 @@ def prepare(name: str, win: Any, ctx: Any) -> Callable[[Callable[[], None]], Non
         panel = win.panel("chat")
         win.show_panel("chat")
 
-        def stream(finish: Callable[[], None]) -> None:
+        def stream(finish: Finish) -> None:
             ctx.open_chat.emit(str(smollm2_path()), {"n_ctx": 2048, "n_gpu_layers": 0})
 
+            def answered() -> None:
+                failed = panel.error.isVisible() or not panel.view.answer_text().strip()
+                finish(f"the answer failed: {panel.error.text()!r}" if failed else "")
+
             def send() -> None:
+                if panel.model is None:  # the load failed: nothing was measured
+                    finish(f"the model did not load: {panel.error.text()!r}")
+                    return
                 panel.settings_panel.max_tokens.setValue(200)
                 panel.input.setPlainText("Write a short story about a lighthouse keeper.")
                 panel.send()
-                _poll(lambda: panel.state == "ready", finish)
+                _poll(lambda: panel.state == "ready", answered, finish)
 
-            _poll(lambda: panel.state == "ready", send)
+            _poll(lambda: panel.state in ("ready", "empty"), send, finish)
 
         return stream
     if name == "download":
@@ -63,14 +79,17 @@ def prepare(name: str, win: Any, ctx: Any) -> Callable[[Callable[[], None]], Non
         win.show_panel("library")
         repo_file = list_gguf_files("bench/g-GGUF")[0]  # the user picked the file in the Hub tab
 
-        def pull(finish: Callable[[], None]) -> None:
+        def pull(finish: Finish) -> None:
             row = lib.downloads.enqueue("bench/g-GGUF", repo_file)
 
-            def done() -> None:
+            def end(outcome: str) -> None:
                 server.terminate()
-                finish()
+                finish(outcome)
 
-            _poll(lambda: row.state in ("verified", "failed", "cancelled"), done)
+            def done() -> None:
+                end("" if row.state == "verified" else f"the download ended {row.state}")
+
+            _poll(lambda: row.state in ("verified", "failed", "cancelled"), done, end)
 
         return pull
     raise ValueError(name)
