@@ -90,36 +90,3 @@ def open_url(url: str, headers: dict[str, str] | None = None, *, timeout_s: floa
     require_online(url)
     timeout = hub_timeout_s() if timeout_s is None else timeout_s
     return _opener.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout)
-
-
-def bound_hf_client() -> None:
-    """Give huggingface_hub's shared client our connect/read timeout (``hub_timeout_s()``).
-
-    Its client is built with ``timeout=None`` and ``HfApi`` passes ``timeout=None`` per request,
-    which turns off even a client default, so the bound goes into the transport, where every
-    request of every huggingface_hub call passes. Idempotent; call before using huggingface_hub.
-    """
-    global _hf_bounded
-    if _hf_bounded:
-        return
-    import httpx2
-    from huggingface_hub import set_client_factory
-    from huggingface_hub.utils._http import hf_request_event_hook
-
-    class _BoundedTransport(httpx2.HTTPTransport):
-        def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-            asked = request.extensions.get("timeout") or {}
-            bound = hub_timeout_s()
-            request.extensions["timeout"] = {
-                k: min(v, bound) if isinstance(v, (int, float)) else bound
-                for k, v in {k: asked.get(k) for k in ("connect", "read", "write", "pool")}.items()
-            }
-            return super().handle_request(request)
-
-    set_client_factory(lambda: httpx2.Client(event_hooks={"request": [hf_request_event_hook]},
-                                             follow_redirects=True, max_redirects=10,
-                                             transport=_BoundedTransport()))  # fmt: skip
-    _hf_bounded = True
-
-
-_hf_bounded = False
