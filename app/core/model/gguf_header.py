@@ -18,6 +18,9 @@ from typing import Any, Protocol
 from app.core.errors import CorruptModelError, ModelNotFoundError, ModelReadError, NotAGGUFError
 from app.core.files import not_a_regular_file
 from app.core.model import ggml_types
+from app.core.model.gguf_cursor import HINT as _HINT
+from app.core.model.gguf_cursor import INT64_MAX, MAX_DIMS, Cursor
+from app.core.model.gguf_cursor import damaged as _damaged
 
 GGUF_MAGIC = b"GGUF"
 ALIGNMENT_KEY = "general.alignment"
@@ -28,25 +31,17 @@ MAX_ARRAY_KEEP = 4096
 # llama.cpp's own limits (ggml/src/gguf.cpp, ggml/include/ggml.h): a header past one of them is
 # refused by gguf_init_from_file too, so we refuse it the same way.
 MAX_ARRAY_ELEMENTS = 1 << 30  # GGUF_MAX_ARRAY_ELEMENTS
-MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_TENSOR_NAME_BYTES = 63  # GGML_MAX_NAME (64) counts the terminating NUL
-INT64_MAX = (1 << 63) - 1  # dimensions and element counts are int64_t
 SIZE_MAX = (1 << 64) - 1  # a tensor's size in bytes is a size_t
 # Ours, tighter than llama.cpp (which bounds these only by memory), so a hostile count is refused
 # before it costs time: the largest real tensor tables are a few thousand rows (per-expert MoE
 # files such as Snowflake Arctic: ~13,500), and a 65,536-row table parses in well under a second.
 MAX_TENSORS = 65_536
 MAX_KV = 100_000
-MAX_STRING = 64 * 1024 * 1024  # llama.cpp allows 1 GiB (GGUF_MAX_STRING_LENGTH); no real value nears 64 MiB
 # The fewest bytes one key/value (8-byte length, a 1-byte key, type, a 1-byte value) and one tensor
 # row (8-byte name length, no name, n_dims, type, offset) can take: counts beyond the file are lies.
 MIN_KV_BYTES = 8 + 1 + 4 + 1
 MIN_TENSOR_BYTES = 8 + 4 + 4 + 8
-_HINT = "Download it again, or choose another file."
-
-
-def _damaged(what: str) -> CorruptModelError:
-    return CorruptModelError(f"The GGUF header is damaged: {what}.", hint=_HINT)
 
 
 class ByteSource(Protocol):
@@ -161,119 +156,9 @@ _SCALARS: dict[int, tuple[str, str]] = {
     12: ("<d", "FLOAT64"),
 }
 _UINT32, _STRING, _ARRAY = 4, 8, 9
-_ROW_TAIL = [f"<{n}QIQ" for n in range(MAX_DIMS + 1)]  # a tensor row after n_dims: shape, type, offset
 
 
-class _Cursor:
-    """Buffered sequential reader over a ByteSource; reads ahead in chunks."""
-
-    CHUNK = 1 << 20
-
-    def __init__(self, source: ByteSource) -> None:
-        self.src = source
-        self.pos = 0
-        self._buf = b""
-        self._buf_start = 0
-
-    def take(self, n: int) -> bytes:
-        i = self._ensure(n)
-        self.pos += n
-        return self._buf[i : i + n]
-
-    def _ensure(self, n: int) -> int:
-        """Make ``[pos, pos + n)`` buffered; returns the index of ``pos`` in the buffer."""
-        end = self.pos + n
-        buf_end = self._buf_start + len(self._buf)
-        if not (self._buf_start <= self.pos and end <= buf_end):
-            if self._buf_start <= self.pos < buf_end:
-                # Keep the unread tail and fetch only what follows it: every byte is read once.
-                keep = self._buf[self.pos - self._buf_start :]
-                more = self.src.read(buf_end, max(end - buf_end, self.CHUNK))
-                self._buf, self._buf_start = keep + more, self.pos
-            else:
-                self._buf, self._buf_start = self.src.read(self.pos, max(n, self.CHUNK)), self.pos
-            if len(self._buf) < n:
-                raise self._early(n)
-        return self.pos - self._buf_start
-
-    def _early(self, n: int) -> CorruptModelError:
-        return CorruptModelError(
-            f"The GGUF header ends early (needed {n:,} bytes at offset {self.pos:,}): "
-            "the file is truncated or damaged.",
-            hint="Download it again.",
-        )
-
-    def need(self, n: int) -> None:
-        """Refuse at once when fewer than ``n`` bytes are left (a count that no file could hold)."""
-        size = self.src.size
-        if n > INT64_MAX or (size is not None and self.pos + n > size):
-            raise self._early(n)
-
-    def skip_strings(self, count: int) -> None:
-        """Step over ``count`` strings (a 262k-token vocabulary) without decoding any: a tight loop
-        over the buffer, ~20x faster than reading them one by one."""
-        unpack_from = struct.unpack_from
-        while count:
-            i = self._ensure(8)
-            buf, end = self._buf, len(self._buf)
-            while count and i + 8 <= end:
-                n = unpack_from("<Q", buf, i)[0]
-                if n > MAX_STRING:
-                    raise _damaged(f"a string claims {n:,} bytes")
-                if i + 8 + n > end:
-                    break
-                i += 8 + n
-                count -= 1
-            self.pos = self._buf_start + i
-            if count:  # a string (or its length) straddles the buffer's end: the slow path refills
-                self.skip(self._string_length())
-                count -= 1
-
-    def tensor_row(self) -> tuple[bytes, int, tuple[int, ...]]:
-        """One tensor-table row: the raw name, n_dims, then the shape, type and offset (empty when
-        n_dims is past MAX_DIMS). Rows inside the buffer are unpacked in place: a 65,536-row table
-        then reads in a fraction of a second."""
-        buf, i = self._buf, self.pos - self._buf_start
-        if i >= 0 and i + 8 <= len(buf):
-            n = struct.unpack_from("<Q", buf, i)[0]
-            j = i + 8 + n
-            if n <= MAX_STRING and j + 4 <= len(buf):
-                n_dims = struct.unpack_from("<I", buf, j)[0]
-                end = j + 4 + 8 * n_dims + 12
-                if n_dims <= MAX_DIMS and end <= len(buf):
-                    self.pos += end - i
-                    return buf[i + 8 : j], n_dims, struct.unpack_from(_ROW_TAIL[n_dims], buf, j + 4)
-        name = self.raw_string()  # at the buffer's end, or damaged: the checked path
-        n_dims = self.unpack("<I")
-        return name, n_dims, self.unpack_all(_ROW_TAIL[n_dims]) if n_dims <= MAX_DIMS else ()
-
-    def unpack(self, fmt: str) -> Any:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def unpack_all(self, fmt: str) -> tuple[Any, ...]:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
-
-    def _string_length(self) -> int:
-        n: int = self.unpack("<Q")
-        if n > MAX_STRING:
-            raise _damaged(f"a string claims {n:,} bytes")
-        return n
-
-    def raw_string(self) -> bytes:
-        return self.take(self._string_length())
-
-    def string(self) -> str:
-        return self.raw_string().decode("utf-8", errors="replace")
-
-    def skip(self, n: int) -> None:
-        if n <= self.CHUNK:
-            self.take(n)
-        else:
-            self.need(n)
-            self.pos += n
-
-
-def _read_value(cur: _Cursor, key: str, vtype: int) -> Any:
+def _read_value(cur: Cursor, key: str, vtype: int) -> Any:
     if vtype in _SCALARS:
         return cur.unpack(_SCALARS[vtype][0])
     if vtype == _STRING:
@@ -301,7 +186,7 @@ def _read_value(cur: _Cursor, key: str, vtype: int) -> Any:
     return list(cur.unpack_all(f"<{length}{_SCALARS[item_type][0][1]}"))
 
 
-def _read_metadata(cur: _Cursor, n_kv: int) -> tuple[dict[str, Any], int]:
+def _read_metadata(cur: Cursor, n_kv: int) -> tuple[dict[str, Any], int]:
     """The key/value pairs and the alignment they set, checked as gguf.cpp checks them."""
     metadata: dict[str, Any] = {}
     alignment = DEFAULT_ALIGNMENT
@@ -327,7 +212,7 @@ def _type_name(vtype: int) -> str:
     return {_STRING: "STRING", _ARRAY: "ARRAY"}.get(vtype) or _SCALARS[vtype][1]
 
 
-def _tensor_table(cur: _Cursor, n_tensors: int, alignment: int) -> list[TensorInfo]:
+def _tensor_table(cur: Cursor, n_tensors: int, alignment: int) -> list[TensorInfo]:
     """The tensor table, each row refused where gguf.cpp's gguf_init_from_reader refuses it."""
     rows: list[TensorInfo] = []
     seen: set[str] = set()
@@ -389,7 +274,7 @@ def read_header(source: ByteSource) -> GGUFHeader:
     Everything llama.cpp's own parser (``gguf_init_from_file``) refuses is refused here too, with
     one sentence naming the key or tensor; nothing is read past the header.
     """
-    cur = _Cursor(source)
+    cur = Cursor(source)
     try:
         magic = cur.take(4)
     except CorruptModelError:
