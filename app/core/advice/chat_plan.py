@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.core.advice.reasons import a_number
 from app.core.advice.recommend import DEFAULT_CTX, Budget, Plan, best_plan
 from app.core.advice.run_settings import KV_TYPES, RunSettings
 from app.core.errors import DoesNotFitError, TailorError
@@ -60,7 +61,7 @@ class ChatPlan:
         p = self.plan
         gpu = f" and {format_bytes(p.vram_bytes)} of VRAM" if p.vram_bytes else ""
         return (
-            f"{_name(self.model_path)} as {self.quant} with {_a(p.n_ctx)} {p.n_ctx:,}-token context and "
+            f"{_name(self.model_path)} as {self.quant} with {a_number(p.n_ctx)}-token context and "
             f"{p.n_gpu_layers} GPU layers needs {format_bytes(p.ram_bytes)} of RAM{gpu}; "
             "this machine cannot give it that."
         )
@@ -72,7 +73,7 @@ class ChatPlan:
             return "No context length fits this file here: try a smaller quantization (`tailorlm advise` lists them)."
         kv = f", KV cache {n.type_k}" if n.type_k != self.plan.type_k else ""
         where = f"{n.n_gpu_layers} GPU layers" if n.n_gpu_layers else "on the CPU"
-        return (f"It fits with {_a(n.n_ctx)} {n.n_ctx:,}-token context{kv}, {where} "
+        return (f"It fits with {a_number(n.n_ctx)}-token context{kv}, {where} "
                 f"({format_bytes(n.ram_bytes)} RAM{f', {format_bytes(n.vram_bytes)} VRAM' if n.vram_bytes else ''}).")  # fmt: skip
 
     def risk(self) -> str | None:
@@ -100,12 +101,6 @@ class ChatPlan:
         if self.fits or self.forced:
             return self
         raise DoesNotFitError(self.refusal() or "", hint=self.suggestion() + " Or load it anyway.")
-
-
-def _a(n: int) -> str:
-    """ "a 4,096" but "an 8,192" / "an 11,000": the article as the number is spoken."""
-    lead = f"{n:,}".split(",")[0]
-    return "an" if lead.startswith("8") or lead in ("11", "18") else "a"
 
 
 def _name(path: str) -> str:
