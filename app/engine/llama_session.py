@@ -27,7 +27,8 @@ from app.engine.llama_log import (
     parse_buffers,
 )
 from app.engine.protocol import Load, Sampling
-from app.engine.token_stream import Decoder, GenStats, Piece, make_sampler, stream_answer
+from app.engine.sampler import make_sampler
+from app.engine.token_stream import Decoder, GenStats, Piece, stream_answer
 
 GGML_LOG_LEVEL_ERROR = 4  # enum ggml_log_level, ggml.h
 # ggml_type ids of the KV cache types (ggml.h)
@@ -200,13 +201,12 @@ class LlamaSession:
             stats.stop_reason = "cancelled"
             return
         stats.prompt_s = time.perf_counter() - t_req
-        smpl = make_sampler(L, self.vocab, s)
+        sampler = make_sampler(L, self.vocab, s)
         decoder = Decoder(L, self.ctx, self.vocab, self.kv_tokens, self.cancel)
         try:
-            yield from stream_answer(decoder, smpl, s, stats, t_req=t_req, n_ctx=n_ctx, flush_s=flush_s)
+            yield from stream_answer(decoder, sampler, s, stats, t_req=t_req, n_ctx=n_ctx, flush_s=flush_s)
         finally:
-            if smpl is not None:
-                L.llama_sampler_free(smpl)
+            sampler.close()
 
     def _evaluate_prompt(self, tokens: list[int], stats: GenStats) -> bool:
         """Put ``tokens`` in the KV cache, reusing the prefix already there; False if cancelled.

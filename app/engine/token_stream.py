@@ -1,11 +1,13 @@
 """From logits to text: sampling, incremental detokenizing, stop strings and batched flushes — the
 decode loop of one answer, once its prompt is in the KV cache.
 
-Each token is one ``llama_decode`` of a single-token batch and sampling runs in llama.cpp's C
-sampler chain, so the Python work per token is a few ctypes calls. Plain greedy decoding skips the
-chain: the C chain copies the whole vocabulary into a candidate array every token (~1 ms for
-Gemma's 262k tokens, 4 % of a token on two cores), while an argmax over a zero-copy view of the
-logits takes ~25 µs. Runs only inside the model process.
+Each token is one ``llama_decode`` of a single-token batch; :mod:`app.engine.sampler` picks it.
+The next decode is started as soon as a token is chosen, before its text is made and sent: on a
+GPU ``llama_decode`` returns once the graph is queued (the wait is in ``llama_get_logits_ith``),
+so the detokenizing, the stop strings and the pipe to the window overlap the model's work
+instead of adding to it. A token that turns out to complete a stop string has then been decoded
+into the KV cache; that is harmless (the next prompt keeps only the prefix it shares). Runs only
+inside the model process.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from app.engine.protocol import Sampling
+from app.engine.sampler import Sampler
 
 
 @dataclass(frozen=True)
@@ -51,45 +54,8 @@ class Decoder:
     cancel: threading.Event
 
 
-def make_sampler(L: Any, vocab: Any, s: Sampling) -> Any:
-    """The C sampler chain for ``s``; None for plain greedy (see :func:`greedy_argmax`)."""
-    if s.temperature <= 0 and s.repeat_penalty == 1.0:
-        return None
-    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-    add = L.llama_sampler_chain_add
-    if s.repeat_penalty != 1.0:
-        add(chain, L.llama_sampler_init_penalties(L.llama_vocab_n_tokens(vocab), s.repeat_last_n,
-                                                  s.repeat_penalty, 0.0, 0.0))  # fmt: skip
-    if s.temperature <= 0:
-        add(chain, L.llama_sampler_init_greedy())
-        return chain
-    if s.top_k > 0:
-        add(chain, L.llama_sampler_init_top_k(s.top_k))
-    if s.top_p < 1.0:
-        add(chain, L.llama_sampler_init_top_p(s.top_p, 1))
-    if s.min_p > 0:
-        add(chain, L.llama_sampler_init_min_p(s.min_p, 1))
-    add(chain, L.llama_sampler_init_temp(s.temperature))
-    seed = s.seed if s.seed >= 0 else 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: random
-    add(chain, L.llama_sampler_init_dist(seed))
-    return chain
-
-
-def greedy_argmax(L: Any, vocab: Any) -> Callable[[Any, Any, int], int]:
-    """``llama_sampler_sample`` for plain greedy decoding, without the candidate array."""
-    import numpy as np
-
-    n_vocab = int(L.llama_vocab_n_tokens(vocab))
-    as_array, argmax = np.ctypeslib.as_array, np.argmax
-
-    def sample(_smpl: Any, ctx: Any, idx: int) -> int:
-        return int(argmax(as_array(L.llama_get_logits_ith(ctx, idx), shape=(n_vocab,))))
-
-    return sample
-
-
-def stream_answer(d: Decoder, smpl: Any, s: Sampling, stats: GenStats, *, t_req: float, n_ctx: int,
-                  flush_s: float) -> Iterator[Piece]:  # fmt: skip
+def stream_answer(d: Decoder, sampler: Sampler, s: Sampling, stats: GenStats, *, t_req: float,
+                  n_ctx: int, flush_s: float) -> Iterator[Piece]:  # fmt: skip
     """Sample, decode and yield text pieces (one every ``flush_s``, the first at once) until EOS, a
     stop string, ``max_tokens``, a full context or a cancel; fills ``stats``."""
     L, ctx, vocab = d.L, d.ctx, d.vocab
@@ -104,17 +70,24 @@ def stream_answer(d: Decoder, smpl: Any, s: Sampling, stats: GenStats, *, t_req:
     tok_arr = (L.llama_token * 1)()
     batch = L.llama_batch_get_one(tok_arr, 1)
     decode, to_piece, is_eog = L.llama_decode, L.llama_token_to_piece, L.llama_vocab_is_eog
-    sample = greedy_argmax(L, vocab) if smpl is None else L.llama_sampler_sample
     stop_reason = "max_tokens"
     n_gen = 0
     while n_gen < s.max_tokens:
-        tok = sample(smpl, ctx, -1)
+        tok = sampler.sample(ctx)
         if n_gen == 0:
             stats.ttft_s = time.perf_counter() - t_req
         if is_eog(vocab, tok) and not s.ignore_eos:
             stop_reason = "eos"
             break
         n_gen += 1
+        full = len(d.kv_tokens) + 1 >= n_ctx
+        cancelled = d.cancel.is_set()
+        rc = 0
+        if not (full or cancelled):
+            tok_arr[0] = tok
+            rc = decode(ctx, batch)  # queued: the text work below overlaps it on a GPU
+            if rc == 0:
+                d.kv_tokens.append(tok)
         n = to_piece(vocab, tok, piece_buf, 256, 0, False)
         pending += piece_buf.raw[:n]
         try:
@@ -137,12 +110,17 @@ def stream_answer(d: Decoder, smpl: Any, s: Sampling, stats: GenStats, *, t_req:
                 n_since_flush = 0
                 emitted = hit
                 break
-        if len(d.kv_tokens) + 1 >= n_ctx:
+        if full:
             stop_reason = "context_full"
             break
-        if d.cancel.is_set():
+        if cancelled or rc == 2:  # 2: the abort callback stopped the graph
             stop_reason = "cancelled"
             break
+        if rc != 0:
+            if d.cancel.is_set():
+                stop_reason = "cancelled"
+                break
+            raise RuntimeError(f"llama_decode failed with code {rc}")
         now = time.perf_counter()
         if now - last_flush >= flush_s or n_gen == 1:  # the first token goes out at once (TTFT)
             joined = "".join(out_text)
@@ -152,14 +130,6 @@ def stream_answer(d: Decoder, smpl: Any, s: Sampling, stats: GenStats, *, t_req:
                 emitted = upto
                 n_since_flush = 0
             last_flush = now
-        tok_arr[0] = tok
-        rc = decode(ctx, batch)
-        if rc != 0:
-            if rc == 2 or d.cancel.is_set():  # 2: the abort callback stopped the graph
-                stop_reason = "cancelled"
-                break
-            raise RuntimeError(f"llama_decode failed with code {rc}")
-        d.kv_tokens.append(tok)
     if stop_reason != "stop_string":
         joined = "".join(out_text)
         if len(joined) > emitted or n_since_flush:

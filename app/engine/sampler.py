@@ -1,0 +1,243 @@
+"""Choosing the next token: llama.cpp's sampler chain, without its per-token cost over the whole
+vocabulary.
+
+The chat's default chain is llama.cpp's ``penalties → top-k → top-p → min-p → temperature →
+dist``. Run as is, ``llama_sampler_sample`` copies every logit into a candidate array and
+partially sorts it: ~7.5 ns per vocabulary entry, 2 ms a token for Gemma's 262k tokens, which
+halves the speed of a small model on a GPU. Only the first two steps ever see the whole
+vocabulary, so :class:`TopKSampler` does those two here and hands the rest to the very same C
+chain:
+
+1. The repeat penalty touches only the tokens of the recent history (≤ ``repeat_last_n``); they
+   are changed in place in llama.cpp's logits with the C sampler's own float32 arithmetic, and
+   put back afterwards.
+2. The top-k candidates are found without sorting the vocabulary: the logits are viewed as a
+   grid of ``R`` rows; the column maxima take one vectorised pass. The k-th largest column
+   maximum ``t`` is a value that at least k logits reach, so every top-k logit is ≥ ``t`` — and
+   every logit ≥ ``t`` sits in a column whose maximum is ≥ ``t``. Those few columns (about k) are
+   all that is searched. Nothing is approximated: the candidates are a superset of the top k.
+3. The candidates (k and a few ties) go to llama.cpp's ``top_k → top_p → min_p → temp → dist``
+   chain through ``llama_sampler_apply``. Given the same candidates it is the same code as the
+   full chain, with the same seeded ``mt19937``, so the distribution is llama.cpp's by
+   construction; tests/engine/test_sampler.py checks it draw by draw and statistically.
+
+Settings that need the whole vocabulary after the penalty (top-k off) use the full C chain
+(:class:`ChainSampler`); plain greedy decoding is an argmax over a zero-copy view of the logits
+(:class:`GreedySampler`). Runs only inside the model process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections import Counter, deque
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.engine.protocol import Sampling
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.h: a random seed
+GRID_ROWS = 128  # rows of the top-k grid: ~2k columns for 262k tokens, ~128 values read per column
+
+
+class Sampler(Protocol):
+    def sample(self, ctx: Any) -> int:
+        """The next token from the last output's logits; it joins the penalty history."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def make_sampler(L: Any, vocab: Any, s: Sampling) -> Sampler:
+    n_vocab = int(L.llama_vocab_n_tokens(vocab))
+    if s.temperature <= 0 and s.repeat_penalty == 1.0:
+        return GreedySampler(L, n_vocab)
+    if s.temperature <= 0 or 0 < s.top_k < n_vocab:
+        return TopKSampler(L, n_vocab, s)
+    return ChainSampler(L, n_vocab, s)
+
+
+def _logits(L: Any, ctx: Any, n_vocab: int) -> np.ndarray:
+    """llama.cpp's logits of the last output, as a float32 view (no copy)."""
+    return np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+
+
+def _seed(s: Sampling) -> int:
+    return s.seed if s.seed >= 0 else LLAMA_DEFAULT_SEED
+
+
+def tail_chain(L: Any, s: Sampling) -> Any:
+    """llama.cpp's chain after the penalty: ``top_k → top_p → min_p → temp → dist`` as the
+    settings ask (greedy when the temperature is 0)."""
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    add = L.llama_sampler_chain_add
+    if s.temperature <= 0:
+        add(chain, L.llama_sampler_init_greedy())
+        return chain
+    if s.top_k > 0:
+        add(chain, L.llama_sampler_init_top_k(s.top_k))
+    if s.top_p < 1.0:
+        add(chain, L.llama_sampler_init_top_p(s.top_p, 1))
+    if s.min_p > 0:
+        add(chain, L.llama_sampler_init_min_p(s.min_p, 1))
+    add(chain, L.llama_sampler_init_temp(s.temperature))
+    add(chain, L.llama_sampler_init_dist(_seed(s)))
+    return chain
+
+
+def full_chain(L: Any, n_vocab: int, s: Sampling) -> Any:
+    """llama.cpp's whole chain for ``s``, the penalty first (what :class:`ChainSampler` runs, and
+    the reference the fast path is tested against)."""
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    if s.repeat_penalty != 1.0:
+        L.llama_sampler_chain_add(
+            chain, L.llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0)
+        )
+    tail = tail_chain(L, s)
+    while L.llama_sampler_chain_n(tail):  # move the tail's samplers over, in order
+        L.llama_sampler_chain_add(chain, L.llama_sampler_chain_remove(tail, 0))
+    L.llama_sampler_free(tail)
+    return chain
+
+
+class GreedySampler:
+    """Plain greedy decoding: the argmax, as llama.cpp's greedy sampler (the first of equal maxima)."""
+
+    def __init__(self, L: Any, n_vocab: int) -> None:
+        self.L, self.n_vocab = L, n_vocab
+
+    def sample(self, ctx: Any) -> int:
+        return int(np.argmax(_logits(self.L, ctx, self.n_vocab)))
+
+    def close(self) -> None:
+        pass
+
+
+class ChainSampler:
+    """llama.cpp's chain over the whole vocabulary: settings the fast path does not cover."""
+
+    def __init__(self, L: Any, n_vocab: int, s: Sampling) -> None:
+        self.L = L
+        self.chain = full_chain(L, n_vocab, s)
+
+    def sample(self, ctx: Any) -> int:
+        return int(self.L.llama_sampler_sample(self.chain, ctx, -1))
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self.L.llama_sampler_free(self.chain)
+            self.chain = None
+
+
+class RepeatPenalty:
+    """llama.cpp's repeat penalty (``llama_sampler_penalties`` with no frequency or presence
+    term): the last ``last_n`` sampled tokens; a logit of one of them is divided by the penalty
+    when positive, multiplied when not, once however often the token occurs."""
+
+    def __init__(self, penalty: float, last_n: int) -> None:
+        self.penalty = np.float32(penalty)
+        self.history: deque[int] = deque(maxlen=max(last_n, 0))
+        self.counts: Counter[int] = Counter()
+        self.active = penalty != 1.0 and last_n != 0
+
+    def accept(self, token: int) -> None:
+        if not self.active:
+            return
+        if len(self.history) == self.history.maxlen:
+            old = self.history[0]
+            self.counts[old] -= 1
+            if not self.counts[old]:
+                del self.counts[old]
+        self.history.append(token)
+        self.counts[token] += 1
+
+    def apply(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Penalise ``logits`` in place; returns what to put back with :meth:`restore`."""
+        if not self.active or not self.counts:
+            return None
+        ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
+        saved = logits[ids]
+        logits[ids] = np.where(saved <= 0, saved * self.penalty, saved / self.penalty)
+        return ids, saved
+
+    @staticmethod
+    def restore(logits: np.ndarray, saved: tuple[np.ndarray, np.ndarray] | None) -> None:
+        if saved is not None:
+            logits[saved[0]] = saved[1]
+
+
+def top_candidates(logits: np.ndarray, k: int, rows: int = GRID_ROWS) -> np.ndarray:
+    """The ids of a superset of the ``k`` largest logits (all logits ≥ the k-th largest column
+    maximum of a ``rows``-row grid; see the module's docstring). Every logit that is among the
+    top k is in it, whatever the ties."""
+    n = logits.shape[0]
+    cols = n // rows
+    if cols <= k:  # a small vocabulary: the whole of it
+        return np.arange(n)
+    grid = logits[: rows * cols].reshape(rows, cols)
+    col_max = grid.max(axis=0)
+    t = np.partition(col_max, cols - k)[cols - k]
+    cj = np.flatnonzero(col_max >= t)
+    r, c = np.nonzero(grid[:, cj] >= t)
+    ids = r * cols + cj[c]
+    if n > rows * cols:  # the last n % rows logits are outside the grid: searched directly
+        tail = np.flatnonzero(logits[rows * cols :] >= t)
+        if tail.size:
+            ids = np.concatenate((ids, tail + rows * cols))
+    return ids
+
+
+TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data, llama.h
+
+
+class TopKSampler:
+    """The penalty and the top-k cut here, the rest in llama.cpp's chain (module docstring)."""
+
+    def __init__(self, L: Any, n_vocab: int, s: Sampling) -> None:
+        self.L, self.n_vocab = L, n_vocab
+        self.k = s.top_k if s.temperature > 0 else 1
+        self.penalty = RepeatPenalty(s.repeat_penalty, s.repeat_last_n)
+        self.chain = tail_chain(L, s)
+        self._capacity = 0
+        self._grow(max(4 * self.k, 256))
+
+    def _grow(self, capacity: int) -> None:
+        self._buf = (self.L.llama_token_data * capacity)()
+        self._view = np.frombuffer(self._buf, dtype=TOKEN_DATA)
+        self._array = self.L.llama_token_data_array(
+            data=ctypes.cast(self._buf, self.L.llama_token_data_p), size=0, selected=-1, sorted=False
+        )
+        self._capacity = capacity
+
+    def sample(self, ctx: Any) -> int:
+        token = self.pick(_logits(self.L, ctx, self.n_vocab))
+        self.penalty.accept(token)
+        return token
+
+    def pick(self, logits: np.ndarray) -> int:
+        """The token the chain draws from ``logits`` (float32, changed only while this runs),
+        without adding it to the penalty history."""
+        saved = self.penalty.apply(logits)
+        try:
+            if self.k == 1:  # temperature 0: greedy over the penalised logits
+                return int(np.argmax(logits))
+            return self._pick(logits, top_candidates(logits, self.k))
+        finally:
+            self.penalty.restore(logits, saved)
+
+    def _pick(self, logits: np.ndarray, ids: np.ndarray) -> int:
+        m = ids.shape[0]
+        if m > self._capacity:
+            self._grow(2 * m)
+        view = self._view
+        view["id"][:m] = ids
+        view["logit"][:m] = logits[ids]
+        arr = self._array
+        arr.size, arr.selected, arr.sorted = m, -1, False
+        self.L.llama_sampler_apply(self.chain, ctypes.byref(arr))
+        return int(view["id"][arr.selected])  # the chain sorted and cut the array in place
+
+    def close(self) -> None:
+        if self.chain is not None:
+            self.L.llama_sampler_free(self.chain)
+            self.chain = None

@@ -1,0 +1,267 @@
+"""The fast sampler draws from llama.cpp's own distribution (issue 15).
+
+app/engine/sampler.py does the repeat penalty and the top-k cut in numpy and hands the candidates
+to llama.cpp's chain. Here it is held against llama.cpp's whole chain on the whole vocabulary:
+draw by draw with the same seed (the same mt19937 stream must pick the same token), by a
+chi-squared test of 10,000 draws per setting against the probabilities llama.cpp's chain
+assigns, and on a real model's logits, token by token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.engine import protocol as P
+from app.engine.sampler import (
+    ChainSampler,
+    GreedySampler,
+    TopKSampler,
+    full_chain,
+    make_sampler,
+    top_candidates,
+)
+from tests import models
+
+L: Any = pytest.importorskip("llama_cpp")
+
+N_DRAWS = 10_000
+SETTINGS = {
+    "chat defaults": P.Sampling(),
+    "top-k only": P.Sampling(temperature=1.0, top_k=40, top_p=1.0, min_p=0.0, repeat_penalty=1.0),
+    "wide top-k, top-p": P.Sampling(temperature=1.3, top_k=100, top_p=0.9, min_p=0.0, repeat_penalty=1.0),
+    "min-p, strong short penalty": P.Sampling(
+        temperature=0.8, top_k=20, top_p=1.0, min_p=0.1, repeat_penalty=1.3, repeat_last_n=16
+    ),
+}
+
+
+def _logits(n_vocab: int, seed: int) -> np.ndarray:
+    """A next-token distribution shaped like a model's: a long tail, a few strong candidates,
+    negative and positive logits (the penalty treats them differently)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n_vocab).astype(np.float32) * 2.5 - 1.0
+    n_strong = min(12, n_vocab)
+    strong = rng.choice(n_vocab, n_strong, replace=False)
+    x[strong] += rng.uniform(6, 9, n_strong).astype(np.float32)
+    return x
+
+
+def _history(logits: np.ndarray) -> list[int]:
+    """Recent tokens that include the strongest candidates, with repeats, longer than 16."""
+    top = [int(i) for i in np.argsort(-logits)[:6]]
+    return [top[0], 11, top[2], top[0], 5, top[4], 7, *range(100, 120), top[1]]
+
+
+def _chain_pick(chain: Any, logits: np.ndarray) -> int:
+    """llama.cpp's chain over the whole vocabulary, as ``llama_sampler_sample`` runs it."""
+    n = logits.shape[0]
+    data = (L.llama_token_data * n)()
+    view = np.frombuffer(data, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+    view["id"] = np.arange(n)
+    view["logit"] = logits
+    arr = L.llama_token_data_array(
+        data=ctypes.cast(data, L.llama_token_data_p), size=n, selected=-1, sorted=False
+    )
+    L.llama_sampler_apply(chain, ctypes.byref(arr))
+    return int(view["id"][arr.selected])
+
+
+def _chain_probabilities(s: P.Sampling, history: list[int], logits: np.ndarray) -> dict[int, float]:
+    """What llama.cpp's chain keeps and with which probability: the chain without its final
+    draw, then the softmax the draw uses."""
+    without_dist = replace(s, seed=0)
+    chain = full_chain(L, logits.shape[0], without_dist)
+    L.llama_sampler_free(L.llama_sampler_chain_remove(chain, L.llama_sampler_chain_n(chain) - 1))
+    for t in history:
+        L.llama_sampler_accept(chain, t)
+    n = logits.shape[0]
+    data = (L.llama_token_data * n)()
+    view = np.frombuffer(data, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+    view["id"], view["logit"] = np.arange(n), logits
+    arr = L.llama_token_data_array(
+        data=ctypes.cast(data, L.llama_token_data_p), size=n, selected=-1, sorted=False
+    )
+    L.llama_sampler_apply(chain, ctypes.byref(arr))
+    L.llama_sampler_free(chain)
+    kept = view[: arr.size]
+    w = np.exp(kept["logit"].astype(np.float64) - kept["logit"].max())
+    return {int(i): float(p) for i, p in zip(kept["id"], w / w.sum(), strict=True)}
+
+
+def _chi2_critical(df: int, z: float = 3.719) -> float:
+    """The chi-squared value exceeded with probability ~1e-4 (Wilson-Hilferty; z of 1e-4)."""
+    a = 2 / (9 * df)
+    return df * (1 - a + z * math.sqrt(a)) ** 3
+
+
+def _chi2(counts: Counter[int], probs: dict[int, float], n: int) -> tuple[float, int]:
+    """Pearson's statistic with bins of expected count < 5 pooled; (statistic, degrees of freedom)."""
+    stat, pooled_obs, pooled_exp, bins = 0.0, 0, 0.0, 0
+    for tok, p in probs.items():
+        exp = p * n
+        if exp < 5:
+            pooled_obs += counts.get(tok, 0)
+            pooled_exp += exp
+            continue
+        stat += (counts.get(tok, 0) - exp) ** 2 / exp
+        bins += 1
+    if pooled_exp >= 5:
+        stat += (pooled_obs - pooled_exp) ** 2 / pooled_exp
+        bins += 1
+    return stat, bins - 1
+
+
+@pytest.mark.parametrize("n_vocab", [262_144, 151_936, 32_000, 1000, 130, 7])
+def test_top_candidates_hold_every_top_k_logit(n_vocab: int) -> None:
+    rng = np.random.default_rng(n_vocab)
+    cases = {
+        "model-like": _logits(n_vocab, 1),
+        "many ties": rng.integers(0, 4, n_vocab).astype(np.float32),
+        "ascending": np.arange(n_vocab, dtype=np.float32),
+        "descending": -np.arange(n_vocab, dtype=np.float32),
+        "constant": np.zeros(n_vocab, np.float32),
+        "masked": np.where(rng.random(n_vocab) < 0.9, -np.inf, rng.standard_normal(n_vocab)).astype(
+            np.float32
+        ),
+    }
+    for name, x in cases.items():
+        for k in (1, 5, 40, 100):
+            ids = top_candidates(x, k)
+            assert len(set(ids.tolist())) == len(ids), name
+            kth = np.sort(x)[::-1][min(k, n_vocab) - 1]
+            assert set(np.flatnonzero(x > kth)) <= set(ids.tolist()), (name, k)
+            assert np.count_nonzero(x[ids] >= kth) >= min(k, n_vocab), (name, k)
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_draws_are_llama_cpps_draw_for_draw_and_in_distribution(name: str) -> None:
+    s = replace(SETTINGS[name], seed=20261203)
+    logits = _logits(32_000, 7)
+    history = _history(logits)
+    ours = make_sampler_for(s, 32_000)
+    reference = full_chain(L, 32_000, s)
+    for t in history:
+        ours.penalty.accept(t)
+        L.llama_sampler_accept(reference, t)
+    try:
+        before = logits.copy()
+        draws = [ours.pick(logits) for _ in range(N_DRAWS)]
+        assert np.array_equal(logits, before), "the penalty must leave llama.cpp's logits as they were"
+        expected = [_chain_pick(reference, logits) for _ in range(N_DRAWS)]
+        assert draws == expected  # the same seed, the same mt19937 stream, the same token
+        probs = _chain_probabilities(s, history, logits)
+        assert set(draws) <= set(probs)
+        stat, df = _chi2(Counter(draws), probs, N_DRAWS)
+        assert df >= 1
+        assert stat < _chi2_critical(df), (stat, df)
+    finally:
+        ours.close()
+        L.llama_sampler_free(reference)
+
+
+def test_penalty_history_moves_as_llama_cpps_does() -> None:
+    """Tokens that join the history change what is penalised; 400 draws, each accepted, with a
+    16-token window that wraps many times."""
+    s = replace(SETTINGS["min-p, strong short penalty"], seed=5)
+    logits = _logits(32_000, 3)
+    ours = make_sampler_for(s, 32_000)
+    reference = full_chain(L, 32_000, s)
+    try:
+        for _ in range(400):
+            a, b = ours.pick(logits), _chain_pick(reference, logits)
+            assert a == b
+            ours.penalty.accept(a)
+            L.llama_sampler_accept(reference, b)
+        assert len(ours.penalty.history) == 16
+    finally:
+        ours.close()
+        L.llama_sampler_free(reference)
+
+
+def test_temperature_zero_with_a_penalty_is_greedy_over_penalised_logits() -> None:
+    s = P.Sampling(temperature=0.0, repeat_penalty=1.5, repeat_last_n=8)
+    logits = _logits(32_000, 11)
+    ours = make_sampler_for(s, 32_000)
+    reference = full_chain(L, 32_000, s)
+    try:
+        for _ in range(50):
+            a, b = ours.pick(logits), _chain_pick(reference, logits)
+            assert a == b
+            ours.penalty.accept(a)
+            L.llama_sampler_accept(reference, b)
+        assert len(set(ours.penalty.history)) > 1  # the penalty moved greedy off its first choice
+    finally:
+        ours.close()
+        L.llama_sampler_free(reference)
+
+
+def make_sampler_for(s: P.Sampling, n_vocab: int) -> TopKSampler:
+    sampler = TopKSampler(L, n_vocab, s)
+    assert sampler.k == (s.top_k if s.temperature > 0 else 1)
+    return sampler
+
+
+class _Vocab:
+    """Enough of a llama_vocab for make_sampler's choice."""
+
+
+def test_settings_pick_the_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(L, "llama_vocab_n_tokens", lambda vocab: 32_000)
+    chosen = {
+        "greedy": make_sampler(L, _Vocab(), P.Sampling(temperature=0.0, repeat_penalty=1.0)),
+        "defaults": make_sampler(L, _Vocab(), P.Sampling()),
+        "top-k off": make_sampler(L, _Vocab(), P.Sampling(top_k=0)),
+        "top-k beyond the vocabulary": make_sampler(L, _Vocab(), P.Sampling(top_k=50_000)),
+    }
+    try:
+        assert isinstance(chosen["greedy"], GreedySampler)
+        assert isinstance(chosen["defaults"], TopKSampler)
+        assert isinstance(chosen["top-k off"], ChainSampler)
+        assert isinstance(chosen["top-k beyond the vocabulary"], ChainSampler)
+    finally:
+        for sampler in chosen.values():
+            sampler.close()
+
+
+def test_real_model_token_by_token_and_seeded() -> None:
+    """SmolLM2's own logits, 48 tokens: the fast sampler and llama.cpp's whole chain, both seeded
+    alike, pick the same token at every step; the same seed again gives the same answer."""
+    from app.engine.llama_session import LlamaSession
+    from app.engine.token_stream import GenStats
+
+    session = LlamaSession()
+    session.load(P.Load(model_path=str(models.smollm2_path()), n_ctx=512, n_gpu_layers=0), lambda f: None)
+    try:
+        s = P.Sampling(seed=77, max_tokens=48)
+        prompt = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
+        assert session._evaluate_prompt(session.tokenize(prompt), GenStats())
+        n_vocab = int(L.llama_vocab_n_tokens(session.vocab))
+        ours, reference = make_sampler(L, session.vocab, s), full_chain(L, n_vocab, s)
+        assert isinstance(ours, TopKSampler)
+        picked = []
+        try:
+            for _ in range(48):
+                a = ours.sample(session.ctx)
+                b = int(L.llama_sampler_sample(reference, session.ctx, -1))
+                assert a == b
+                picked.append(a)
+                assert session._decode([a]) == 0
+        finally:
+            ours.close()
+            L.llama_sampler_free(reference)
+        assert len(set(picked)) > 5
+
+        def answer() -> str:
+            return "".join(p.text for p in session.generate(prompt, s, GenStats(), flush_s=0.0))
+
+        first = answer()
+        assert first and answer() == first
+    finally:
+        session.unload()
