@@ -2,17 +2,16 @@
 the right, and the model with its plan (context, GPU layers) on top.
 
 The panel only renders and forwards: prompts, templates, trimming and storage are
-:class:`app.engine.chat.ChatSession`'s, run by :class:`ChatEngine` on its own thread; the stored
-conversations are read here through a ChatStore of the GUI thread (search, branches, titles and
-which model wrote a chat are the store's and :mod:`app.core.chat`'s rules). The model used last is
-remembered and loaded again when the panel starts, if the planner says it fits. If the model process
-dies the panel says so in plain words, keeps the conversation, and offers "Load again" (and, when
-memory may have run out, "Choose a smaller plan": the Advisor, for this model).
+:class:`app.engine.chat.ChatSession`'s, run by :class:`ChatEngine` on its own thread. This module
+holds the layout, the wiring and the answer's course (send, stream, stop, edit, regenerate, fail);
+which model runs is the part in :mod:`app.gui.panels.chat_model_actions`, the stored conversations
+the part in :mod:`app.gui.panels.chat_conversation_actions`. If the model process dies the panel
+says so in plain words, keeps the conversation, and offers "Load again" (and, when memory may have
+run out, "Choose a smaller plan": the Advisor, for this model).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
@@ -26,10 +25,12 @@ from PySide6.QtWidgets import (
 from app.core.chat.model_ref import ModelRef
 from app.gui.context import AppContext
 from app.gui.panels.chat_column import ChatColumn
+from app.gui.panels.chat_conversation_actions import ConversationActions
 from app.gui.panels.chat_conversations import ConversationList
 from app.gui.panels.chat_engine import AnswerResult, ChatEngine, Failure, LoadedModel
 from app.gui.panels.chat_metrics import AnswerMeter
-from app.gui.panels.chat_models import ModelMemory, own_model_offer
+from app.gui.panels.chat_model_actions import ModelActions
+from app.gui.panels.chat_models import ModelMemory
 from app.gui.panels.chat_settings import ChatSettingsPanel
 from app.gui.widgets.side_panes import SidePaneSplitter
 
@@ -37,7 +38,7 @@ METRICS_TICK_MS = 1000  # the status bar's live numbers refresh once a second wh
 _Q = Qt.ConnectionType.QueuedConnection  # engine signals come from its thread: run slots on ours
 
 
-class ChatPanel(QWidget):
+class ChatPanel(ModelActions, ConversationActions, QWidget):
     """Chat with a local model. ``n_threads`` overrides llama.cpp's thread count (0: its default)."""
 
     # model path: plan this model again in the Advisor ("Choose a smaller plan" after it ran out of memory)
@@ -134,183 +135,6 @@ class ChatPanel(QWidget):
         self._metrics_timer = QTimer(self)
         self._metrics_timer.setInterval(METRICS_TICK_MS)
         self._metrics_timer.timeout.connect(self._emit_metrics)
-
-    # --- the model ------------------------------------------------------------------------------
-
-    @Slot(str, dict)
-    def open_model(self, path: str, load: dict[str, Any]) -> None:
-        """``ctx.open_chat``: show the advisor's plan in the override boxes and load it."""
-        self.model_bar.set_model(path, load)
-        self.load_model()
-
-    @Slot(bool)
-    def load_model(self, force: bool = False) -> None:
-        spec = self.model_bar.spec(force=force)
-        if spec is None or self.state == "loading":
-            return
-        if self.state == "answering":
-            self._load_after_answer = True  # stop first; the answer is stored, then the load starts
-            self.stop()
-            return
-        self._show_error("")
-        self.offer.show_text("")
-        self._set_state("loading")
-        self.engine.load(spec, conversation_id=self.conversation_id, chat=self.settings_panel.value())
-
-    @Slot()
-    def load_again(self) -> None:
-        """After the model process died: the same model, with the settings it had."""
-        self.load_model()
-
-    @Slot()
-    def choose_smaller_plan(self) -> None:
-        """Memory may have run out: the Advisor, for this model, to pick a plan that fits."""
-        path = self.model_bar.chosen_path
-        if path is not None:
-            self.advise_requested.emit(path)
-            self.ctx.show_panel.emit("advisor")
-
-    @Slot()
-    def _reload_last(self) -> None:
-        """At start: load the model used last again, if nothing was asked for meanwhile. The planner
-        decides as for any load: a plan that no longer fits is shown chosen, with the reason."""
-        if self.state != "empty" or self.model_bar.chosen_path is not None:
-            return
-        last, why_not = self.memory.last()
-        if last is None:
-            if why_not:
-                self.status.setText(why_not)
-            return
-        self.model_bar.set_model(last.path, last.load_settings())
-        self.load_model()
-
-    @Slot()
-    def _refresh_picker(self) -> None:
-        self.model_bar.refresh_picker(self.ctx.library, self.memory.recent)
-
-    @Slot(object)
-    def _on_loaded(self, model: LoadedModel) -> None:
-        self.model = model
-        self._set_state("ready")
-        self.model_bar.show_loaded(model)
-        if model.ref is not None:  # remembered first in the picker, and loaded at the next start
-            self.memory.remember(model.ref)
-            self._refresh_picker()
-        self._refresh_list()
-        self._metrics_timer.start()
-        self._emit_metrics()
-
-    # --- conversations --------------------------------------------------------------------------
-
-    def store(self) -> Any:
-        if self._store is None:
-            from app.core.chat.store import ChatStore
-
-            self._store = ChatStore()
-            if self._store.recovery_notice is not None:
-                notice = self._store.recovery_notice
-                self.ctx.error.emit(str(notice), notice.hint or "")
-        return self._store
-
-    def _refresh_list(self) -> None:
-        """The conversations, or those the search box's words are found in."""
-        query = self.conversations.search.text()
-        found = self.store().search_conversations(query)
-        self.conversations.show_conversations(found, self.conversation_id)
-
-    def _show_thread(self, *, sync: bool = False) -> None:
-        """Show the branch on screen; ``sync``: only adopt its ids, models and numbers if the view
-        already shows it."""
-        cid = self.conversation_id
-        store = self.store()
-        thread = store.thread(cid) if cid is not None else []
-        branches = store.branches(cid, thread) if cid is not None else {}
-        if not (sync and self.view.sync(thread, branches)):
-            self.view.show_messages(thread, branches)
-
-    @Slot(int)
-    def _on_selected(self, conversation_id: int) -> None:
-        if self.state == "answering":
-            return
-        self.conversation_id = conversation_id
-        self._cancel_edit()
-        self._show_thread()
-        self._offer_own_model()
-        self._update_buttons()
-
-    def _offer_own_model(self) -> None:
-        """An old chat written by another model than the one loaded (or chosen): offer to load it."""
-        if self.conversation_id is None:
-            return
-        current = self.model.load.model_path if self.model is not None else self.model_bar.chosen_path
-        conv = self.store().get_conversation(self.conversation_id)
-        text, self._offered = own_model_offer(conv, current, self.model.label if self.model else None)
-        if self._offered is not None:
-            self.offer_button.setText(f"Load {self._offered.label}")
-        self.offer.show_text(text, *([self.offer_button] if self._offered is not None else []))
-
-    @Slot()
-    def load_offered(self) -> None:
-        """Load the model the open chat was written with, with its settings of then."""
-        ref = self._offered
-        if ref is not None:
-            self.model_bar.set_model(ref.path, ref.load_settings())
-            self.load_model()
-
-    @Slot(int)
-    def show_branch(self, message_id: int) -> None:
-        """‹ › on a message: show the branch through that version of it (the store keeps it shown)."""
-        if self.state == "answering":
-            return
-        self._cancel_edit()
-        self.store().select_branch(message_id)
-        self._show_thread()
-        self._refresh_list()  # the title follows the first question on screen
-        self._update_buttons()
-
-    @Slot(int, str)
-    def rename_chat(self, conversation_id: int, title: str) -> None:
-        self.store().rename(conversation_id, title)
-        self._refresh_list()
-
-    @Slot(int, str, str)
-    def export_chat(self, conversation_id: int, fmt: str, path: str) -> bool:
-        """Save a chat as Markdown or JSON (``fmt``: "md" | "json") to ``path`` (the list asked
-        where); False when it could not be written (the window says why)."""
-        from app.core.errors import ChatStoreError
-
-        try:
-            self.store().export_to(conversation_id, Path(path), fmt)
-        except ChatStoreError as exc:
-            self.ctx.error.emit(str(exc), exc.hint or "")
-            return False
-        self._notify(f"Saved the chat to {path}.")
-        return True
-
-    @Slot()
-    def new_chat(self) -> None:
-        """Ctrl+N: an empty chat; it is stored with its first message."""
-        if self.state == "answering":
-            return
-        self.conversation_id = None
-        self._cancel_edit()
-        self.offer.show_text("")
-        self.conversations.clear_selection()
-        self.view.clear()
-        self.input.setFocus()
-        self._update_buttons()
-
-    @Slot(int)
-    def _delete_chat(self, conversation_id: int) -> None:
-        self.store().delete_conversation(conversation_id)
-        if conversation_id == self.conversation_id:
-            self.new_chat()
-        self._refresh_list()
-
-    @Slot(int)
-    def _on_created(self, conversation_id: int) -> None:
-        self.conversation_id = conversation_id
-        self._refresh_list()
 
     # --- answers --------------------------------------------------------------------------------
 
@@ -439,19 +263,6 @@ class ChatPanel(QWidget):
             self._refresh_list()
             self._show_thread()  # what was stored: the question, and a partial answer if any
             self._after_answer()
-
-    @Slot(str, str)
-    def _on_refused(self, why: str, nearest: str) -> None:
-        self.model_bar.show_refusal(why, nearest)
-        self._set_state("ready" if self.model is not None else "empty")
-        chosen = self.model_bar.model_label.text()
-        kept = f" {self.model.label} stays loaded." if self.model is not None else ""
-        self.status.setText(f"{chosen} is chosen but not loaded: that plan does not fit here.{kept}")
-
-    def _after_answer(self) -> None:
-        if self._load_after_answer:
-            self._load_after_answer = False
-            self.load_model()
 
     # --- numbers and state ----------------------------------------------------------------------
 
