@@ -332,7 +332,7 @@ def test_gguf_tensor_name(hf_name: str, arch: str, expected: str | None) -> None
 
 def test_gguf_tensor_name_covers_every_checkpoint_tensor_of_the_table() -> None:
     """Every GGUF tensor except the generated ones has a checkpoint name that maps back to it."""
-    from app.core.model.hf_arch import ARCH_TENSORS
+    from app.core.model.hf_tensors import ARCH_TENSORS
 
     for arch, (glob, block) in ARCH_TENSORS.items():
         for spec in glob + block:
