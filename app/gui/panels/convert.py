@@ -1,5 +1,6 @@
 """Convert: a Hugging Face checkpoint folder → a GGUF at the precision the user picks, checked and
-registered — ``app.engine.build.build_gguf`` shown with a progress bar.
+registered — ``app.engine.build.build_gguf`` shown with a progress bar, and what it made in a
+result box (:mod:`app.gui.panels.convert_result`).
 
 The checkpoint is checked (config, tokenizer, safetensors headers) and the output size predicted
 on the thread pool as soon as a folder is chosen, so a wrong folder or a full disk is known before
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 from app.core.units import format_bytes
 from app.gui.context import AppContext
 from app.gui.panels.convert_progress import OverallProgress
+from app.gui.panels.convert_result import ResultBox
 from app.gui.workers import Worker, discard_workers, start_worker
 
 DEFAULT_TYPE = "Q4_K_M"
@@ -157,22 +159,11 @@ class ConvertPanel(QWidget):
         self.stage = _selectable(QLabel(""), "Conversion stage")
         outer.addWidget(self.stage)
 
-        self.result_box = QGroupBox("Result")
-        res = QVBoxLayout(self.result_box)
-        self.result_label = _selectable(QLabel(""), "Conversion result")
-        self.advise_button = QPushButton("Open in &Advisor")
-        self.advise_button.setAccessibleName("Open the converted model in the Advisor")
+        self.result_box = ResultBox(_selectable(QLabel(""), "Conversion result"))
+        self.result_label = self.result_box.label
+        self.advise_button, self.chat_button = self.result_box.advise_button, self.result_box.chat_button
         self.advise_button.clicked.connect(self.advise)
-        self.chat_button = QPushButton("C&hat with it")
-        self.chat_button.setAccessibleName("Chat with the converted model")
         self.chat_button.clicked.connect(self.chat)
-        res.addWidget(self.result_label)
-        actions = QHBoxLayout()
-        actions.addWidget(self.advise_button)
-        actions.addWidget(self.chat_button)
-        actions.addStretch(1)
-        res.addLayout(actions)
-        self.result_box.hide()
         outer.addWidget(self.result_box)
         outer.addStretch(1)
         self._update_buttons()
@@ -358,18 +349,7 @@ class ConvertPanel(QWidget):
         self.task, self.result, self.overall = None, result, None
         self.bar.setValue(1000)
         self.stage.setText("Done.")
-        took = sum(result.timings_s.values())
-        lines = [
-            f"<b>{escape(str(result.path))}</b>",
-            f"{format_bytes(result.size_bytes)} at {result.file_type}, made in {took:.0f} s",
-            f"In the library as <b>{result.library_id}</b>"
-            if result.library_id
-            else "Not added to the library",
-            f"It wrote: “{escape(result.sample.strip())}”",
-            *map(escape, result.warnings),
-        ]
-        self.result_label.setText("<br>".join(lines))
-        self.result_box.show()
+        self.result_box.show_result(result)
         self.out_exists = True
         self.prediction.setText(f"{escape(str(result.path))} — made just now: see the result below.")
         self._update_buttons()
