@@ -17,6 +17,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+# llama.cpp before numpy (which app.engine.sampler imports): with numpy imported first, the CUDA
+# build of llama.cpp crashed (SIGSEGV) inside llama_model_load_from_file on an H200 machine, every
+# time (tests/gpu/speed_proof.py, 2026-12-03); with llama.cpp first, the same load works.
+import llama_cpp
+
 from app.engine.errors import LoadFailed
 from app.engine.host import device_free_bytes, physical_cores, ram_available_bytes
 from app.engine.llama_log import (
@@ -47,8 +52,7 @@ KV_TYPES = {
 
 class LlamaSession:
     def __init__(self, cancel: threading.Event | None = None) -> None:
-        import llama_cpp as L
-
+        L = llama_cpp
         self.L = L
         self.model: Any = None
         self.ctx: Any = None

@@ -23,7 +23,15 @@ chain:
 
 Settings that need the whole vocabulary after the penalty (top-k off) use the full C chain
 (:class:`ChainSampler`); plain greedy decoding is an argmax over a zero-copy view of the logits
-(:class:`GreedySampler`). Runs only inside the model process.
+(:class:`GreedySampler`).
+
+llama.cpp's backend sampling (``llama_set_sampler``: the chain inside the model's graph) is not
+used although it is the fastest on a GPU (H200, Gemma-3-1B shapes, 262k tokens, default chain:
+464 tok/s vs 417 here and 457 for greedy's host argmax, tests/gpu/speed_proof.py ``raw``): it
+does not draw from the same distribution as the chain. On SmolLM2 logits whose top token has
+p = 0.981 among the top 40, top-p 0.98 keeps that one token in the chain and two tokens on the
+backend (the second drawn 5 % of the time; tests/gpu/speed_proof.py ``backend distribution``).
+Runs only inside the model process.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ assigns, and on a real model's logits, token by token.
 from __future__ import annotations
 
 import ctypes
-import math
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -28,6 +27,7 @@ from app.engine.sampler import (
     top_candidates,
 )
 from tests import models
+from tests.sampling_check import chain_probabilities, chi2, chi2_critical
 
 L: Any = pytest.importorskip("llama_cpp")
 
@@ -73,51 +73,6 @@ def _chain_pick(chain: Any, logits: np.ndarray) -> int:
     return int(view["id"][arr.selected])
 
 
-def _chain_probabilities(s: P.Sampling, history: list[int], logits: np.ndarray) -> dict[int, float]:
-    """What llama.cpp's chain keeps and with which probability: the chain without its final
-    draw, then the softmax the draw uses."""
-    without_dist = replace(s, seed=0)
-    chain = full_chain(L, logits.shape[0], without_dist)
-    L.llama_sampler_free(L.llama_sampler_chain_remove(chain, L.llama_sampler_chain_n(chain) - 1))
-    for t in history:
-        L.llama_sampler_accept(chain, t)
-    n = logits.shape[0]
-    data = (L.llama_token_data * n)()
-    view = np.frombuffer(data, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-    view["id"], view["logit"] = np.arange(n), logits
-    arr = L.llama_token_data_array(
-        data=ctypes.cast(data, L.llama_token_data_p), size=n, selected=-1, sorted=False
-    )
-    L.llama_sampler_apply(chain, ctypes.byref(arr))
-    L.llama_sampler_free(chain)
-    kept = view[: arr.size]
-    w = np.exp(kept["logit"].astype(np.float64) - kept["logit"].max())
-    return {int(i): float(p) for i, p in zip(kept["id"], w / w.sum(), strict=True)}
-
-
-def _chi2_critical(df: int, z: float = 3.719) -> float:
-    """The chi-squared value exceeded with probability ~1e-4 (Wilson-Hilferty; z of 1e-4)."""
-    a = 2 / (9 * df)
-    return df * (1 - a + z * math.sqrt(a)) ** 3
-
-
-def _chi2(counts: Counter[int], probs: dict[int, float], n: int) -> tuple[float, int]:
-    """Pearson's statistic with bins of expected count < 5 pooled; (statistic, degrees of freedom)."""
-    stat, pooled_obs, pooled_exp, bins = 0.0, 0, 0.0, 0
-    for tok, p in probs.items():
-        exp = p * n
-        if exp < 5:
-            pooled_obs += counts.get(tok, 0)
-            pooled_exp += exp
-            continue
-        stat += (counts.get(tok, 0) - exp) ** 2 / exp
-        bins += 1
-    if pooled_exp >= 5:
-        stat += (pooled_obs - pooled_exp) ** 2 / pooled_exp
-        bins += 1
-    return stat, bins - 1
-
-
 @pytest.mark.parametrize("n_vocab", [262_144, 151_936, 32_000, 1000, 130, 7])
 def test_top_candidates_hold_every_top_k_logit(n_vocab: int) -> None:
     rng = np.random.default_rng(n_vocab)
@@ -156,11 +111,11 @@ def test_draws_are_llama_cpps_draw_for_draw_and_in_distribution(name: str) -> No
         assert np.array_equal(logits, before), "the penalty must leave llama.cpp's logits as they were"
         expected = [_chain_pick(reference, logits) for _ in range(N_DRAWS)]
         assert draws == expected  # the same seed, the same mt19937 stream, the same token
-        probs = _chain_probabilities(s, history, logits)
+        probs = chain_probabilities(L, s, history, logits)
         assert set(draws) <= set(probs)
-        stat, df = _chi2(Counter(draws), probs, N_DRAWS)
+        stat, df = chi2(Counter(draws), probs, N_DRAWS)
         assert df >= 1
-        assert stat < _chi2_critical(df), (stat, df)
+        assert stat < chi2_critical(df), (stat, df)
     finally:
         ours.close()
         L.llama_sampler_free(reference)

@@ -50,7 +50,6 @@ CASES = (
     ("llama-3.1-8b-instruct", "Q8_0"),
 )
 N_PROMPT, N_GEN, ROUNDS, N_CTX = 512, 256, 5, 4096
-NGL = 999  # every layer and the output on the GPU
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -75,12 +74,12 @@ def _answer(client: EngineClient, prompt: str, s: P.Sampling) -> dict[str, float
             "child_gen_tok_s": done.gen_tok_s or 0.0}  # fmt: skip
 
 
-def engine_rounds(path: Path, threads: int) -> dict[str, Any]:
+def engine_rounds(path: Path, ngl: int, threads: int) -> dict[str, Any]:
     greedy = P.Sampling(temperature=0, repeat_penalty=1.0, max_tokens=N_GEN, ignore_eos=True)
     rows: dict[str, list[dict[str, float]]] = {"greedy": [], "sampled": []}
     with EngineClient() as client:
         client.load(
-            P.Load(model_path=str(path), n_ctx=N_CTX, n_gpu_layers=NGL, n_threads=threads, flash_attn="on")
+            P.Load(model_path=str(path), n_ctx=N_CTX, n_gpu_layers=ngl, n_threads=threads, flash_attn="on")
         )
         text = prompt_of(client, N_PROMPT - 8)
         _answer(client, f"warm-up {text}", greedy)
@@ -132,7 +131,7 @@ def llama_bench(bench: str, path: Path, threads: int) -> dict[str, Any]:
             "commands": [pp_cmd, tg_cmd]}  # fmt: skip
 
 
-def raw_costs(path: Path, n_gen: int = N_GEN, n_words: int = N_PROMPT) -> dict[str, Any]:
+def raw_costs(path: Path, ngl: int, n_gen: int = N_GEN, n_words: int = N_PROMPT) -> dict[str, Any]:
     """Per-token host cost of each way to pick a token (runs in its own process)."""
     import llama_cpp as L
 
@@ -141,7 +140,7 @@ def raw_costs(path: Path, n_gen: int = N_GEN, n_words: int = N_PROMPT) -> dict[s
     from app.engine.token_stream import GenStats
 
     session = LlamaSession()
-    session.load(P.Load(model_path=str(path), n_ctx=N_CTX, n_gpu_layers=NGL, flash_attn="on"), lambda f: None)
+    session.load(P.Load(model_path=str(path), n_ctx=N_CTX, n_gpu_layers=ngl, flash_attn="on"), lambda f: None)
     prompt = " ".join(str(i) for i in range(n_words))
     n_vocab = int(L.llama_vocab_n_tokens(session.vocab))
     s = P.Sampling(seed=1)
@@ -177,7 +176,31 @@ def raw_costs(path: Path, n_gen: int = N_GEN, n_words: int = N_PROMPT) -> dict[s
         )
     except Exception as exc:  # the experimental API may not run on this build: say so
         out["backend sampling"] = {"error": repr(exc)}
+    out["backend distribution"] = backend_distribution(L, session)
     return out
+
+
+def backend_distribution(L: Any, session: Any, n: int = 2000) -> dict[str, Any]:
+    """The CUDA backend's draws against llama.cpp's host chain on the same logits (chi-squared;
+    tests/engine/test_sampler.py does the same on the CPU backend)."""
+    from collections import Counter
+
+    import numpy as np
+
+    from app.engine.token_stream import GenStats
+    from tests.sampling_check import backend_draws, chain_probabilities, chi2, chi2_critical
+
+    tokens = session.tokenize(" ".join(str(i) for i in range(64)))
+    session.kv_tokens = []
+    assert session._evaluate_prompt(tokens, GenStats())
+    n_vocab = int(L.llama_vocab_n_tokens(session.vocab))
+    logits = np.ctypeslib.as_array(L.llama_get_logits_ith(session.ctx, -1), shape=(n_vocab,)).copy()
+    s = P.Sampling(temperature=1.5, top_k=40, top_p=0.98, min_p=0.0, repeat_penalty=1.0, seed=3)
+    probs = chain_probabilities(L, s, [], logits)
+    draws = backend_draws(L, session, tokens, s, n)
+    stat, df = chi2(Counter(draws), probs, n)
+    return {"draws": n, "support": len(probs), "outside_support": len(set(draws) - set(probs)),
+            "chi2": round(stat, 2), "df": df, "critical_1e-4": round(chi2_critical(df), 2) if df > 0 else None}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,11 +234,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             row["llama_bench"] = llama_bench(args.bench, path, threads)
             log(f"{path.name}: engine")
-            row["engine"] = engine_rounds(path, threads)
+            row["engine"] = engine_rounds(path, row["n_gpu_layers"], threads)
             row["greedy_over_llama_bench"] = row["engine"]["gen_tok_s"] / row["llama_bench"]["gen_tok_s"]
             if (mid, quant) in {CASES[0], CASES[1]}:
                 log(f"{path.name}: raw")
-                raw = subprocess.run([sys.executable, __file__, "raw", str(path)], capture_output=True, text=True,
+                raw = subprocess.run([sys.executable, __file__, "raw", str(path), "--ngl", str(row["n_gpu_layers"])], capture_output=True, text=True,
                                      timeout=600, check=False)  # fmt: skip
                 row["raw"] = json.loads(raw.stdout) if raw.returncode == 0 else {"error": raw.stderr[-1500:]}
         except Exception as exc:  # keep what the other cases measure
@@ -239,11 +262,12 @@ def main() -> int:
     r.add_argument("--only", nargs="*", default=[])
     w = sub.add_parser("raw")
     w.add_argument("model")
+    w.add_argument("--ngl", type=int, required=True)
     w.add_argument("--n-gen", type=int, default=N_GEN)
     w.add_argument("--n-words", type=int, default=N_PROMPT)
     args = ap.parse_args()
     if args.cmd == "raw":
-        print(json.dumps(raw_costs(Path(args.model), args.n_gen, args.n_words)))
+        print(json.dumps(raw_costs(Path(args.model), args.ngl, args.n_gen, args.n_words)))
         return 0
     return run(args)
 
