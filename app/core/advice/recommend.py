@@ -51,6 +51,7 @@ class Budget:
     can_offload: bool = True
     cpu_isa: tuple[str, ...] = ("AVX2",)
     notes: tuple[str, ...] = ()
+    cpu_threads: int | None = None  # the threads llama.cpp runs: the physical cores
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def budget_from_profile(
         gpus=tuple(gpus),
         can_offload=can and bool(gpus),
         cpu_isa=tuple(getattr(getattr(p, "cpu", None), "isa", ()) or ()),
+        cpu_threads=getattr(getattr(p, "cpu", None), "physical_cores", None),
     )
 
 
@@ -215,6 +217,7 @@ def best_plan(
         model, tensors, chosen,
         cpu_bandwidth_bytes_s=budget.ram_bandwidth_bytes_s,
         gpu_bandwidth_bytes_s={f"GPU{i}": g.bandwidth_bytes_s for i, g in enumerate(budget.gpus)},
+        cpu_threads=budget.cpu_threads, gpu_names={f"GPU{i}": g.name for i, g in enumerate(budget.gpus)},
     )  # fmt: skip
     return Plan(quant, n_ctx, ngl, type_k, fits, chosen, speed, quality_of(quant), chosen.file_bytes)
 

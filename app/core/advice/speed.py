@@ -1,36 +1,99 @@
-"""Rough speed expectations: generation is memory-bandwidth bound, prompt processing compute bound.
+"""Speed expectations: tokens per second when writing (generation) and when reading the prompt.
 
-tok/s ≈ effective bandwidth / bytes read per token, summed over the devices the layers live on
-(shared/reference/llama-cpp-facts.md "Speed": Llama-3-8B Q4_K_M reaches 45-80 % of the spec
-bandwidth — RTX 4090 64 %, RTX 3070 80 %, M1 Max 44 %). Bytes per token are the weights the
-token passes through (not ``token_embd``, of which one row is read; for MoE only the routed
-experts' share) plus the KV cache read at half fill. Tiny models on few cores are bound by
-llama.cpp's per-operation overhead instead, hence a per-layer floor.
+Generation reads, for every token, the weights the token passes through, and the layers run one
+after the other, so the devices' times add up:
+
+    seconds per token = Σ over devices [ Σ bytes read ÷ (bandwidth × efficiency of the type family
+                                          there) + layers there × fixed cost per layer ]
+
+Bytes read are the weights (not ``token_embd``, of which one row is read, unless it doubles as the
+output matrix; for MoE only ``n_expert_used`` of ``n_expert`` routed experts, shared experts in
+full) plus the KV cache up to the current depth. The efficiency is the share of the bandwidth
+llama.cpp's kernels reach for a type family; the fixed cost per layer is the small ops of a layer
+that move almost no data (norms, RoPE, softmax) and the thread barriers (CPU) or kernel launches
+(GPU) between them.
+
+Prompt processing is compute bound: a token costs 2 FLOPs per weight it multiplies (MoE: the used
+experts), at the device's throughput — on a CPU threads × a per-core rate by kernel family, scaled
+by the vector ISA, plus a per-layer cost for the rest of the layer; on a GPU its FP16 tensor
+throughput (a table by name) × the share llama.cpp reaches — never faster than reading every
+weight once per ubatch.
+
+The constants are fitted to the benchmark records (``tests/bench/results/speed_records.json``: this
+repo's 2-core CPU; ``tests/gpu/results``: the GPU proofs); ``tests/bench/speed_model_check.py``
+compares every recorded run with its prediction, and the README shows the errors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from app.core.advice.buffers import kv_layer_bytes
 from app.core.advice.estimate import MemoryEstimate
 from app.core.advice.placement import is_output_tensor, layer_devices
+from app.core.advice.run_settings import repack_types
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
 
-GPU_BANDWIDTH_EFFICIENCY = 0.65  # facts: 64 % on an RTX 4090, 45-80 % across cards
-# Our bandwidth probe measures a numpy copy, a fair stand-in for llama.cpp's streaming reads;
-# llama.cpp's decode on all cores reaches about 80 % of it (our SmolLM2/Gemma runs on 2 cores).
-CPU_BANDWIDTH_EFFICIENCY = 0.8
-# Per-layer fixed cost of one decode step (graph build, thread barriers between ~35 ops per
-# layer): measured ~0.7 ms per layer on 2 cores for SmolLM2-135M whose weights alone would
-# allow 100+ tok/s; far smaller on a GPU (kernel launches, CUDA graphs).
-CPU_LAYER_OVERHEAD_S = 0.7e-3
-GPU_LAYER_OVERHEAD_S = 0.02e-3
-# Prompt processing vs generation (measured: 5x on 2 CPU cores for SmolLM2; 35x on an H100 for
-# an 8B Q4_K_M, 9291 vs 261.6 tok/s in facts). A rough ratio; shown as such.
-CPU_PROMPT_FACTOR = 5.0
-GPU_PROMPT_FACTOR = 30.0
+# --- generation --------------------------------------------------------------------------------
+# Share of the bandwidth llama.cpp's decode kernels reach, by type family (see ``gen_family``).
+# GPU: fitted to the all-GPU runs on the H100 and the H200 (tests/gpu/results/h100*.json,
+# h200-speed.json; CUDA's mmvq kernels): Q8_0 streams at 86 % of the spec, Q4_K_M's K-quants at
+# 66 % — unpacking a 256-weight super-block costs more than the bytes it saves (facts: 45-80 % for
+# Llama-3-8B Q4_K_M across cards); no GPU record has Q5_0, which takes Q8_0's. CPU: of the
+# numpy-copy bandwidth the app measures (app/core/machine/bandwidth.py), fitted to
+# speed_records.json (2 Zen 4 cores): 85 % for K-quants, Q4_0/Q4_1/Q8_0 and floats alike, but 52 %
+# for Q5_0/Q5_1, whose fifth bit costs more instructions than two cores have per byte
+# (Qwen2.5-0.5B's and Gemma-3's Q4_K_M, mostly Q5_0 where rows are not a multiple of 256).
+GPU_BANDWIDTH_EFFICIENCY = {"k": 0.66, "block": 0.86, "q5": 0.86}
+CPU_BANDWIDTH_EFFICIENCY = {"k": 0.85, "block": 0.85, "q5": 0.52}
+# Fixed cost per layer and token: the small ops of a layer (norms, RoPE, softmax) and the thread
+# barriers (CPU) or kernel launches (GPU) between them; same fits. CPU 0.17 ms at 2 threads
+# (SmolLM2-135M's 30 layers cost more than its bytes). GPU 13 µs a layer, plus 1.4 ms a token for
+# the decode call itself (graph launch and sync, the logits to the host, the engine picking a
+# token): what keeps a 1B model at ~450 tok/s on an H200 whose bandwidth would allow thousands. On
+# the CPU the fit finds no per-token cost beside the layers'.
+GPU_LAYER_S = 13e-6
+GPU_TOKEN_S = 1.4e-3
+CPU_LAYER_S = 0.17e-3
+# KV read per token when the caller names no depth: half the context, the average over a
+# conversation that fills it.
 KV_AVERAGE_FILL = 0.5
+
+# --- prompt processing -------------------------------------------------------------------------
+PROMPT_TOKENS = 512  # what the prompt speed is quoted for: one full ubatch into an empty cache
+# Per-core throughput (FLOP/s) of llama.cpp's CPU matmul by kernel family (see ``prompt_family``),
+# fitted to speed_records.json's pp512 (AMD EPYC Zen 4, AVX-512): ggml's own K-quant dot products
+# (ggml-cpu/quants.c) are the fastest there, the repacked GEMM (ggml-cpu/repack.cpp) next, the block
+# quants slowest (Q8_0, Q5_0: llamafile's 256-bit tinyBLAS, ggml-cpu/llamafile/sgemm.cpp; Q4_1).
+# Other ISAs scale it by CPU_ISA_FACTOR.
+CPU_CORE_FLOPS = {"k": 173e9, "repacked": 91e9, "block": 79e9}
+# Core-seconds per layer and prompt token beside the matmuls (attention, norms, RoPE, quantizing
+# the activations), same fit; it is what makes tiny models like SmolLM2 slower than their FLOPs.
+CPU_PROMPT_LAYER_CORE_S = 84e-6
+# The vector ISA's width against AVX-512's: AVX2 and NEON do half the work per instruction. No
+# record checks these (this repo's CPU machine has AVX-512).
+CPU_ISA_FACTOR = {"AVX512": 1.0, "AVX2": 0.5, "NEON": 0.5}
+CPU_ISA_FACTOR_FALLBACK = 0.25  # no SIMD llama.cpp uses
+CPU_THREADS_FALLBACK = 4  # the caller does not know the cores: a typical laptop's performance cores
+# Dense FP16 tensor-core throughput by GPU name (NVIDIA data sheets, without sparsity), first match
+# wins. llama.cpp's matmuls reach GPU_PROMPT_EFFICIENCY of it at a 512-token ubatch, and the rest of
+# a layer (attention, norms) costs GPU_PROMPT_LAYER_S per token: fitted to the H200's pp512
+# (h200-speed.json; Gemma-3-1B to Llama-3.1-8B); the H100's 9,291 tok/s for an 8B Q4_K_M (the
+# earlier model's reference) comes out 10 % above.
+GPU_FP16_FLOPS = (
+    ("H200 NVL", 835e12), ("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12),
+    ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12),
+    ("RTX 4090", 165e12), ("RTX 3090", 71e12), ("A10", 125e12), ("T4", 65e12), ("V100", 125e12),
+)  # fmt: skip
+GPU_PROMPT_EFFICIENCY = 0.21
+GPU_PROMPT_LAYER_S = 0.96e-6
+# A GPU not in the table: FLOP/s per byte/s of its bandwidth, about the ratio of the cards above
+# (A100 200, RTX 4090 164, T4 203); Apple's GPUs have far less compute per byte (M2 Max: 13.6
+# TFLOPS FP32 at 400 GB/s).
+GPU_FLOPS_PER_BANDWIDTH = {"metal": 35.0}
+GPU_FLOPS_PER_BANDWIDTH_FALLBACK = 150.0
 
 
 @dataclass(frozen=True)
@@ -41,12 +104,116 @@ class SpeedEstimate:
     bytes_per_token: int
 
 
-def _read_bytes(model: ModelInfo, t: TensorInfo) -> int:
-    if t.name == "token_embd.weight":
-        return 0
+@dataclass
+class DeviceWork:
+    """What one device does: bytes one generated token reads, by ``gen_family``; FLOPs of one prompt
+    token, by ``prompt_family``; its repeating layers; the weights it holds (read once per ubatch)."""
+
+    read_bytes: dict[str, int] = field(default_factory=dict)
+    flops: dict[str, float] = field(default_factory=dict)
+    layers: int = 0
+    weight_bytes: int = 0
+
+
+def gen_family(type_name: str) -> str:
+    """``"q5"`` for Q5_0/Q5_1, ``"k"`` for K-quants and the codebook quants (IQ*, TQ*), ``"block"``
+    for the other 32-weight block quants (Q4_0, Q4_1, Q8_0, MXFP4) and floats."""
+    if type_name in ("Q5_0", "Q5_1"):
+        return "q5"
+    if type_name.endswith("_K") or type_name.startswith(("IQ", "TQ")):
+        return "k"
+    return "block"
+
+
+def prompt_family(t: TensorInfo, repackable: frozenset[str]) -> str:
+    """The CPU kernel that multiplies a prompt by ``t``: ``"repacked"`` (the interleaved GEMM the CPU
+    backend repacks these into, when its rows come in eights, as the estimator decides), ``"k"``
+    (the other K-quants), ``"block"`` (everything else)."""
+    if t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0:
+        return "repacked"
+    return "k" if gen_family(t.type_name) == "k" else "block"
+
+
+def _add(d: dict[str, Any], key: str, n: float) -> None:
+    d[key] = d.get(key, 0) + n
+
+
+def _used_share(model: ModelInfo, t: TensorInfo) -> float:
+    """The share of a tensor one token uses: n_expert_used of n_expert for routed experts."""
     if "_exps" in t.name and model.n_expert > 1:
-        return t.n_bytes * max(model.n_expert_used, 1) // model.n_expert
-    return t.n_bytes
+        return max(model.n_expert_used, 1) / model.n_expert
+    return 1.0
+
+
+def device_work(
+    model: ModelInfo, tensors: tuple[TensorInfo, ...], est: MemoryEstimate, depth_tokens: int
+) -> dict[str, DeviceWork]:
+    """Per device ("CPU", "GPU0", …): the work of a token generated at ``depth_tokens`` of context
+    and of a token of a ``PROMPT_TOKENS``-token prompt."""
+    s = est.settings
+    devices = layer_devices(model.n_layer, s)  # the estimator's own placement
+    repackable = frozenset() if s.discrete_gpu else repack_types(s.cpu_isa)
+    work: dict[str, DeviceWork] = {}
+    for t in tensors:
+        li = layer_of(t.name)
+        tied_output = t.name == "token_embd.weight" and model.tied_embeddings
+        if li is not None and li < model.n_layer:
+            dev = devices[li]
+        elif is_output_tensor(t.name) or tied_output:
+            dev = devices[model.n_layer]  # a tied embedding is the output matrix
+        else:
+            dev = "CPU"
+        w = work.setdefault(dev, DeviceWork())
+        if t.name == "token_embd.weight" and not tied_output:
+            continue  # one row per token
+        share = _used_share(model, t)
+        _add(w.read_bytes, gen_family(t.type_name), int(t.n_bytes * share))
+        w.weight_bytes += t.n_bytes
+        if len(t.shape) >= 2 and not (is_output_tensor(t.name) or tied_output):  # output: last token only
+            _add(
+                w.flops,
+                prompt_family(t, repackable if dev == "CPU" else frozenset()),
+                2 * t.n_elements * share,
+            )
+    kv_family = gen_family(s.type_k)
+    window = model.sliding_window if model.has_swa else depth_tokens
+    for il in range(model.n_layer):
+        w = work.setdefault(devices[il], DeviceWork())
+        w.layers += 1
+        _add(w.read_bytes, kv_family, kv_layer_bytes(model, s, il, depth_tokens, min(depth_tokens, window)))
+    return work
+
+
+def _gpu_flops(name: str, bandwidth_bytes_s: float, backend: str) -> float:
+    for key, flops in GPU_FP16_FLOPS:
+        if key.lower() in name.lower():
+            return flops
+    return bandwidth_bytes_s * GPU_FLOPS_PER_BANDWIDTH.get(backend, GPU_FLOPS_PER_BANDWIDTH_FALLBACK)
+
+
+def cpu_isa_factor(isa: tuple[str, ...]) -> float:
+    flags = {f.upper() for f in isa}
+    if any(f.startswith("AVX512") for f in flags):
+        return CPU_ISA_FACTOR["AVX512"]
+    if "AVX2" in flags:
+        return CPU_ISA_FACTOR["AVX2"]
+    if "NEON" in flags:
+        return CPU_ISA_FACTOR["NEON"]
+    return CPU_ISA_FACTOR_FALLBACK
+
+
+def _generation_s(
+    w: DeviceWork, bandwidth: float, efficiency: dict[str, float], layer_s: float
+) -> tuple[float, float]:
+    """(bandwidth time, fixed time) of one token on one device."""
+    t_bw = sum(n / (bandwidth * efficiency[f]) for f, n in w.read_bytes.items()) if bandwidth else 0.0
+    return t_bw, w.layers * layer_s
+
+
+def _cpu_prompt_s(w: DeviceWork, threads: int, isa: tuple[str, ...]) -> float:
+    scale = threads * cpu_isa_factor(isa)
+    matmul = sum(f / (CPU_CORE_FLOPS[k] * scale) for k, f in w.flops.items())
+    return matmul + w.layers * CPU_PROMPT_LAYER_CORE_S / scale
 
 
 def predict_speed(
@@ -56,43 +223,45 @@ def predict_speed(
     *,
     cpu_bandwidth_bytes_s: float,
     gpu_bandwidth_bytes_s: dict[str, float],
+    cpu_threads: int | None = None,
+    gpu_names: dict[str, str] | None = None,
+    depth_tokens: int | None = None,
 ) -> SpeedEstimate:
-    devices = layer_devices(model.n_layer, est.settings)  # the estimator's own placement
-    cpu_bytes = gpu_bytes = 0
-    for t in tensors:
-        li = layer_of(t.name)
-        if li is not None and li < model.n_layer:
-            dev = devices[li]
-        elif is_output_tensor(t.name) or (t.name == "token_embd.weight" and model.tied_embeddings):
-            dev = devices[model.n_layer]  # a tied embedding is the output matrix
-        else:
-            dev = "CPU"
-        # a tied embedding is read in full every token (the output matmul), not one row
-        n = t.n_bytes if t.name == "token_embd.weight" and model.tied_embeddings else _read_bytes(model, t)
+    """Generation and prompt speed of the plan ``est``. ``cpu_threads``: the threads llama.cpp runs
+    (the physical cores); ``gpu_names``: the GPUs' names, for their compute; ``depth_tokens``: the
+    tokens already in the context when generating (default: half the context)."""
+    s = est.settings
+    depth = depth_tokens if depth_tokens is not None else int(s.n_ctx * KV_AVERAGE_FILL)
+    work = device_work(model, tensors, est, depth)
+    threads = cpu_threads or CPU_THREADS_FALLBACK
+    gen = {"CPU": (0.0, 0.0)}
+    prompt_s = 0.0
+    for dev, w in work.items():
         if dev == "CPU":
-            cpu_bytes += n
+            bw = cpu_bandwidth_bytes_s
+            gen[dev] = _generation_s(w, bw, CPU_BANDWIDTH_EFFICIENCY, CPU_LAYER_S)
+            compute_s = _cpu_prompt_s(w, threads, s.cpu_isa)
         else:
-            gpu_bytes += n
-    cpu_bytes += int(est.device("CPU").kv_bytes * KV_AVERAGE_FILL)
-    gpu_bytes += int(sum(d.kv_bytes for d in est.devices if d.device != "CPU") * KV_AVERAGE_FILL)
-
-    gpu_bw = min(gpu_bandwidth_bytes_s.values()) if gpu_bandwidth_bytes_s else 0.0
-    n_gpu_repeating = sum(d != "CPU" for d in devices[: model.n_layer])
-    n_cpu_layers = model.n_layer - n_gpu_repeating
-    t_cpu_bw = cpu_bytes / (cpu_bandwidth_bytes_s * CPU_BANDWIDTH_EFFICIENCY) if cpu_bytes else 0.0
-    t_cpu_over = n_cpu_layers * CPU_LAYER_OVERHEAD_S
-    t_cpu = max(t_cpu_bw, t_cpu_over)
-    t_gpu = (gpu_bytes / (gpu_bw * GPU_BANDWIDTH_EFFICIENCY) if gpu_bytes and gpu_bw else 0.0) + (
-        n_gpu_repeating * GPU_LAYER_OVERHEAD_S
-    )
-    total = t_cpu + t_gpu
-    if t_gpu >= t_cpu:
+            bw = gpu_bandwidth_bytes_s.get(dev, 0.0)
+            gen[dev] = _generation_s(w, bw, GPU_BANDWIDTH_EFFICIENCY, GPU_LAYER_S)
+            flops = _gpu_flops((gpu_names or {}).get(dev, ""), bw, s.gpu_backend) * GPU_PROMPT_EFFICIENCY
+            compute_s = sum(w.flops.values()) / flops + w.layers * GPU_PROMPT_LAYER_S if flops else 0.0
+        # a ubatch reads every weight of the device once, all experts included
+        prompt_s += max(compute_s, w.weight_bytes / bw / s.n_ubatch if bw else 0.0)
+    if any(dev != "CPU" and w.layers for dev, w in work.items()):
+        gen["GPU token"] = (0.0, GPU_TOKEN_S)
+    total = sum(a + b for a, b in gen.values())
+    t_cpu_bw, t_cpu_fixed = gen["CPU"]
+    if total - t_cpu_bw - t_cpu_fixed >= t_cpu_bw + t_cpu_fixed:
         bound = "GPU bandwidth"
     else:
-        bound = "CPU bandwidth" if t_cpu_bw >= t_cpu_over else "CPU overhead"
-    tok_s = 1.0 / total if total > 0 else 0.0
-    prompt_factor = GPU_PROMPT_FACTOR if n_cpu_layers == 0 and n_gpu_repeating else CPU_PROMPT_FACTOR
-    return SpeedEstimate(tok_s, tok_s * prompt_factor, bound, cpu_bytes + gpu_bytes)
+        bound = "CPU bandwidth" if t_cpu_bw >= t_cpu_fixed else "CPU overhead"
+    return SpeedEstimate(
+        tok_s=1.0 / total if total > 0 else 0.0,
+        prompt_tok_s=1.0 / prompt_s if prompt_s > 0 else 0.0,
+        bound=bound,
+        bytes_per_token=sum(sum(w.read_bytes.values()) for w in work.values()),
+    )
 
 
 def shown_tok_s(tok_s: float) -> float:

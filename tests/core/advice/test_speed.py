@@ -1,0 +1,131 @@
+"""The speed model's arithmetic on real tensor tables: what a token reads, what a prompt token costs,
+and where the time goes. No speed is measured here: the model against measurements is
+``tests/bench/speed_model_check.py`` (kept current by ``tests/test_readme_numbers.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from app.core.advice import speed
+from app.core.advice.buffers import kv_layer_bytes
+from app.core.advice.estimate import tensors_for
+from app.core.advice.recommend import Budget, GpuBudget, Plan, best_plan
+from app.core.model.info import ModelInfo
+from app.core.model.source import load_model, model_from_gguf
+from app.core.units import GIB
+
+CPU = Budget(ram_bytes=64 * GIB, ram_bandwidth_bytes_s=30e9, can_offload=False, cpu_isa=("AVX2", "AVX512F"))
+
+
+def gpu_budget(name: str, bandwidth: float = 3.35e12) -> Budget:
+    return Budget(ram_bytes=64 * GIB, ram_bandwidth_bytes_s=30e9, gpus=(GpuBudget(name, 80 * GIB, bandwidth),),
+                  cpu_isa=("AVX2",))  # fmt: skip
+
+
+def predict(
+    model: ModelInfo,
+    quant: str,
+    budget: Budget,
+    *,
+    cpu_threads: int | None = None,
+    depth_tokens: int | None = None,
+) -> tuple[Plan, speed.SpeedEstimate]:
+    plan = best_plan(model, quant, 4096, budget)
+    est = speed.predict_speed(
+        model, tensors_for(model, quant), plan.estimate, cpu_bandwidth_bytes_s=budget.ram_bandwidth_bytes_s,
+        gpu_bandwidth_bytes_s={f"GPU{i}": g.bandwidth_bytes_s for i, g in enumerate(budget.gpus)},
+        gpu_names={f"GPU{i}": g.name for i, g in enumerate(budget.gpus)}, cpu_threads=cpu_threads,
+        depth_tokens=depth_tokens,
+    )  # fmt: skip
+    return plan, est
+
+
+def test_a_moe_token_reads_only_the_experts_it_uses() -> None:
+    model = load_model("qwen3-30b-a3b")
+    tensors = tensors_for(model, "Q4_K_M")
+    experts = sum(t.n_bytes for t in tensors if "_exps" in t.name)
+    _, eight = predict(model, "Q4_K_M", CPU, depth_tokens=0)
+    _, sixteen = predict(replace(model, n_expert_used=16), "Q4_K_M", CPU, depth_tokens=0)
+    # each extra expert per token adds its 1/n_expert share of the expert bytes, nothing else
+    assert sixteen.bytes_per_token - eight.bytes_per_token == pytest.approx(
+        experts * 8 / model.n_expert, rel=1e-6
+    )
+    assert eight.bytes_per_token < experts / 4  # far below the whole model: 8 of 128 experts
+    assert sixteen.tok_s < eight.tok_s
+
+
+def test_a_tied_embedding_is_read_in_full_as_the_output(smollm2_path: Path) -> None:
+    model = model_from_gguf(smollm2_path)
+    assert model.tied_embeddings
+    plan, est = predict(model, str(model.file_type), CPU, depth_tokens=0)
+    embd = next(t for t in model.tensors if t.name == "token_embd.weight")
+    untied = speed.device_work(replace(model, tied_embeddings=False), model.tensors, plan.estimate, 0)
+    assert est.bytes_per_token - sum(untied["CPU"].read_bytes.values()) == embd.n_bytes
+
+
+def test_generation_reads_the_kv_cache_up_to_its_depth(gemma3_path: Path) -> None:
+    model = model_from_gguf(gemma3_path)
+    plan, shallow = predict(model, str(model.file_type), CPU, depth_tokens=256)
+    _, deep = predict(model, str(model.file_type), CPU, depth_tokens=2048)
+    s = plan.estimate.settings
+    kv = [
+        kv_layer_bytes(model, s, il, n, min(n, model.sliding_window))
+        for n in (256, 2048)
+        for il in range(model.n_layer)
+    ]
+    assert deep.bytes_per_token - shallow.bytes_per_token == sum(kv[model.n_layer :]) - sum(
+        kv[: model.n_layer]
+    )
+    assert model.has_swa and deep.tok_s < shallow.tok_s
+
+
+def test_prompt_speed_grows_with_the_cores_and_the_vector_width(gemma3_path: Path) -> None:
+    model = model_from_gguf(gemma3_path)
+    q = str(model.file_type)
+    _, two = predict(model, q, CPU, cpu_threads=2)
+    _, four = predict(model, q, CPU, cpu_threads=4)
+    _, avx2 = predict(model, q, replace(CPU, cpu_isa=("AVX2",)), cpu_threads=4)
+    assert four.prompt_tok_s == pytest.approx(
+        2 * two.prompt_tok_s
+    )  # compute bound, not by the bandwidth here
+    assert avx2.prompt_tok_s < four.prompt_tok_s
+    assert four.tok_s == two.tok_s  # generation is the memory's, whatever the cores
+
+
+def test_a_gpu_is_known_by_its_name_and_else_by_its_bandwidth() -> None:
+    model = load_model("llama-3.1-8b-instruct")
+    _, h100 = predict(model, "Q4_K_M", gpu_budget("NVIDIA H100 80GB HBM3"))
+    _, h200 = predict(model, "Q4_K_M", gpu_budget("NVIDIA H200", 4.8e12))
+    _, unknown = predict(model, "Q4_K_M", gpu_budget("Some GPU"))
+    assert h200.tok_s > h100.tok_s  # more bandwidth
+    assert h200.prompt_tok_s == pytest.approx(h100.prompt_tok_s)  # the same compute
+    assert unknown.prompt_tok_s < h100.prompt_tok_s  # 150 FLOP per byte/s, less than an H100's 295
+    assert h100.bound == "GPU bandwidth"
+
+
+def test_k_quants_decode_below_their_bytes_on_a_gpu() -> None:
+    model = load_model("llama-3.2-3b-instruct")
+    budget = gpu_budget("NVIDIA H100 80GB HBM3")
+    (_, q4), (_, q8) = predict(model, "Q4_K_M", budget), predict(model, "Q8_0", budget)
+    bytes_ratio = q8.bytes_per_token / q4.bytes_per_token
+    assert 1 < q4.tok_s / q8.tok_s < bytes_ratio
+
+
+def test_a_partial_offload_adds_the_cpu_layers_time(gemma3_path: Path) -> None:
+    model = model_from_gguf(gemma3_path)
+    q = str(model.file_type)
+    budget = gpu_budget("NVIDIA H100 80GB HBM3")
+    full = best_plan(model, q, 4096, budget)
+    half = best_plan(model, q, 4096, budget, n_gpu_layers=model.n_layer // 2)
+    cpu_only = best_plan(model, q, 4096, replace(budget, gpus=(), can_offload=False))
+    assert cpu_only.speed.tok_s < half.speed.tok_s < full.speed.tok_s
+    assert half.speed.bound.startswith("CPU")
+
+
+@pytest.mark.parametrize(("type_name", "family"), [("Q4_K", "k"), ("Q6_K", "k"), ("IQ4_XS", "k"), ("Q5_0", "q5"),
+                                                   ("Q8_0", "block"), ("Q4_0", "block"), ("F16", "block")])  # fmt: skip
+def test_type_families(type_name: str, family: str) -> None:
+    assert speed.gen_family(type_name) == family
