@@ -49,26 +49,44 @@ def estimate_accuracy(r: Results) -> str:
 
 def engine_speed(r: Results) -> str:
     j = r.bench("engine_speed.json")
-    rows = []
+
+    def speed(x: dict[str, Any], digits: int) -> str:  # median (min–max) over the rounds
+        return f"{x['median']:.{digits}f} ({x['min']:.{digits}f}–{x['max']:.{digits}f})"
+
+    def ratio(x: dict[str, Any]) -> str:
+        return f"**{x['median']:.2f}** ({spread(x['values'])}): {verdict(x['values'])}"
+
+    contenders = ("llama_bench", "engine", "engine_sampled")
+    speeds, ratios, overheads, busiest, rerun = [], [], [], [], 0
     for res in j["results"]:
-        lb, lcp, eng, ratio = res["llama_bench"], res["llama_cpp_python"], res["engine"], res["ratios"]
-        rounds = res["per_round_engine_gen_ratio"]
-        rows.append([
-            SHORT_NAMES.get(res["model"], res["model"]),
-            f"{lb['gen_tok_s']:.1f} / {lb['prompt_tok_s']:.0f}",
-            f"{lcp['gen_tok_s']:.1f} ({ratio['llama_cpp_python_gen_vs_llama_bench']:.2f}×)",
-            f"{eng['gen_tok_s']:.1f} / {eng['prompt_tok_s']:.0f}",
-            f"**{ratio['engine_gen_vs_llama_bench']:.2f} / {ratio['engine_prompt_vs_llama_bench']:.2f}**",
-            f"{spread(rounds)}: {verdict(rounds)}",
-            f"{eng['ttft_overhead_ms']:.1f} ms",
-        ])  # fmt: skip
-    n_rounds = {len(res["per_round_engine_gen_ratio"]) for res in j["results"]}
+        name = SHORT_NAMES.get(res["model"], res["model"])
+        cells = [f"{speed(res[c]['spread']['gen_tok_s'], 1)} / {speed(res[c]['spread']['prompt_tok_s'], 0)}"
+                 for c in contenders]  # fmt: skip
+        speeds.append([name, *cells])
+        q = res["ratios"]
+        ratios.append([name, ratio(q["engine_gen_vs_llama_bench"]), ratio(q["sampled_gen_vs_llama_bench"]),
+                       ratio(q["engine_prompt_vs_llama_bench"]), ratio(q["sampled_gen_vs_greedy"])])  # fmt: skip
+        overheads.append(f"{res['engine']['spread']['overhead_ms']['median']:.1f} ms ({name.split()[0]})")
+        busiest += [res[c]["spread"]["others_cpu"]["max"] for c in contenders]
+        rerun += len(res["discarded_rounds"])
+    m = j["machine"]
+    before, after = f"{m['load_avg_1min']:.1f}", f"{m['load_avg_1min_after']:.1f}"
+    load = before if before == after else f"{before}–{after}"
     return "\n\n".join([
-        f"The three run interleaved, {'/'.join(map(str, sorted(n_rounds)))} rounds, {j['threads']} threads; "
-        "medians, and the range of the single rounds' engine ÷ llama-bench generation ratio (a range "
-        "that spans 1.0 is \"on par\"):",
-        table(["model", "llama-bench tg / pp (tok/s)", "llama-cpp-python tg", "engine tg / pp",
-               "engine ÷ llama-bench tg / pp", "rounds (tg)", "TTFT overhead"], rows),
+        f"{j['rounds']} rounds on {machine_words(m)}, {j['threads']} threads, load {load}, {j['date']}: "
+        "llama-bench, the engine with greedy decoding and the engine with the chat's default sampling, "
+        "interleaved (their order rotates every round); tok/s, median (min–max over rounds):",
+        table(["model", "llama-bench tg / pp", "engine, greedy: tg / pp", "engine, default sampling: tg / pp"],
+              speeds),
+        "Each ratio is taken within a round: median (range over rounds), \"on par\" when the range "
+        "spans 1.0:",
+        table(["model", "greedy ÷ llama-bench tg", "default sampling ÷ llama-bench tg",
+               "greedy ÷ llama-bench pp", "default sampling ÷ greedy tg"], ratios),
+        f"Per-request overhead taken out of the time to first token for pp (the pipe both ways, "
+        f"tokenizing, setting up the request), median: {', '.join(overheads)}. Other processes took at "
+        f"most {pct(max(busiest), 0, sign=False)} of the CPUs during a measurement kept; {rerun} "
+        f"round{'s were' if rerun != 1 else ' was'} run again because they took more than "
+        f"{pct(j['shared_machine']['busy_share'], 0, sign=False)}.",
     ])  # fmt: skip
 
 
