@@ -41,10 +41,20 @@ def test_the_speed_model_check_is_todays() -> None:
 def test_the_speed_model_check_covers_every_recorded_speed() -> None:
     runs = speed_model_check.build()["runs"]
     engine = json.loads((speed_model_check.BENCH / "engine_speed.json").read_text())
-    h100 = [json.loads((speed_model_check.GPU / n).read_text()) for n in speed_model_check.GPU_RESULTS]
-    expected = len(engine["results"]) + sum(
-        len(j["speed"]) + sum(1 for ld in j["loads"].values() if ld.get("ok") and ld.get("gen_tok_s"))
-        for j in h100
+    records = json.loads((speed_model_check.BENCH / "speed_records.json").read_text())
+    gpu = [
+        json.loads(p.read_text())
+        for n in speed_model_check.GPU_RESULTS
+        if (p := speed_model_check.GPU / n).exists()
+    ]
+    expected = (
+        len(engine["results"])
+        + len(records["results"])
+        + sum(
+            sum(1 for s in j.get("speed", []) if "engine" in s and "llama_bench" in s)
+            + sum(1 for ld in j.get("loads", {}).values() if ld.get("ok") and ld.get("gen_tok_s"))
+            for j in gpu
+        )
     )
     accuracy = json.loads((speed_model_check.BENCH / "estimate_accuracy.json").read_text())
     expected += sum(1 for c in accuracy["results"] if "measured_bytes" in c)

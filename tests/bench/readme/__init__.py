@@ -27,6 +27,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "h100_table": gpu.h100_table,
     "h100_summary": gpu.h100_summary,
     "h200_probe": gpu.h200_probe,
+    "h200_speed": gpu.h200_speed,
     "speed_model": speed_model.speed_model,
     "download_speed": local.download_speed,
     "gguf_header_speed": local.gguf_header_speed,

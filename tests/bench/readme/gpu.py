@@ -143,3 +143,57 @@ def h200_probe(r: Results) -> str:
         "process after a ~520-token prompt, in MiB):",
         table(["file, plan", "GPU layers", "predicted", "measured", "error"], rows),
     ])  # fmt: skip
+
+
+def h200_speed(r: Results) -> str:
+    """Greedy and default sampling through the engine vs llama-bench, all layers on the GPU."""
+    j = r.gpu("h200-speed.json")
+    gpu = j["hw"]["gpus"][0]
+    rows, raws = [], []
+    sampled, greedy = [], []
+    for s in j["speed"]:
+        if "engine" not in s:
+            continue
+        e, lb = s["engine"], s["llama_bench"]
+        sampled.append(e["sampled_over_greedy"]["median"])
+        greedy.append(s["greedy_over_llama_bench"])
+        g, sm = e["gen_tok_s_runs"], e["sampled_gen_tok_s_runs"]
+        ratio = e["sampled_over_greedy"]
+        rows.append([
+            f"{_name(s['model_id'])} {s['quant']}",
+            f"{lb['gen_tok_s']:.0f} / {lb['prompt_tok_s']:,.0f}",
+            f"{statistics.median(g):.0f}",
+            f"{statistics.median(sm):.0f}",
+            f"**{ratio['median']:.2f}** ({spread(sorted(ratio['runs'])[1:-1])})",
+            f"**{s['greedy_over_llama_bench']:.2f}**",
+            f"{e['prompt_tok_s']:,.0f}",
+        ])  # fmt: skip
+        if "raw" in s and "argmax" in s["raw"]:
+            raw = s["raw"]
+            raws.append(
+                f"{_name(s['model_id'])} ({raw['n_vocab']:,} tokens): argmax {raw['argmax']['median']:.0f}, "
+                f"fast sampler {raw['fast sampler']['median']:.0f}, llama.cpp's chain on the host "
+                f"{raw['llama.cpp chain']['median']:.0f}, llama.cpp's backend sampling "
+                f"{raw['backend sampling']['median']:.0f} tok/s"
+            )
+    header = ["model", "llama-bench tg / pp512", "engine greedy tg", "engine default sampling tg",
+              "sampled ÷ greedy (rounds)", "greedy ÷ llama-bench", "engine pp"]  # fmt: skip
+    return (
+        f"{gpu['name']}, driver {gpu['driver_version']}, {j['threads']} threads, all layers on the GPU; "
+        f"{j['speed'][0]['engine']['n_gen']} tokens after a {j['speed'][0]['engine']['depth']}-token prompt, "
+        f"5 interleaved rounds, medians (tok/s); in brackets the middle three rounds of sampled ÷ greedy (one "
+        f"greedy round of a Qwen run is a timing artifact, see the JSON's timing_note):\n\n"
+        + table(header, rows)
+        + "\n\nThe host cost of each way to pick a token, in one process over the same decode loop (256 "
+        "tokens, default chain): "
+        + "; ".join(raws)
+        + f". Targets (issue 15): default sampling ≥ 0.95 × greedy on the GPU — {_met(sampled, 0.95)}; "
+        f"greedy ≥ 0.95 × llama-bench — {_met(greedy, 0.95)}."
+    )
+
+
+def _met(values: list[float], target: float) -> str:
+    n_met = sum(v >= target for v in values)
+    if n_met == len(values):
+        return f"met in all {len(values)} runs"
+    return f"**not met** in {len(values) - n_met} of {len(values)} runs (medians {min(values):.2f}–{max(values):.2f})"
