@@ -72,6 +72,7 @@ from app.engine import protocol as P  # noqa: E402
 from app.engine.client import EngineClient  # noqa: E402
 from tests import models  # noqa: E402
 from tests.bench.readme.fmt import verdict  # noqa: E402
+from tests.bench.report import emit  # noqa: E402
 
 T = TypeVar("T")
 CACHE = Path.home() / ".cache" / "tailorlm-bench"
@@ -369,11 +370,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the three contenders")
     ap.add_argument("--write", action="store_true", help=f"store the result as {OUT.relative_to(ROOT)}")
     args = ap.parse_args()
-    text = json.dumps(run(args), indent=1) + "\n"
-    if args.write:
-        OUT.write_text(text)
-    print(text, end="")
-    return 0
+    return emit(run(args), OUT, write=args.write)
 
 
 if __name__ == "__main__":

@@ -44,18 +44,20 @@ def _isa() -> tuple[str, ...]:
     return tuple(detect_machine(measure_bandwidth=False).cpu.isa)
 
 
-def synthetic_model(catalog_id: str, quant: str) -> Path:
-    """Write (once) the F16 model with real shapes, then quantize it with llama.cpp."""
+def synthetic_model(catalog_id: str, quant: str, n_layers: int | None = None) -> Path:
+    """Write (once) the F16 model with real shapes — only its first ``n_layers`` layers if given —
+    then quantize it with llama.cpp."""
     from app.core.model.catalog import find_entry
     from tests.synthetic import quantize_gguf, write_synthetic_gguf
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    f16 = CACHE / f"{catalog_id}-F16.gguf"
-    out = CACHE / f"{catalog_id}-{quant}.gguf"
+    stem = catalog_id if n_layers is None else f"{catalog_id}-{n_layers}L"
+    f16 = CACHE / f"{stem}-F16.gguf"
+    out = CACHE / f"{stem}-{quant}.gguf"
     if out.exists():
         return out
     if not f16.exists():
-        write_synthetic_gguf(find_entry(catalog_id).config, f16)
+        write_synthetic_gguf(find_entry(catalog_id).config, f16, n_layers=n_layers)
     quantize_gguf(f16, out, quant)
     return out
 

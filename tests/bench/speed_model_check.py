@@ -37,6 +37,7 @@ from app.core.advice.estimate import tensors_for  # noqa: E402
 from app.core.advice.recommend import Budget, GpuBudget, Plan, best_plan  # noqa: E402
 from app.core.machine.bandwidth import DEFAULT_RAM_BANDWIDTH_BYTES_S  # noqa: E402
 from app.core.model.info import ModelInfo  # noqa: E402
+from tests.bench.report import emit  # noqa: E402
 
 BENCH = ROOT / "tests" / "bench" / "results"
 GPU = ROOT / "tests" / "gpu" / "results"
@@ -323,11 +324,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"store the result as {OUT.relative_to(ROOT)}")
     args = ap.parse_args()
-    text = json.dumps(build(), indent=1, ensure_ascii=False) + "\n"
-    if args.write:
-        OUT.write_text(text)
-    print(text, end="")
-    return 0
+    return emit(build(), OUT, write=args.write)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests import models  # noqa: E402
 from tests.bench.engine_speed import BUSY_SHARE, QUIET_SHARE, Others, llama_bench  # noqa: E402
-from tests.bench.estimate_accuracy import CACHE, synthetic_model  # noqa: E402
+from tests.bench.estimate_accuracy import synthetic_model  # noqa: E402
+from tests.bench.report import emit  # noqa: E402
 
 OUT = ROOT / "tests" / "bench" / "results" / "speed_records.json"
 N_PROMPT, N_GEN, DEPTH = 512, 128, 512
@@ -61,22 +62,6 @@ SYNTHETIC = (
 MOE = ("qwen3-30b-a3b", "Q4_K_M", 4)
 
 
-def moe_model(catalog_id: str, quant: str, n_layers: int) -> Path:
-    """Like ``synthetic_model``, with only the first ``n_layers`` layers (written once, cached)."""
-    from app.core.model.catalog import find_entry
-    from tests.synthetic import quantize_gguf, write_synthetic_gguf
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    f16 = CACHE / f"{catalog_id}-{n_layers}L-F16.gguf"
-    out = CACHE / f"{catalog_id}-{n_layers}L-{quant}.gguf"
-    if out.exists():
-        return out
-    if not f16.exists():
-        write_synthetic_gguf(find_entry(catalog_id).config, f16, n_layers=n_layers)
-    quantize_gguf(f16, out, quant)
-    return out
-
-
 def cases(quick: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [
         {"path": models.smollm2_path(), "origin": "real"},
@@ -86,7 +71,7 @@ def cases(quick: bool) -> list[dict[str, Any]]:
         return out
     out += [{"path": synthetic_model(c, q), "origin": "synthetic", "catalog_id": c} for c, q in SYNTHETIC]
     cid, quant, n_layers = MOE
-    out.append({"path": moe_model(cid, quant, n_layers), "origin": f"synthetic, first {n_layers} layers",
+    out.append({"path": synthetic_model(cid, quant, n_layers), "origin": f"synthetic, first {n_layers} layers",
                 "catalog_id": cid})  # fmt: skip
     return out
 
@@ -187,11 +172,7 @@ def main() -> int:
         "results": results,
         "models": summaries,
     }  # fmt: skip
-    text = json.dumps(report, indent=1, ensure_ascii=False) + "\n"
-    if args.write:
-        OUT.write_text(text)
-    print(text, end="")
-    return 0
+    return emit(report, OUT, write=args.write)
 
 
 if __name__ == "__main__":

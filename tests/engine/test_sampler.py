@@ -121,40 +121,37 @@ def test_draws_are_llama_cpps_draw_for_draw_and_in_distribution(name: str) -> No
         L.llama_sampler_free(reference)
 
 
+def _in_lockstep(s: P.Sampling, logits: np.ndarray, n: int) -> list[int]:
+    """``n`` draws from the fast sampler and llama.cpp's whole chain, each accepted by both, which
+    must agree every time; the fast sampler's penalty history at the end."""
+    ours = make_sampler_for(s, logits.shape[0])
+    reference = full_chain(L, logits.shape[0], s)
+    try:
+        for _ in range(n):
+            a, b = ours.pick(logits), _chain_pick(reference, logits)
+            assert a == b
+            ours.penalty.accept(a)
+            L.llama_sampler_accept(reference, b)
+        return list(ours.penalty.history)
+    finally:
+        ours.close()
+        L.llama_sampler_free(reference)
+
+
 def test_penalty_history_moves_as_llama_cpps_does() -> None:
     """Tokens that join the history change what is penalised; 400 draws, each accepted, with a
     16-token window that wraps many times."""
     s = replace(SETTINGS["min-p, strong short penalty"], seed=5)
     logits = _logits(32_000, 3)
-    ours = make_sampler_for(s, 32_000)
-    reference = full_chain(L, 32_000, s)
-    try:
-        for _ in range(400):
-            a, b = ours.pick(logits), _chain_pick(reference, logits)
-            assert a == b
-            ours.penalty.accept(a)
-            L.llama_sampler_accept(reference, b)
-        assert len(ours.penalty.history) == 16
-    finally:
-        ours.close()
-        L.llama_sampler_free(reference)
+    history = _in_lockstep(s, logits, 400)
+    assert len(history) == 16
 
 
 def test_temperature_zero_with_a_penalty_is_greedy_over_penalised_logits() -> None:
     s = P.Sampling(temperature=0.0, repeat_penalty=1.5, repeat_last_n=8)
     logits = _logits(32_000, 11)
-    ours = make_sampler_for(s, 32_000)
-    reference = full_chain(L, 32_000, s)
-    try:
-        for _ in range(50):
-            a, b = ours.pick(logits), _chain_pick(reference, logits)
-            assert a == b
-            ours.penalty.accept(a)
-            L.llama_sampler_accept(reference, b)
-        assert len(set(ours.penalty.history)) > 1  # the penalty moved greedy off its first choice
-    finally:
-        ours.close()
-        L.llama_sampler_free(reference)
+    history = _in_lockstep(s, logits, 50)
+    assert len(set(history)) > 1  # the penalty moved greedy off its first choice
 
 
 def make_sampler_for(s: P.Sampling, n_vocab: int) -> TopKSampler:
