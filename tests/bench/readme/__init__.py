@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.readme import gpu, local, speed_model
+from tests.bench.readme import gpu, local, ram_cgroup, speed_model
 from tests.bench.readme.markers import ReadmeBlockError, find_blocks, replace_blocks
 from tests.bench.readme.results import ROOT, Results
 
@@ -20,6 +20,7 @@ README = ROOT / "README.md"
 
 GENERATORS: dict[str, Callable[[Results], str]] = {
     "estimate_accuracy": local.estimate_accuracy,
+    "ram_cgroup": ram_cgroup.ram_cgroup,
     "engine_speed": local.engine_speed,
     "stop_latency": local.stop_latency,
     "gui_responsiveness": local.gui_responsiveness,
