@@ -31,6 +31,7 @@ from app.engine.llama_log import (
     out_of_memory_message,
     parse_buffers,
 )
+from app.engine.page_advice import advise_random_reads
 from app.engine.protocol import Load, Sampling
 from app.engine.sampler import make_sampler
 from app.engine.token_stream import Decoder, GenStats, Piece, stream_answer
@@ -126,6 +127,8 @@ class LlamaSession:
             self.model = None
             raise failed
         self.kv_tokens = []
+        if req.use_mmap:
+            advise_random_reads(req.model_path)  # app/engine/page_advice.py: under memory pressure
         template = L.llama_model_chat_template(self.model, None)
         bufs = parse_buffers("".join(self.log_lines))
         return {
