@@ -31,7 +31,10 @@ used although it is the fastest on a GPU (H200, Gemma-3-1B shapes, 262k tokens, 
 does not draw from the same distribution as the chain. On SmolLM2 logits whose top token has
 p = 0.981 among the top 40, top-p 0.98 keeps that one token in the chain and two tokens on the
 backend (the second drawn 5 % of the time; tests/gpu/speed_proof.py ``backend distribution``).
-Runs only inside the model process.
+Running only the exact top-k in the graph (candidates of top k + repeat_last_n read back with
+``llama_get_sampled_candidates_ith``, the penalty and the tail chain here) was tried too: the same
+tokens as the chain, but on the H200 no faster than this path (430.9 vs 431.5 tok/s) — ggml's
+top-k over 262k entries costs the GPU what the host saves. Runs only inside the model process.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Q=$W/llama.cpp/build/bin/llama-quantize
 declare -A QUANTS=([gemma-3-1b-it]="Q4_K_M Q8_0" [qwen2.5-1.5b-instruct]="Q4_K_M Q8_0"
                    [llama-3.2-3b-instruct]="Q4_K_M Q6_K Q8_0" [llama-3.1-8b-instruct]="Q4_K_M Q8_0")
 ORDER="gemma-3-1b-it qwen2.5-1.5b-instruct llama-3.2-3b-instruct llama-3.1-8b-instruct"
+ONLY=""
+if [ -n "${QUICK:-}" ]; then  # one model, one level: the sampler on the 262k vocabulary
+  ORDER="gemma-3-1b-it"; QUANTS=([gemma-3-1b-it]="Q4_K_M"); ONLY="--only gemma-3-1b-it:Q4_K_M"
+fi
 
 finish() { date > $O/done; exit 0; }
 
@@ -44,7 +48,7 @@ pipeline() {
     case "$out" in *done=0*) break ;; *done=[1-9]*) echo "BUILD FAILED"; tail -40 $W/llama.cpp/build/bld.log; finish ;; esac
   done
   quantize_all > $O/quantize.log 2>&1 &
-  $PY tests/gpu/speed_proof.py run --models $M --out $O/gpu-speed.json --bench $W/llama.cpp/build/bin/llama-bench
+  $PY tests/gpu/speed_proof.py run --models $M --out $O/gpu-speed.json --bench $W/llama.cpp/build/bin/llama-bench $ONLY
   cat $O/quantize.log $O/write.log
   echo "$(date +%T) pipeline end"
   finish
@@ -56,7 +60,7 @@ mkdir -p $M $O
 if [ ! -f $O/started ]; then
   date > $O/started
   rm -rf $R && mkdir -p $R && cp -r app tests resources pyproject.toml .gpu $R/
-  setsid nohup bash $R/tests/gpu/speed_device.sh --pipeline > $O/pipeline.log 2>&1 < /dev/null &
+  setsid nohup env QUICK="${QUICK:-}" bash $R/tests/gpu/speed_device.sh --pipeline > $O/pipeline.log 2>&1 < /dev/null &
 fi
 for _ in $(seq 1 $(( ${1:-540} / 5 ))); do [ -f $O/done ] && break; sleep 5; done
 echo "done: $(cat $O/done 2>/dev/null || echo no)"
