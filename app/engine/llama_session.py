@@ -51,6 +51,24 @@ KV_TYPES = {
 }
 
 
+# llama.cpp keeps one log callback for the whole process, so it is this module's, not a session's:
+# a session's own callback, freed with the session, left llama.cpp calling freed memory at the
+# next load in the same process (a segfault in a later llama_cpp.Llama(), seen in the test suite).
+_log_sink: list[list[str]] = []  # the log lines of the newest session
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+def _on_log(level: int, text: bytes | None, user: ctypes.c_void_p) -> None:
+    if not text:
+        return
+    if _log_sink and len(_log_sink[0]) < 5000:
+        _log_sink[0].append(text.decode("utf-8", "replace"))
+    if level == GGML_LOG_LEVEL_ERROR:
+        # Also to stderr: if ggml aborts next ("CUDA error: out of memory"), the parent reads the
+        # cause from there, since this process is gone.
+        os.write(2, text)
+
+
 class LlamaSession:
     def __init__(self, cancel: threading.Event | None = None) -> None:
         L = llama_cpp
@@ -63,23 +81,15 @@ class LlamaSession:
         # Set: stop the running request. The worker owns it (it knows which request runs).
         self.cancel = cancel if cancel is not None else threading.Event()
 
-        @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-        def on_log(level: int, text: bytes, user: ctypes.c_void_p) -> None:
-            if len(self.log_lines) < 5000:
-                self.log_lines.append(text.decode("utf-8", "replace"))
-            if level == GGML_LOG_LEVEL_ERROR:
-                # Also to stderr: if ggml aborts next ("CUDA error: out of memory"), the parent
-                # reads the cause from there, since this process is gone.
-                os.write(2, text)
-
         @ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p)
         def on_abort(user: ctypes.c_void_p) -> bool:
             # Polled by ggml between graph nodes (ggml-cpu.c, ggml_graph_compute_thread): a cancel
             # lands inside a decode, within milliseconds, even in a 512-token prompt batch.
             return self.cancel.is_set()
 
-        self._on_log, self._on_abort = on_log, on_abort  # keep the C callbacks alive
-        L.llama_log_set(on_log, ctypes.c_void_p(0))
+        self._on_abort = on_abort  # keep the C callback alive while the context may call it
+        _log_sink[:] = [self.log_lines]  # llama.cpp's log now goes to this session
+        L.llama_log_set(_on_log, ctypes.c_void_p(0))
         L.llama_backend_init()
 
     # --- loading -------------------------------------------------------------------------
