@@ -14,7 +14,21 @@ from typing import Any
 import numpy as np
 
 from app.engine import protocol as P
-from app.engine.sampler import full_chain
+from app.engine.sampler import TOKEN_DATA, full_chain
+
+
+def apply_to_vocabulary(L: Any, chain: Any, logits: np.ndarray) -> tuple[np.ndarray, int]:
+    """``chain`` over a candidate array of the whole vocabulary, as ``llama_sampler_sample`` runs
+    it: the candidates the chain kept (in its order) and the index it selected (-1: none)."""
+    n = logits.shape[0]
+    data = (L.llama_token_data * n)()
+    view = np.frombuffer(data, dtype=TOKEN_DATA)
+    view["id"], view["logit"] = np.arange(n), logits
+    arr = L.llama_token_data_array(
+        data=ctypes.cast(data, L.llama_token_data_p), size=n, selected=-1, sorted=False
+    )
+    L.llama_sampler_apply(chain, ctypes.byref(arr))
+    return view[: arr.size].copy(), int(arr.selected)
 
 
 def chain_probabilities(L: Any, s: P.Sampling, history: list[int], logits: np.ndarray) -> dict[int, float]:
@@ -25,16 +39,8 @@ def chain_probabilities(L: Any, s: P.Sampling, history: list[int], logits: np.nd
     L.llama_sampler_free(L.llama_sampler_chain_remove(chain, L.llama_sampler_chain_n(chain) - 1))
     for t in history:
         L.llama_sampler_accept(chain, t)
-    n = logits.shape[0]
-    data = (L.llama_token_data * n)()
-    view = np.frombuffer(data, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-    view["id"], view["logit"] = np.arange(n), logits
-    arr = L.llama_token_data_array(
-        data=ctypes.cast(data, L.llama_token_data_p), size=n, selected=-1, sorted=False
-    )
-    L.llama_sampler_apply(chain, ctypes.byref(arr))
+    kept, _ = apply_to_vocabulary(L, chain, logits)
     L.llama_sampler_free(chain)
-    kept = view[: arr.size]
     w = np.exp(kept["logit"].astype(np.float64) - kept["logit"].max())
     return {int(i): float(p) for i, p in zip(kept["id"], w / w.sum(), strict=True)}
 

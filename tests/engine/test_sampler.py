@@ -9,7 +9,6 @@ assigns, and on a real model's logits, token by token.
 
 from __future__ import annotations
 
-import ctypes
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -27,7 +26,7 @@ from app.engine.sampler import (
     top_candidates,
 )
 from tests import models
-from tests.sampling_check import chain_probabilities, chi2, chi2_critical
+from tests.sampling_check import apply_to_vocabulary, chain_probabilities, chi2, chi2_critical
 
 L: Any = pytest.importorskip("llama_cpp")
 
@@ -61,16 +60,8 @@ def _history(logits: np.ndarray) -> list[int]:
 
 def _chain_pick(chain: Any, logits: np.ndarray) -> int:
     """llama.cpp's chain over the whole vocabulary, as ``llama_sampler_sample`` runs it."""
-    n = logits.shape[0]
-    data = (L.llama_token_data * n)()
-    view = np.frombuffer(data, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-    view["id"] = np.arange(n)
-    view["logit"] = logits
-    arr = L.llama_token_data_array(
-        data=ctypes.cast(data, L.llama_token_data_p), size=n, selected=-1, sorted=False
-    )
-    L.llama_sampler_apply(chain, ctypes.byref(arr))
-    return int(view["id"][arr.selected])
+    kept, selected = apply_to_vocabulary(L, chain, logits)
+    return int(kept["id"][selected])
 
 
 @pytest.mark.parametrize("n_vocab", [262_144, 151_936, 32_000, 1000, 130, 7])
