@@ -31,7 +31,7 @@ from app.engine.llama_log import (
     out_of_memory_message,
     parse_buffers,
 )
-from app.engine.page_advice import advise_random_reads
+from app.engine.page_advice import settle_pages
 from app.engine.protocol import Load, Sampling
 from app.engine.sampler import make_sampler
 from app.engine.token_stream import Decoder, GenStats, Piece, stream_answer
@@ -137,8 +137,7 @@ class LlamaSession:
             self.model = None
             raise failed
         self.kv_tokens = []
-        if req.use_mmap:
-            advise_random_reads(req.model_path)  # app/engine/page_advice.py: under memory pressure
+        pages = settle_pages(req.model_path, req.read_once) if req.use_mmap else None  # page_advice.py
         template = L.llama_model_chat_template(self.model, None)
         bufs = parse_buffers("".join(self.log_lines))
         return {
@@ -150,6 +149,7 @@ class LlamaSession:
             "eos_token": self._text(L.llama_vocab_eos(self.vocab)),
             "chat_template": template.decode("utf-8", "replace") if template else None,
             "buffers": bufs.flat(),
+            "released_bytes": pages.released_bytes if pages else 0,
         }
 
     def _load_failed(self, *, hint: str | None) -> LoadFailed:

@@ -53,6 +53,9 @@ class Load(Message):
     flash_attn: str = "auto"  # "auto" | "on" | "off"
     use_mmap: bool = True
     swa_full: bool = False
+    # File ranges (offset, length) read only at load, whose pages the process hands back once
+    # loaded (app/engine/page_advice.py); the plan computes them (ChatPlan.read_once).
+    read_once: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_plan(cls, planned: ChatPlan, *, n_threads: int = 0) -> Load:
@@ -60,7 +63,8 @@ class Load(Message):
         s = planned.settings
         return cls(model_path=planned.model_path, n_ctx=s.n_ctx, n_gpu_layers=s.n_gpu_layers, n_threads=n_threads,
                    n_batch=s.n_batch, n_ubatch=s.n_ubatch, type_k=s.type_k, type_v=s.type_v,
-                   flash_attn="on" if s.flash_attn else "off", use_mmap=s.use_mmap, swa_full=s.swa_full)  # fmt: skip
+                   flash_attn="on" if s.flash_attn else "off", use_mmap=s.use_mmap, swa_full=s.swa_full,
+                   read_once=planned.read_once)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,7 @@ class Loaded(Message):
     chat_template: str | None
     rss_bytes: int
     buffers: dict[str, int]  # llama.cpp's logged buffer sizes: "model:CPU_Mapped" → bytes, …
+    released_bytes: int = 0  # read-once file pages handed back after the load (Load.read_once)
 
 
 @dataclass(frozen=True)
@@ -317,6 +322,8 @@ def decode(line: bytes | str) -> Message:
     if cls is None:
         raise ValueError(f"unknown message kind in {str(line)[:80]!r}")
     names = {f.name for f in fields(cls)}
+    if cls is Load and isinstance(data.get("read_once"), list):
+        data["read_once"] = tuple((int(off), int(n)) for off, n in data["read_once"])
     if cls is Generate and isinstance(data.get("sampling"), dict):
         s = data["sampling"]
         s["stop"] = tuple(s.get("stop", ()))

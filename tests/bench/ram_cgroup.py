@@ -243,8 +243,9 @@ def run_once(root: tuple[Path, bool], path: Path, planned: ChatPlan, factor: flo
                         r["limit_bytes"] = round(fit * factor)
                         group.limit(r["limit_bytes"])
                     t0 = time.perf_counter()
-                    client.load(P.Load.from_plan(planned, n_threads=threads))
+                    loaded = client.load(P.Load.from_plan(planned, n_threads=threads))
                     r["load_s"] = time.perf_counter() - t0
+                    r["released_bytes"] = loaded.released_bytes
                     r["charges_after_load"] = group.charges()
                     prompt = exact_prompt(client, PROMPT_TOKENS)
                     r["n_prompt"] = client.count_tokens(prompt)
@@ -332,6 +333,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="the two real models only")
+    ap.add_argument("--only", default="", help="the models whose file name contains this")
     ap.add_argument("--write", action="store_true", help=f"store the results in {RESULTS.relative_to(ROOT)}")
     args = ap.parse_args()
     root = cgroup_root()
@@ -348,7 +350,7 @@ def main() -> int:
         sources.append(synthetic_model("llama-3.2-1b-instruct", "Q4_K_M"))
     cases: list[dict[str, Any]] = []
     plans: list[tuple[Path, ChatPlan]] = []
-    for src in sources:
+    for src in (s for s in sources if args.only in s.name):
         path = private_copy(src)
         info = model_from_gguf(path)
         for n_ctx in CONTEXTS:

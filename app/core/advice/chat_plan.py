@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.core.advice.estimate import read_once_ranges
 from app.core.advice.reasons import a_number
 from app.core.advice.recommend import DEFAULT_CTX, Budget, Plan, best_plan
 from app.core.advice.run_settings import KV_TYPES, RunSettings
@@ -45,6 +46,9 @@ class ChatPlan:
     nearest: Plan | None  # when it does not fit: the closest plan of this file that does
     forced: bool = False  # loaded although it does not fit: the user insisted
     budget_ram: int = 0  # the RAM the plan may use (to say what will probably run out)
+    # File ranges llama.cpp reads at load and never again (estimate.read_once_ranges): the model
+    # process hands their pages back once loaded, so what stays is what the plan says must fit.
+    read_once: tuple[tuple[int, int], ...] = ()
 
     @property
     def fits(self) -> bool:
@@ -129,7 +133,8 @@ def plan_chat(model: ModelInfo, budget: Budget, overrides: ChatOverrides = ChatO
     )
     nearest = None if plan.fits != "no" else _nearest_fit(model, quant, plan, budget)
     return ChatPlan(model_path=model.source, quant=quant, plan=plan, settings=plan.estimate.settings,
-                    nearest=nearest, forced=overrides.force and plan.fits == "no", budget_ram=budget.ram_bytes)  # fmt: skip
+                    nearest=nearest, forced=overrides.force and plan.fits == "no", budget_ram=budget.ram_bytes,
+                    read_once=read_once_ranges(model, plan.estimate.settings))  # fmt: skip
 
 
 def _nearest_fit(model: ModelInfo, quant: str, wanted: Plan, budget: Budget) -> Plan | None:

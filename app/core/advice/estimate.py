@@ -14,6 +14,7 @@ Mirrors how llama.cpp (as vendored in llama-cpp-python 0.3.36) places and sizes 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from app.core.advice.buffers import (
@@ -39,6 +40,7 @@ __all__ = [
     "estimate",
     "is_output_tensor",
     "layer_devices",
+    "read_once_ranges",
     "tensors_for",
 ]
 
@@ -139,6 +141,86 @@ def tensors_for(model: ModelInfo, quant: str | None) -> tuple[TensorInfo, ...]:
     return quantized_tensors(model, quant)
 
 
+def _file_offsets(tensors: tuple[TensorInfo, ...]) -> list[int]:
+    """Each tensor's offset in the data section: a real file's, or the converter's order for a
+    predicted one (32-byte aligned, one after the other)."""
+    if any(t.offset_bytes for t in tensors):
+        return [t.offset_bytes for t in tensors]
+    offsets, pos = [], 0
+    for t in tensors:
+        offsets.append(pos)
+        pos += (t.n_bytes + 31) // 32 * 32
+    return offsets
+
+
+def _placed(
+    model: ModelInfo, s: RunSettings, tensors: tuple[TensorInfo, ...], offsets: list[int], devices: list[str]
+) -> Iterator[tuple[TensorInfo, int, str, str]]:
+    """Every tensor with its offset, its device and what llama.cpp does with its bytes: "device"
+    (uploaded to a GPU at load), "repacked" (copied into the CPU's interleaved buffer at load),
+    "rows" (an untied input embedding, mapped: ``get_rows`` reads one row per token) or "plain"
+    (read every token where it lies: in the mapping, or in RAM without mmap)."""
+    repackable = frozenset() if s.discrete_gpu else repack_types(s.cpu_isa)
+    out_dev = devices[model.n_layer]
+    for t, off in zip(tensors, offsets, strict=True):
+        li = layer_of(t.name)
+        if li is not None and li < model.n_layer:
+            dev = devices[li]
+        elif is_output_tensor(t.name):
+            dev = out_dev
+        else:
+            dev = "CPU"  # token_embd and other input tensors stay on the CPU
+        if dev != "CPU":
+            yield t, off, dev, "device"
+        # Repacked when its row count is a multiple of 8 (some ARM kernels take 4: we ask 8 everywhere).
+        elif (t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
+              and t.name != "token_embd.weight"):  # fmt: skip
+            yield t, off, dev, "repacked"
+        elif t.name == "token_embd.weight" and not model.tied_embeddings and s.use_mmap:
+            # get_rows reads one row per token, but the mapping is populated at load (MAP_POPULATE,
+            # llama-mmap.cpp): resident, yet clean pages the kernel may drop (measured on the H100).
+            yield t, off, dev, "rows"
+        else:
+            yield t, off, dev, "plain"
+
+
+def read_once_ranges(
+    model: ModelInfo, settings: RunSettings, *, page_bytes: int = 4096
+) -> tuple[tuple[int, int], ...]:
+    """The file byte ranges ``(offset, length)`` llama.cpp reads at load and not again (the header,
+    tensors uploaded to a GPU or repacked, an untied input embedding), for the model process to
+    hand back once loaded: the tensors are what the estimate counts as reclaimable; the header is
+    not mapped after the load, so no part of the resident set, but cached and charged to the
+    process's memory cgroup. Whole pages only (a page shared
+    with a tensor that is still read stays), merged, in file order; empty when the file's layout is
+    not known (a split or predicted model) or nothing is mapped."""
+    s = settings.validated()
+    if model.data_offset_bytes is None or not s.use_mmap:
+        return ()
+    tensors = model.tensors
+    devices = layer_devices(model.n_layer, s)
+    base = model.data_offset_bytes
+    spans = [(0, base)]  # the header: llama.cpp parses the metadata (the vocabulary) at load
+    spans += sorted(
+        (base + off, base + off + t.n_bytes)
+        for t, off, _dev, role in _placed(model, s, tensors, _file_offsets(tensors), devices)
+        if role != "plain"
+    )
+    merged: list[list[int]] = []
+    for lo, hi in spans:  # tensors start 32-byte aligned: a smaller gap is padding, no tensor
+        if merged and lo - merged[-1][1] < 32:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    out = []
+    for lo, hi in merged:
+        a = -(-lo // page_bytes) * page_bytes
+        b = hi // page_bytes * page_bytes
+        if b > a:
+            out.append((a, b - a))
+    return tuple(out)
+
+
 def estimate(
     model: ModelInfo,
     quant: str | None = None,
@@ -160,7 +242,6 @@ def estimate(
     quant = quant or model.file_type or "?"
     devices = layer_devices(model.n_layer, s)
     out_dev = devices[model.n_layer]
-    repackable = frozenset() if s.discrete_gpu else repack_types(s.cpu_isa)
 
     acc: dict[str, dict[str, int]] = {}
 
@@ -170,42 +251,28 @@ def estimate(
 
     layer_bytes = [0] * model.n_layer
     # File order and offsets: a real file's, or the converter's order for a predicted one.
-    offsets, pos = [], 0
-    real_offsets = any(t.offset_bytes for t in tensors)
-    for t in tensors:
-        offsets.append(t.offset_bytes if real_offsets else pos)
-        pos += (t.n_bytes + 31) // 32 * 32
+    offsets = _file_offsets(tensors)
     span_lo, span_hi = None, 0  # llama.cpp keeps mapped only the span of CPU-mapped tensors
     cpu_plain = 0  # CPU tensors used as they are: read into RAM (no mmap) or mapped and touched
     elsewhere: list[tuple[int, int]] = []  # repacked or offloaded: read once at load, then unused
-    for t, off in zip(tensors, offsets, strict=True):
+    for t, off, dev, role in _placed(model, s, tensors, offsets, devices):
         nbytes = t.n_bytes
         li = layer_of(t.name)
         if li is not None and li < model.n_layer:
-            dev = devices[li]
             layer_bytes[li] += nbytes
-        elif is_output_tensor(t.name):
-            dev = out_dev
-        else:
-            dev = "CPU"  # token_embd and other input tensors stay on the CPU
         if t.name == "token_embd.weight" and model.tied_embeddings and out_dev != "CPU":
             add(out_dev, "weights", nbytes)  # the output matmul needs its own copy on the GPU
-        if dev != "CPU":
+        if role == "device":
             add(dev, "weights", nbytes)
             elsewhere.append((off, nbytes))
             continue
-        # Repacked when its row count is a multiple of 8 (some ARM kernels take 4: we ask 8 everywhere).
-        repacked = (t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
-                    and t.name != "token_embd.weight")  # fmt: skip
-        if repacked:
+        if role == "repacked":
             add("CPU", "repack", nbytes)
             elsewhere.append((off, nbytes))
             continue
         span_lo = off if span_lo is None else min(span_lo, off)
         span_hi = max(span_hi, off + nbytes)
-        if t.name == "token_embd.weight" and not model.tied_embeddings and s.use_mmap:
-            # get_rows reads one row per token, but the mapping is populated at load (MAP_POPULATE,
-            # llama-mmap.cpp): resident, yet clean pages the kernel may drop (measured on the H100).
+        if role == "rows":
             elsewhere.append((off, nbytes))
             continue
         cpu_plain += nbytes

@@ -73,6 +73,9 @@ class ModelInfo:
     tensors: tuple[TensorInfo, ...]
     file_size_bytes: int | None = None
     metadata: dict[str, Any] | None = None
+    # Where the tensor data starts in the file (tensor offsets count from there); None when the
+    # tensors are not in one file at known places (split parts, a checkpoint, a prediction).
+    data_offset_bytes: int | None = None
 
     @property
     def n_params(self) -> int:

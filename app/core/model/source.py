@@ -71,7 +71,8 @@ def model_from_gguf(path: Path) -> ModelInfo:
         raise ModelReadError(
             f"{path.name} is a LoRA adapter, not a model.", hint="Choose the base model file."
         )
-    return model_info_from_header(header, source=str(path), source_kind="gguf", name=_gguf_name(header, path))
+    info = model_info_from_header(header, source=str(path), source_kind="gguf", name=_gguf_name(header, path))
+    return info if n_split > 1 else replace(info, data_offset_bytes=header.data_offset_bytes)
 
 
 def _gguf_name(header: GGUFHeader, path: Path) -> str:
