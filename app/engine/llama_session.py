@@ -77,6 +77,7 @@ class LlamaSession:
         self.ctx: Any = None
         self.vocab: Any = None
         self.kv_tokens: list[int] = []  # what the KV cache holds, position by position
+        self.output_on_gpu = False  # the output layer is offloaded: greedy runs in the graph there
         self.log_lines: list[str] = []
         # Set: stop the running request. The worker owns it (it knows which request runs).
         self.cancel = cancel if cancel is not None else threading.Event()
@@ -137,6 +138,8 @@ class LlamaSession:
             self.model = None
             raise failed
         self.kv_tokens = []
+        n_layer = int(L.llama_model_n_layer(self.model))
+        self.output_on_gpu = bool(L.llama_supports_gpu_offload()) and not 0 <= req.n_gpu_layers <= n_layer
         pages = settle_pages(req.model_path, req.read_once) if req.use_mmap else None  # page_advice.py
         template = L.llama_model_chat_template(self.model, None)
         bufs = parse_buffers("".join(self.log_lines))
@@ -218,7 +221,7 @@ class LlamaSession:
             stats.stop_reason = "cancelled"
             return
         stats.prompt_s = time.perf_counter() - t_req
-        sampler = make_sampler(L, self.vocab, s)
+        sampler = make_sampler(L, self.vocab, s, ctx=self.ctx if self.output_on_gpu else None)
         decoder = Decoder(L, self.ctx, self.vocab, self.kv_tokens, self.cancel)
         try:
             yield from stream_answer(decoder, sampler, s, stats, t_req=t_req, n_ctx=n_ctx, flush_s=flush_s)

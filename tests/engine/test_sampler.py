@@ -208,3 +208,38 @@ def test_real_model_token_by_token_and_seeded() -> None:
         assert first and answer() == first
     finally:
         session.unload()
+
+
+def test_greedy_in_the_graph_is_the_host_argmax() -> None:
+    """Greedy as a backend sampler (what the engine sets when the output layer is on a GPU; here on
+    the CPU backend, the same code path in llama.cpp): the token that comes back is the argmax of
+    the logits, token after token; once closed, the logits come back for the next sampler."""
+    from app.engine.llama_session import LlamaSession
+    from app.engine.token_stream import GenStats
+
+    session = LlamaSession()
+    session.load(P.Load(model_path=str(models.smollm2_path()), n_ctx=256, n_gpu_layers=0), lambda f: None)
+    try:
+        prompt = session.tokenize("<|im_start|>user\nName three rivers.<|im_end|>\n<|im_start|>assistant\n")
+
+        def run(ctx: Any) -> list[int]:
+            session.kv_tokens = []
+            assert session._evaluate_prompt(prompt, GenStats())
+            greedy = GreedySampler(L, int(L.llama_vocab_n_tokens(session.vocab)), ctx=ctx)
+            assert (greedy.backend is not None) == (ctx is not None)
+            out = []
+            try:
+                for i in range(24):
+                    if ctx is not None:  # the prompt's logits were not sampled in the graph, the rest were
+                        assert (int(L.llama_get_sampled_token_ith(ctx, -1)) >= 0) == (i > 0)
+                    out.append(greedy.sample(session.ctx))
+                    assert session._decode([out[-1]]) == 0
+            finally:
+                greedy.close()
+            return out
+
+        on_host = run(None)
+        assert run(session.ctx) == on_host
+        assert run(None) == on_host  # the backend sampler is gone: host logits again
+    finally:
+        session.unload()

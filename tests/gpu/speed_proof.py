@@ -12,8 +12,9 @@ the machine by ``tests/gpu/speed_device.sh``):
   is (tokens − 1) ÷ (time of the last event − time of the first token's event), prompt is tokens
   ÷ time to the first token's event;
 * ``raw``: the per-token host cost of each way to pick a token, in one process with no pipe:
-  argmax, the fast sampler, llama.cpp's whole chain on the CPU, and llama.cpp's backend sampling
-  (the chain inside the GPU graph, ``llama_set_sampler``), over the same decode loop.
+  argmax, the fast sampler, llama.cpp's whole chain on the CPU, greedy in the graph (what the
+  engine runs when the output layer is on the GPU) and llama.cpp's backend sampling of the whole
+  chain (``llama_set_sampler``), over the same decode loop.
 
     python tests/gpu/speed_proof.py run --models DIR --out FILE --bench LLAMA_BENCH [--only ID:QUANT ...]
     python tests/gpu/speed_proof.py raw MODEL_FILE          # prints JSON (run as a child by ``run``)
@@ -136,7 +137,7 @@ def raw_costs(path: Path, ngl: int, n_gen: int = N_GEN, n_words: int = N_PROMPT)
     import llama_cpp as L
 
     from app.engine.llama_session import LlamaSession
-    from app.engine.sampler import full_chain, make_sampler
+    from app.engine.sampler import GreedySampler, full_chain, make_sampler
     from app.engine.token_stream import GenStats
 
     session = LlamaSession()
@@ -167,6 +168,16 @@ def raw_costs(path: Path, ngl: int, n_gen: int = N_GEN, n_words: int = N_PROMPT)
         for m, pick in modes.items():
             runs[m].append(loop(pick))
     out.update({m: spread(v) for m, v in runs.items()})
+    in_graph = []  # greedy as the engine runs it with the output layer on the GPU: in the graph
+    for _ in range(3):
+        g = GreedySampler(L, n_vocab, ctx=session.ctx)
+        try:
+            in_graph.append(loop(lambda: g.sample(session.ctx)))  # noqa: B023 (used at once)
+        finally:
+            g.close()
+    out["greedy in the graph"] = spread(in_graph)
+    out["phases_us"] = {"argmax": phases(L, session, greedy, prompt, n_gen),
+                        "fast sampler": phases(L, session, fast, prompt, n_gen)}  # fmt: skip
     try:  # llama.cpp's backend sampling: the same chain, run inside the GPU graph
         backend = full_chain(L, n_vocab, s)
         if not L.llama_set_sampler(session.ctx, 0, backend):
@@ -178,6 +189,34 @@ def raw_costs(path: Path, ngl: int, n_gen: int = N_GEN, n_words: int = N_PROMPT)
         out["backend sampling"] = {"error": repr(exc)}
     out["backend distribution"] = backend_distribution(L, session)
     return out
+
+
+def phases(L: Any, session: Any, sampler: Any, prompt: str, n: int) -> dict[str, float]:
+    """Where a token's time goes, in microseconds (medians over ``n`` tokens): waiting for the GPU
+    (``llama_synchronize``), picking the token, and ``llama_decode`` returning (building the graph
+    and queueing it)."""
+    from app.engine.token_stream import GenStats
+
+    session.kv_tokens = []
+    assert session._evaluate_prompt(session.tokenize(prompt), GenStats())
+    tok_arr = (L.llama_token * 1)()
+    batch = L.llama_batch_get_one(tok_arr, 1)
+    wait, pick, launch = [], [], []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        L.llama_synchronize(session.ctx)
+        t1 = time.perf_counter_ns()
+        tok = sampler.sample(session.ctx)
+        t2 = time.perf_counter_ns()
+        tok_arr[0] = tok
+        if L.llama_decode(session.ctx, batch) != 0:
+            raise RuntimeError("decode failed")
+        t3 = time.perf_counter_ns()
+        wait.append(t1 - t0), pick.append(t2 - t1), launch.append(t3 - t2)
+    return {
+        k: round(statistics.median(v) / 1000, 1)
+        for k, v in (("wait", wait), ("pick", pick), ("decode call", launch))
+    }
 
 
 def backend_distribution(L: Any, session: Any, n: int = 2000) -> dict[str, Any]:
