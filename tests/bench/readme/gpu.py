@@ -170,11 +170,16 @@ def h200_speed(r: Results) -> str:
         ])  # fmt: skip
         if "raw" in s and "argmax" in s["raw"]:
             raw = s["raw"]
+            graph = f"greedy in the graph {raw['greedy in the graph']['median']:.0f}, " if "greedy in the graph" in raw else ""
+            ph = raw.get("phases_us", {})
+            pick = (f" (picking a token: argmax {ph['argmax']['pick']:.0f} µs, fast sampler "
+                    f"{ph['fast sampler']['pick']:.0f} µs; `llama_decode` returns in {ph['argmax']['decode call']:.0f} µs, "
+                    f"the GPU is waited for {ph['argmax']['wait']:,.0f} µs)") if ph else ""  # fmt: skip
             raws.append(
-                f"{_name(s['model_id'])} ({raw['n_vocab']:,} tokens): argmax {raw['argmax']['median']:.0f}, "
+                f"{_name(s['model_id'])} ({raw['n_vocab']:,} tokens): {graph}host argmax {raw['argmax']['median']:.0f}, "
                 f"fast sampler {raw['fast sampler']['median']:.0f}, llama.cpp's chain on the host "
-                f"{raw['llama.cpp chain']['median']:.0f}, llama.cpp's backend sampling "
-                f"{raw['backend sampling']['median']:.0f} tok/s"
+                f"{raw['llama.cpp chain']['median']:.0f}, llama.cpp's backend sampling of the chain "
+                f"{raw['backend sampling']['median']:.0f} tok/s{pick}"
             )
     header = ["model", "llama-bench tg / pp512", "engine greedy tg", "engine default sampling tg",
               "sampled ÷ greedy (rounds)", "greedy ÷ llama-bench", "engine pp"]  # fmt: skip
@@ -182,7 +187,7 @@ def h200_speed(r: Results) -> str:
         f"{gpu['name']}, driver {gpu['driver_version']}, {j['threads']} threads, all layers on the GPU; "
         f"{j['speed'][0]['engine']['n_gen']} tokens after a {j['speed'][0]['engine']['depth']}-token prompt, "
         f"5 interleaved rounds, medians (tok/s); in brackets the middle three rounds of sampled ÷ greedy (one "
-        f"greedy round of a Qwen run is a timing artifact, see the JSON's timing_note):\n\n"
+        f"round of a Qwen run is a timing artifact, see the JSON's timing_note). Engine: {j['engine_sampler']}.\n\n"
         + table(header, rows)
         + "\n\nThe host cost of each way to pick a token, in one process over the same decode loop (256 "
         "tokens, default chain): "
