@@ -124,7 +124,6 @@ def machine() -> dict[str, Any]:
     return {"cpu_model": cpu.model, "arch": cpu.arch, "physical_cores": cpu.physical_cores,
             "logical_cores": cpu.logical_cores, "isa": list(cpu.isa),
             "ram_total_bytes": psutil.virtual_memory().total,
-            "ram_bandwidth_bytes_s": round(measure_ram_bandwidth_bytes_s()),  # a numpy copy, at the start
             "load_avg_1min": os.getloadavg()[0]}  # fmt: skip
 
 
@@ -323,6 +322,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kept: dict[Path, list[dict[str, Any]]] = {p: [] for p in paths}
     discarded: dict[Path, list[dict[str, Any]]] = {p: [] for p in paths}
     clients = [EngineClient() for _ in paths]
+    bandwidths: list[float] = []
     try:
         engines = {}
         for path, client in zip(paths, clients, strict=True):
@@ -332,6 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             engines[path] = EngineUnderTest(client, args.prompt, args.gen)
             engines[path].ask(GREEDY, max_tokens=8)  # warm-up, as llama-bench warms up
         for i in range(args.rounds):
+            bandwidths.append(measure_ram_bandwidth_bytes_s())  # the app's probe, every round
             order = CONTENDERS[i % 3 :] + CONTENDERS[: i % 3]
             for path in paths:
                 for attempt in range(1, MAX_TRIES + 1):
@@ -350,7 +351,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "engine_speed",
         "date": datetime.date.today().isoformat(),
-        "machine": {**before, "load_avg_1min_after": os.getloadavg()[0]},
+        "machine": {**before, "load_avg_1min_after": os.getloadavg()[0],
+                    # the speed model's input: the median of the probe taken before every round, as
+                    # speed_records.py records it (one best-of probe at the start read 34.8 GB/s on a
+                    # machine whose median was 28.6)
+                    "ram_bandwidth_bytes_s": round(statistics.median(bandwidths)),
+                    "ram_bandwidth": {"how": "app.core.machine.bandwidth.measure_ram_bandwidth_bytes_s, before every round",
+                                      **spread(bandwidths)}},
         "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
         "threads": args.threads, "n_prompt": args.prompt, "n_gen": args.gen, "rounds": args.rounds,
         "flush_ms": FLUSH_MS,
