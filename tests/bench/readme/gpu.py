@@ -170,7 +170,11 @@ def h200_speed(r: Results) -> str:
         ])  # fmt: skip
         if "raw" in s and "argmax" in s["raw"]:
             raw = s["raw"]
-            graph = f"greedy in the graph {raw['greedy in the graph']['median']:.0f}, " if "greedy in the graph" in raw else ""
+            graph = (
+                f"greedy in the graph {raw['greedy in the graph']['median']:.0f}, "
+                if "greedy in the graph" in raw
+                else ""
+            )
             ph = raw.get("phases_us", {})
             pick = (f" (picking a token: argmax {ph['argmax']['pick']:.0f} µs, fast sampler "
                     f"{ph['fast sampler']['pick']:.0f} µs; `llama_decode` returns in {ph['argmax']['decode call']:.0f} µs, "
