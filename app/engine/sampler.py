@@ -247,7 +247,7 @@ class TopKSampler:
         self.L, self.n_vocab, self.logits = L, n_vocab, _LogitsView(L, n_vocab)
         self.k = s.top_k if s.temperature > 0 else 1
         self.penalty = RepeatPenalty(s.repeat_penalty, s.repeat_last_n)
-        self.chain = tail_chain(L, s)
+        self.chain = tail_chain(L, s) if self.k > 1 else None  # temperature 0: an argmax, no chain
         self._capacity = 0
         self._grow(max(4 * self.k, 256))
 
