@@ -62,33 +62,26 @@ def _mappings(path: str) -> list[tuple[int, int, int]]:
     return out
 
 
-def _clean(ranges: Iterable[tuple[int, int]], file_size: int, page: int) -> list[tuple[int, int]]:
-    """Whole pages inside the file, sorted and merged (the ranges come from another process)."""
-    spans = []
-    for off, n in ranges:
-        a = -(-max(0, off) // page) * page
-        b = min(off + n, file_size) // page * page
-        if b > a:
-            spans.append((a, b))
-    merged: list[tuple[int, int]] = []
+def _merged(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``[start, end)`` spans sorted, overlapping or touching ones joined."""
+    out: list[tuple[int, int]] = []
     for a, b in sorted(spans):
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
         else:
-            merged.append((a, b))
-    return merged
+            out.append((a, b))
+    return out
+
+
+def _clean(ranges: Iterable[tuple[int, int]], file_size: int, page: int) -> list[tuple[int, int]]:
+    """Whole pages inside the file, as merged spans (the ranges come from another process)."""
+    spans = ((-(-max(0, off) // page) * page, min(off + n, file_size) // page * page) for off, n in ranges)
+    return _merged((a, b) for a, b in spans if b > a)
 
 
 def _blocks(spans: list[tuple[int, int]], file_size: int) -> list[tuple[int, int]]:
     """``spans`` widened to whole ``BLOCK``s (the largest page-cache folio), merged."""
-    out: list[tuple[int, int]] = []
-    for a, b in spans:
-        lo, hi = a // BLOCK * BLOCK, min(-(-b // BLOCK) * BLOCK, file_size)
-        if out and lo <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], hi))
-        else:
-            out.append((lo, hi))
-    return out
+    return _merged((a // BLOCK * BLOCK, min(-(-b // BLOCK) * BLOCK, file_size)) for a, b in spans)
 
 
 def settle_pages(path: str, read_once: Iterable[tuple[int, int]] = ()) -> PageAdvice:

@@ -37,7 +37,8 @@ tokens as the chain, but on the H200 no faster than this path (430.9 vs 431.5 to
 top-k over 262k entries costs the GPU what the host saves. A cheaper cut in the graph (max-pool
 the logits in blocks of 128, ``top_k`` over the block maxima, gather those blocks: the same draws
 on the CPU backend) ran Gemma's shapes at 0.88/0.95× greedy on the H200 but the Qwen and Llama
-vocabularies, whose block counts are not powers of two, at 0.08–0.26× (2026-12-03); not used. Runs only inside the model process.
+vocabularies, whose block counts are not powers of two, at 0.08–0.26× (2026-12-03); not used.
+Runs only inside the model process.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ class TopKSampler:
     """The penalty and the top-k cut here, the rest in llama.cpp's chain (module docstring)."""
 
     def __init__(self, L: Any, n_vocab: int, s: Sampling) -> None:
-        self.L, self.n_vocab, self.logits = L, n_vocab, _LogitsView(L, n_vocab)
+        self.L, self.logits = L, _LogitsView(L, n_vocab)
         self.k = s.top_k if s.temperature > 0 else 1
         self.penalty = RepeatPenalty(s.repeat_penalty, s.repeat_last_n)
         self.chain = tail_chain(L, s) if self.k > 1 else None  # temperature 0: an argmax, no chain

@@ -18,17 +18,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _vm_flags(path: str) -> list[set[str]]:
-    """The VmFlags of every mapping of ``path`` in this process."""
-    target, flags, current = os.path.realpath(path), [], False
+def _smaps(path: str, key: str) -> list[list[str]]:
+    """The fields of the ``key:`` line of every mapping of ``path`` in /proc/self/smaps."""
+    target, found, current = os.path.realpath(path), [], False
     with open("/proc/self/smaps", encoding="utf-8") as smaps:
         for line in smaps:
             head = line.split(maxsplit=5)
             if len(head) >= 5 and "-" in head[0] and ":" in head[3]:  # a mapping's first line
                 current = len(head) == 6 and head[5].rstrip("\n") == target
-            elif current and line.startswith("VmFlags:"):
-                flags.append(set(line.split()[1:]))
-    return flags
+            elif current and line.startswith(f"{key}:"):
+                found.append(line.split()[1:])
+    return found
+
+
+def _vm_flags(path: str) -> list[set[str]]:
+    """The VmFlags of every mapping of ``path`` in this process."""
+    return [set(f) for f in _smaps(path, "VmFlags")]
 
 
 def test_a_loaded_model_is_mapped_for_random_reads() -> None:
@@ -46,15 +51,7 @@ def test_a_loaded_model_is_mapped_for_random_reads() -> None:
 
 
 def _mapped_rss(path: str) -> int:
-    target, total, current = os.path.realpath(path), 0, False
-    with open("/proc/self/smaps", encoding="utf-8") as smaps:
-        for line in smaps:
-            head = line.split(maxsplit=5)
-            if len(head) >= 5 and "-" in head[0] and ":" in head[3]:
-                current = len(head) == 6 and head[5].rstrip("\n") == target
-            elif current and line.startswith("Rss:"):
-                total += int(line.split()[1]) * 1024
-    return total
+    return sum(int(f[0]) * 1024 for f in _smaps(path, "Rss"))  # "Rss:  1234 kB"
 
 
 def _greedy(session: object, n: int = 12) -> list[str]:

@@ -155,8 +155,9 @@ def _file_offsets(tensors: tuple[TensorInfo, ...]) -> list[int]:
 
 def _placed(
     model: ModelInfo, s: RunSettings, tensors: tuple[TensorInfo, ...], offsets: list[int], devices: list[str]
-) -> Iterator[tuple[TensorInfo, int, str, str]]:
-    """Every tensor with its offset, its device and what llama.cpp does with its bytes: "device"
+) -> Iterator[tuple[TensorInfo, int, int | None, str, str]]:
+    """Every tensor with its offset, its repeating layer (None: not in one), its device and what
+    llama.cpp does with its bytes: "device"
     (uploaded to a GPU at load), "repacked" (copied into the CPU's interleaved buffer at load),
     "rows" (an untied input embedding, mapped: ``get_rows`` reads one row per token) or "plain"
     (read every token where it lies: in the mapping, or in RAM without mmap)."""
@@ -164,24 +165,26 @@ def _placed(
     out_dev = devices[model.n_layer]
     for t, off in zip(tensors, offsets, strict=True):
         li = layer_of(t.name)
-        if li is not None and li < model.n_layer:
+        if li is not None and li >= model.n_layer:
+            li = None  # a block past the repeating layers: placed like an input tensor
+        if li is not None:
             dev = devices[li]
         elif is_output_tensor(t.name):
             dev = out_dev
         else:
             dev = "CPU"  # token_embd and other input tensors stay on the CPU
         if dev != "CPU":
-            yield t, off, dev, "device"
+            yield t, off, li, dev, "device"
         # Repacked when its row count is a multiple of 8 (some ARM kernels take 4: we ask 8 everywhere).
         elif (t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
               and t.name != "token_embd.weight"):  # fmt: skip
-            yield t, off, dev, "repacked"
+            yield t, off, li, dev, "repacked"
         elif t.name == "token_embd.weight" and not model.tied_embeddings and s.use_mmap:
             # get_rows reads one row per token, but the mapping is populated at load (MAP_POPULATE,
             # llama-mmap.cpp): resident, yet clean pages the kernel may drop (measured on the H100).
-            yield t, off, dev, "rows"
+            yield t, off, li, dev, "rows"
         else:
-            yield t, off, dev, "plain"
+            yield t, off, li, dev, "plain"
 
 
 def read_once_ranges(
@@ -191,9 +194,9 @@ def read_once_ranges(
     tensors uploaded to a GPU or repacked, an untied input embedding), for the model process to
     hand back once loaded: the tensors are what the estimate counts as reclaimable; the header is
     not mapped after the load, so no part of the resident set, but cached and charged to the
-    process's memory cgroup. Whole pages only (a page shared
-    with a tensor that is still read stays), merged, in file order; empty when the file's layout is
-    not known (a split or predicted model) or nothing is mapped."""
+    process's memory cgroup. Whole pages only (a page shared with a tensor that is still read
+    stays), merged, in file order; empty when the file's layout is not known (a split or predicted
+    model) or nothing is mapped."""
     s = settings.validated()
     if model.data_offset_bytes is None or not s.use_mmap:
         return ()
@@ -203,7 +206,7 @@ def read_once_ranges(
     spans = [(0, base)]  # the header: llama.cpp parses the metadata (the vocabulary) at load
     spans += sorted(
         (base + off, base + off + t.n_bytes)
-        for t, off, _dev, role in _placed(model, s, tensors, _file_offsets(tensors), devices)
+        for t, off, _li, _dev, role in _placed(model, s, tensors, _file_offsets(tensors), devices)
         if role != "plain"
     )
     merged: list[list[int]] = []
@@ -255,10 +258,9 @@ def estimate(
     span_lo, span_hi = None, 0  # llama.cpp keeps mapped only the span of CPU-mapped tensors
     cpu_plain = 0  # CPU tensors used as they are: read into RAM (no mmap) or mapped and touched
     elsewhere: list[tuple[int, int]] = []  # repacked or offloaded: read once at load, then unused
-    for t, off, dev, role in _placed(model, s, tensors, offsets, devices):
+    for t, off, li, dev, role in _placed(model, s, tensors, offsets, devices):
         nbytes = t.n_bytes
-        li = layer_of(t.name)
-        if li is not None and li < model.n_layer:
+        if li is not None:
             layer_bytes[li] += nbytes
         if t.name == "token_embd.weight" and model.tied_embeddings and out_dev != "CPU":
             add(out_dev, "weights", nbytes)  # the output matmul needs its own copy on the GPU
