@@ -80,7 +80,10 @@ def cmd_advise(args: argparse.Namespace) -> int:
           f"{model.n_layer} layers, trained context {model.n_ctx_train:,})")  # fmt: skip
     gpu = f", {format_bytes(budget.gpus[0].free_bytes)} VRAM" if budget.gpus and budget.can_offload else ""
     print(f"Budget: {format_bytes(budget.ram_bytes)} RAM{gpu} (after headroom)\n")
-    header = f"{'quant':8} {'file':>10} {'ctx':>7} {'fits':>8} {'GPU layers':>10} {'RAM':>10} {'VRAM':>10} {'tok/s':>6}  quality"
+    moe = model.is_moe
+    experts_col = f" {'experts in RAM':>14}" if moe else ""
+    header = (f"{'quant':8} {'file':>10} {'ctx':>7} {'fits':>8} {'GPU layers':>10}{experts_col} {'RAM':>10} "
+              f"{'VRAM':>10} {'tok/s':>6}  quality")  # fmt: skip
     print(header)
     print("-" * len(header))
     rec = advice.recommended
@@ -89,7 +92,11 @@ def cmd_advise(args: argparse.Namespace) -> int:
             continue
         mark = "  <- recommended" if rec is not None and p.quant == rec.quant and p.n_ctx == rec.n_ctx else ""
         dom = f" (worse than {p.dominated_by})" if p.dominated_by else ""
-        print(f"{p.quant:8} {format_bytes(p.file_bytes):>10} {p.n_ctx:>7} {fit_word(p.fits):>8} {p.n_gpu_layers:>10} "
+        experts = ""
+        if moe:
+            n = p.moe_cpu_layers
+            experts = f" {'all' if n >= model.n_layer else (f'{n} layers' if n else '-'):>14}"
+        print(f"{p.quant:8} {format_bytes(p.file_bytes):>10} {p.n_ctx:>7} {fit_word(p.fits):>8} {p.n_gpu_layers:>10}{experts} "
               f"{format_bytes(p.ram_bytes):>10} {format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} "
               f"{format_tok_s(p.speed.tok_s):>6}  {p.quality.label}{dom}{mark}")  # fmt: skip
     print()

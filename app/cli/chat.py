@@ -34,11 +34,26 @@ def chat_plan(args: argparse.Namespace) -> Any:
     else:
         raise TailorError(f"--ngl {args.ngl}: give a number of layers or auto.")
     model = model_from_gguf(gguf_path(args.model))
-    overrides = ChatOverrides(n_ctx=args.ctx, n_gpu_layers=ngl, type_kv=args.kv_type, force=args.force)
+    overrides = ChatOverrides(n_ctx=args.ctx, n_gpu_layers=ngl, moe_cpu_layers=moe_cpu_layers(args.moe_cpu, model),
+                              type_kv=args.kv_type, force=args.force)  # fmt: skip
     planned = plan_chat(model, budget_of(args), overrides).check()
     if planned.forced:
         print(f"tailorlm: {planned.refusal()} {planned.risk()}", file=sys.stderr)
     return planned
+
+
+def moe_cpu_layers(value: str, model: Any) -> int | None:
+    """``--moe-cpu N|all|auto`` as ChatOverrides wants it: a layer count, None for the advisor's
+    choice. A dense model has no experts to place: any value but auto is refused."""
+    if value == "auto":
+        return None
+    if not model.is_moe:
+        raise TailorError(f"--moe-cpu {value}: {model.name} is not a mixture-of-experts model.")
+    if value == "all":
+        return int(model.n_layer)
+    if value.isdigit():
+        return min(int(value), int(model.n_layer))
+    raise TailorError(f"--moe-cpu {value}: give a number of layers, all or auto.")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -74,7 +89,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         template_note = session.template.describe() if session.template else ""
         if args.prompt is not None:
             return _chat_once(session, args.prompt, loaded, template_note, plan, as_json=args.json)
-        print(f"{Path(load.model_path).name}: {loaded.n_ctx:,}-token context, {load.n_gpu_layers} GPU layers, "
+        experts = f" (experts of {load.moe_cpu_layers} in RAM)" if load.moe_cpu_layers else ""
+        print(f"{Path(load.model_path).name}: {loaded.n_ctx:,}-token context, {load.n_gpu_layers} GPU layers{experts}, "
               f"loaded in {loaded.load_s:.1f} s. {template_note}")  # fmt: skip
         print("Type a message. /regen answers again, /edit TEXT rewrites your last message, /export prints "
               "the chat as Markdown. Ctrl+C stops an answer; Ctrl+C at the prompt (or Ctrl+D) exits.")  # fmt: skip
@@ -214,6 +230,11 @@ def add_parsers(sub: Any) -> None:
     p_chat.add_argument(
         "--ngl", default="auto", metavar="N|auto", help="GPU layers; auto = the advisor's plan"
     )
+    p_chat.add_argument(
+        "--moe-cpu", default="auto", metavar="N|all|auto",
+        help="MoE models: keep the experts of the first N layers (or all) in RAM, the rest on the GPU; "
+        "auto = the advisor's fastest plan that fits",
+    )  # fmt: skip
     p_chat.add_argument("--system", metavar="TEXT", help="system prompt")
     p_chat.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
     p_chat.add_argument("--temperature", type=float, default=0.7)

@@ -173,3 +173,13 @@ def damaged_file_message(log: str) -> tuple[str, str]:
                 "A newer TailorLM (with a newer llama.cpp) may run it; choose another model meanwhile.")  # fmt: skip
     return (f"the file looks damaged or incomplete ({reason})",
             "Download it again (`tailorlm pull` checks every byte against the Hub's SHA-256), or choose another file.")  # fmt: skip
+
+
+# llama-model-loader.cpp, at debug level: "tensor blk.0.ffn_up_exps.weight (6 MiB q4_K) buffer type
+# overridden to CPU" — one line per tensor a buffer-type override moved.
+_OVERRIDDEN = re.compile(r"tensor (\S+) \([^)]*\) buffer type overridden to (\S+)")
+
+
+def overridden_tensors(log: str) -> dict[str, str]:
+    """The tensors a buffer-type override placed (``--cpu-moe``), with the buffer type they went to."""
+    return {m.group(1): m.group(2) for m in _OVERRIDDEN.finditer(log)}

@@ -23,6 +23,7 @@ from typing import Any
 import llama_cpp
 
 from app.engine.errors import LoadFailed
+from app.engine.expert_offload import keep_experts_in_ram
 from app.engine.host import device_free_bytes, physical_cores, ram_available_bytes
 from app.engine.llama_log import (
     alloc_failure,
@@ -102,6 +103,7 @@ class LlamaSession:
         t0 = time.perf_counter()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = req.n_gpu_layers
+        keep = keep_experts_in_ram(mp, req.moe_cpu_layers)  # noqa: F841 (alive through the load)
         if not req.use_mmap:
             mp.load_mode = L.LLAMA_LOAD_MODE_NONE
 

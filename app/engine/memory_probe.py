@@ -23,8 +23,9 @@ from typing import Any
 from app.core.errors import EngineError
 from app.engine.child import ChildProcess
 from app.engine.errors import ProcessDied
+from app.engine.expert_offload import keep_experts_in_ram
 from app.engine.host import rss_bytes
-from app.engine.llama_log import parse_buffers
+from app.engine.llama_log import overridden_tensors, parse_buffers
 from app.engine.llama_session import KV_TYPES
 
 
@@ -48,6 +49,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     dry = bool(spec.get("dry_run", False))
     mp = L.llama_model_default_params()
     mp.n_gpu_layers = int(spec.get("n_gpu_layers", 0))
+    keep = keep_experts_in_ram(mp, int(spec.get("moe_cpu_layers", 0)))  # noqa: F841 (alive through the load)
     if dry:
         mp.no_alloc = True
         mp.load_mode = L.LLAMA_LOAD_MODE_NONE
@@ -110,6 +112,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     b = parse_buffers("".join(lines))
     result.update(
+        overridden_tensors=overridden_tensors("".join(lines)),
         model_buffers=b.model,
         kv_buffers=b.kv,
         kv_size_bytes=b.kv_size_bytes,

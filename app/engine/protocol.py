@@ -45,6 +45,7 @@ class Load(Message):
     model_path: str
     n_ctx: int = 4096
     n_gpu_layers: int = 0
+    moe_cpu_layers: int = 0  # MoE: the first layers whose routed experts stay in RAM (--n-cpu-moe)
     n_threads: int = 0  # 0 = physical cores
     n_batch: int = 512
     n_ubatch: int = 512
@@ -61,7 +62,8 @@ class Load(Message):
     def from_plan(cls, planned: ChatPlan, *, n_threads: int = 0) -> Load:
         """The one way a chat plan becomes a load request: exactly the settings it predicted for."""
         s = planned.settings
-        return cls(model_path=planned.model_path, n_ctx=s.n_ctx, n_gpu_layers=s.n_gpu_layers, n_threads=n_threads,
+        return cls(model_path=planned.model_path, n_ctx=s.n_ctx, n_gpu_layers=s.n_gpu_layers,
+                   moe_cpu_layers=s.moe_cpu_layers, n_threads=n_threads,
                    n_batch=s.n_batch, n_ubatch=s.n_ubatch, type_k=s.type_k, type_v=s.type_v,
                    flash_attn="on" if s.flash_attn else "off", use_mmap=s.use_mmap, swa_full=s.swa_full,
                    read_once=planned.read_once)  # fmt: skip

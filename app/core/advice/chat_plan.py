@@ -31,6 +31,9 @@ class ChatOverrides:
 
     n_ctx: int | None = None  # None: DEFAULT_CTX, at most the model's training context
     n_gpu_layers: int | None = None  # None: the most layers that fit the GPU
+    # MoE: the first layers whose experts stay in RAM (a model's n_layer or more: all); None: the
+    # fastest placement that fits (app.core.advice.recommend.best_plan)
+    moe_cpu_layers: int | None = None
     type_kv: str = "F16"  # the KV cache type, K and V alike
     force: bool = False  # load even when the plan does not fit
 
@@ -97,6 +100,8 @@ class ChatPlan:
             "quant": self.quant,
             "predicted": self.predicted,
             "placement": self.plan.fits,
+            "n_gpu_layers": self.plan.n_gpu_layers,
+            "moe_cpu_layers": self.plan.moe_cpu_layers,
             "forced": self.forced,
         }
 
@@ -128,9 +133,12 @@ def plan_chat(model: ModelInfo, budget: Budget, overrides: ChatOverrides = ChatO
         raise TailorError("The context length must be at least 1 token.")
     n_ctx = overrides.n_ctx or default_ctx(model)
     quant = model.file_type or "?"
+    if overrides.moe_cpu_layers is not None and overrides.moe_cpu_layers < 0:
+        raise TailorError("The number of layers whose experts stay in RAM cannot be negative.")
     plan = best_plan(
-        model, quant, n_ctx, budget, type_k=overrides.type_kv, n_gpu_layers=overrides.n_gpu_layers
-    )
+        model, quant, n_ctx, budget, type_k=overrides.type_kv, n_gpu_layers=overrides.n_gpu_layers,
+        moe_cpu_layers=overrides.moe_cpu_layers,
+    )  # fmt: skip
     nearest = None if plan.fits != "no" else _nearest_fit(model, quant, plan, budget)
     return ChatPlan(model_path=model.source, quant=quant, plan=plan, settings=plan.estimate.settings,
                     nearest=nearest, forced=overrides.force and plan.fits == "no", budget_ram=budget.ram_bytes,

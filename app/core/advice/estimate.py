@@ -18,13 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from app.core.advice.buffers import (
+    OP_OFFLOAD_MIN_BATCH,
     compute_buffer_bytes,
     inputs_compute_bytes,
     kv_cells,
     kv_layer_bytes,
     offload_copy_bytes,
 )
-from app.core.advice.placement import is_output_tensor, layer_devices
+from app.core.advice.placement import is_expert_tensor, is_output_tensor, layer_devices, tensor_device
 from app.core.advice.run_settings import KV_TYPES, RunSettings, repack_types
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
@@ -168,7 +169,7 @@ def _placed(
         if li is not None and li >= model.n_layer:
             li = None  # a block past the repeating layers: placed like an input tensor
         if li is not None:
-            dev = devices[li]
+            dev = tensor_device(t.name, li, devices, s)
         elif is_output_tensor(t.name):
             dev = out_dev
         else:
@@ -222,6 +223,28 @@ def read_once_ranges(
         if b > a:
             out.append((a, b - a))
     return tuple(out)
+
+
+def _offload_copies(
+    model: ModelInfo, s: RunSettings, tensors: tuple[TensorInfo, ...], devices: list[str]
+) -> int:
+    """The GPU compute buffer's room for weights in RAM that a big batch takes over (op offload,
+    :func:`app.core.advice.buffers.offload_copy_bytes`): those of CPU layers, and the experts an
+    offloaded layer keeps in RAM (``moe_cpu_layers``) — a stacked expert tensor is copied whole,
+    all experts, for a batch of ``OP_OFFLOAD_MIN_BATCH`` tokens or more (ggml-cuda.cu offload_op
+    counts MUL_MAT_ID's tokens). Experts of CPU layers are CPU-layer tensors already."""
+    copies = offload_copy_bytes(model, s, tensors, devices)
+    if s.moe_cpu_layers <= 0 or min(s.n_ubatch, s.n_batch) < OP_OFFLOAD_MIN_BATCH:
+        return copies
+    experts = [
+        t.n_bytes
+        for t in tensors
+        if (li := layer_of(t.name)) is not None
+        and li < min(s.moe_cpu_layers, model.n_layer)
+        and devices[li] != "CPU"
+        and is_expert_tensor(t.name)
+    ]
+    return max(copies, max(experts, default=0))
 
 
 def estimate(
@@ -297,7 +320,7 @@ def estimate(
     if s.discrete_gpu and not gpu_devs:
         gpu_devs = ["GPU0"]  # no layers there, but its context and op-offload compute buffer
     for i, d in enumerate(gpu_devs):
-        copies = offload_copy_bytes(model, s, tensors, devices) if i == 0 and s.discrete_gpu else 0
+        copies = _offload_copies(model, s, tensors, devices) if i == 0 and s.discrete_gpu else 0
         add(d, "compute", gpu_compute + copies)
         add(d, "runtime", GPU_RUNTIME_BYTES.get(s.gpu_backend, GPU_RUNTIME_BYTES["cuda"]))
     if s.discrete_gpu:

@@ -2,12 +2,45 @@
 
 ``src/llama-model.cpp`` assigns repeating layers to the GPU from the last one backwards
 (``i_gpu_start = n_layer + 1 - n_gpu_layers``); the output layer counts as one and is offloaded
-first; ``token_embd`` always stays on the CPU.
+first; ``token_embd`` always stays on the CPU. A mixture-of-experts model may keep the routed
+experts of its first layers in RAM while the rest of those layers (attention, router, shared
+experts, KV cache) sits on the GPU: llama.cpp's ``--n-cpu-moe N`` / ``--cpu-moe``, which are
+tensor buffer-type overrides to the CPU (``common/common.h``, ``llama-model-loader.cpp``).
 """
 
 from __future__ import annotations
 
+import re
+
 from app.core.advice.run_settings import RunSettings
+
+# The routed-expert tensors llama.cpp's --cpu-moe moves (common/common.h LLM_FFN_EXPS_REGEX):
+# stacked gate/up/down (or fused gate_up) experts, weights and biases; shared experts (_shexp)
+# and the router (ffn_gate_inp) stay with their layer.
+EXPERTS_PATTERN = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
+_EXPERTS = re.compile(EXPERTS_PATTERN)
+
+
+def is_expert_tensor(name: str) -> bool:
+    return _EXPERTS.search(name) is not None
+
+
+def expert_override_pattern(moe_cpu_layers: int) -> str | None:
+    """The one regular expression for the experts of the first ``moe_cpu_layers`` layers, which
+    llama.cpp is asked to keep in RAM (its ECMAScript ``std::regex_search`` and Python's
+    ``re.search`` read it alike); None when no experts stay there."""
+    if moe_cpu_layers <= 0:
+        return None
+    layers = "|".join(str(il) for il in range(moe_cpu_layers))
+    return rf"^blk\.({layers}){EXPERTS_PATTERN}"
+
+
+def tensor_device(name: str, layer: int, devices: list[str], s: RunSettings) -> str:
+    """Where llama.cpp puts a tensor of repeating layer ``layer`` given the layers' ``devices``: its
+    layer's, unless it is a routed expert of one of the first ``s.moe_cpu_layers`` layers."""
+    if layer < s.moe_cpu_layers and is_expert_tensor(name):
+        return "CPU"
+    return devices[layer]
 
 
 def layer_devices(n_layer: int, s: RunSettings) -> list[str]:

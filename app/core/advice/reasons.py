@@ -38,8 +38,57 @@ def tok_s_words(tok_s: float) -> str:
     return f"{format_tok_s(tok_s)} tokens/s"
 
 
+def experts_in_ram(p: Plan) -> str | None:
+    """Which experts a MoE plan keeps in RAM, in words ("all", "those of 20 of 48 layers"); None
+    when none do."""
+    n_layer = len(p.estimate.layer_weight_bytes)
+    if p.moe_cpu_layers <= 0:
+        return None
+    return "all" if p.moe_cpu_layers >= n_layer else f"those of {p.moe_cpu_layers} of {n_layer} layers"
+
+
+def gpu_layers_text(p: Plan) -> str:
+    """The GPU-layers cell of a plan table: "16", or "49, experts of 35 in RAM" / "49, experts in
+    RAM" for a MoE plan that keeps experts in RAM."""
+    experts = experts_in_ram(p)
+    if experts is None:
+        return str(p.n_gpu_layers)
+    return (
+        f"{p.n_gpu_layers}, experts in RAM"
+        if experts == "all"
+        else f"{p.n_gpu_layers}, experts of {p.moe_cpu_layers} in RAM"
+    )
+
+
+def placement_words(n_gpu_layers: int, moe_cpu_layers: int, n_layer: int) -> str:
+    """A placement as a short phrase: "16 of 49 layers on the GPU", "experts in RAM, the rest on
+    the GPU", "the experts of 20 layers in RAM, the rest on the GPU"."""
+    total = n_layer + 1
+    layers = "every layer" if n_gpu_layers >= total else f"{n_gpu_layers} of {total} layers"
+    if moe_cpu_layers <= 0:
+        return f"{layers} on the GPU"
+    experts = (
+        "the experts in RAM"
+        if moe_cpu_layers >= n_layer
+        else f"the experts of {moe_cpu_layers} layers in RAM"
+    )
+    rest = "the rest on the GPU" if n_gpu_layers >= total else f"{layers} on the GPU"
+    return f"{experts}, {rest}"
+
+
 def where(p: Plan, budget: Budget) -> str:
     """Where ``p`` runs and what it takes there, as the end of "it …"."""
+    experts = experts_in_ram(p)
+    if experts is not None and p.fits != "no":
+        n_layer = len(p.estimate.layer_weight_bytes)
+        kept = (
+            "keeps all its experts in RAM"
+            if experts == "all"
+            else f"keeps the experts of its first {p.moe_cpu_layers} of {n_layer} layers in RAM"
+        )
+        rest = ("everything else on the GPU" if p.n_gpu_layers > n_layer
+                else f"{p.n_gpu_layers} of {n_layer + 1} layers on the GPU")  # fmt: skip
+        return f"{kept} and {rest} ({format_bytes(p.vram_bytes)} VRAM, {format_bytes(p.ram_bytes)} RAM)"
     if p.fits == "gpu":
         gpu = budget.gpus[0].name if budget.gpus else "GPU"
         return f"fits entirely on the {gpu} ({format_bytes(p.vram_bytes)} of VRAM, {format_bytes(p.ram_bytes)} of RAM)"
@@ -92,6 +141,7 @@ def explain(
     better = [p for p in at_target
               if p.quality.kld < rec.quality.kld - SAME_QUALITY_KLD and p.dominated_by is None]  # fmt: skip
     reasons = [_verdict(rec, budget, better, rec_ok, min_tok_s), _quality(rec), _speed(rec)]
+    reasons += _placements_weighed(rec, model.n_layer)
     if better:
         nxt = max(better, key=lambda p: p.quality.kld)  # the next level up the ladder
         if nxt.fits == "no":
@@ -137,6 +187,21 @@ def _verdict(rec: Plan, budget: Budget, better: list[Plan], rec_ok: bool, min_to
     )
     return (f"Nothing reaches a comfortable {min_tok_s:g} tokens/s on this machine at this context; "
             f"{rec.quant} is {kept}: {tail}")  # fmt: skip
+
+
+def _placements_weighed(rec: Plan, n_layer: int) -> list[str]:
+    """For a MoE plan: the other placements of the same file that fit, and how much slower they are."""
+    others = [o for o in rec.alternatives if o.fits]
+    if not others:
+        return []
+    chosen = placement_words(rec.n_gpu_layers, rec.moe_cpu_layers, n_layer)
+    alts = "; ".join(
+        f"{placement_words(o.n_gpu_layers, o.moe_cpu_layers, n_layer)}: ~{tok_s_words(o.tok_s)}"
+        for o in sorted(others, key=lambda o: -o.tok_s)
+    )
+    return [
+        f"Placements weighed for {rec.quant}: {chosen}: ~{tok_s_words(rec.speed.tok_s)} (the fastest); {alts}."
+    ]
 
 
 def _quality(rec: Plan) -> str:

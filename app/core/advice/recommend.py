@@ -9,6 +9,7 @@ and an 8 GB GPU?" is just another budget.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from app.core.advice.estimate import MemoryEstimate, estimate, tensors_for
@@ -55,6 +56,18 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class PlacementOption:
+    """Another way the same file and context could be placed, weighed and not chosen."""
+
+    n_gpu_layers: int
+    moe_cpu_layers: int
+    vram_bytes: int
+    ram_bytes: int
+    tok_s: float
+    fits: bool
+
+
+@dataclass(frozen=True)
 class Plan:
     quant: str
     n_ctx: int
@@ -66,6 +79,8 @@ class Plan:
     quality: Quality
     file_bytes: int
     dominated_by: str | None = None  # a smaller file of better quality exists
+    moe_cpu_layers: int = 0  # MoE: the first layers whose routed experts stay in RAM
+    alternatives: tuple[PlacementOption, ...] = ()  # placements weighed for this file and context
 
     @property
     def ram_bytes(self) -> int:
@@ -80,6 +95,7 @@ class Plan:
             "quant": self.quant,
             "n_ctx": self.n_ctx,
             "n_gpu_layers": self.n_gpu_layers,
+            "moe_cpu_layers": self.moe_cpu_layers,
             "type_k": self.type_k,
             "fits": self.fits != "no",
             "placement": self.fits if self.fits != "no" else None,  # "gpu" | "partial" | "cpu"
@@ -159,15 +175,35 @@ def _fits(est: MemoryEstimate, budget: Budget) -> bool:
     return ram_needed <= budget.ram_bytes
 
 
-def _settings(budget: Budget, n_ctx: int, ngl: int, type_k: str) -> RunSettings:
+def _settings(budget: Budget, n_ctx: int, ngl: int, type_k: str, moe_cpu: int = 0) -> RunSettings:
     split = tuple(float(g.free_bytes) for g in budget.gpus) if len(budget.gpus) > 1 else ()
     backend = budget.gpus[0].backend if budget.gpus else "cuda"
     fa = True
     return RunSettings(
         n_ctx=n_ctx, n_gpu_layers=ngl, type_k=type_k, type_v=type_k, flash_attn=fa,
         gpu_backend=backend, gpu_split=split, cpu_isa=budget.cpu_isa,
-        has_gpu=bool(budget.gpus) and budget.can_offload,
+        has_gpu=bool(budget.gpus) and budget.can_offload, moe_cpu_layers=moe_cpu,
     )  # fmt: skip
+
+
+def _gpus_fit(e: MemoryEstimate, budget: Budget) -> bool:
+    return all(e.device(f"GPU{i}").total_bytes <= g.free_bytes for i, g in enumerate(budget.gpus))
+
+
+def _search(lo: int, hi: int, ok: Callable[[int], bool], *, largest: bool) -> int | None:
+    """The largest (or smallest) n in [lo, hi] with ``ok(n)``, for an ``ok`` that holds up to (or
+    from) some point; None if it holds nowhere. VRAM grows with each offloaded layer and shrinks
+    with each layer whose experts stay in RAM, so a binary search finds the limit."""
+    if not ok(lo if largest else hi):
+        return None
+    while lo < hi:
+        if largest:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+        else:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return lo
 
 
 def best_plan(
@@ -179,47 +215,79 @@ def best_plan(
     type_k: str = "F16",
     tensors: tuple[TensorInfo, ...] | None = None,
     n_gpu_layers: int | None = None,
+    moe_cpu_layers: int | None = None,
 ) -> Plan:
-    """The most GPU layers that fit for (quant, ctx); falls back to CPU, or reports "no".
+    """The fastest placement that fits for (quant, ctx); falls back to CPU, or reports "no".
 
-    ``n_gpu_layers`` fixes the split instead (a user's override), judged by the same rules.
+    Dense models: the most GPU layers that fit. Mixture-of-experts models also try every layer on
+    the GPU with the experts of the first N layers in RAM (the smallest N that fits; llama.cpp's
+    ``--n-cpu-moe N``), and all experts in RAM with as many layers on the GPU as fit; the fastest
+    predicted of those that fit wins. ``n_gpu_layers`` / ``moe_cpu_layers`` fix a choice instead
+    (a user's override), judged by the same rules; the other is then searched.
     """
     tensors = tensors if tensors is not None else tensors_for(model, quant)
     max_ngl = model.n_layer + 1 if budget.can_offload and budget.gpus else 0
+    cache: dict[tuple[int, int], MemoryEstimate] = {}
 
-    def est_at(ngl: int) -> MemoryEstimate:
-        return estimate(model, quant, _settings(budget, n_ctx, ngl, type_k), tensors=tensors)
+    def est_at(ngl: int, moe: int = 0) -> MemoryEstimate:
+        key = (max(0, min(ngl, max_ngl)), max(0, min(moe, model.n_layer)) if model.is_moe else 0)
+        if key not in cache:
+            settings = _settings(budget, n_ctx, key[0], type_k, key[1])
+            cache[key] = estimate(model, quant, settings, tensors=tensors)
+        return cache[key]
 
-    chosen: MemoryEstimate | None = None
+    def most_layers(moe: int) -> MemoryEstimate:
+        ngl = _search(0, max_ngl, lambda n: _gpus_fit(est_at(n, moe), budget), largest=True)
+        return est_at(ngl or 0, moe)
+
+    moe_fixed = moe_cpu_layers if model.is_moe else 0
+
+    def fewest_experts_in_ram(ngl: int) -> MemoryEstimate:
+        n = _search(0, model.n_layer, lambda m: _gpus_fit(est_at(ngl, m), budget), largest=False)
+        return est_at(ngl, model.n_layer if n is None else n)
+
     if n_gpu_layers is not None:
-        chosen = est_at(max(0, min(n_gpu_layers, max_ngl)))
-    elif max_ngl:
-        # VRAM grows with every offloaded layer: binary-search the largest count that fits the GPU.
-        lo, hi = 0, max_ngl
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            e = est_at(mid)
-            gpu_ok = all(e.device(f"GPU{i}").total_bytes <= g.free_bytes for i, g in enumerate(budget.gpus))
-            lo, hi = (mid, hi) if gpu_ok else (lo, mid - 1)
-        chosen = est_at(lo)
+        fixed_ngl = max(0, min(n_gpu_layers, max_ngl))
+        auto_moe = moe_fixed is None and fixed_ngl > 0
+        candidates = [fewest_experts_in_ram(fixed_ngl) if auto_moe else est_at(fixed_ngl, moe_fixed or 0)]
+    elif moe_fixed is not None or not (model.is_moe and max_ngl):
+        candidates = [most_layers(moe_fixed or 0)]
     else:
-        chosen = est_at(0)
-    ngl = chosen.settings.n_gpu_layers
+        all_on_gpu = fewest_experts_in_ram(max_ngl)
+        candidates = [
+            most_layers(0),
+            all_on_gpu if _gpus_fit(all_on_gpu, budget) else most_layers(model.n_layer),
+        ]
+
+    def speed_of(e: MemoryEstimate) -> SpeedEstimate:
+        return predict_speed(
+            model, tensors, e,
+            cpu_bandwidth_bytes_s=budget.ram_bandwidth_bytes_s,
+            gpu_bandwidth_bytes_s={f"GPU{i}": g.bandwidth_bytes_s for i, g in enumerate(budget.gpus)},
+            cpu_threads=budget.cpu_threads, gpu_names={f"GPU{i}": g.name for i, g in enumerate(budget.gpus)},
+        )  # fmt: skip
+
+    scored = [(e, speed_of(e)) for e in dict.fromkeys(candidates)]
+    fitting = [(e, sp) for e, sp in scored if _fits(e, budget)]
+    chosen, speed = max(fitting or scored[:1], key=lambda c: c[1].tok_s)
+    ngl, moe = chosen.settings.n_gpu_layers, chosen.settings.moe_cpu_layers
     if not _fits(chosen, budget):
         fits = "no"
     elif ngl == 0:
         fits = "cpu"
-    elif ngl >= model.n_layer + 1:
+    elif ngl >= model.n_layer + 1 and moe == 0:
         fits = "gpu"
     else:
         fits = "partial"
-    speed = predict_speed(
-        model, tensors, chosen,
-        cpu_bandwidth_bytes_s=budget.ram_bandwidth_bytes_s,
-        gpu_bandwidth_bytes_s={f"GPU{i}": g.bandwidth_bytes_s for i, g in enumerate(budget.gpus)},
-        cpu_threads=budget.cpu_threads, gpu_names={f"GPU{i}": g.name for i, g in enumerate(budget.gpus)},
+    others = tuple(
+        PlacementOption(e.settings.n_gpu_layers, e.settings.moe_cpu_layers, e.vram_bytes, e.ram_bytes, sp.tok_s, _fits(e, budget))
+        for e, sp in scored
+        if e is not chosen
     )  # fmt: skip
-    return Plan(quant, n_ctx, ngl, type_k, fits, chosen, speed, quality_of(quant), chosen.file_bytes)
+    return Plan(
+        quant, n_ctx, ngl, type_k, fits, chosen, speed, quality_of(quant), chosen.file_bytes,
+        moe_cpu_layers=moe, alternatives=others,
+    )  # fmt: skip
 
 
 def _quants(model: ModelInfo) -> list[str]:

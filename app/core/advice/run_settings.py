@@ -23,6 +23,9 @@ class RunSettings:
 
     n_ctx: int = 4096
     n_gpu_layers: int = 0  # llama.cpp semantics: n_layer + 1 offloads everything incl. output
+    # MoE: the routed experts of the first ``moe_cpu_layers`` layers stay in RAM whatever the split
+    # (llama.cpp's --n-cpu-moe N; n_layer or more is --cpu-moe, every layer's experts). 0: none.
+    moe_cpu_layers: int = 0
     type_k: str = "F16"
     type_v: str = "F16"
     flash_attn: bool = True  # CPU and CUDA support it; a quantized V cache requires it
@@ -48,6 +51,8 @@ class RunSettings:
     def validated(self) -> RunSettings:
         if self.n_ctx < 1:
             raise EstimateError("The context length must be at least 1 token.")
+        if self.moe_cpu_layers < 0:
+            raise EstimateError("The number of layers whose experts stay in RAM cannot be negative.")
         for t in (self.type_k, self.type_v):
             if t not in KV_TYPES:
                 raise EstimateError(f"{t} is not a KV cache type; choose one of {', '.join(KV_TYPES)}.")

@@ -29,9 +29,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.core.advice.buffers import kv_layer_bytes
+from app.core.advice.buffers import OP_OFFLOAD_MIN_BATCH, kv_layer_bytes
 from app.core.advice.estimate import MemoryEstimate
-from app.core.advice.placement import is_output_tensor, layer_devices
+from app.core.advice.placement import is_output_tensor, layer_devices, tensor_device
 from app.core.advice.run_settings import repack_types
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
@@ -57,6 +57,10 @@ CPU_BANDWIDTH_EFFICIENCY = {"k": 0.85, "block": 0.85, "q5": 0.52}
 GPU_LAYER_S = 13e-6
 GPU_TOKEN_S = 1.4e-3
 CPU_LAYER_S = 0.17e-3
+# A layer that keeps its experts in RAM but the rest on the GPU (``moe_cpu_layers``) hands its
+# activations to the CPU and the experts' output back every token: two waits for the GPU's queue
+# to drain and two small copies (ggml-backend.cpp splits), besides the CPU's own per-layer cost.
+MOE_SPLIT_HOP_S = 20e-6
 # KV read per token when the caller names no depth: half the context, the average over a
 # conversation that fills it.
 KV_AVERAGE_FILL = 0.5
@@ -94,6 +98,11 @@ GPU_PROMPT_LAYER_S = 0.96e-6
 # TFLOPS FP32 at 400 GB/s).
 GPU_FLOPS_PER_BANDWIDTH = {"metal": 35.0}
 GPU_FLOPS_PER_BANDWIDTH_FALLBACK = 150.0
+# With a discrete GPU, a big batch's matmuls of weights in RAM run on the GPU, each weight copied
+# over the bus first, all experts of a stacked tensor included (op offload, ggml-backend.cpp;
+# GGML_OP_OFFLOAD_MIN_BATCH 32). From mapped (pageable) memory CUDA stages the copy through a
+# pinned buffer: about 12 GB/s on PCIe 4.0 x16 (the bus moves 25 GB/s pinned).
+HOST_TO_GPU_BYTES_S = 12e9
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ class DeviceWork:
     flops: dict[str, float] = field(default_factory=dict)
     layers: int = 0
     weight_bytes: int = 0
+    expert_layers: int = 0  # layers of another device whose routed experts run here
+    matmul_bytes: int = 0  # weights a prompt multiplies (what op offload copies to a GPU)
 
 
 def gen_family(type_name: str) -> str:
@@ -158,7 +169,7 @@ def device_work(
         li = layer_of(t.name)
         tied_output = t.name == "token_embd.weight" and model.tied_embeddings
         if li is not None and li < model.n_layer:
-            dev = devices[li]
+            dev = tensor_device(t.name, li, devices, s)
         elif is_output_tensor(t.name) or tied_output:
             dev = devices[model.n_layer]  # a tied embedding is the output matrix
         else:
@@ -170,11 +181,16 @@ def device_work(
         _add(w.read_bytes, gen_family(t.type_name), int(t.n_bytes * share))
         w.weight_bytes += t.n_bytes
         if len(t.shape) >= 2 and not (is_output_tensor(t.name) or tied_output):  # output: last token only
+            w.matmul_bytes += t.n_bytes
             _add(
                 w.flops,
                 prompt_family(t, repackable if dev == "CPU" else frozenset()),
                 2 * t.n_elements * share,
             )
+    split = {li for t in tensors if (li := layer_of(t.name)) is not None and li < model.n_layer
+             and devices[li] != "CPU" and tensor_device(t.name, li, devices, s) == "CPU"}  # fmt: skip
+    if split:
+        work.setdefault("CPU", DeviceWork()).expert_layers = len(split)
     kv_family = gen_family(s.type_k)
     window = model.sliding_window if model.has_swa else depth_tokens
     for il in range(model.n_layer):
@@ -236,15 +252,27 @@ def predict_speed(
     threads = cpu_threads or CPU_THREADS_FALLBACK
     gen = {"CPU": (0.0, 0.0)}
     prompt_s = 0.0
+    gpu_flops = {
+        dev: _gpu_flops((gpu_names or {}).get(dev, ""), bw, s.gpu_backend) * GPU_PROMPT_EFFICIENCY
+        for dev, bw in gpu_bandwidth_bytes_s.items()
+    }
+    # Op offload: a discrete GPU multiplies a prompt's batch by the weights in RAM (buffers.py).
+    offload_to = "GPU0" if s.discrete_gpu and s.n_ubatch >= OP_OFFLOAD_MIN_BATCH else None
     for dev, w in work.items():
         if dev == "CPU":
             bw = cpu_bandwidth_bytes_s
-            gen[dev] = _generation_s(w, bw, CPU_BANDWIDTH_EFFICIENCY, CPU_LAYER_S)
-            compute_s = _cpu_prompt_s(w, threads, s.cpu_isa)
+            t_bw, t_fixed = _generation_s(w, bw, CPU_BANDWIDTH_EFFICIENCY, CPU_LAYER_S)
+            hops = w.expert_layers * (CPU_LAYER_S + 2 * MOE_SPLIT_HOP_S)
+            gen[dev] = (t_bw, t_fixed + hops)
+            if offload_to and gpu_flops.get(offload_to):
+                copy_s = w.matmul_bytes / HOST_TO_GPU_BYTES_S / s.n_ubatch
+                compute_s = copy_s + sum(w.flops.values()) / gpu_flops[offload_to]
+            else:
+                compute_s = _cpu_prompt_s(w, threads, s.cpu_isa)
         else:
             bw = gpu_bandwidth_bytes_s.get(dev, 0.0)
             gen[dev] = _generation_s(w, bw, GPU_BANDWIDTH_EFFICIENCY, GPU_LAYER_S)
-            flops = _gpu_flops((gpu_names or {}).get(dev, ""), bw, s.gpu_backend) * GPU_PROMPT_EFFICIENCY
+            flops = gpu_flops.get(dev, 0.0)
             compute_s = sum(w.flops.values()) / flops + w.layers * GPU_PROMPT_LAYER_S if flops else 0.0
         # a ubatch reads every weight of the device once, all experts included
         prompt_s += max(compute_s, w.weight_bytes / bw / s.n_ubatch if bw else 0.0)

@@ -106,6 +106,7 @@ class PlanTable(QTableWidget):
         self, result: AdvisorResult, measured: dict[str, dict[str, Any]], own_quant: str | None = None
     ) -> None:
         """Fill the rows; ``own_quant`` marks the row of the file the user has (a local GGUF)."""
+        from app.core.advice.reasons import gpu_layers_text
         from app.core.advice.speed import format_tok_s
         from app.core.units import format_bytes
 
@@ -121,7 +122,7 @@ class PlanTable(QTableWidget):
                 label += f"; {p.dominated_by} is smaller and better"
             is_rec = rec is not None and p.quant == rec.quant and p.n_ctx == rec.n_ctx
             cells = (
-                p.quant, format_bytes(p.file_bytes), fit_words(p.fits), str(p.n_gpu_layers),
+                p.quant, format_bytes(p.file_bytes), fit_words(p.fits), gpu_layers_text(p),
                 format_bytes(p.ram_bytes), format_bytes(p.vram_bytes) if p.vram_bytes else "—",
                 format_tok_s(p.speed.tok_s), label, f"{q.kld:.4f}", agree, measured_text(measured.get(p.quant)),
                 "; ".join(t for t in ("★ recommended" if is_rec else "", "this file" if p.quant == own_quant else "") if t),

@@ -1,0 +1,46 @@
+"""Keep a mixture-of-experts model's routed experts in RAM while the rest of their layers runs on
+the GPU: llama.cpp's ``--n-cpu-moe N`` / ``--cpu-moe``, which are tensor buffer-type overrides
+(``llama_model_params.tensor_buft_overrides``: ``{pattern, buft}`` pairs ending in ``{NULL,
+NULL}``, include/llama.h). llama-cpp-python declares that field as a bare pointer and binds
+neither the struct nor ``ggml_backend_cpu_buffer_type``, so both are made here. Runs only inside
+a model process."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+from app.core.advice.placement import expert_override_pattern
+
+
+class _BuftOverride(ctypes.Structure):
+    """include/llama.h ``struct llama_model_tensor_buft_override``."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+def _cpu_buffer_type() -> int:
+    """``ggml_backend_cpu_buffer_type()``: the handle llama.cpp compares an override with to keep a
+    tensor in (mapped or pinned) host memory; exported by ggml-base, which libggml loads."""
+    from llama_cpp._ggml import libggml
+
+    fn = libggml.ggml_backend_cpu_buffer_type
+    fn.restype, fn.argtypes = ctypes.c_void_p, []
+    handle = fn()
+    if not handle:
+        raise RuntimeError("llama.cpp has no CPU buffer type")
+    return int(handle)
+
+
+def keep_experts_in_ram(model_params: Any, moe_cpu_layers: int) -> object | None:
+    """Point ``model_params`` at an override keeping the experts of the first ``moe_cpu_layers``
+    layers in RAM. Returns what must stay alive until the model is loaded (llama.cpp reads the
+    array and its strings during ``llama_model_load_from_file``); None when nothing is overridden."""
+    pattern = expert_override_pattern(moe_cpu_layers)
+    if pattern is None:
+        return None
+    table = (_BuftOverride * 2)()
+    text = pattern.encode()
+    table[0].pattern, table[0].buft = text, _cpu_buffer_type()
+    model_params.tensor_buft_overrides = ctypes.cast(table, ctypes.c_void_p)
+    return (table, text)
