@@ -10,7 +10,7 @@ and an 8 GB GPU?" is just another budget.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from app.core.advice.estimate import MemoryEstimate, estimate, tensors_for
 from app.core.advice.policy import DEFAULT_MIN_TOK_S, GOOD_KLD, SAME_QUALITY_KLD, comfortable
@@ -109,6 +109,7 @@ class Plan:
             "speed_bound": self.speed.bound,
             "quality": self.quality.to_dict(),
             "dominated_by": self.dominated_by,
+            "alternatives": [asdict(o) for o in self.alternatives],
         }
 
 
