@@ -21,10 +21,12 @@ class _BuftOverride(ctypes.Structure):
 
 def _cpu_buffer_type() -> int:
     """``ggml_backend_cpu_buffer_type()``: the handle llama.cpp compares an override with to keep a
-    tensor in (mapped or pinned) host memory; exported by ggml-base, which libggml loads."""
-    from llama_cpp._ggml import libggml
+    tensor in (mapped or pinned) host memory. Exported by ggml-base and looked up through the
+    libllama llama-cpp-python loaded (which depends on it): that is the build in use, also when
+    ``LLAMA_CPP_LIB_PATH`` points at another one (llama_cpp._ggml would load the bundled copy)."""
+    from llama_cpp.llama_cpp import _lib
 
-    fn = libggml.ggml_backend_cpu_buffer_type
+    fn = _lib.ggml_backend_cpu_buffer_type
     fn.restype, fn.argtypes = ctypes.c_void_p, []
     handle = fn()
     if not handle:
