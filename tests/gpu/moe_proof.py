@@ -53,6 +53,9 @@ from tests.gpu.gpu_proof import (  # noqa: E402
 MODEL_ID, QUANT, N_CTX = "qwen3-30b-a3b", "Q4_K_M", 8192
 BUDGETS = ("8GB", "16GB")
 N_PROMPT, N_DECODE, N_GEN, REPS = 512, 8, 64, 2
+# The 2026-12-03 record predates the probe's link reading: an H200 SXM's host link is PCIe 5.0 x16
+# (NVIDIA H200 datasheet: "PCIe Gen5: 128GB/s", both directions).
+H200_LINK_BYTES_S = 16 * 3.938e9
 Q8_BLOCK = 34  # bytes per 32 weights: an f16 scale and 32 int8 (ggml-common.h block_q8_0)
 
 
@@ -247,7 +250,8 @@ def predict(j: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
     e = estimate(model, None, s, filled_tokens=N_PROMPT + N_DECODE)
     sp = predict_speed(model, model.tensors, e, cpu_bandwidth_bytes_s=hw["ram_bandwidth_bytes_s"],
                        gpu_bandwidth_bytes_s={"GPU0": gpu["bandwidth_bytes_s"]}, cpu_threads=j["threads"],
-                       gpu_names={"GPU0": gpu["name"]}, depth_tokens=N_PROMPT + N_GEN // 2)  # fmt: skip
+                       gpu_names={"GPU0": gpu["name"]}, depth_tokens=N_PROMPT + N_GEN // 2,
+                       host_link_bytes_s=gpu.get("host_link_bytes_s") or H200_LINK_BYTES_S)  # fmt: skip
     return {
         "vram_bytes": e.vram_bytes,
         "rss_bytes": e.rss_bytes,

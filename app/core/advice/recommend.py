@@ -40,6 +40,7 @@ class GpuBudget:
     bandwidth_bytes_s: float
     backend: str = "cuda"
     unified: bool = False  # Apple: VRAM is RAM
+    host_link_bytes_s: float | None = None  # the bus to the host (PCIe), when the driver says
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ def budget_from_profile(
                 bandwidth_bytes_s=float(g.bandwidth_bytes_s or 300e9),  # unknown card: a modest laptop GPU
                 backend=_backend(g),
                 unified=bool(getattr(g, "unified_memory", False)),
+                host_link_bytes_s=getattr(g, "host_link_bytes_s", None),
             )
         )
     offload = getattr(p, "offload", None)
@@ -266,6 +268,7 @@ def best_plan(
             cpu_bandwidth_bytes_s=budget.ram_bandwidth_bytes_s,
             gpu_bandwidth_bytes_s={f"GPU{i}": g.bandwidth_bytes_s for i, g in enumerate(budget.gpus)},
             cpu_threads=budget.cpu_threads, gpu_names={f"GPU{i}": g.name for i, g in enumerate(budget.gpus)},
+            host_link_bytes_s=budget.gpus[0].host_link_bytes_s if budget.gpus else None,
         )  # fmt: skip
 
     scored = [(e, speed_of(e)) for e in dict.fromkeys(candidates)]

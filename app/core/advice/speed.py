@@ -61,6 +61,11 @@ CPU_LAYER_S = 0.17e-3
 # activations to the CPU and the experts' output back every token: two waits for the GPU's queue
 # to drain and two small copies (ggml-backend.cpp splits), besides the CPU's own per-layer cost.
 MOE_SPLIT_HOP_S = 20e-6
+# A whole MoE layer on the CPU (layer split) costs this much more per token than a dense one: the
+# router's softmax and top-k, the gathers and the weighted sum of the experts' outputs are a dozen
+# more small ops, each a barrier for every thread. Fitted to the H200 host's 16 threads
+# (tests/gpu/results/h200-moe.json: Qwen3-30B-A3B with 12 and 33 layers in RAM, both 0.35 ms).
+CPU_MOE_LAYER_S = 0.35e-3
 # KV read per token when the caller names no depth: half the context, the average over a
 # conversation that fills it.
 KV_AVERAGE_FILL = 0.5
@@ -100,9 +105,13 @@ GPU_FLOPS_PER_BANDWIDTH = {"metal": 35.0}
 GPU_FLOPS_PER_BANDWIDTH_FALLBACK = 150.0
 # With a discrete GPU, a big batch's matmuls of weights in RAM run on the GPU, each weight copied
 # over the bus first, all experts of a stacked tensor included (op offload, ggml-backend.cpp;
-# GGML_OP_OFFLOAD_MIN_BATCH 32). From mapped (pageable) memory CUDA stages the copy through a
-# pinned buffer: about 12 GB/s on PCIe 4.0 x16 (the bus moves 25 GB/s pinned).
-HOST_TO_GPU_BYTES_S = 12e9
+# GGML_OP_OFFLOAD_MIN_BATCH 32), while attention and the small ops of CPU layers stay on the CPU.
+# The copies reach HOST_COPY_EFFICIENCY of the link's one-way rate (from mapped, pageable memory):
+# fitted to the H200's pp512 with Qwen3-30B-A3B's experts in RAM (tests/gpu/results/h200-moe.json,
+# PCIe 5.0 x16: ~45 GB/s of 63). A link NVML does not report is taken as PCIe 4.0 x16, a desktop's
+# (most laptop GPUs have 8 lanes: half that).
+HOST_COPY_EFFICIENCY = 0.71
+DEFAULT_HOST_LINK_BYTES_S = 16 * 1.969e9
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class DeviceWork:
     layers: int = 0
     weight_bytes: int = 0
     expert_layers: int = 0  # layers of another device whose routed experts run here
+    moe_layers: int = 0  # of ``layers``: those with routed experts
     matmul_bytes: int = 0  # weights a prompt multiplies (what op offload copies to a GPU)
 
 
@@ -191,6 +201,9 @@ def device_work(
              and devices[li] != "CPU" and tensor_device(t.name, li, devices, s) == "CPU"}  # fmt: skip
     if split:
         work.setdefault("CPU", DeviceWork()).expert_layers = len(split)
+    moe = {li for t in tensors if "_exps" in t.name and (li := layer_of(t.name)) is not None and li < model.n_layer}
+    for li in moe:
+        work.setdefault(devices[li], DeviceWork()).moe_layers += 1
     kv_family = gen_family(s.type_k)
     window = model.sliding_window if model.has_swa else depth_tokens
     for il in range(model.n_layer):
@@ -242,10 +255,12 @@ def predict_speed(
     cpu_threads: int | None = None,
     gpu_names: dict[str, str] | None = None,
     depth_tokens: int | None = None,
+    host_link_bytes_s: float | None = None,
 ) -> SpeedEstimate:
     """Generation and prompt speed of the plan ``est``. ``cpu_threads``: the threads llama.cpp runs
     (the physical cores); ``gpu_names``: the GPUs' names, for their compute; ``depth_tokens``: the
-    tokens already in the context when generating (default: half the context)."""
+    tokens already in the context when generating (default: half the context);
+    ``host_link_bytes_s``: the first GPU's bus to the host, one way (default PCIe 4.0 x16)."""
     s = est.settings
     depth = depth_tokens if depth_tokens is not None else int(s.n_ctx * KV_AVERAGE_FILL)
     work = device_work(model, tensors, est, depth)
@@ -263,10 +278,13 @@ def predict_speed(
             bw = cpu_bandwidth_bytes_s
             t_bw, t_fixed = _generation_s(w, bw, CPU_BANDWIDTH_EFFICIENCY, CPU_LAYER_S)
             hops = w.expert_layers * (CPU_LAYER_S + 2 * MOE_SPLIT_HOP_S)
-            gen[dev] = (t_bw, t_fixed + hops)
+            gen[dev] = (t_bw, t_fixed + hops + w.moe_layers * CPU_MOE_LAYER_S)
             if offload_to and gpu_flops.get(offload_to):
-                copy_s = w.matmul_bytes / HOST_TO_GPU_BYTES_S / s.n_ubatch
-                compute_s = copy_s + sum(w.flops.values()) / gpu_flops[offload_to]
+                # the GPU multiplies (after the copy); attention and the small ops stay on the CPU
+                link = (host_link_bytes_s or DEFAULT_HOST_LINK_BYTES_S) * HOST_COPY_EFFICIENCY
+                copy_s = w.matmul_bytes / link / s.n_ubatch
+                rest_s = w.layers * CPU_PROMPT_LAYER_CORE_S / (threads * cpu_isa_factor(s.cpu_isa))
+                compute_s = copy_s + sum(w.flops.values()) / gpu_flops[offload_to] + rest_s
             else:
                 compute_s = _cpu_prompt_s(w, threads, s.cpu_isa)
         else:

@@ -136,6 +136,17 @@ def nvidia_bandwidth_bytes_s(mem_clock_mhz: int, bus_width_bits: int) -> float:
     return mem_clock_mhz * 1e6 * bus_width_bits / 8 * 2
 
 
+# PCI Express payload bandwidth per lane and direction after line encoding, bytes/s, by generation
+# (PCI-SIG: 2.5/5 GT/s with 8b/10b, then 8/16/32/64 GT/s with 128b/130b; Gen 6's FLIT mode ~242/256).
+PCIE_LANE_BYTES_S = {1: 0.25e9, 2: 0.5e9, 3: 0.985e9, 4: 1.969e9, 5: 3.938e9, 6: 7.563e9}
+
+
+def pcie_bytes_s(generation: int, width: int) -> float | None:
+    """One direction of a PCIe link, from NVML's link generation and width; None if unknown."""
+    lane = PCIE_LANE_BYTES_S.get(generation)
+    return lane * width if lane and width > 0 else None
+
+
 # Apple's published unified-memory bandwidth in GB/s (apple.com newsroom and tech-specs pages per
 # chip; M1's 68.25 GB/s is LPDDR4X-4266 on 128 bits, which Apple never printed). A tuple is
 # (14-core CPU, 16-core CPU) for the Max chips that come in two memory widths.

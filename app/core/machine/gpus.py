@@ -29,6 +29,7 @@ class GpuInfo:
     compute_capability: str | None = None  # NVIDIA: "9.0"
     bandwidth_bytes_s: float | None = None
     unified_memory: bool = False  # Apple: "VRAM" is a share of RAM, not memory on top of it
+    host_link_bytes_s: float | None = None  # NVIDIA: the PCIe link to the host, one direction
     hypothetical: bool = False  # added by apply_overrides
 
 

@@ -81,6 +81,8 @@ def _nvidia_gpu(nvml: Any, index: int, handle: Any, driver: str | None) -> GpuIn
     cc = ask("nvmlDeviceGetCudaComputeCapability")
     clock = ask("nvmlDeviceGetMaxClockInfo", getattr(nvml, "NVML_CLOCK_MEM", 2))  # nvml.h: NVML_CLOCK_MEM = 2
     bus = ask("nvmlDeviceGetMemoryBusWidth")
+    # The link as trained at its best (an idle link drops to Gen 1 to save power); the width as it is.
+    gen, width = ask("nvmlDeviceGetMaxPcieLinkGeneration"), ask("nvmlDeviceGetCurrPcieLinkWidth")
     return GpuInfo(
         index=index,
         name=name or f"NVIDIA GPU {index}",
@@ -91,6 +93,7 @@ def _nvidia_gpu(nvml: Any, index: int, handle: Any, driver: str | None) -> GpuIn
         driver_version=driver,
         compute_capability=f"{cc[0]}.{cc[1]}" if cc is not None else None,
         bandwidth_bytes_s=bandwidth.nvidia_bandwidth_bytes_s(int(clock), int(bus)) if clock and bus else None,
+        host_link_bytes_s=bandwidth.pcie_bytes_s(int(gen), int(width)) if gen and width else None,
     )
 
 
