@@ -31,6 +31,9 @@ DTYPES: dict[str, tuple[Any, gguf.GGMLQuantizationType]] = {
 }
 # SentencePiece token types (gguf.TokenType / llama.h llama_token_type).
 _NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
+# Metadata arrays with one value per block (llama_model_loader::get_key_or_arr in load_hparams).
+_PER_LAYER_KEYS = ("attention.head_count", "attention.head_count_kv", "feed_forward_length",
+                   "attention.recurrent_layers", "attention.sliding_window_pattern", "expert_used_count")  # fmt: skip
 _SPECIALS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2: unknown, bos, eos
 _WORDS = ("the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are", "as",
           "with", "his", "they", "at", "be", "this", "have", "from")  # fmt: skip
@@ -77,6 +80,10 @@ def _constant(value: float, n: int, type_name: str) -> np.ndarray[Any, Any]:
 def _tensor_data(t: TensorInfo, pool: _Pool, rng: np.random.Generator) -> Any:
     if t.name.endswith(".bias"):
         return _constant(0.0, t.n_elements, t.type_name)
+    if t.name.endswith(".ssm_a"):  # A = -exp(A_log) < 0 (the converter's), so states decay
+        return _constant(-1.0, t.n_elements, t.type_name)
+    if t.name.endswith(".ssm_d"):  # the SSM's skip connection
+        return _constant(1.0, t.n_elements, t.type_name)
     if len(t.shape) == 1:  # norms and rope factors: 1.0 is the identity
         return _constant(1.0, t.n_elements, t.type_name)
     values = pool.by_type[t.type_name]
@@ -100,11 +107,16 @@ def _vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
 
 
 def _truncated(header: GGUFHeader, n_layers: int | None) -> GGUFHeader:
+    """The first ``n_layers`` blocks; per-layer arrays are cut to match, a draft head is dropped."""
     arch = header.architecture
-    if n_layers is None or n_layers >= int(header.metadata[f"{arch}.block_count"]):
+    n_all = int(header.metadata[f"{arch}.block_count"])
+    if n_layers is None or n_layers >= n_all:
         return header
     tensors = tuple(t for t in header.tensors if (layer_of(t.name) or 0) < n_layers)
-    return GGUFHeader({**header.metadata, f"{arch}.block_count": n_layers}, tensors)
+    per_layer = {f"{arch}.{key}" for key in _PER_LAYER_KEYS}
+    meta = {k: v[:n_layers] if k in per_layer and isinstance(v, list) else v
+            for k, v in header.metadata.items() if k != f"{arch}.nextn_predict_layers"}  # fmt: skip
+    return GGUFHeader({**meta, f"{arch}.block_count": n_layers}, tensors)
 
 
 def _add_metadata(writer: gguf.GGUFWriter, header: GGUFHeader) -> None:
@@ -120,6 +132,8 @@ def _add_metadata(writer: gguf.GGUFWriter, header: GGUFHeader) -> None:
             writer.add_key_value(key, value, v.FLOAT32)
         elif isinstance(value, str):
             writer.add_key_value(key, value, v.STRING)
+        elif isinstance(value, list) and value:  # per-layer values, typed as the converter's add_array
+            writer.add_array(key, value)
         else:
             raise TypeError(f"cannot write metadata {key}={value!r}")
 

@@ -3,6 +3,8 @@
 - KV cache: ``src/llama-kv-cache.cpp``; cells = pad(n_ctx, 256) (``llama-context.cpp``); sliding-
   window layers keep pad(min(n_ctx, n_swa·n_seq + n_ubatch), 256) cells unless ``swa_full``
   (``llama-kv-cache-iswa.cpp``).
+- recurrent state (Mamba, Gated DeltaNet and short-convolution layers of hybrids):
+  ``src/llama-memory-recurrent.cpp``; a fixed state per sequence, whatever the context.
 - compute buffer: the peak of ggml-alloc's graph allocation, fitted to llama.cpp's own dry runs
   (``tests/bench/estimate_accuracy.py`` and ``tests/core/advice/test_estimate.py`` check it).
 - with a discrete GPU, big batches of CPU layers run on the GPU with each weight copied into its
@@ -10,6 +12,8 @@
 """
 
 from __future__ import annotations
+
+import re
 
 from app.core.advice.placement import is_output_tensor
 from app.core.advice.run_settings import RunSettings
@@ -19,12 +23,27 @@ from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
 
 KV_PAD_CELLS = 256  # GGML_PAD(n_ctx, 256), llama-context.cpp
+_ATTN_Q = re.compile(r"^blk\.\d+\.attn_q\.weight$")
 # From this many tokens in a ubatch a GPU runs an op whose weight is in RAM (ggml-cuda.cu
 # GGML_OP_OFFLOAD_MIN_BATCH, default 32), copying the weight into its compute buffer first.
 OP_OFFLOAD_MIN_BATCH = 32
 # Tiny graph inputs and bookkeeping inside the compute buffer (positions, output ids, norms):
 # the residual of the dry-run fit, ~10 KiB.
 COMPUTE_CONST_BYTES = 16 * 1024
+# Recurrent states are F32 whatever the KV cache type: create_memory passes GGML_TYPE_F32 as type_r
+# and type_s (src/llama-model.cpp).
+STATE_BYTES_PER_ELEMENT = 4
+# What a recurrent layer's graph keeps live at its peak, in floats per ubatch token, fitted to dry
+# runs of synthetic models with the converters' Qwen3.5, LFM2 and Granite 4.0-H shapes (one width
+# varied at a time, ubatch 16-512; tests/test_hybrid_memory.py holds real shapes to it):
+# - short convolution (LFM2): 7·n_embd;
+# - Gated DeltaNet (Qwen3.5): 3·n_embd + 3·conv channels + 6·value heads; at 64 tokens or fewer,
+#   3·n_embd + 2·conv channels + 6·heads beside three copies of the state;
+# - Mamba-2 (Granite 4.0-H): 6.75·d_inner + 3·(2·groups·d_state) + 4·heads beside one copy of the
+#   state (the scan returns it with its output). Mamba-1 gets the same, unmeasured.
+SHORTCONV_EMBD_ROWS = 7
+DELTA_NET_EMBD_ROWS, DELTA_NET_CONV_ROWS, DELTA_NET_HEAD_ROWS = 3, 3, 6
+MAMBA_INNER_QUARTER_ROWS, MAMBA_BC_ROWS, MAMBA_HEAD_ROWS = 27, 3, 4  # 27 quarter rows: 6.75·d_inner
 
 
 def kv_cells(model: ModelInfo, s: RunSettings) -> tuple[int, int]:
@@ -40,11 +59,20 @@ def _pad(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
 
+def recurrent_state_bytes(model: ModelInfo, s: RunSettings) -> int:
+    """One recurrent layer's state: its convolution window (r) and SSM state (s), F32, one row of
+    each per sequence (recurrent_rs_size = max(1, n_seq_max), llama-model.cpp create_memory)."""
+    cells = max(1, s.n_seq)
+    return (model.conv_state_elements + model.ssm_state_elements) * STATE_BYTES_PER_ELEMENT * cells
+
+
 def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, cells_swa: int) -> int:
-    """K + V bytes of layer ``il`` (row_size(type, n_head_kv·head_dim) · cells, for K and for V)."""
+    """The memory layer ``il`` keeps across tokens: K + V (row_size(type, n_head_kv·head_dim) · cells,
+    for K and for V), plus the recurrent state where the layer has one (hybrids, SSMs)."""
+    state = recurrent_state_bytes(model, s) if model.is_recurrent(il) else 0
     n_kv = model.n_head_kv[il]
     if n_kv == 0:
-        return 0
+        return state
     cells = cells_swa if model.swa_layers[il] else cells_full
     try:
         k = ggml_types.row_bytes(s.type_k, n_kv * model.head_dim_k)
@@ -55,7 +83,7 @@ def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, c
             f"A {s.type_k}/{s.type_v} KV cache does not fit this model's head size ({model.head_dim_k}).",
             hint="Use an F16 or Q8_0 KV cache.",
         ) from None
-    return (k + v) * cells
+    return (k + v) * cells + state
 
 
 def compute_buffer_bytes(
@@ -92,11 +120,33 @@ def compute_buffer_bytes(
     # CUDA keeps one n_embd row less live in the FFN stage: its compute buffers were exactly
     # 512·4·(3·n_embd + 3·n_ff) + mask for Llama-3.2-3B and 3.1-8B on the H100 (tests/gpu).
     ffn_stage = ub * 4 * ((3 if gpu else 4) * e + 3 * ff)
-    if s.flash_attn:
-        attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd)
-    else:
-        attn_stage = ub * 4 * (3 * e + 2 * qd + 2 * kvd) + cells_full * ub * n_head * 4
-    return max(ffn_stage, attn_stage) + mask + COMPUTE_CONST_BYTES
+    # The query projection is live beside the query: twice as wide where it carries a gate
+    # (Qwen3.5's attention: 4 MiB more per 2,048 query floats at ubatch 512 without flash attention).
+    q_proj = max(
+        (t.shape[1] for t in model.tensors if _ATTN_Q.match(t.name) and len(t.shape) > 1), default=qd
+    )
+    attn_stage = ub * 4 * (3 * e + qd + q_proj + 2 * kvd)
+    if not s.flash_attn:
+        attn_stage += cells_full * ub * n_head * 4
+    return max(ffn_stage, attn_stage, _recurrent_stage(model, ub)) + mask + COMPUTE_CONST_BYTES
+
+
+def _recurrent_stage(model: ModelInfo, ub: int) -> int:
+    """Peak bytes of a recurrent layer's graph for a ubatch of ``ub`` tokens (see the fit above)."""
+    r = model.recurrent
+    if r is None or not model.has_recurrent:
+        return 0
+    state = model.ssm_state_elements + model.conv_state_elements
+    if r.kind == "shortconv":
+        return ub * 4 * SHORTCONV_EMBD_ROWS * model.n_embd
+    if r.kind == "gated_delta_net":
+        rows = DELTA_NET_EMBD_ROWS * model.n_embd + DELTA_NET_HEAD_ROWS * r.heads
+        return 4 * max(
+            ub * (rows + DELTA_NET_CONV_ROWS * r.conv_channels), ub * (rows + 2 * r.conv_channels) + 3 * state
+        )
+    rows = MAMBA_BC_ROWS * 2 * r.groups * r.state + MAMBA_HEAD_ROWS * r.heads
+    # 4 bytes a float: ub · 4 · (rows + 27/4 · d_inner) = ub · (4·rows + 27·d_inner)
+    return ub * (4 * rows + MAMBA_INNER_QUARTER_ROWS * r.inner) + 4 * state
 
 
 def _mask_bytes(model: ModelInfo, s: RunSettings, cells_full: int, cells_swa: int) -> int:

@@ -161,11 +161,15 @@ def _placed(
     llama.cpp does with its bytes: "device"
     (uploaded to a GPU at load), "repacked" (copied into the CPU's interleaved buffer at load),
     "rows" (an untied input embedding, mapped: ``get_rows`` reads one row per token) or "plain"
-    (read every token where it lies: in the mapping, or in RAM without mmap)."""
+    (read every token where it lies: in the mapping, or in RAM without mmap). Draft-head (MTP) blocks,
+    which llama.cpp does not load, are left out."""
     repackable = frozenset() if s.discrete_gpu else repack_types(s.cpu_isa)
     out_dev = devices[model.n_layer]
+    first_mtp = model.n_layer - model.n_layer_mtp
     for t, off in zip(tensors, offsets, strict=True):
         li = layer_of(t.name)
+        if li is not None and first_mtp <= li < model.n_layer:
+            continue  # a draft head (MTP) block: llama.cpp skips it unless asked to load it (TENSOR_SKIP)
         if li is not None and li >= model.n_layer:
             li = None  # a block past the repeating layers: placed like an input tensor
         if li is not None:

@@ -175,8 +175,11 @@ def device_work(
     devices = layer_devices(model.n_layer, s)  # the estimator's own placement
     repackable = frozenset() if s.discrete_gpu else repack_types(s.cpu_isa)
     work: dict[str, DeviceWork] = {}
+    first_mtp = model.n_layer - model.n_layer_mtp
     for t in tensors:
         li = layer_of(t.name)
+        if li is not None and first_mtp <= li < model.n_layer:
+            continue  # a draft head (MTP) block is not loaded (estimate._placed)
         tied_output = t.name == "token_embd.weight" and model.tied_embeddings
         if li is not None and li < model.n_layer:
             dev = tensor_device(t.name, li, devices, s)
@@ -201,7 +204,11 @@ def device_work(
              and devices[li] != "CPU" and tensor_device(t.name, li, devices, s) == "CPU"}  # fmt: skip
     if split:
         work.setdefault("CPU", DeviceWork()).expert_layers = len(split)
-    moe = {li for t in tensors if "_exps" in t.name and (li := layer_of(t.name)) is not None and li < model.n_layer}
+    moe = {
+        li
+        for t in tensors
+        if "_exps" in t.name and (li := layer_of(t.name)) is not None and li < model.n_layer
+    }
     for li in moe:
         work.setdefault(devices[li], DeviceWork()).moe_layers += 1
     kv_family = gen_family(s.type_k)

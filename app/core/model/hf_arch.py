@@ -5,7 +5,9 @@ The advisor reads one input format, a GGUF-shaped header (:mod:`app.core.model.g
 ggml-order shapes, types) that ``convert_hf_to_gguf.py`` writes, mirrored from the llama.cpp
 vendored in llama-cpp-python 0.3.36 (``conversion/{base,llama,qwen,gemma,phi}.py`` for keys and
 types). Which tensors each architecture has are the tables of :mod:`app.core.model.hf_tensors`;
-this module sizes them from the config.
+this module sizes them from the config. Hybrids, whose blocks keep a recurrent state instead of a
+KV cache (Qwen3.5, LFM2, Granite 4.0-H), add their block kinds and keys in
+:mod:`app.core.model.hf_hybrid`.
 
 Two deliberate differences: ``{arch}.vocab_size`` is written for every architecture (the converter
 carries the vocabulary size in the tokenizer list, which a config has no room for), and the
@@ -22,6 +24,13 @@ from typing import Any
 from app.core.errors import UnsupportedArchitectureError
 from app.core.model.gguf_header import GGUFHeader, TensorInfo
 from app.core.model.hf_config import CONTEXT_KEYS, bad, check_config, missing, section
+from app.core.model.hf_hybrid import (
+    HYBRID_DEFAULTS,
+    HYBRID_MODEL_TYPES,
+    block_kinds,
+    hybrid_dims,
+    hybrid_metadata,
+)
 from app.core.model.hf_tensors import ARCH_TENSORS, TensorSpec
 from app.core.model.sanity import MAX_HEAD_DIM
 
@@ -38,6 +47,7 @@ MODEL_TYPES: dict[str, str] = {
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
     "phi3": "phi3",
+    **HYBRID_MODEL_TYPES,  # blocks without a KV cache: app.core.model.hf_hybrid
 }
 
 # What transformers fills in when config.json leaves a key out (the converter reads configs through
@@ -62,6 +72,7 @@ HF_DEFAULTS: dict[str, dict[str, Any]] = {
                     "sliding_window": 4096, "sliding_window_pattern": 6},
     "phi3": {"tie_word_embeddings": False, "max_position_embeddings": 4096, "original_max_position_embeddings": 4096,
              "rope_theta": 10000.0, "rms_norm_eps": 1e-5},
+    **HYBRID_DEFAULTS,
 }  # fmt: skip
 
 # The converter skips lm_head.weight for these (conversion/gemma.py filter_tensors): always tied.
@@ -69,7 +80,12 @@ _NO_LM_HEAD = ("gemma", "gemma2")
 # general.file_type per converter --outtype (llama.h llama_ftype).
 FILE_TYPES: dict[str, int] = {"F32": 0, "F16": 1, "Q8_0": 7, "BF16": 32}
 # Tensors the converter always keeps in F32 whatever the outtype (conversion/base.py prepare_tensors).
-_F32_ALWAYS = re.compile(r"(\.bias|_norm\.weight|\.ffn_gate_inp\.weight|^rope_\w+\.weight)$")
+# Also the convolution kernels (SSM_CONV1D, SHORTCONV_CONV there) and every tensor whose name does
+# not end in .weight (ssm_a, ssm_d: no suffix).
+_F32_ALWAYS = re.compile(
+    r"(\.bias|_norm\.weight|\.ffn_gate_inp(_shexp)?\.weight|^rope_\w+\.weight|\.ssm_conv1d\.weight"
+    r"|\.shortconv\.conv\.weight|^blk\.\d+\.ssm_[ad])$"
+)
 
 
 def supported_model_types() -> tuple[str, ...]:
@@ -150,7 +166,8 @@ def _dims(cfg: dict[str, Any], arch: str) -> dict[str, int]:
         "embd": embd, "vocab": _need(cfg, "vocab_size"), "ff": ff, "ff2": 2 * ff,
         "q": n_head * hd, "k": n_kv * hd, "v": n_kv * hd, "hd": hd, "qkv": (n_head + 2 * n_kv) * hd,
         "expert": n_expert, "ff_exp": int(cfg.get("moe_intermediate_size") or ff), "rot_half": rot // 2,
-        "n_head": n_head, "n_kv": n_kv, "rot": rot,
+        "n_head": n_head, "n_kv": n_kv, "rot": rot, "q2": 2 * n_head * hd,  # q2: a query and its gate
+        **hybrid_dims(cfg, arch, embd),
     }  # fmt: skip
 
 
@@ -199,11 +216,13 @@ def _tensors(cfg: dict[str, Any], arch: str, dtype: str) -> tuple[TensorInfo, ..
         return TensorInfo(name, shape, _tensor_type(name, shape, dtype))
 
     out = [make(s, feats) for s in glob]
-    for bid in range(_need(cfg, "num_hidden_layers")):  # at most LLAMA_MAX_LAYERS (check_config)
+    # At most LLAMA_MAX_LAYERS (check_config), plus a hybrid's draft-head blocks.
+    for bid, kind in enumerate(block_kinds(cfg, arch)):
         moe = _layer_is_moe(cfg, dims, bid)
         if not (dims["ff_exp"] if moe else dims["ff"]):  # a zero-wide FFN: no such model
             raise missing("moe_intermediate_size" if moe else "intermediate_size", dims["ff"])
-        active = feats | ({"moe"} if moe else {"dense"})
+        # A draft-head block is an attention block plus its own projection (hf_tensors._NEXTN).
+        active = feats | ({"moe"} if moe else {"dense"}) | ({kind, "attn"} if kind == "mtp" else {kind})
         out.extend(make(s, active, bid) for s in block)
     return tuple(t for t in out if t is not None)
 
@@ -273,6 +292,7 @@ def _metadata(cfg: dict[str, Any], arch: str, dtype: str) -> dict[str, Any]:
             meta[f"{a}.final_logit_softcapping"] = float(cfg["final_logit_softcapping"])
         if cfg.get("sliding_window_pattern") != 1:
             meta[f"{a}.attention.sliding_window"] = int(cfg.get("sliding_window") or 0)
+    meta.update(hybrid_metadata(cfg, arch, dims))
     return meta
 
 

@@ -15,12 +15,15 @@ from typing import Any
 
 from app.core.errors import CorruptModelError, UnsupportedArchitectureError
 from app.core.model.sanity import (
+    MAX_CONV_KERNEL,
     MAX_CTX,
     MAX_EXPERTS,
     MAX_FF,
     MAX_HEAD_DIM,
     MAX_HEADS,
     MAX_LAYERS,
+    MAX_SSM_EXPAND,
+    MAX_SSM_STATE,
     MAX_VOCAB,
     MAX_WIDTH,
 )
@@ -47,6 +50,24 @@ WHOLE_KEYS: dict[str, tuple[int, int]] = {
     "sliding_window": (0, MAX_CTX),
     "sliding_window_pattern": (0, MAX_LAYERS),
     "original_max_position_embeddings": (1, MAX_CTX),
+    # hybrids (app.core.model.hf_hybrid): Qwen3.5's Gated DeltaNet, LFM2, Granite 4.0-H's Mamba-2
+    "linear_conv_kernel_dim": (1, MAX_CONV_KERNEL),
+    "linear_key_head_dim": (1, MAX_SSM_STATE),
+    "linear_value_head_dim": (1, MAX_SSM_STATE),
+    "linear_num_key_heads": (1, MAX_HEADS),
+    "linear_num_value_heads": (1, MAX_HEADS),
+    "full_attention_interval": (1, MAX_LAYERS),
+    "mtp_num_hidden_layers": (0, MAX_LAYERS),
+    "conv_L_cache": (1, MAX_CONV_KERNEL),
+    "block_ff_dim": (0, MAX_FF),
+    "block_multiple_of": (1, MAX_FF),
+    "shared_intermediate_size": (0, MAX_FF),
+    "shared_expert_intermediate_size": (0, MAX_FF),
+    "mamba_n_heads": (1, MAX_HEADS),
+    "mamba_n_groups": (1, MAX_HEADS),
+    "mamba_d_state": (1, MAX_SSM_STATE),
+    "mamba_d_conv": (1, MAX_CONV_KERNEL),
+    "mamba_expand": (1, MAX_SSM_EXPAND),
 }
 # The context length is the first of these that is set; only that one is read (and checked):
 # a config may carry e.g. a tokenizer's "model_max_length" of 1e30 that nothing uses.
@@ -60,8 +81,14 @@ REAL_KEYS: dict[str, tuple[float, float, bool]] = {
     "partial_rotary_factor": (0.0, 1.0, False),
     "attn_logit_softcapping": (0.0, math.inf, False),
     "final_logit_softcapping": (0.0, math.inf, False),
+    "norm_eps": (0.0, 1.0, False),
+    "block_ffn_dim_multiplier": (0.0, math.inf, False),
+    "attention_multiplier": (0.0, math.inf, False),
+    "embedding_multiplier": (0.0, math.inf, False),
+    "residual_multiplier": (0.0, math.inf, False),
+    "logits_scaling": (0.0, math.inf, False),
 }
-FLAG_KEYS = ("tie_word_embeddings", "attention_bias")
+FLAG_KEYS = ("tie_word_embeddings", "attention_bias", "block_auto_adjust_ff_dim")
 SECTION_KEYS = ("rope_scaling", "rope_parameters")
 # Inside a rope section (``rope_scaling``, ``rope_parameters`` or its per-attention-type parts).
 ROPE_WHOLE = {"original_max_position_embeddings": (1, MAX_CTX)}

@@ -17,7 +17,9 @@ class TensorSpec:
     gguf: str  # "blk.{bid}.attn_q.weight"
     hf: str | None  # "model.layers.{bid}.self_attn.q_proj.weight"; {xid} = expert; None = generated
     shape: tuple[str, ...]  # dimension names (hf_arch._dims), ggml order: shape[0] is the row length
-    when: str = ""  # feature that must be present (hf_arch._features, "dense"/"moe"; "" = always)
+    # Feature that must be present: hf_arch._features, "dense"/"moe" (the FFN), "attn"/"recr"/"mtp"
+    # (the kind of a hybrid's block, hf_hybrid.block_kind); "" = always.
+    when: str = ""
 
 
 def _t(gguf: str, hf: str | None, *shape: str, when: str = "") -> TensorSpec:
@@ -86,6 +88,107 @@ _PHI3_BLOCK = (
     _t("blk.{bid}.ffn_down.weight", _L + "mlp.down_proj.weight", "ff", "embd"),
 )
 
+
+# --- hybrids: blocks without a KV cache (src/models/{qwen35,lfm2,granite-hybrid}.cpp) ---
+# Qwen3.5 (conversion/qwen.py Qwen3_5TextModel): attention blocks ("attn") project a gated query
+# (the query and its gate, 2·q rows); Gated DeltaNet blocks ("recr") keep a recurrent state; the
+# multi-token-prediction block ("mtp") is an attention block plus the NextN projection, which
+# llama.cpp loads only for the draft head. The checkpoint keeps it under mtp.*, renamed by the
+# converter, so it has no checkpoint name here.
+_QWEN35_ATTENTION = (
+    _t("blk.{bid}.attn_norm.weight", _L + "input_layernorm.weight", "embd"),
+    _t("blk.{bid}.post_attention_norm.weight", _L + "post_attention_layernorm.weight", "embd"),
+    _t("blk.{bid}.attn_q.weight", _L + "self_attn.q_proj.weight", "embd", "q2", when="attn"),
+    _t("blk.{bid}.attn_k.weight", _L + "self_attn.k_proj.weight", "embd", "k", when="attn"),
+    _t("blk.{bid}.attn_v.weight", _L + "self_attn.v_proj.weight", "embd", "v", when="attn"),
+    _t("blk.{bid}.attn_output.weight", _L + "self_attn.o_proj.weight", "q", "embd", when="attn"),
+    _t("blk.{bid}.attn_q_norm.weight", _L + "self_attn.q_norm.weight", "hd", when="attn"),
+    _t("blk.{bid}.attn_k_norm.weight", _L + "self_attn.k_norm.weight", "hd", when="attn"),
+)
+_GATED_DELTA_NET = (
+    _t("blk.{bid}.attn_qkv.weight", _L + "linear_attn.in_proj_qkv.weight", "embd", "conv_dim", when="recr"),
+    _t("blk.{bid}.attn_gate.weight", _L + "linear_attn.in_proj_z.weight", "embd", "ssm_inner", when="recr"),
+    _t("blk.{bid}.ssm_beta.weight", _L + "linear_attn.in_proj_b.weight", "embd", "ssm_heads", when="recr"),
+    _t("blk.{bid}.ssm_alpha.weight", _L + "linear_attn.in_proj_a.weight", "embd", "ssm_heads", when="recr"),
+    _t("blk.{bid}.ssm_conv1d.weight", _L + "linear_attn.conv1d.weight", "conv_kernel", "conv_dim", when="recr"),
+    _t("blk.{bid}.ssm_dt.bias", _L + "linear_attn.dt_bias", "ssm_heads", when="recr"),
+    _t("blk.{bid}.ssm_a", _L + "linear_attn.A_log", "ssm_heads", when="recr"),
+    _t("blk.{bid}.ssm_norm.weight", _L + "linear_attn.norm.weight", "ssm_state", when="recr"),
+    _t("blk.{bid}.ssm_out.weight", _L + "linear_attn.out_proj.weight", "ssm_inner", "embd", when="recr"),
+)  # fmt: skip
+# Qwen3.5's MoE: routed experts as Qwen3-MoE's, plus a shared expert behind its own gate (a
+# (1, n_embd) checkpoint tensor the converter keeps 2-D).
+_QWEN35_SHARED_EXPERT = (
+    _t("blk.{bid}.ffn_gate_inp_shexp.weight", _L + "mlp.shared_expert_gate.weight", "embd", "one", when="moe"),
+    _t("blk.{bid}.ffn_gate_shexp.weight", _L + "mlp.shared_expert.gate_proj.weight", "embd", "ff_shexp", when="moe"),
+    _t("blk.{bid}.ffn_up_shexp.weight", _L + "mlp.shared_expert.up_proj.weight", "embd", "ff_shexp", when="moe"),
+    _t("blk.{bid}.ffn_down_shexp.weight", _L + "mlp.shared_expert.down_proj.weight", "ff_shexp", "embd", when="moe"),
+)  # fmt: skip
+_NEXTN = (
+    _t("blk.{bid}.nextn.eh_proj.weight", None, "embd2", "embd", when="mtp"),
+    _t("blk.{bid}.nextn.enorm.weight", None, "embd", when="mtp"),
+    _t("blk.{bid}.nextn.hnorm.weight", None, "embd", when="mtp"),
+    _t("blk.{bid}.nextn.shared_head_norm.weight", None, "embd", when="mtp"),
+)
+# LFM2 (conversion/lfm2.py): short-convolution blocks ("recr") or attention blocks with q/k norms,
+# both with the same FFN; the final norm is named token_embd_norm (llama-arch.cpp OUTPUT_NORM_LFM2).
+_LFM2_EMBEDDINGS = (
+    _t("token_embd.weight", "model.embed_tokens.weight", "embd", "vocab"),
+    _t("token_embd_norm.weight", "model.embedding_norm.weight", "embd"),
+    _t("output.weight", "lm_head.weight", "embd", "vocab", when="untied"),
+)
+_LFM2_BLOCK = (
+    _t("blk.{bid}.attn_norm.weight", _L + "operator_norm.weight", "embd"),
+    _t("blk.{bid}.attn_q.weight", _L + "self_attn.q_proj.weight", "embd", "q", when="attn"),
+    _t("blk.{bid}.attn_k.weight", _L + "self_attn.k_proj.weight", "embd", "k", when="attn"),
+    _t("blk.{bid}.attn_v.weight", _L + "self_attn.v_proj.weight", "embd", "v", when="attn"),
+    _t("blk.{bid}.attn_output.weight", _L + "self_attn.out_proj.weight", "q", "embd", when="attn"),
+    _t("blk.{bid}.attn_q_norm.weight", _L + "self_attn.q_layernorm.weight", "hd", when="attn"),
+    _t("blk.{bid}.attn_k_norm.weight", _L + "self_attn.k_layernorm.weight", "hd", when="attn"),
+    _t("blk.{bid}.shortconv.conv.weight", _L + "conv.conv.weight", "conv_kernel", "embd", when="recr"),
+    _t("blk.{bid}.shortconv.in_proj.weight", _L + "conv.in_proj.weight", "embd", "embd3", when="recr"),
+    _t("blk.{bid}.shortconv.out_proj.weight", _L + "conv.out_proj.weight", "embd", "embd", when="recr"),
+    _t("blk.{bid}.ffn_norm.weight", _L + "ffn_norm.weight", "embd"),
+    _t("blk.{bid}.ffn_gate.weight", _L + "feed_forward.w1.weight", "embd", "ff"),
+    _t("blk.{bid}.ffn_up.weight", _L + "feed_forward.w3.weight", "embd", "ff"),
+    _t("blk.{bid}.ffn_down.weight", _L + "feed_forward.w2.weight", "ff", "embd"),
+)  # fmt: skip
+# Granite 4.0-H (conversion/granite.py GraniteHybridModel): Mamba-2 blocks ("recr") or attention
+# blocks, then the shared MLP, whose fused input_linear the converter splits into gate and up.
+_MAMBA2 = (
+    _t("blk.{bid}.ssm_in.weight", _L + "mamba.in_proj.weight", "embd", "ssm_in", when="recr"),
+    _t("blk.{bid}.ssm_conv1d.weight", _L + "mamba.conv1d.weight", "conv_kernel", "conv_dim", when="recr"),
+    _t("blk.{bid}.ssm_conv1d.bias", _L + "mamba.conv1d.bias", "conv_dim", when="recr"),
+    _t("blk.{bid}.ssm_dt.bias", _L + "mamba.dt_bias", "ssm_heads", when="recr"),
+    _t("blk.{bid}.ssm_a", _L + "mamba.A_log", "one", "ssm_heads", when="recr"),
+    _t("blk.{bid}.ssm_d", _L + "mamba.D", "one", "ssm_heads", when="recr"),
+    _t("blk.{bid}.ssm_norm.weight", _L + "mamba.norm.weight", "ssm_group_width", "ssm_groups", when="recr"),
+    _t("blk.{bid}.ssm_out.weight", _L + "mamba.out_proj.weight", "ssm_inner", "embd", when="recr"),
+)  # fmt: skip
+_GRANITE_HYBRID_BLOCK = (
+    _t("blk.{bid}.attn_norm.weight", _L + "input_layernorm.weight", "embd"),
+    *_MAMBA2,
+    _t("blk.{bid}.attn_q.weight", _L + "self_attn.q_proj.weight", "embd", "q", when="attn"),
+    _t("blk.{bid}.attn_k.weight", _L + "self_attn.k_proj.weight", "embd", "k", when="attn"),
+    _t("blk.{bid}.attn_v.weight", _L + "self_attn.v_proj.weight", "embd", "v", when="attn"),
+    _t("blk.{bid}.attn_output.weight", _L + "self_attn.o_proj.weight", "q", "embd", when="attn"),
+    _t("blk.{bid}.ffn_norm.weight", _L + "post_attention_layernorm.weight", "embd"),
+    # Without experts the shared MLP is the FFN; input_linear is gate and up, split in halves.
+    _t("blk.{bid}.ffn_gate.weight", _L + "shared_mlp.input_linear.weight", "embd", "ff_shared", when="dense"),
+    _t("blk.{bid}.ffn_up.weight", None, "embd", "ff_shared", when="dense"),
+    _t("blk.{bid}.ffn_down.weight", _L + "shared_mlp.output_linear.weight", "ff_shared", "embd", when="dense"),
+    # With experts (the 4.0-H Tiny and Small) it is their shared expert; the experts come stacked.
+    _t("blk.{bid}.ffn_gate_inp.weight", _L + "block_sparse_moe.router.layer.weight", "embd", "expert", when="moe"),
+    _t("blk.{bid}.ffn_gate_exps.weight", _L + "block_sparse_moe.input_linear.weight", "embd", "ff_exp", "expert",
+       when="moe"),
+    _t("blk.{bid}.ffn_up_exps.weight", None, "embd", "ff_exp", "expert", when="moe"),
+    _t("blk.{bid}.ffn_down_exps.weight", _L + "block_sparse_moe.output_linear.weight", "ff_exp", "embd", "expert",
+       when="moe"),
+    _t("blk.{bid}.ffn_gate_shexp.weight", None, "embd", "ff_shared", when="moe"),
+    _t("blk.{bid}.ffn_up_shexp.weight", None, "embd", "ff_shared", when="moe"),
+    _t("blk.{bid}.ffn_down_shexp.weight", None, "ff_shared", "embd", when="moe"),
+)  # fmt: skip
+
 # GGUF architecture → (global tensors, per-block tensors).
 ARCH_TENSORS: dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]] = {
     "llama": (_EMBEDDINGS, _ATTENTION + _FFN_NORM + _DENSE_FFN + _MIXTRAL_FFN),
@@ -96,4 +199,11 @@ ARCH_TENSORS: dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]] =
     "gemma2": (_EMBEDDINGS, _ATTENTION + _GEMMA_NORMS + _DENSE_FFN),
     "gemma3": (_EMBEDDINGS, _ATTENTION + _QK_NORM + _GEMMA_NORMS + _DENSE_FFN),
     "phi3": (_EMBEDDINGS, _PHI3_BLOCK),
+    "qwen35": (_EMBEDDINGS, _QWEN35_ATTENTION + _GATED_DELTA_NET + _DENSE_FFN + _NEXTN),
+    "qwen35moe": (
+        _EMBEDDINGS,
+        _QWEN35_ATTENTION + _GATED_DELTA_NET + _QWEN_MOE_FFN + _QWEN35_SHARED_EXPERT + _NEXTN,
+    ),
+    "lfm2": (_LFM2_EMBEDDINGS, _LFM2_BLOCK),
+    "granitehybrid": (_EMBEDDINGS, _GRANITE_HYBRID_BLOCK),
 }

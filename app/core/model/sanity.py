@@ -21,6 +21,10 @@ MAX_HEAD_DIM = 4096  # ours: 7x the widest key llama.cpp reads (DeepSeek's MLA, 
 MAX_FF = 1 << 20  # ours: 17x the widest feed-forward layer (Falcon-180B, 59,392)
 MAX_VOCAB = 1 << 22  # ours: 16x the largest vocabulary (Gemma 3, 262,144)
 MAX_CTX = 1 << 27  # ours: 12x the longest trained context (Llama 4 Scout, 10,485,760)
+# Recurrent blocks (llama_hparams::n_embd_r / n_embd_s, src/llama-hparams.cpp):
+MAX_CONV_KERNEL = 64  # ours: 16x the widest convolution window published (Mamba, Qwen3.5: 4; LFM2: 3)
+MAX_SSM_STATE = 4096  # ours: 16x the largest state (Mamba-2 d_state, Qwen3.5 head width: 128-256)
+MAX_SSM_EXPAND = 16  # ours: 8x every Mamba release's expansion (2, which llama.cpp's Granite asserts)
 
 _HINT = "The file is damaged, or it is not a model TailorLM can read."
 

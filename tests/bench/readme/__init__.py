@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.readme import gpu, local, ram_cgroup, speed_model
+from tests.bench.readme import gpu, local, moe, ram_cgroup, speed_model
 from tests.bench.readme.markers import ReadmeBlockError, find_blocks, replace_blocks
 from tests.bench.readme.results import ROOT, Results
 
@@ -29,6 +29,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "h100_summary": gpu.h100_summary,
     "h200_probe": gpu.h200_probe,
     "h200_speed": gpu.h200_speed,
+    "h200_moe": moe.h200_moe,
     "speed_model": speed_model.speed_model,
     "download_speed": local.download_speed,
     "gguf_header_speed": local.gguf_header_speed,
