@@ -20,6 +20,7 @@ README = ROOT / "README.md"
 
 GENERATORS: dict[str, Callable[[Results], str]] = {
     "estimate_accuracy": local.estimate_accuracy,
+    "estimate_accuracy_modern": moe.estimate_accuracy_modern,
     "ram_cgroup": ram_cgroup.ram_cgroup,
     "engine_speed": local.engine_speed,
     "stop_latency": local.stop_latency,

@@ -1,10 +1,11 @@
-"""The expert-offload proof's block (``tests/gpu/results/h200-moe.json``, issue 16)."""
+"""Issue 16's blocks: the expert-offload proof on the GPU (``tests/gpu/results/h200-moe.json``) and
+the memory of MoE and hybrid models on this CPU (``estimate_accuracy_modern.json``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tests.bench.readme.fmt import GIB, pct, table
+from tests.bench.readme.fmt import GIB, machine_words, mib, pct, table
 from tests.bench.readme.results import Results
 
 FILE = "h200-moe.json"
@@ -80,4 +81,31 @@ def h200_moe(results: Results) -> str:
         f"Engine ÷ llama-bench {min(ratios):.2f}–{max(ratios):.2f} (target ≥ 0.95: "
         f"{'met' if min(ratios) >= 0.95 else f'not met in {sum(x < 0.95 for x in ratios)} of {len(ratios)}'}). "
         "The advisor's picks: " + "; ".join(picks) + ".",
+    ])  # fmt: skip
+
+
+def estimate_accuracy_modern(r: Results) -> str:
+    j = r.bench("estimate_accuracy_modern.json")
+    cases = {(c["model"], c["n_ctx"]): c for c in j["results"]}
+    contexts = sorted({n for _, n in cases})
+    rows = []
+    for model in dict.fromkeys(m for m, _ in cases):
+        kind = next(c["kind"] for (m, _), c in cases.items() if m == model)
+        row = [model.removesuffix(".gguf"), kind]
+        for n in contexts:
+            c = cases.get((model, n))
+            row.append("—" if c is None else "failed" if "measured_bytes" not in c
+                       else f"{pct(c['error'], 2)} ({mib(c['measured_bytes'])})")  # fmt: skip
+        rows.append(row)
+    med, worst = j["median_abs_error"], j["worst_abs_error"]
+    met = "met" if med <= 0.02 and worst <= 0.05 else "**not met**"
+    kinds = "; ".join(f"{k}: {pct(v['median_abs_error'], 1, sign=False)} / {pct(v['worst_abs_error'], 1, sign=False)}"
+                      for k, v in j["by_kind"].items())  # fmt: skip
+    return "\n\n".join([
+        f"{j['cases']} cases ({j['failed']} failed) on {machine_words(j.get('machine'))}, peak RSS predicted vs "
+        f"measured (positive = predicted more): median |error| {pct(med, 2, sign=False)}, worst "
+        f"{pct(worst, 2, sign=False)}; by kind (median / worst): {kinds}.",
+        table(["model", "kind", *map(str, contexts)], rows),
+        f"Target (issue 16): median ≤ 2 %, worst ≤ 5 % — {met}. Raw results: "
+        "`tests/bench/results/estimate_accuracy_modern.json`.",
     ])  # fmt: skip
