@@ -10,7 +10,7 @@ PY=python3
 B8=llama-3.1-8b-instruct; B3=llama-3.2-3b-instruct
 Q=$W/llama.cpp/build/bin/llama-quantize
 
-finish() { date > $O/done; exit 0; }
+. "$(dirname "$0")/device_lib.sh"
 
 quant() {  # MODEL_ID QUANT: from the F16 file; the .planned marker tells gpu_proof.py to wait
   local dst=$M/$1-$2.gguf
@@ -22,24 +22,13 @@ quant() {  # MODEL_ID QUANT: from the F16 file; the .planned marker tells gpu_pr
 pipeline() {
   echo "$(date +%T) pipeline start"; nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
   df -h /opt /tmp | cat; nproc; free -g
-  # 1. Packages the torch venv lacks, into /tmp/site (never numpy or torch: they stay the machine's)
-  need=""
-  for pair in psutil:psutil pynvml:nvidia_ml_py platformdirs:platformdirs gguf:gguf yaml:pyyaml tqdm:tqdm \
-              requests:requests certifi:certifi idna:idna urllib3:urllib3 charset_normalizer:charset_normalizer; do
-    $PY -c "import ${pair%%:*}" 2>/dev/null || need="$need $(ls .gpu/wheels/${pair##*:}-*.whl)"
-  done
-  echo "installing:$need"
-  [ -z "$need" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $need
-  export PYTHONPATH=$W/py:/tmp/site:$R LLAMA_CPP_LIB_PATH=$W/llama.cpp/build/bin PYTHONUNBUFFERED=1
+  python_env $R  # 1. the packages the torch venv lacks
   # 2. F16 models with real shapes while llama.cpp builds
   for q in Q4_K_M Q8_0; do touch $M/$B8-$q.gguf.planned; done
   for q in Q4_K_M Q8_0; do touch $M/$B3-$q.gguf.planned; done
   $PY tests/gpu/gpu_proof.py write $M --model-ids $B3 $B8 > $O/write.log 2>&1 &
   writer=$!
-  while :; do
-    out=$(bash .gpu/build.sh 2>&1); echo "$out" | tail -2
-    case "$out" in *done=0*) break ;; *done=[1-9]*) echo "BUILD FAILED"; tail -40 $W/llama.cpp/build/bld.log; finish ;; esac
-  done
+  build_llama_cpp
   wait $writer || { echo "WRITE FAILED"; cat $O/write.log; finish; }
   cat $O/write.log; df -h /opt | cat
   # 3. Quantize: the 3B model now, the 8B one in the background while the 3B cases run
@@ -56,15 +45,5 @@ pipeline() {
 
 if [ "${1:-}" = "--pipeline" ]; then pipeline; fi
 
-mkdir -p $M $O
-if [ ! -f $O/started ]; then
-  date > $O/started
-  setsid nohup bash tests/gpu/device.sh --pipeline > $O/pipeline.log 2>&1 < /dev/null &
-fi
-for _ in $(seq 1 $(( ${1:-540} / 5 ))); do [ -f $O/done ] && break; sleep 5; done
-echo "done: $(cat $O/done 2>/dev/null || echo no)"
-tail -n 60 $O/pipeline.log
-if [ -n "${OUT:-}" ]; then
-  cp $O/h100.json $O/table.md $O/pipeline.log "$OUT"/ 2>/dev/null
-  tar czf "$OUT"/logs.tgz -C $O . 2>/dev/null
-fi
+mkdir -p $M
+run_detached tests/gpu/device.sh "${1:-540}" h100.json table.md

@@ -10,24 +10,15 @@ W=/opt/w; M=$W/models; O=$W/out; R=$W/repo
 PY=python3
 MID=qwen3-30b-a3b
 
-finish() { date > $O/done; exit 0; }
+. "$(dirname "$0")/device_lib.sh"
 
 pipeline() {
   cd $R
   echo "$(date +%T) pipeline start"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   df -h /opt | cat; nproc; free -g
-  need=""
-  for pair in psutil:psutil pynvml:nvidia_ml_py platformdirs:platformdirs gguf:gguf yaml:pyyaml tqdm:tqdm \
-              requests:requests certifi:certifi idna:idna urllib3:urllib3 charset_normalizer:charset_normalizer; do
-    $PY -c "import ${pair%%:*}" 2>/dev/null || need="$need $(ls .gpu/wheels/${pair##*:}-*.whl)"
-  done
-  [ -z "$need" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $need
-  export PYTHONPATH=$W/py:/tmp/site:$R LLAMA_CPP_LIB_PATH=$W/llama.cpp/build/bin PYTHONUNBUFFERED=1
+  python_env $R
   $PY tests/gpu/moe_proof.py write $M > $O/write.log 2>&1 &
-  while :; do
-    out=$(bash .gpu/build.sh 2>&1); echo "$out" | tail -2
-    case "$out" in *done=0*) break ;; *done=[1-9]*) echo "BUILD FAILED"; tail -40 $W/llama.cpp/build/bld.log; finish ;; esac
-  done
+  build_llama_cpp
   wait
   cat $O/write.log
   if [ ! -f $M/$MID-Q4_K_M.gguf ]; then
@@ -44,15 +35,7 @@ pipeline() {
 if [ "${1:-}" = "--pipeline" ]; then pipeline; fi
 
 mkdir -p $M $O
-if [ ! -f $O/started ]; then
-  date > $O/started
+if [ ! -f $O/started ]; then  # later calls re-lay the working tree: the pipeline runs from a copy
   rm -rf $R && mkdir -p $R && cp -r app tests resources pyproject.toml .gpu $R/
-  setsid nohup bash $R/tests/gpu/moe_device.sh --pipeline > $O/pipeline.log 2>&1 < /dev/null &
 fi
-for _ in $(seq 1 $(( ${1:-540} / 5 ))); do [ -f $O/done ] && break; sleep 5; done
-echo "done: $(cat $O/done 2>/dev/null || echo no)"
-tail -n 40 $O/pipeline.log
-if [ -n "${OUT:-}" ]; then
-  cp $O/moe-proof.json $O/pipeline.log "$OUT"/ 2>/dev/null
-  tar czf "$OUT"/logs.tgz -C $O . 2>/dev/null
-fi
+run_detached $R/tests/gpu/moe_device.sh "${1:-540}" moe-proof.json

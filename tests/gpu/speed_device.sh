@@ -16,7 +16,7 @@ if [ -n "${QUICK:-}" ]; then  # one model, one level: the sampler on the 262k vo
   ORDER="gemma-3-1b-it"; QUANTS=([gemma-3-1b-it]="Q4_K_M"); ONLY="--only gemma-3-1b-it:Q4_K_M"
 fi
 
-finish() { date > $O/done; exit 0; }
+. "$(dirname "$0")/device_lib.sh"
 
 quantize_all() {  # in ORDER, each model's levels as soon as its F16 file is written; then the F16 goes (disk)
   for mid in $ORDER; do
@@ -34,19 +34,10 @@ pipeline() {
   cd $R
   echo "$(date +%T) pipeline start"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   df -h /opt | cat; nproc; free -g
-  need=""
-  for pair in psutil:psutil pynvml:nvidia_ml_py platformdirs:platformdirs gguf:gguf yaml:pyyaml tqdm:tqdm \
-              requests:requests certifi:certifi idna:idna urllib3:urllib3 charset_normalizer:charset_normalizer; do
-    $PY -c "import ${pair%%:*}" 2>/dev/null || need="$need $(ls .gpu/wheels/${pair##*:}-*.whl)"
-  done
-  [ -z "$need" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $need
-  export PYTHONPATH=$W/py:/tmp/site:$R LLAMA_CPP_LIB_PATH=$W/llama.cpp/build/bin PYTHONUNBUFFERED=1
+  python_env $R
   for mid in $ORDER; do for q in ${QUANTS[$mid]}; do touch $M/$mid-$q.gguf.planned; done; done
   $PY tests/gpu/gpu_proof.py write $M --model-ids $ORDER > $O/write.log 2>&1 &
-  while :; do
-    out=$(bash .gpu/build.sh 2>&1); echo "$out" | tail -2
-    case "$out" in *done=0*) break ;; *done=[1-9]*) echo "BUILD FAILED"; tail -40 $W/llama.cpp/build/bld.log; finish ;; esac
-  done
+  build_llama_cpp
   quantize_all > $O/quantize.log 2>&1 &
   $PY tests/gpu/speed_proof.py run --models $M --out $O/gpu-speed.json --bench $W/llama.cpp/build/bin/llama-bench $ONLY
   cat $O/quantize.log $O/write.log
@@ -57,15 +48,8 @@ pipeline() {
 if [ "${1:-}" = "--pipeline" ]; then pipeline; fi
 
 mkdir -p $M $O
-if [ ! -f $O/started ]; then
-  date > $O/started
+if [ ! -f $O/started ]; then  # later calls re-lay the working tree: the pipeline runs from a copy
   rm -rf $R && mkdir -p $R && cp -r app tests resources pyproject.toml .gpu $R/
-  setsid nohup env QUICK="${QUICK:-}" bash $R/tests/gpu/speed_device.sh --pipeline > $O/pipeline.log 2>&1 < /dev/null &
 fi
-for _ in $(seq 1 $(( ${1:-540} / 5 ))); do [ -f $O/done ] && break; sleep 5; done
-echo "done: $(cat $O/done 2>/dev/null || echo no)"
-tail -n 40 $O/pipeline.log
-if [ -n "${OUT:-}" ]; then
-  cp $O/gpu-speed.json $O/pipeline.log "$OUT"/ 2>/dev/null
-  tar czf "$OUT"/logs.tgz -C $O . 2>/dev/null
-fi
+export QUICK="${QUICK:-}"
+run_detached $R/tests/gpu/speed_device.sh "${1:-540}" gpu-speed.json
