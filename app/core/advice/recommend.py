@@ -23,7 +23,7 @@ from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo
 from app.core.units import GIB, MIB
 
-CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
+CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)  # up to Qwen3.5-class training contexts
 DEFAULT_CTX = 4096
 # Keep this much RAM free beyond what is "available" now, for the OS and apps the user opens
 # while chatting (browsers grow); configurable per call.
