@@ -6,6 +6,9 @@ weights (norms 1.0) and a made-up SentencePiece vocabulary of the model's real s
 loads it and generates from it exactly as it would from the real model, minus the quality.
 Weights are streamed from one small pre-generated pool, so memory stays flat whatever the size
 (measured on 2 cores: Llama-3.2-1B's 2.47 GB F16 in 3.4-9 s, disk-bound, at ~100 MB peak RSS).
+With ``sparse=True`` the tensor data is left as a hole (the file is cut to its full length without
+writing it): zero bytes are valid data for every ggml type, and llama.cpp's dry run sizes every
+buffer without reading a weight, so a model of any size costs its header on disk.
 ``quantize_gguf`` runs llama.cpp's quantizer on such a file.
 """
 
@@ -29,6 +32,8 @@ DTYPES: dict[str, tuple[Any, gguf.GGMLQuantizationType]] = {
     "F16": (np.float16, gguf.GGMLQuantizationType.F16),
     "BF16": (np.uint16, gguf.GGMLQuantizationType.BF16),  # numpy has no bfloat16: raw bit patterns
 }
+# Tensors the converter writes in a quantized type whatever the --outtype (gpt-oss's MXFP4 experts) are
+# written as zero blocks, which dequantize to zeros (a zero scale), not as random values.
 # SentencePiece token types (gguf.TokenType / llama.h llama_token_type).
 _NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
 # Metadata arrays with one value per block (llama_model_loader::get_key_or_arr in load_hparams).
@@ -69,6 +74,18 @@ class _StreamedTensor:
             pos = 0
 
 
+class _Zeros:
+    """``nbytes`` zero bytes, written in chunks (the ndarray interface of ``_StreamedTensor``)."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+    def tofile(self, fout: BinaryIO) -> None:
+        chunk = bytes(min(self.nbytes, 1 << 22))
+        for start in range(0, self.nbytes, len(chunk) or 1):
+            fout.write(chunk[: self.nbytes - start])
+
+
 def _constant(value: float, n: int, type_name: str) -> np.ndarray[Any, Any]:
     if type_name == "F32":
         return np.full(n, value, np.float32)
@@ -78,6 +95,8 @@ def _constant(value: float, n: int, type_name: str) -> np.ndarray[Any, Any]:
 
 
 def _tensor_data(t: TensorInfo, pool: _Pool, rng: np.random.Generator) -> Any:
+    if t.type_name not in DTYPES:
+        return _Zeros(t.n_bytes)
     if t.name.endswith(".bias"):
         return _constant(0.0, t.n_elements, t.type_name)
     if t.name.endswith(".ssm_a"):  # A = -exp(A_log) < 0 (the converter's), so states decay
@@ -88,6 +107,35 @@ def _tensor_data(t: TensorInfo, pool: _Pool, rng: np.random.Generator) -> Any:
         return _constant(1.0, t.n_elements, t.type_name)
     values = pool.by_type[t.type_name]
     return _StreamedTensor(values, t.n_elements, int(rng.integers(0, len(values))))
+
+
+class _Writer(gguf.GGUFWriter):
+    """GGUFWriter that packs a long array of strings, floats or ints in one go: gguf-py packs every
+    element on its own, which took 3.5 s for a 262k-token vocabulary's three arrays (the bytes are
+    the same)."""
+
+    def _pack_val(self, val: Any, vtype: gguf.GGUFValueType, add_vtype: bool, sub_type: Any = None) -> bytes:
+        fast = (
+            vtype == gguf.GGUFValueType.ARRAY and sub_type is None and isinstance(val, list) and len(val) > 1
+        )
+        if not fast or self.endianess != gguf.GGUFEndian.LITTLE or not _uniform(val):
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+        if isinstance(val[0], str):
+            encoded = [v.encode("utf-8") for v in val]
+            lengths = np.array([len(b) for b in encoded], dtype="<u8")
+            items = b"".join(n.tobytes() + b for n, b in zip(lengths, encoded, strict=True))
+            ltype = gguf.GGUFValueType.STRING
+        else:
+            ltype = gguf.GGUFValueType.get_type(val[0])
+            items = np.asarray(val, dtype="<f4" if ltype == gguf.GGUFValueType.FLOAT32 else "<i4").tobytes()
+        head = self._pack("I", vtype) if add_vtype else b""
+        return head + self._pack("I", ltype) + self._pack("Q", len(val)) + items
+
+
+def _uniform(val: list[Any]) -> bool:
+    """All strings, all floats or all (non-bool) ints: the arrays the fast path packs."""
+    kinds = {type(v) for v in val}
+    return kinds in ({str}, {float}, {int})
 
 
 def _vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
@@ -169,35 +217,51 @@ def write_synthetic_gguf(
     dtype: str = "F16",
     seed: int = 0,
     n_layers: int | None = None,
+    sparse: bool = False,
 ) -> Path:
-    """Write a loadable GGUF with ``config``'s exact tensor table and random weights; returns ``path``."""
+    """Write a loadable GGUF with ``config``'s exact tensor table and random weights (zeros in a
+    quantized type; none at all, a hole, with ``sparse``); returns ``path``."""
     path = Path(path)
     header = synthetic_header(config, dtype=dtype, n_layers=n_layers)
     arch = header.architecture
     pool, rng = _Pool(seed), np.random.default_rng(seed + 1)
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = _Writer(str(path), arch)
     # Not the arch name: llama-vocab.cpp picks per-model token fixes by general.name ("phi3" in it
     # demands an <|endoftext|> token), and this vocabulary is no model's.
     writer.add_name("TailorLM synthetic model")
     _add_metadata(writer, header)
     _add_tokenizer(writer, int(header.metadata[f"{arch}.vocab_size"]))
     for t in header.tensors:
-        np_dtype, ggml_type = DTYPES[t.type_name]
+        # The shape is given in elements for every type (a uint8 dtype would make it a byte shape).
+        ggml_type = gguf.GGMLQuantizationType[t.type_name]
         writer.add_tensor_info(
-            t.name, tuple(reversed(t.shape)), np.dtype(np_dtype), t.n_bytes, raw_dtype=ggml_type
+            t.name, tuple(reversed(t.shape)), np.dtype(np.float32), t.n_bytes, raw_dtype=ggml_type
         )
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for t in header.tensors:
-            writer.write_tensor_data(_tensor_data(t, pool, rng))
+        if sparse:
+            _cut_to_length(writer, header)
+        else:
+            for t in header.tensors:
+                writer.write_tensor_data(_tensor_data(t, pool, rng))
     except BaseException:
         writer.close()
         path.unlink(missing_ok=True)
         raise
     writer.close()
     return path
+
+
+def _cut_to_length(writer: gguf.GGUFWriter, header: GGUFHeader) -> None:
+    """Give the file its full length with the data section a hole: each tensor starts aligned, one
+    after the other, as write_ti_data_to_file laid out their offsets."""
+    assert writer.fout is not None and len(writer.fout) == 1
+    fout = writer.fout[0]
+    start = gguf.GGUFWriter.ggml_pad(fout.tell(), writer.data_alignment)
+    size = sum(gguf.GGUFWriter.ggml_pad(t.n_bytes, writer.data_alignment) for t in header.tensors)
+    fout.truncate(start + size)
 
 
 def _ftype_constant(ftype: str) -> int:

@@ -67,16 +67,21 @@ def recurrent_state_bytes(model: ModelInfo, s: RunSettings) -> int:
 
 
 def kv_layer_bytes(model: ModelInfo, s: RunSettings, il: int, cells_full: int, cells_swa: int) -> int:
-    """The memory layer ``il`` keeps across tokens: K + V (row_size(type, n_head_kv·head_dim) · cells,
-    for K and for V), plus the recurrent state where the layer has one (hybrids, SSMs)."""
+    """The memory layer ``il`` keeps across tokens: K + V (row_size(type, its K or V width) · cells,
+    ``ModelInfo.kv_widths``), plus the recurrent state where the layer has one (hybrids, SSMs).
+    Without flash attention V is stored transposed and every layer's V is as wide as the widest
+    (llama-kv-cache.cpp, TAG_V_CACHE_VARIABLE: Gemma 4's narrower sliding-window heads); a latent-
+    attention (MLA) cache has no V."""
     state = recurrent_state_bytes(model, s) if model.is_recurrent(il) else 0
-    n_kv = model.n_head_kv[il]
-    if n_kv == 0:
+    k_width, v_width = model.kv_widths(il)
+    if k_width == 0:
         return state
+    if v_width and not s.flash_attn:
+        v_width = max(model.kv_widths(j)[1] for j in range(model.n_layer))
     cells = cells_swa if model.swa_layers[il] else cells_full
     try:
-        k = ggml_types.row_bytes(s.type_k, n_kv * model.head_dim_k)
-        v = ggml_types.row_bytes(s.type_v, n_kv * model.head_dim_v)
+        k = ggml_types.row_bytes(s.type_k, k_width)
+        v = ggml_types.row_bytes(s.type_v, v_width) if v_width else 0
     except ValueError:
         # llama.cpp refuses such a context too: quantized rows must be whole blocks.
         raise EstimateError(

@@ -25,7 +25,14 @@ from app.core.advice.buffers import (
     kv_layer_bytes,
     offload_copy_bytes,
 )
-from app.core.advice.placement import is_expert_tensor, is_output_tensor, layer_devices, tensor_device
+from app.core.advice.placement import (
+    ROW_LOOKUP_TENSORS,
+    is_expert_tensor,
+    is_output_tensor,
+    is_row_lookup,
+    layer_devices,
+    tensor_device,
+)
 from app.core.advice.run_settings import KV_TYPES, RunSettings, repack_types
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
@@ -182,9 +189,9 @@ def _placed(
             yield t, off, li, dev, "device"
         # Repacked when its row count is a multiple of 8 (some ARM kernels take 4: we ask 8 everywhere).
         elif (t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0
-              and t.name != "token_embd.weight"):  # fmt: skip
+              and t.name not in ROW_LOOKUP_TENSORS):  # fmt: skip
             yield t, off, li, dev, "repacked"
-        elif t.name == "token_embd.weight" and not model.tied_embeddings and s.use_mmap:
+        elif is_row_lookup(t.name, model.tied_embeddings) and s.use_mmap:
             # get_rows reads one row per token, but the mapping is populated at load (MAP_POPULATE,
             # llama-mmap.cpp): resident, yet clean pages the kernel may drop (measured on the H100).
             yield t, off, li, dev, "rows"

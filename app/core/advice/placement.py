@@ -21,6 +21,16 @@ EXPERTS_PATTERN = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
 _EXPERTS = re.compile(EXPERTS_PATTERN)
 
 
+# Embedding tables a token reads one row of (get_rows): the input embedding (unless tied, when it is
+# also the output matrix) and Gemma 3n/4's per-layer embeddings (llama-model.cpp, the input layer).
+ROW_LOOKUP_TENSORS = frozenset({"token_embd.weight", "per_layer_token_embd.weight"})
+
+
+def is_row_lookup(name: str, tied_embeddings: bool) -> bool:
+    """A table of which each token reads one row, not the whole: see ROW_LOOKUP_TENSORS."""
+    return name in ROW_LOOKUP_TENSORS and not (tied_embeddings and name == "token_embd.weight")
+
+
 def is_expert_tensor(name: str) -> bool:
     return _EXPERTS.search(name) is not None
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from app.core.advice.buffers import OP_OFFLOAD_MIN_BATCH, kv_layer_bytes
 from app.core.advice.estimate import MemoryEstimate
-from app.core.advice.placement import is_output_tensor, layer_devices, tensor_device
+from app.core.advice.placement import is_output_tensor, is_row_lookup, layer_devices, tensor_device
 from app.core.advice.run_settings import repack_types
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
@@ -188,8 +188,8 @@ def device_work(
         else:
             dev = "CPU"
         w = work.setdefault(dev, DeviceWork())
-        if t.name == "token_embd.weight" and not tied_output:
-            continue  # one row per token
+        if is_row_lookup(t.name, model.tied_embeddings):
+            continue  # one row per token (the input embedding, Gemma's per-layer embeddings)
         share = _used_share(model, t)
         _add(w.read_bytes, gen_family(t.type_name), int(t.n_bytes * share))
         w.weight_bytes += t.n_bytes

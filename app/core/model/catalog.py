@@ -1,8 +1,8 @@
 """The built-in catalog of popular open models (``catalog.json``, shipped as package data).
 
-Each entry carries the subset of the model's real ``config.json`` that
-:func:`app.core.model.hf_arch.header_from_hf_config` needs, so the advisor can size every catalog model
-offline, before anything is downloaded.
+Each entry carries the model's real ``config.json`` (the older entries only the subset that
+:func:`app.core.model.hf_arch.header_from_hf_config` needs; multimodal ones without their vision and
+audio towers), so the advisor can size every catalog model offline, before anything is downloaded.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """ggml tensor types: names, block sizes and bytes per row.
 
 Block layouts come from the `gguf` package (``GGML_QUANT_SIZES``, mirrored from
-llama.cpp ``ggml/src/ggml-common.h``), so they follow the file format as it grows.
+llama.cpp ``ggml/src/ggml-common.h``), so they follow the file format as it grows: MXFP4, gpt-oss's
+expert type, is type 39, 32 values in 17 bytes (one E8M0 scale, 16 bytes of 4-bit values:
+``block_mxfp4`` there, ``type_traits[GGML_TYPE_MXFP4]`` in ``ggml.c``).
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ The advisor reads one input format, a GGUF-shaped header (:mod:`app.core.model.g
 ggml-order shapes, types) that ``convert_hf_to_gguf.py`` writes, mirrored from the llama.cpp
 vendored in llama-cpp-python 0.3.36 (``conversion/{base,llama,qwen,gemma,phi}.py`` for keys and
 types). Which tensors each architecture has are the tables of :mod:`app.core.model.hf_tensors`;
-this module sizes them from the config. Hybrids, whose blocks keep a recurrent state instead of a
-KV cache (Qwen3.5, LFM2, Granite 4.0-H), add their block kinds and keys in
-:mod:`app.core.model.hf_hybrid`.
+this module sizes them from the config. The families whose converter classes do more than the
+common ones describe the rest as a :class:`~app.core.model.hf_family.Family`: the hybrids, whose
+blocks keep a recurrent state instead of a KV cache (Qwen3.5, LFM2, Granite 4.0-H:
+:mod:`app.core.model.hf_hybrid`), gpt-oss (:mod:`app.core.model.hf_gpt_oss`), Gemma 4
+(:mod:`app.core.model.hf_gemma4`) and GLM-4.5 MoE (:mod:`app.core.model.hf_glm`).
 
 Two deliberate differences: ``{arch}.vocab_size`` is written for every architecture (the converter
 carries the vocabulary size in the tokenizer list, which a config has no room for), and the
@@ -18,21 +20,20 @@ tokenizer's length (the same number for every released Gemma 3).
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Any
 
 from app.core.errors import UnsupportedArchitectureError
 from app.core.model.gguf_header import GGUFHeader, TensorInfo
 from app.core.model.hf_config import CONTEXT_KEYS, bad, check_config, missing, section
-from app.core.model.hf_hybrid import (
-    HYBRID_DEFAULTS,
-    HYBRID_MODEL_TYPES,
-    block_kinds,
-    hybrid_dims,
-    hybrid_metadata,
-)
-from app.core.model.hf_tensors import ARCH_TENSORS, TensorSpec
-from app.core.model.sanity import MAX_HEAD_DIM
+from app.core.model.hf_family import Family
+from app.core.model.hf_gemma4 import GEMMA4
+from app.core.model.hf_glm import GLM4_MOE
+from app.core.model.hf_gpt_oss import GPT_OSS
+from app.core.model.hf_hybrid import HYBRID, block_kinds
+from app.core.model.hf_tensors import ARCH_TENSORS, ArchTable, TensorSpec
+from app.core.model.sanity import MAX_HEAD_DIM, MAX_LAYERS
+
+FAMILIES: tuple[Family, ...] = (HYBRID, GPT_OSS, GEMMA4, GLM4_MOE)
 
 # HF model_type → GGUF architecture (the converter picks by class: conversion/*.py @register).
 MODEL_TYPES: dict[str, str] = {
@@ -47,7 +48,10 @@ MODEL_TYPES: dict[str, str] = {
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
     "phi3": "phi3",
-    **HYBRID_MODEL_TYPES,  # blocks without a KV cache: app.core.model.hf_hybrid
+    # Mistral3ForConditionalGeneration: the text model is llama's, written as its own arch
+    # (conversion/mistral3.py Ministral3Model; GGUFs from before that class say "llama").
+    "mistral3": "mistral3",
+    **{t: a for f in FAMILIES for t, a in f.model_types.items()},
 }
 
 # What transformers fills in when config.json leaves a key out (the converter reads configs through
@@ -72,20 +76,41 @@ HF_DEFAULTS: dict[str, dict[str, Any]] = {
                     "sliding_window": 4096, "sliding_window_pattern": 6},
     "phi3": {"tie_word_embeddings": False, "max_position_embeddings": 4096, "original_max_position_embeddings": 4096,
              "rope_theta": 10000.0, "rms_norm_eps": 1e-5},
-    **HYBRID_DEFAULTS,
+    **{t: dict(d) for f in FAMILIES for t, d in f.defaults.items()},
 }  # fmt: skip
+# GGUF architecture → its tensor table (app.core.model.hf_tensors and the families' own).
+TABLES: dict[str, ArchTable] = {**ARCH_TENSORS, **{a: t for f in FAMILIES for a, t in f.tensors.items()}}
+_FAMILY_OF: dict[str, Family] = {arch: f for f in FAMILIES for arch in f.archs}
+_BASE = Family(model_types={}, defaults={})  # an architecture with nothing beyond the common keys
 
 # The converter skips lm_head.weight for these (conversion/gemma.py filter_tensors): always tied.
-_NO_LM_HEAD = ("gemma", "gemma2")
+NO_LM_HEAD = ("gemma", "gemma2")
 # general.file_type per converter --outtype (llama.h llama_ftype).
 FILE_TYPES: dict[str, int] = {"F32": 0, "F16": 1, "Q8_0": 7, "BF16": 32}
 # Tensors the converter always keeps in F32 whatever the outtype (conversion/base.py prepare_tensors).
 # Also the convolution kernels (SSM_CONV1D, SHORTCONV_CONV there) and every tensor whose name does
-# not end in .weight (ssm_a, ssm_d: no suffix).
+# not end in .weight (ssm_a, ssm_d: no suffix; Gemma 4's router and expert scales).
 _F32_ALWAYS = re.compile(
     r"(\.bias|_norm\.weight|\.ffn_gate_inp(_shexp)?\.weight|^rope_\w+\.weight|\.ssm_conv1d\.weight"
-    r"|\.shortconv\.conv\.weight|^blk\.\d+\.ssm_[ad])$"
+    r"|\.shortconv\.conv\.weight|^blk\.\d+\.ssm_[ad]|\.scale)$"
 )
+
+
+# Where configs keep their expert counts and widths: the names conversion/base.py (find_hparam) and
+# the family classes look under, first match wins.
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+_USED_KEYS = ("num_experts_per_tok", "num_experts_per_token", "top_k_experts")
+_EXPERT_FF_KEYS = ("moe_intermediate_size", "expert_intermediate_size")
+# Dense blocks before the first MoE block: GLM's and DeepSeek's name, LFM2-MoE's.
+_DENSE_LEAD_KEYS = ("first_k_dense_replace", "num_dense_layers")
+
+
+def _family(arch: str) -> Family:
+    return _FAMILY_OF.get(arch, _BASE)
+
+
+def _first(cfg: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    return next((cfg[k] for k in keys if cfg.get(k) is not None), None)
 
 
 def supported_model_types() -> tuple[str, ...]:
@@ -109,7 +134,12 @@ def text_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def gguf_arch(config: dict[str, Any]) -> str:
-    """The GGUF ``general.architecture`` for a config.json; raises for unknown model types."""
+    """The GGUF ``general.architecture`` for a config.json; raises for unknown model types. The
+    converter picks its class by the outer config (Mistral3ForConditionalGeneration's text model
+    says "mistral" but is written as mistral3), so a known outer model_type wins."""
+    outer = config.get("model_type")
+    if isinstance(outer, str) and outer in MODEL_TYPES:
+        return MODEL_TYPES[outer]
     model_type = text_config(config)["model_type"]
     try:
         return MODEL_TYPES[model_type]
@@ -155,31 +185,32 @@ def _dims(cfg: dict[str, Any], arch: str) -> dict[str, int]:
     if arch == "phi3":  # conversion/phi.py: partial rotary over the whole width
         factor = cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0
         rot = int(float(factor) * embd) // n_head
-    n_expert = int(cfg.get("num_experts") or cfg.get("num_local_experts") or 0)
+    n_expert, used = int(_first(cfg, _EXPERT_KEYS) or 0), int(_first(cfg, _USED_KEYS) or 0)
     if n_expert > 1:  # llama.cpp asserts 0 < n_expert_used <= n_expert (llama-model.cpp load_hparams)
-        used = cfg.get("num_experts_per_tok")
         if not used:
             raise missing("num_experts_per_tok", used)
         if used > n_expert:
             raise bad("num_experts_per_tok", used, f"more than the {n_expert} experts")
-    return {
+    dims = {
         "embd": embd, "vocab": _need(cfg, "vocab_size"), "ff": ff, "ff2": 2 * ff,
         "q": n_head * hd, "k": n_kv * hd, "v": n_kv * hd, "hd": hd, "qkv": (n_head + 2 * n_kv) * hd,
-        "expert": n_expert, "ff_exp": int(cfg.get("moe_intermediate_size") or ff), "rot_half": rot // 2,
+        "expert": n_expert, "used": used, "ff_exp": int(_first(cfg, _EXPERT_FF_KEYS) or ff), "rot_half": rot // 2,
         "n_head": n_head, "n_kv": n_kv, "rot": rot, "q2": 2 * n_head * hd,  # q2: a query and its gate
-        **hybrid_dims(cfg, arch, embd),
+        "one": 1,
     }  # fmt: skip
+    return {**dims, **_family(arch).dims(cfg, arch, dims)}
 
 
 def _features(cfg: dict[str, Any], arch: str) -> set[str]:
     rope, _, _ = _rope(cfg)
     feats: set[str] = set()
-    if not cfg.get("tie_word_embeddings", True) and arch not in _NO_LM_HEAD:
+    if not cfg.get("tie_word_embeddings", True) and arch not in NO_LM_HEAD:
         feats.add("untied")
     if arch == "qwen2" or cfg.get("attention_bias"):  # Qwen2 always has q/k/v biases
         feats.add("qkv_bias")
     if cfg.get("attention_bias") and arch == "llama":
         feats.add("o_bias")
+    feats |= _family(arch).features(cfg, arch)
     if arch == "llama" and str(rope.get("rope_type", "")).lower() == "llama3":
         feats.add("rope_freqs")
     if arch == "phi3" and rope.get("long_factor"):
@@ -188,14 +219,17 @@ def _features(cfg: dict[str, Any], arch: str) -> set[str]:
 
 
 def _layer_is_moe(cfg: dict[str, Any], dims: dict[str, int], bid: int) -> bool:
-    if dims["expert"] <= 1:
+    if dims["expert"] <= 1 or bid < int(_first(cfg, _DENSE_LEAD_KEYS) or 0):
         return False
     # transformers Qwen3MoeDecoderLayer: dense where listed in mlp_only_layers or off the sparse step.
     step = int(cfg.get("decoder_sparse_step") or 1)
     return bid not in (cfg.get("mlp_only_layers") or []) and (bid + 1) % step == 0
 
 
-def _tensor_type(name: str, shape: tuple[int, ...], dtype: str) -> str:
+def _tensor_type(cfg: dict[str, Any], arch: str, name: str, shape: tuple[int, ...], dtype: str) -> str:
+    forced = _family(arch).tensor_type(cfg, name)
+    if forced is not None:
+        return forced
     if len(shape) <= 1 or _F32_ALWAYS.search(name):
         return "F32"
     if dtype == "Q8_0" and shape[0] % 32:  # converter: QuantError → F16 (32 = Q8_0 block)
@@ -203,27 +237,39 @@ def _tensor_type(name: str, shape: tuple[int, ...], dtype: str) -> str:
     return dtype
 
 
+def _kinds(cfg: dict[str, Any], arch: str) -> tuple[str, ...]:
+    """Per GGUF block: "attn", "recr" (a hybrid's recurrent block) or "mtp" (a draft head)."""
+    kinds = block_kinds(cfg, arch) + ("mtp",) * _family(arch).mtp_blocks(cfg, arch)
+    if len(kinds) > MAX_LAYERS:  # llama.cpp asserts LLAMA_MAX_LAYERS
+        raise bad("num_hidden_layers", len(kinds), f"with the draft head, more than {MAX_LAYERS} blocks")
+    return kinds
+
+
 def _tensors(cfg: dict[str, Any], arch: str, dtype: str) -> tuple[TensorInfo, ...]:
     dims = _dims(cfg, arch)
     feats = _features(cfg, arch)
-    glob, block = ARCH_TENSORS[arch]
+    glob, block = TABLES[arch]
+    family = _family(arch)
 
-    def make(spec: TensorSpec, active: set[str], bid: int = 0) -> TensorInfo | None:
+    def make(spec: TensorSpec, active: set[str], sizes: dict[str, int], bid: int = 0) -> TensorInfo | None:
         if spec.when and spec.when not in active:
             return None
-        shape = tuple(dims[d] for d in spec.shape)
+        shape = tuple(sizes[d] for d in spec.shape)
         name = spec.gguf.format(bid=bid)
-        return TensorInfo(name, shape, _tensor_type(name, shape, dtype))
+        return TensorInfo(name, shape, _tensor_type(cfg, arch, name, shape, dtype))
 
-    out = [make(s, feats) for s in glob]
-    # At most LLAMA_MAX_LAYERS (check_config), plus a hybrid's draft-head blocks.
-    for bid, kind in enumerate(block_kinds(cfg, arch)):
+    out = [make(s, feats, dims) for s in glob]
+    for bid, kind in enumerate(_kinds(cfg, arch)):
         moe = _layer_is_moe(cfg, dims, bid)
-        if not (dims["ff_exp"] if moe else dims["ff"]):  # a zero-wide FFN: no such model
-            raise missing("moe_intermediate_size" if moe else "intermediate_size", dims["ff"])
-        # A draft-head block is an attention block plus its own projection (hf_tensors._NEXTN).
-        active = feats | ({"moe"} if moe else {"dense"}) | ({kind, "attn"} if kind == "mtp" else {kind})
-        out.extend(make(s, active, bid) for s in block)
+        own, more = family.block(cfg, arch, dims, bid)  # this block's own widths (Gemma 4's differ)
+        sizes = {**dims, **own}
+        if not (sizes["ff_exp"] if moe else sizes["ff"]):  # a zero-wide FFN: no such model
+            raise missing("moe_intermediate_size" if moe else "intermediate_size", sizes["ff"])
+        # A draft-head block is an attention block plus its own projection (hf_tensors.NEXTN).
+        active = (
+            feats | more | ({"moe"} if moe else {"dense"}) | ({kind, "attn"} if kind == "mtp" else {kind})
+        )
+        out.extend(make(s, active, sizes, bid) for s in block)
     return tuple(t for t in out if t is not None)
 
 
@@ -231,16 +277,20 @@ def _metadata(cfg: dict[str, Any], arch: str, dtype: str) -> dict[str, Any]:
     dims = _dims(cfg, arch)
     rope, theta, local_theta = _rope(cfg)
     a = arch
-    meta: dict[str, Any] = {"general.architecture": arch, "general.file_type": FILE_TYPES[dtype]}
+    family, kinds, n_layer = _family(arch), _kinds(cfg, arch), _need(cfg, "num_hidden_layers")
+    file_type = family.file_type(cfg, dtype)
+    meta: dict[str, Any] = {"general.architecture": arch, "general.file_type": file_type or FILE_TYPES[dtype]}
     ctx = next((cfg[k] for k in CONTEXT_KEYS if cfg.get(k)), None)
     meta.update({
-        f"{a}.block_count": _need(cfg, "num_hidden_layers"),
+        f"{a}.block_count": len(kinds),  # a draft head's blocks count (conversion/qwen.py, glm.py)
         f"{a}.embedding_length": dims["embd"],
         f"{a}.feed_forward_length": dims["ff"],
         f"{a}.attention.head_count": dims["n_head"],
         f"{a}.attention.head_count_kv": dims["n_kv"],
         f"{a}.vocab_size": dims["vocab"],
     })  # fmt: skip
+    if len(kinds) > n_layer:
+        meta[f"{a}.nextn_predict_layers"] = len(kinds) - n_layer
     if ctx is not None:
         meta[f"{a}.context_length"] = int(ctx)
     if cfg.get("rms_norm_eps") is not None:
@@ -254,7 +304,7 @@ def _metadata(cfg: dict[str, Any], arch: str, dtype: str) -> dict[str, Any]:
     ):
         meta[f"{a}.attention.key_length"] = dims["hd"]
         meta[f"{a}.attention.value_length"] = dims["hd"]
-    if arch not in _NO_LM_HEAD and theta is not None:  # Gemma(2)Model.set_gguf_parameters: no rope keys
+    if arch not in NO_LM_HEAD and theta is not None:  # Gemma(2)Model.set_gguf_parameters: no rope keys
         meta[f"{a}.rope.freq_base"] = float(theta)
     if local_theta is not None and arch == "gemma3":
         meta[f"{a}.rope.freq_base_swa"] = float(local_theta)
@@ -265,14 +315,20 @@ def _metadata(cfg: dict[str, Any], arch: str, dtype: str) -> dict[str, Any]:
         meta.update({f"{a}.rope.scaling.type": "yarn", f"{a}.rope.scaling.factor": float(factor)})
         if rope.get("original_max_position_embeddings"):
             meta[f"{a}.rope.scaling.original_context_length"] = int(rope["original_max_position_embeddings"])
+        for key in ("beta_fast", "beta_slow"):  # conversion/base.py: rope.scaling.yarn_beta_*
+            if rope.get(key) is not None:
+                meta[f"{a}.rope.scaling.yarn_{key}"] = float(rope[key])
     elif rope_type in ("su", "longrope") and arch != "phi3":
         meta[f"{a}.rope.scaling.type"] = "longrope"
     if dims["expert"] > 1:
         meta[f"{a}.expert_count"] = dims["expert"]
-        meta[f"{a}.expert_used_count"] = int(cfg.get("num_experts_per_tok") or 0)
+        meta[f"{a}.expert_used_count"] = dims["used"]
         if cfg.get("moe_intermediate_size"):
             meta[f"{a}.expert_feed_forward_length"] = int(cfg["moe_intermediate_size"])
-    if arch == "llama":  # conversion/llama.py
+    for key, gguf_key in (("n_group", "expert_group_count"), ("topk_group", "expert_group_used_count")):
+        if cfg.get(key) is not None:  # conversion/base.py, any architecture
+            meta[f"{a}.{gguf_key}"] = int(cfg[key])
+    if arch in ("llama", "mistral3"):  # conversion/llama.py
         meta[f"{a}.rope.dimension_count"] = dims["rot"]
     elif arch == "phi3":  # conversion/phi.py
         meta[f"{a}.rope.dimension_count"] = dims["rot"]
@@ -292,7 +348,7 @@ def _metadata(cfg: dict[str, Any], arch: str, dtype: str) -> dict[str, Any]:
             meta[f"{a}.final_logit_softcapping"] = float(cfg["final_logit_softcapping"])
         if cfg.get("sliding_window_pattern") != 1:
             meta[f"{a}.attention.sliding_window"] = int(cfg.get("sliding_window") or 0)
-    meta.update(hybrid_metadata(cfg, arch, dims))
+    meta.update(family.metadata(cfg, arch, dims))
     return meta
 
 
@@ -305,38 +361,3 @@ def header_from_hf_config(config: dict[str, Any], *, dtype: str = "F16") -> GGUF
     cfg = text_config(config)
     check_config(cfg)
     return GGUFHeader(metadata=_metadata(cfg, arch, dtype), tensors=_tensors(cfg, arch, dtype))
-
-
-@cache
-def _name_patterns(arch: str) -> tuple[tuple[re.Pattern[str], str], ...]:
-    glob, block = ARCH_TENSORS[arch]
-    out = []
-    for spec in glob + block:
-        if spec.hf is None:
-            continue
-        pattern = re.escape(spec.hf).replace(r"\{bid\}", r"(?P<bid>\d+)").replace(r"\{xid\}", r"\d+")
-        out.append((re.compile(pattern + "$"), spec.gguf))
-    return tuple(out)
-
-
-# Multimodal checkpoints keep the language model under a prefix (older and newer transformers).
-_PREFIXES = (("language_model.model.", "model."), ("model.language_model.", "model."),
-             ("language_model.lm_head.", "lm_head."), ("model.text_model.", "model."))  # fmt: skip
-
-
-def gguf_tensor_name(hf_name: str, arch: str) -> str | None:
-    """The GGUF tensor a checkpoint tensor becomes (per-expert tensors map to their stacked tensor),
-    or None if the converter drops it or we do not know it. ``arch``: GGUF arch or HF model_type."""
-    arch = MODEL_TYPES.get(arch, arch)
-    if arch not in ARCH_TENSORS:
-        raise UnsupportedArchitectureError(f"Unknown architecture {arch!r}.")
-    for old, new in _PREFIXES:
-        if hf_name.startswith(old):
-            hf_name = new + hf_name[len(old) :]
-    if arch in _NO_LM_HEAD and hf_name.startswith("lm_head."):
-        return None
-    for pattern, gguf in _name_patterns(arch):
-        m = pattern.match(hf_name)
-        if m:
-            return gguf.format(bid=m.groupdict().get("bid", ""))
-    return None

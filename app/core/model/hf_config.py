@@ -68,6 +68,27 @@ WHOLE_KEYS: dict[str, tuple[int, int]] = {
     "mamba_d_state": (1, MAX_SSM_STATE),
     "mamba_d_conv": (1, MAX_CONV_KERNEL),
     "mamba_expand": (1, MAX_SSM_EXPAND),
+    # families with modules of their own (hf_gpt_oss, hf_gemma4, hf_glm, LFM2-MoE in hf_hybrid)
+    "expert_intermediate_size": (0, MAX_FF),
+    "n_routed_experts": (0, MAX_EXPERTS),
+    "n_shared_experts": (0, MAX_EXPERTS),
+    "top_k_experts": (0, MAX_EXPERTS),
+    "num_experts_per_token": (0, MAX_EXPERTS),
+    "first_k_dense_replace": (0, MAX_LAYERS),
+    "num_dense_layers": (0, MAX_LAYERS),
+    "num_nextn_predict_layers": (0, MAX_LAYERS),
+    "n_group": (0, MAX_EXPERTS),
+    "topk_group": (0, MAX_EXPERTS),
+    "global_head_dim": (1, MAX_HEAD_DIM),
+    "num_global_key_value_heads": (1, MAX_HEADS),
+    "num_kv_shared_layers": (0, MAX_LAYERS),
+    "hidden_size_per_layer_input": (0, MAX_WIDTH),
+    "vocab_size_per_layer_input": (0, MAX_VOCAB),
+    "q_lora_rank": (1, MAX_HEAD_DIM),
+    "kv_lora_rank": (1, MAX_HEAD_DIM),
+    "qk_nope_head_dim": (1, MAX_HEAD_DIM),
+    "qk_rope_head_dim": (1, MAX_HEAD_DIM),
+    "v_head_dim": (1, MAX_HEAD_DIM),
 }
 # The context length is the first of these that is set; only that one is read (and checked):
 # a config may carry e.g. a tokenizer's "model_max_length" of 1e30 that nothing uses.
@@ -87,8 +108,10 @@ REAL_KEYS: dict[str, tuple[float, float, bool]] = {
     "embedding_multiplier": (0.0, math.inf, False),
     "residual_multiplier": (0.0, math.inf, False),
     "logits_scaling": (0.0, math.inf, False),
+    "routed_scaling_factor": (0.0, math.inf, False),
 }
-FLAG_KEYS = ("tie_word_embeddings", "attention_bias", "block_auto_adjust_ff_dim")
+FLAG_KEYS = ("tie_word_embeddings", "attention_bias", "block_auto_adjust_ff_dim", "use_double_wide_mlp",
+             "attention_k_eq_v", "enable_moe_block", "use_qk_norm", "norm_topk_prob")  # fmt: skip
 SECTION_KEYS = ("rope_scaling", "rope_parameters")
 # Inside a rope section (``rope_scaling``, ``rope_parameters`` or its per-attention-type parts).
 ROPE_WHOLE = {"original_max_position_embeddings": (1, MAX_CTX)}

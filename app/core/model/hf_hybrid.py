@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.model.hf_config import bad, missing
+from app.core.model.hf_family import Family
 from app.core.model.sanity import MAX_LAYERS
 
 # HF model_type → GGUF architecture (the converter's @ModelBase.register classes above).
@@ -22,11 +23,12 @@ HYBRID_MODEL_TYPES: dict[str, str] = {
     "qwen3_5_moe": "qwen35moe",
     "qwen3_5_moe_text": "qwen35moe",
     "lfm2": "lfm2",
+    "lfm2_moe": "lfm2moe",  # Lfm2MoeForCausalLM (conversion/lfm2.py LFM2MoeModel)
     "granitemoehybrid": "granitehybrid",
 }
 
 # What transformers fills in when config.json leaves a key out. Source: transformers
-# src/transformers/models/{qwen3_5,lfm2,granitemoehybrid}/configuration_*.py.
+# src/transformers/models/{qwen3_5,lfm2,lfm2_moe,granitemoehybrid}/configuration_*.py.
 HYBRID_DEFAULTS: dict[str, dict[str, Any]] = {
     "qwen3_5_text": {"vocab_size": 248320, "num_attention_heads": 16, "num_key_value_heads": 4, "head_dim": 256,
                      "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
@@ -35,6 +37,9 @@ HYBRID_DEFAULTS: dict[str, dict[str, Any]] = {
     "lfm2": {"vocab_size": 65536, "num_key_value_heads": 8, "max_position_embeddings": 128000, "norm_eps": 1e-5,
              "tie_word_embeddings": True, "conv_L_cache": 3, "block_multiple_of": 256,
              "block_ffn_dim_multiplier": 1.0, "block_auto_adjust_ff_dim": True, "rope_theta": 1e6},
+    "lfm2_moe": {"vocab_size": 65536, "num_key_value_heads": 8, "max_position_embeddings": 128000, "norm_eps": 1e-5,
+                 "tie_word_embeddings": True, "conv_L_cache": 3, "num_dense_layers": 2, "num_experts": 32,
+                 "num_experts_per_tok": 4, "moe_intermediate_size": 1792, "rope_theta": 1e6},
     "granitemoehybrid": {"vocab_size": 32000, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
                          "tie_word_embeddings": False, "rope_theta": 10000.0, "num_local_experts": 8,
                          "num_experts_per_tok": 2, "shared_intermediate_size": 1024, "mamba_n_heads": 128,
@@ -48,6 +53,9 @@ HYBRID_DEFAULTS["qwen3_5_moe_text"] = {
 HYBRID_DEFAULTS["qwen3_5"] = HYBRID_DEFAULTS["qwen3_5_text"]
 HYBRID_DEFAULTS["qwen3_5_moe"] = HYBRID_DEFAULTS["qwen3_5_moe_text"]
 _QWEN35 = ("qwen35", "qwen35moe")  # the same blocks; the MoE one with routed and shared experts
+_LFM2 = ("lfm2", "lfm2moe")  # the same blocks; the MoE one with routed experts after the first few
+# LFM2MoeModel.set_gguf_parameters: a sigmoid router (gguf.ExpertGatingFuncType.SIGMOID).
+LFM2_MOE_GATING = 2
 
 # Qwen3.5 always uses interleaved M-RoPE; conversion/qwen.py _Qwen35MRopeMixin writes these sections
 # when rope_parameters has none.
@@ -89,7 +97,8 @@ def mtp_blocks(cfg: dict[str, Any], arch: str) -> int:
 
 
 def block_kinds(cfg: dict[str, Any], arch: str) -> tuple[str, ...]:
-    """Per GGUF block: "attn" (KV cache), "recr" (recurrent state) or "mtp" (draft head)."""
+    """Per GGUF block: "attn" (KV cache), "recr" (recurrent state) or "mtp" (Qwen3.5's draft head;
+    other families append theirs through Family.mtp_blocks)."""
     n_layer = _int(cfg, "num_hidden_layers")
     if arch in _QWEN35:
         if cfg.get("layer_types") is not None:
@@ -98,7 +107,7 @@ def block_kinds(cfg: dict[str, Any], arch: str) -> tuple[str, ...]:
             every = int(cfg.get("full_attention_interval") or QWEN35_FULL_ATTENTION_INTERVAL)
             kinds = ["attn" if (il + 1) % every == 0 else "recr" for il in range(n_layer)]
         return (*kinds, *(["mtp"] * mtp_blocks(cfg, arch)))
-    if arch == "lfm2":
+    if arch in _LFM2:
         if cfg.get("layer_types") is not None:
             return tuple(_layer_types(cfg, n_layer, _LFM2_KINDS))
         # Lfm2Config: full_attn_idxs lists the attention blocks (all of them when absent)
@@ -126,8 +135,9 @@ def lfm2_ff(cfg: dict[str, Any]) -> int:
     return ff
 
 
-def hybrid_dims(cfg: dict[str, Any], arch: str, embd: int) -> dict[str, int]:
-    """The dimensions of the recurrent blocks (named as in hf_tensors)."""
+def hybrid_dims(cfg: dict[str, Any], arch: str, dims: dict[str, int]) -> dict[str, int]:
+    """The dimensions of the recurrent blocks (named as in hf_tensors); ``dims``: hf_arch's common ones."""
+    embd = dims["embd"]
     if arch in _QWEN35:
         k_hd, v_hd = _int(cfg, "linear_key_head_dim"), _int(cfg, "linear_value_head_dim")
         n_k, n_v = _int(cfg, "linear_num_key_heads"), _int(cfg, "linear_num_value_heads")
@@ -138,6 +148,8 @@ def hybrid_dims(cfg: dict[str, Any], arch: str, embd: int) -> dict[str, int]:
                 "embd2": 2 * embd, "one": 1, "ff_shexp": int(cfg.get("shared_expert_intermediate_size") or 0)}  # fmt: skip
     if arch == "lfm2":
         return {"conv_kernel": _int(cfg, "conv_L_cache"), "embd3": 3 * embd, "ff": lfm2_ff(cfg)}
+    if arch == "lfm2moe":  # LFM2MoeModel writes intermediate_size as it is (no auto-adjusted width)
+        return {"conv_kernel": _int(cfg, "conv_L_cache"), "embd3": 3 * embd}
     if arch == "granitehybrid":
         inner = _int(cfg, "mamba_expand") * embd  # GraniteHybridModel: expand × hidden_size
         heads, groups, state = (
@@ -158,7 +170,6 @@ def hybrid_dims(cfg: dict[str, Any], arch: str, embd: int) -> dict[str, int]:
 def hybrid_metadata(cfg: dict[str, Any], arch: str, dims: dict[str, int]) -> dict[str, Any]:
     """The keys the converter adds (or overrides) for a hybrid; ``dims`` from hf_arch._dims."""
     a, kinds = arch, block_kinds(cfg, arch)
-    n_layer = _int(cfg, "num_hidden_layers")
     meta: dict[str, Any] = {}
     if arch in _QWEN35:
         rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
@@ -167,7 +178,6 @@ def hybrid_metadata(cfg: dict[str, Any], arch: str, dims: dict[str, int]) -> dic
         )
         sections = list(rope.get("mrope_section") or QWEN35_MROPE_SECTIONS)
         meta.update({
-            f"{a}.block_count": len(kinds),
             f"{a}.ssm.conv_kernel": dims["conv_kernel"],
             f"{a}.ssm.state_size": dims["ssm_state"],
             f"{a}.ssm.group_count": dims["ssm_groups"],
@@ -180,16 +190,19 @@ def hybrid_metadata(cfg: dict[str, Any], arch: str, dims: dict[str, int]) -> dic
         # Always: the converter reads the config through AutoConfig, whose Qwen3_5TextConfig derives
         # layer_types from the interval when the file has none.
         meta[f"{a}.attention.recurrent_layers"] = [k == "recr" for k in kinds]
-        if len(kinds) > n_layer:
-            meta[f"{a}.nextn_predict_layers"] = len(kinds) - n_layer
         if dims["ff_shexp"]:  # conversion/qwen.py Qwen2MoeModel
             meta[f"{a}.expert_shared_feed_forward_length"] = dims["ff_shexp"]
-    elif arch == "lfm2":
+    elif arch in _LFM2:
         meta.update({
             f"{a}.feed_forward_length": dims["ff"],
             f"{a}.attention.head_count_kv": [dims["n_kv"] if k == "attn" else 0 for k in kinds],
             f"{a}.shortconv.l_cache": dims["conv_kernel"],
         })  # fmt: skip
+        if arch == "lfm2moe":
+            meta.update({
+                f"{a}.leading_dense_block_count": _int(cfg, "num_dense_layers"),
+                f"{a}.expert_gating_func": LFM2_MOE_GATING,
+            })  # fmt: skip
         if cfg.get("norm_eps") is not None:
             meta[f"{a}.attention.layer_norm_rms_epsilon"] = float(cfg["norm_eps"])
     elif arch == "granitehybrid":
@@ -212,3 +225,8 @@ def hybrid_metadata(cfg: dict[str, Any], arch: str, dims: dict[str, int]) -> dic
             if cfg.get(key):
                 meta[f"{a}.{gguf_key}"] = float(cfg[key])
     return meta
+
+
+HYBRID = Family(
+    model_types=HYBRID_MODEL_TYPES, defaults=HYBRID_DEFAULTS, dims=hybrid_dims, metadata=hybrid_metadata
+)

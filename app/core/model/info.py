@@ -15,6 +15,7 @@ from typing import Any
 from app.core.errors import CorruptModelError, UnsupportedArchitectureError
 from app.core.model import sanity
 from app.core.model.gguf_header import ArrayLength, GGUFHeader, TensorInfo
+from app.core.model.recurrent_layers import RecurrentShape, recurrence, recurrent_shape
 
 # Architectures whose sliding-window layers follow a fixed pattern unless the file says otherwise:
 # the second argument of `load_swa_pattern(ml, n, dense_first)` in llama.cpp src/models/<arch>.cpp.
@@ -33,27 +34,6 @@ SWA_PATTERNS: dict[str, tuple[int, bool]] = {
 # Gemma 2 files may omit the window: llama.cpp src/models/gemma2.cpp defaults it to 4096.
 DEFAULT_SWA = {"gemma2": 4096}
 
-# Which layers keep a recurrent state instead of a KV cache, per architecture, as load_hparams marks
-# them (src/models/<arch>.cpp) and llama_model::create_memory filters them (src/llama-model.cpp):
-# "every": all of them (llm_arch_is_recurrent); "every+kv": all, and all attend too (Falcon-H1 runs
-# both side by side); "no_kv": those whose head_count_kv is 0; "no_kv_no_ff": those with neither KV
-# heads nor an FFN (Nemotron-H: attention layers have no FFN either); "listed": the
-# attention.recurrent_layers flags, else all but every full_attention_interval-th layer.
-RECURRENT_RULES: dict[str, str] = {
-    "mamba": "every", "mamba2": "every", "falcon-h1": "every+kv",
-    "jamba": "no_kv", "granitehybrid": "no_kv", "lfm2": "no_kv", "lfm2moe": "no_kv",
-    "nemotron_h": "no_kv_no_ff", "nemotron_h_moe": "no_kv_no_ff",
-    "qwen3next": "listed", "qwen35": "listed", "qwen35moe": "listed",
-}  # fmt: skip
-FULL_ATTENTION_INTERVAL = 4  # llama.cpp src/models/qwen35.cpp (and qwen3next, qwen35moe) when absent
-# What the recurrent layers compute (their graphs: src/models/{lfm2,mamba-base,delta-net-base}.cpp);
-# every other architecture above runs Mamba-2. Mamba-1 and Jamba have no groups (their
-# load_hparams does not read ssm.group_count).
-RECURRENT_KINDS: dict[str, str] = {
-    "lfm2": "shortconv", "lfm2moe": "shortconv", "mamba": "mamba", "jamba": "mamba",
-    "qwen3next": "gated_delta_net", "qwen35": "gated_delta_net", "qwen35moe": "gated_delta_net",
-}  # fmt: skip
-
 # general.file_type values (llama.h `llama_ftype`) → the names users see in file names.
 FILE_TYPES: dict[int, str] = {
     0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
@@ -64,31 +44,14 @@ FILE_TYPES: dict[int, str] = {
     38: "MXFP4_MOE",
 }  # fmt: skip
 
+# The last attention.shared_kv_layers layers reuse earlier layers' KV cache and keep none of their
+# own (llama_hparams::n_layer_kv_from_start, src/models/gemma4.cpp; has_kv in llama-hparams.cpp).
+KV_SHARING_ARCHS = frozenset({"gemma4"})
+# Multi-head latent attention: with both keys set llama.cpp caches only K, the compressed latent
+# (llama_hparams::is_mla; llama-kv-cache.cpp: has_v = !is_mla), as DeepSeek-V2/V3 and GLM-4.7-Flash.
+_MLA_KEYS = ("attention.key_length_mla", "attention.value_length_mla")
+
 _BLK = re.compile(r"^blk\.(\d+)\.")
-
-
-@dataclass(frozen=True)
-class RecurrentShape:
-    """What each recurrent layer keeps per sequence and computes with (llama_hparams' ssm_* keys,
-    or n_shortconv_l_cache for a short convolution)."""
-
-    kind: str  # "shortconv" (LFM2) | "mamba" (Mamba-1, Jamba) | "mamba2" | "gated_delta_net" (Qwen3.5)
-    conv_kernel: int  # d_conv, or the short convolution's l_cache
-    conv_channels: int  # what the convolution runs over: n_embd, or d_inner + 2·groups·d_state
-    inner: int = 0  # d_inner: the SSM's width, or the delta net's value width
-    state: int = 0  # d_state, or the delta net's key head width
-    groups: int = 0
-    heads: int = 0  # time_step_rank: SSM heads, or the delta net's value heads
-
-    @property
-    def conv_state_elements(self) -> int:
-        """llama_hparams::n_embd_r: the convolution's last d_conv - 1 inputs (src/llama-hparams.cpp)."""
-        return max(self.conv_kernel - 1, 0) * self.conv_channels
-
-    @property
-    def ssm_state_elements(self) -> int:
-        """llama_hparams::n_embd_s: the SSM (or delta-rule) state matrix."""
-        return self.state * self.inner
 
 
 @dataclass(frozen=True)
@@ -103,8 +66,8 @@ class ModelInfo:
     n_embd: int
     n_head: tuple[int, ...]  # per layer
     n_head_kv: tuple[int, ...]  # per layer; 0 = the layer keeps no KV cache
-    head_dim_k: int
-    head_dim_v: int
+    head_dim_k: int  # a full-attention layer's key head width (n_embd_head_k)
+    head_dim_v: int  # its cached value head width; 0 with MLA, which caches no V (see _MLA_KEYS)
     n_ff: int  # the largest dense FFN width (0 for pure-MoE layers)
     n_vocab: int
     n_ctx_train: int
@@ -129,6 +92,10 @@ class ModelInfo:
     # Draft-head (multi-token prediction) blocks at the end, counted in n_layer: llama.cpp gives them
     # no cache and loads their weights only for a draft context (nextn_predict_layers, TENSOR_SKIP).
     n_layer_mtp: int = 0
+    # Sliding-window layers' head widths where they differ from the full layers' (Gemma 4:
+    # attention.key_length_swa, read for every architecture by llama_model::load_hparams); None = the same.
+    head_dim_k_swa: int | None = None
+    head_dim_v_swa: int | None = None
 
     @property
     def n_params(self) -> int:
@@ -153,6 +120,14 @@ class ModelInfo:
 
     def is_recurrent(self, il: int) -> bool:
         return il < len(self.recurrent_layers) and self.recurrent_layers[il]
+
+    def kv_widths(self, il: int) -> tuple[int, int]:
+        """(K, V) elements per cell that layer ``il`` caches: llama_hparams::n_embd_k_gqa(il) and
+        n_embd_v_gqa(il), 0 for a layer without a KV cache of its own."""
+        n_kv, swa = self.n_head_kv[il], self.swa_layers[il]
+        hd_k = self.head_dim_k_swa if swa and self.head_dim_k_swa is not None else self.head_dim_k
+        hd_v = self.head_dim_v_swa if swa and self.head_dim_v_swa is not None else self.head_dim_v
+        return n_kv * hd_k, n_kv * hd_v
 
     @property
     def conv_state_elements(self) -> int:
@@ -189,76 +164,11 @@ def _swa_layers(header: GGUFHeader, arch: str, n_layer: int, n_swa: int) -> tupl
     return tuple(n_pattern == 0 or il % n_pattern < n_pattern - 1 for il in range(n_layer))
 
 
-def _flags(header: GGUFHeader, key: str, n_layer: int) -> tuple[bool, ...] | None:
-    """A per-layer array of booleans (get_key_or_arr: exactly one per layer), or None if absent."""
-    value = header.arch_key(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or len(value) != n_layer or not all(isinstance(v, bool) for v in value):
-        raise sanity.bad_value(f"{header.architecture}.{key}", f"is not {n_layer} true/false flags")
-    return tuple(value)
-
-
-def _required(header: GGUFHeader, key: str, lo: int, hi: int) -> int:
-    if header.arch_key(key) is None:
-        raise sanity.bad_value(f"{header.architecture}.{key}", "is missing, which this architecture needs")
-    return _arch_int(header, key, 0, lo, hi)
-
-
-def _recurrent_shape(header: GGUFHeader, n_embd: int) -> RecurrentShape:
-    """The recurrent layers' shape from the keys their load_hparams requires (get_key, no default)."""
-    arch = header.architecture
-    kind = RECURRENT_KINDS.get(arch, "mamba2")
-    if kind == "shortconv":
-        return RecurrentShape(kind, _required(header, "shortconv.l_cache", 1, sanity.MAX_CONV_KERNEL), n_embd)
-    d_conv = _required(header, "ssm.conv_kernel", 0, sanity.MAX_CONV_KERNEL)
-    inner = _required(header, "ssm.inner_size", 0, sanity.MAX_FF)
-    state = _required(header, "ssm.state_size", 0, sanity.MAX_SSM_STATE)
-    heads = _required(header, "ssm.time_step_rank", 0, sanity.MAX_WIDTH)
-    groups = 0 if kind == "mamba" else _required(header, "ssm.group_count", 0, sanity.MAX_HEADS)
-    return RecurrentShape(kind, d_conv, inner + 2 * groups * state, inner, state, groups, heads)
-
-
-def _recurrence(
-    header: GGUFHeader, n_layer: int, n_mtp: int, heads_kv: tuple[int, ...], ffs: tuple[int, ...]
-) -> tuple[tuple[bool, ...], tuple[int, ...]]:
-    """(recurrent layers, KV heads where a layer keeps a KV cache, else 0), as llama.cpp's
-    create_memory filters them; draft-head blocks (il >= trunk) get neither in the main context."""
-    trunk, rule, layers = n_layer - n_mtp, RECURRENT_RULES.get(header.architecture), range(n_layer)
-    if rule is None:
-        return (), tuple(n if il < trunk else 0 for il, n in enumerate(heads_kv))
-    if rule == "listed":
-        flags = _flags(header, "attention.recurrent_layers", n_layer)
-        if flags is None:
-            every = _arch_int(
-                header, "full_attention_interval", FULL_ATTENTION_INTERVAL, 1, sanity.MAX_LAYERS
-            )
-            flags = tuple((il + 1) % every != 0 for il in layers)
-    else:  # "every", "every+kv", "no_kv", "no_kv_no_ff"
-        flags = tuple(rule.startswith("every") or (heads_kv[il] == 0 and (rule == "no_kv" or ffs[il] == 0))
-                      for il in layers)  # fmt: skip
-    recr = tuple(il < trunk and flags[il] for il in layers)
-    attends = {
-        "every": [False] * n_layer,
-        "every+kv": [True] * n_layer,
-        "no_kv": [not r for r in recr],  # create_memory's default filter: !is_recr(il)
-        "no_kv_no_ff": [not recr[il] and ffs[il] == 0 for il in layers],
-        "listed": [il < trunk and not recr[il] for il in layers],
-    }[rule]
-    return recr, tuple(n if a else 0 for n, a in zip(heads_kv, attends, strict=True))
-
-
 def _file_type(header: GGUFHeader) -> str | None:
     ft = header.metadata.get("general.file_type")
     if isinstance(ft, int):
         return FILE_TYPES.get(ft & ~1024, f"type {ft}")  # 1024 = LLAMA_FTYPE_GUESSED
     return None
-
-
-def _arch_int(header: GGUFHeader, key: str, default: int, lo: int, hi: int) -> int:
-    """``{arch}.{key}`` as a bounded int; absent (or None, from a config) is ``default``."""
-    value = header.arch_key(key)
-    return default if value is None else sanity.whole(value, f"{header.architecture}.{key}", lo, hi)
 
 
 def _arch_layers(header: GGUFHeader, key: str, default: Any, n_layer: int, hi: int) -> tuple[int, ...]:
@@ -276,7 +186,7 @@ def _n_tokens(header: GGUFHeader) -> int | None:
 
 def _n_vocab(header: GGUFHeader) -> int:
     if header.arch_key("vocab_size") is not None:
-        return _arch_int(header, "vocab_size", 0, 1, sanity.MAX_VOCAB)
+        return sanity.arch_int(header, "vocab_size", 0, 1, sanity.MAX_VOCAB)
     n = _n_tokens(header)
     if n is None:
         embd = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
@@ -323,8 +233,8 @@ def model_info_from_header(
             f"({arch}.block_count / {arch}.embedding_length).",
             hint="Only text-generation models are supported.",
         )
-    n_layer = _arch_int(header, "block_count", 0, 1, sanity.MAX_LAYERS)
-    n_embd = _arch_int(header, "embedding_length", 0, 1, sanity.MAX_WIDTH)
+    n_layer = sanity.arch_int(header, "block_count", 0, 1, sanity.MAX_LAYERS)
+    n_embd = sanity.arch_int(header, "embedding_length", 0, 1, sanity.MAX_WIDTH)
     heads = _arch_layers(header, "attention.head_count", 0, n_layer, sanity.MAX_HEADS)
     max_heads = max(heads)
     if not max_heads and any(".attn_q" in t.name for t in header.tensors):  # SSMs have no heads
@@ -339,26 +249,33 @@ def model_info_from_header(
                 f"{arch}.attention.head_count_kv",
                 f"is {n_kv} in layer {il}, which does not divide its {n_head} heads",
             )
-    n_mtp = _arch_int(header, "nextn_predict_layers", 0, 0, n_layer)
+    n_mtp = sanity.arch_int(header, "nextn_predict_layers", 0, 0, n_layer)
     ffs = _arch_layers(header, "feed_forward_length", 0, n_layer, sanity.MAX_FF)
-    recurrent, heads_kv = _recurrence(header, n_layer, n_mtp, heads_kv, ffs)
-    shape = _recurrent_shape(header, n_embd) if any(recurrent) else None
+    recurrent, heads_kv = recurrence(header, n_layer, n_mtp, heads_kv, ffs)
+    if arch in KV_SHARING_ARCHS:
+        shared = sanity.arch_int(header, "attention.shared_kv_layers", 0, 0, n_layer)
+        heads_kv = tuple(0 if il >= n_layer - shared else n for il, n in enumerate(heads_kv))
+    shape = recurrent_shape(header, n_embd) if any(recurrent) else None
     default_hd = n_embd // max_heads if max_heads else 0
-    head_dim_k = _arch_int(header, "attention.key_length", default_hd, 0, sanity.MAX_HEAD_DIM)
-    head_dim_v = _arch_int(header, "attention.value_length", default_hd, 0, sanity.MAX_HEAD_DIM)
+    head_dim_k = sanity.arch_int(header, "attention.key_length", default_hd, 0, sanity.MAX_HEAD_DIM)
+    head_dim_v = sanity.arch_int(header, "attention.value_length", default_hd, 0, sanity.MAX_HEAD_DIM)
     if max_heads and not (head_dim_k and head_dim_v):
         raise sanity.bad_value(f"{arch}.attention.key_length", "leaves the attention heads 0 wide")
+    swa_k = sanity.arch_int(header, "attention.key_length_swa", head_dim_k, 1, sanity.MAX_HEAD_DIM)
+    swa_v = sanity.arch_int(header, "attention.value_length_swa", head_dim_v, 1, sanity.MAX_HEAD_DIM)
+    if all(sanity.arch_int(header, key, 0, 0, sanity.MAX_HEAD_DIM) for key in _MLA_KEYS):
+        head_dim_v = swa_v = 0  # the V cache is not allocated
     n_ff = max(ffs)
     n_vocab = _n_vocab(header)
     _check_tensors(header, n_layer, n_embd, n_vocab)
 
-    n_swa = _arch_int(header, "attention.sliding_window", DEFAULT_SWA.get(arch, 0), 0, sanity.MAX_CTX)
+    n_swa = sanity.arch_int(header, "attention.sliding_window", DEFAULT_SWA.get(arch, 0), 0, sanity.MAX_CTX)
     if isinstance(header.arch_key("attention.sliding_window_pattern"), int):
-        _arch_int(header, "attention.sliding_window_pattern", 0, 0, sanity.MAX_LAYERS)
+        sanity.arch_int(header, "attention.sliding_window_pattern", 0, 0, sanity.MAX_LAYERS)
     swa = _swa_layers(header, arch, n_layer, n_swa)
     if not any(swa):
         n_swa = 0
-    n_expert = _arch_int(header, "expert_count", 0, 0, sanity.MAX_EXPERTS)
+    n_expert = sanity.arch_int(header, "expert_count", 0, 0, sanity.MAX_EXPERTS)
     # llama.cpp load_hparams: 0 < n_expert_used <= n_expert with experts, none without.
     n_expert_used = max(_arch_layers(header, "expert_used_count", 0, n_layer, n_expert))
     if n_expert and not n_expert_used:
@@ -377,12 +294,12 @@ def model_info_from_header(
         head_dim_v=head_dim_v,
         n_ff=n_ff,
         n_vocab=n_vocab,
-        n_ctx_train=_arch_int(header, "context_length", 0, 0, sanity.MAX_CTX),
+        n_ctx_train=sanity.arch_int(header, "context_length", 0, 0, sanity.MAX_CTX),
         sliding_window=n_swa,
         swa_layers=swa,
         n_expert=n_expert,
         n_expert_used=n_expert_used,
-        n_ff_expert=_arch_int(header, "expert_feed_forward_length", 0, 0, sanity.MAX_FF),
+        n_ff_expert=sanity.arch_int(header, "expert_feed_forward_length", 0, 0, sanity.MAX_FF),
         tied_embeddings="output.weight" not in {t.name for t in header.tensors},
         file_type=_file_type(header),
         tensors=header.tensors,
@@ -391,4 +308,6 @@ def model_info_from_header(
         recurrent_layers=recurrent,
         recurrent=shape,
         n_layer_mtp=n_mtp,
+        head_dim_k_swa=swa_k if swa_k != head_dim_k else None,
+        head_dim_v_swa=swa_v if swa_v != head_dim_v else None,
     )

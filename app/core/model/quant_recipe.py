@@ -38,6 +38,9 @@ FTYPE_DEFAULT: dict[str, str] = {
     "BF16": "BF16",
     "F32": "F32",
 }
+# File types quantized_types also reproduces that are not on the advisor's ladder. MXFP4_MOE is what
+# gpt-oss ships in: experts MXFP4, everything else Q8_0 (llama_tensor_get_type_impl).
+OTHER_FTYPES: dict[str, str] = {"MXFP4_MOE": "MXFP4"}
 # The ladder the advisor offers by default (issue: "Q2_K … Q8_0, F16").
 LADDER: tuple[str, ...] = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M",
                            "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "F16")  # fmt: skip
@@ -92,8 +95,13 @@ def _category(name: str) -> str:
     return "other"
 
 
+def n_dims(shape: tuple[int, ...]) -> int:
+    """ggml_n_dims: dimensions up to the last one longer than 1 (a (n, 1) tensor is a vector)."""
+    return max((i + 1 for i, n in enumerate(shape) if n != 1), default=1)
+
+
 def allows_quantization(t: TensorInfo) -> bool:
-    if len(t.shape) < 2 or not t.name.endswith("weight"):
+    if n_dims(t.shape) < 2 or not t.name.endswith("weight"):
         return False
     if t.name in ("position_embd.weight", "token_types.weight"):
         return False
@@ -136,9 +144,11 @@ def _mix_type(hp: _Hparams, qs: _Counters, t: TensorInfo, ftype: str, new: str, 
 
     if cat == "output" or (tied and cat == "token_embd"):
         nx = t.shape[0]
-        if hp.arch == "falcon" or nx % ggml_types.block_size(new) != 0:
+        if ftype == "MXFP4_MOE" or hp.arch == "falcon" or nx % ggml_types.block_size(new) != 0:
             return "Q8_0"
         return "Q6_K" if new != "Q8_0" else new
+    if ftype == "MXFP4_MOE":  # stacked experts (a third dimension) MXFP4, the rest Q8_0
+        return "MXFP4" if len(t.shape) > 2 and t.shape[2] > 1 else "Q8_0"
     if cat == "token_embd":
         return new
     if cat in ("attn_v", "attn_qkv", "attn_kv_b"):
@@ -213,9 +223,10 @@ def _sort_key(t: TensorInfo) -> tuple[int, str]:
 
 def quantized_types(model: ModelInfo, ftype: str) -> dict[str, str]:
     """Tensor name → ggml type in a ``ftype`` file made from this model's full-precision weights."""
-    if ftype not in FTYPE_DEFAULT:
-        raise ValueError(f"unknown quantization {ftype!r}; choose one of {', '.join(FTYPE_DEFAULT)}")
-    default = FTYPE_DEFAULT[ftype]
+    defaults = {**FTYPE_DEFAULT, **OTHER_FTYPES}
+    if ftype not in defaults:
+        raise ValueError(f"unknown quantization {ftype!r}; choose one of {', '.join(defaults)}")
+    default = defaults[ftype]
     tensors = sorted(model.tensors, key=_sort_key)
     tied = not any(_category(t.name) == "output" for t in tensors)
     n_wv = sum(_category(t.name) in ("attn_v", "attn_qkv", "attn_kv_b") for t in tensors)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.errors import CorruptModelError
-from app.core.model.gguf_header import ArrayLength
+from app.core.model.gguf_header import ArrayLength, GGUFHeader
 
 MAX_LAYERS = 512  # LLAMA_MAX_LAYERS, llama.cpp src/llama-hparams.h: load_hparams asserts it
 MAX_EXPERTS = 1024  # LLAMA_MAX_EXPERTS, same file
@@ -60,3 +60,9 @@ def per_layer(value: Any, n_layer: int, key: str, lo: int, hi: int) -> tuple[int
     if isinstance(value, ArrayLength):
         raise bad_value(key, f"is {_shown(value)}, too long to be one per layer")
     return (whole(value, key, lo, hi),) * n_layer
+
+
+def arch_int(header: GGUFHeader, key: str, default: int, lo: int, hi: int) -> int:
+    """``{arch}.{key}`` as a bounded int; absent (or None, from a config) is ``default``."""
+    value = header.arch_key(key)
+    return default if value is None else whole(value, f"{header.architecture}.{key}", lo, hi)

@@ -16,8 +16,9 @@ from app.core.model.catalog import (
     load_catalog,
     suggest,
 )
+from app.core.model.gguf_header import TensorInfo
 from app.core.model.hf_arch import header_from_hf_config
-from app.core.model.info import model_info_from_header
+from app.core.model.info import layer_of, model_info_from_header
 
 # The models the catalog promises (the brief's list).
 EXPECTED_IDS = {
@@ -27,9 +28,24 @@ EXPECTED_IDS = {
     "gemma-2-2b-it", "gemma-2-9b-it", "gemma-3-270m-it", "gemma-3-1b-it", "gemma-3-4b-it", "gemma-3-12b-it",
     "mistral-7b-instruct-v0.3", "mistral-nemo-instruct-2407", "phi-3-mini-4k-instruct",
     "phi-3.5-mini-instruct", "phi-4", "smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct",
+    # issue 16, part 4: the models people run now
+    "qwen3.5-4b", "qwen3.5-9b", "qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3.5-122b-a10b", "qwen3.6-27b",
+    "qwen3.6-35b-a3b", "gpt-oss-20b", "gpt-oss-120b", "gemma-4-e2b-it", "gemma-4-e4b-it", "gemma-4-26b-a4b-it",
+    "gemma-4-31b-it", "lfm2-350m", "lfm2-700m", "lfm2-1.2b", "lfm2-8b-a1b", "glm-4.5-air", "glm-4.7-flash",
+    "mistral-small-3.2-24b-instruct-2506",
 }  # fmt: skip
 ENTRIES = load_catalog()
-_EXPERT = re.compile(r"\.ffn_(gate|up|down)_exps\.weight$")
+# Routed experts, stacked: gate and up apart, or fused (Gemma 4).
+_EXPERT = re.compile(r"\.ffn_(gate|up|gate_up|down)_exps\.weight$")
+
+
+def _trunk(entry: CatalogEntry) -> tuple[TensorInfo, ...]:
+    """The tensors a model card counts: all but a draft head's (multi-token prediction) blocks, which
+    cards leave out and llama.cpp does not load unless asked for speculative decoding."""
+    header = header_from_hf_config(entry.config)
+    info = model_info_from_header(header, source=entry.id, source_kind="catalog")
+    first_mtp = info.n_layer - info.n_layer_mtp
+    return tuple(t for t in header.tensors if (layer_of(t.name) or 0) < first_mtp)
 
 
 def test_catalog_ships_as_package_data() -> None:
@@ -56,7 +72,7 @@ def test_entry_fields_are_well_formed(entry: CatalogEntry) -> None:
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
 def test_config_produces_the_stated_parameter_count(entry: CatalogEntry) -> None:
     header = header_from_hf_config(entry.config)
-    n_params = sum(t.n_elements for t in header.tensors)
+    n_params = sum(t.n_elements for t in _trunk(entry))
     assert n_params == pytest.approx(entry.params_b * 1e9, rel=0.03)
     info = model_info_from_header(header, source=entry.id, source_kind="catalog", name=entry.name)
     assert info.n_layer > 0 and info.n_vocab > 0 and info.n_ctx_train > 0
@@ -64,18 +80,25 @@ def test_config_produces_the_stated_parameter_count(entry: CatalogEntry) -> None
 
 @pytest.mark.parametrize("entry", [e for e in ENTRIES if e.is_moe], ids=lambda e: e.id)
 def test_moe_active_parameters_follow_from_the_tensor_table(entry: CatalogEntry) -> None:
+    """Every parameter a token meets, the input embedding included (as Qwen's and Google's cards
+    count; OpenAI's and Z.ai's leave it out, see the entries' notes): everything but the routed
+    experts (shared experts and dense-first layers always run), plus their used share."""
     header = header_from_hf_config(entry.config)
     arch = header.architecture
     used = header.metadata[f"{arch}.expert_used_count"] / header.metadata[f"{arch}.expert_count"]
-    experts = sum(t.n_elements for t in header.tensors if _EXPERT.search(t.name))
-    rest = sum(t.n_elements for t in header.tensors if not _EXPERT.search(t.name))
+    trunk = _trunk(entry)
+    experts = sum(t.n_elements for t in trunk if _EXPERT.search(t.name))
+    rest = sum(t.n_elements for t in trunk if not _EXPERT.search(t.name))
     assert entry.active_params_b is not None
     assert rest + experts * used == pytest.approx(entry.active_params_b * 1e9, rel=0.03)
     assert entry.active_params_b < entry.params_b
 
 
-def test_dense_entries_have_no_active_count() -> None:
-    assert all(e.active_params_b is None for e in ENTRIES if "a3b" not in e.id)
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.id)
+def test_exactly_the_moe_entries_have_an_active_count(entry: CatalogEntry) -> None:
+    header = header_from_hf_config(entry.config)
+    experts = header.metadata.get(f"{header.architecture}.expert_count") or 0
+    assert entry.is_moe == (experts > 1)
 
 
 @pytest.mark.parametrize("query", ["qwen3-8b", "QWEN3-8B", "Qwen3 8B", "qwen/qwen3-8b", " Qwen/Qwen3-8B "])

@@ -9,7 +9,8 @@ import pytest
 
 from app.core.errors import UnsupportedArchitectureError
 from app.core.model.gguf_header import GGUFHeader, read_gguf_file
-from app.core.model.hf_arch import gguf_tensor_name, header_from_hf_config, supported_model_types
+from app.core.model.hf_arch import header_from_hf_config, supported_model_types
+from app.core.model.hf_names import gguf_tensor_name
 from app.core.model.info import model_info_from_header
 
 # HuggingFaceTB/SmolLM2-135M-Instruct config.json (the structural keys, real values).
@@ -332,9 +333,9 @@ def test_gguf_tensor_name(hf_name: str, arch: str, expected: str | None) -> None
 
 def test_gguf_tensor_name_covers_every_checkpoint_tensor_of_the_table() -> None:
     """Every GGUF tensor except the generated ones has a checkpoint name that maps back to it."""
-    from app.core.model.hf_tensors import ARCH_TENSORS
+    from app.core.model.hf_arch import TABLES
 
-    for arch, (glob, block) in ARCH_TENSORS.items():
+    for arch, (glob, block) in TABLES.items():
         for spec in glob + block:
             if spec.hf is not None:
                 hf = spec.hf.format(bid=5, xid=17)

@@ -9,7 +9,8 @@ import pytest
 
 from app.core.errors import CorruptModelError, UnsupportedArchitectureError
 from app.core.model.gguf_header import GGUFHeader
-from app.core.model.hf_arch import gguf_tensor_name, header_from_hf_config
+from app.core.model.hf_arch import header_from_hf_config
+from app.core.model.hf_names import gguf_tensor_name
 from tests.hybrid_models import (
     GRANITE_4_H_350M,
     LFM2_350M,

@@ -120,3 +120,96 @@ def test_recipe_matches_llama_cpp_quantizer(name: str, f16_models: dict[str, Pat
             real.file_size_bytes - real.data_offset_bytes
         )
         out.unlink()
+
+
+# --- the families added in issue 16, part 4 ----------------------------------------------------
+# Tiny models with their structure (per-block widths, fused or 3-D attention tensors, scales and
+# biases that are not weights, draft-head blocks), against llama.cpp's quantizer for a few mixes,
+# MXFP4_MOE included (what gpt-oss ships in).
+FAMILY_MODELS = {
+    "gpt-oss": {"model_type": "gpt_oss", "hidden_size": 512, "intermediate_size": 512, "num_hidden_layers": 8,
+                "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64, "num_local_experts": 8,
+                "num_experts_per_tok": 2, "vocab_size": 2048, "max_position_embeddings": 4096,
+                "sliding_window": 128},
+    "gemma4-ple": {"model_type": "gemma4_text", "hidden_size": 512, "intermediate_size": 1024,
+                   "num_hidden_layers": 12, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 128,
+                   "global_head_dim": 256, "hidden_size_per_layer_input": 64, "vocab_size": 2048,
+                   "vocab_size_per_layer_input": 2048, "num_kv_shared_layers": 6, "use_double_wide_mlp": True,
+                   "sliding_window": 512, "max_position_embeddings": 4096},
+    "gemma4-moe": {"model_type": "gemma4_text", "hidden_size": 512, "intermediate_size": 768,
+                   "num_hidden_layers": 12, "num_attention_heads": 8, "num_key_value_heads": 4,
+                   "num_global_key_value_heads": 2, "attention_k_eq_v": True, "head_dim": 128,
+                   "global_head_dim": 256, "hidden_size_per_layer_input": 0, "enable_moe_block": True,
+                   "num_experts": 8, "top_k_experts": 2, "moe_intermediate_size": 256, "vocab_size": 2048,
+                   "sliding_window": 512, "max_position_embeddings": 4096},
+    "glm4moe": {"model_type": "glm4_moe", "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 8,
+                "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64, "attention_bias": True,
+                "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 256,
+                "n_shared_experts": 1, "first_k_dense_replace": 1, "num_nextn_predict_layers": 1,
+                "vocab_size": 2048, "max_position_embeddings": 4096},
+    "glm47-mla": {"model_type": "glm4_moe_lite", "hidden_size": 512, "intermediate_size": 1024,
+                  "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 8, "q_lora_rank": 256,
+                  "kv_lora_rank": 128, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 64,
+                  "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 256,
+                  "n_shared_experts": 1, "first_k_dense_replace": 1, "num_nextn_predict_layers": 1,
+                  "vocab_size": 2048, "max_position_embeddings": 4096},
+    "lfm2moe": {"model_type": "lfm2_moe", "hidden_size": 512, "intermediate_size": 1024,
+                "moe_intermediate_size": 256, "num_hidden_layers": 8, "num_attention_heads": 8,
+                "num_key_value_heads": 2, "num_dense_layers": 2, "num_experts": 8, "num_experts_per_tok": 2,
+                "vocab_size": 2048, "max_position_embeddings": 4096,
+                "layer_types": ["conv", "conv", "full_attention", "conv", "conv", "full_attention", "conv",
+                                "full_attention"]},
+    "mistral3": {"model_type": "mistral3", "text_config": {
+        "model_type": "mistral", "hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8,
+        "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128, "vocab_size": 2048,
+        "max_position_embeddings": 4096}},
+}  # fmt: skip
+FAMILY_FTYPES = ["Q4_K_M", "MXFP4_MOE"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAMILY_MODELS))
+def test_recipe_matches_llama_cpp_quantizer_for_new_families(name: str, tmp_path: Path) -> None:
+    from tests.synthetic import quantize_gguf, write_synthetic_gguf
+
+    f16 = write_synthetic_gguf(FAMILY_MODELS[name], tmp_path / f"{name}-F16.gguf")
+    source = _info(f16)
+    for ftype in FAMILY_FTYPES:
+        real = read_gguf_file(quantize_gguf(f16, tmp_path / f"{name}-{ftype}.gguf", ftype))
+        actual = {t.name: t.type_name for t in real.tensors}
+        predicted = quant_recipe.quantized_types(source, ftype)
+        wrong = {n: (predicted[n], actual[n]) for n in actual if predicted[n] != actual[n]}
+        assert not wrong, f"{name} {ftype}: (predicted, llama.cpp) {wrong}"
+        assert quant_recipe.file_bytes(quant_recipe.quantized_tensors(source, ftype)) == (
+            real.file_size_bytes - real.data_offset_bytes
+        )
+
+
+def test_mxfp4_moe_puts_stacked_experts_in_mxfp4_and_the_rest_in_q8_0() -> None:
+    from app.core.model.hf_arch import header_from_hf_config
+
+    model = model_info_from_header(
+        header_from_hf_config(FAMILY_MODELS["gpt-oss"]), source="gpt-oss", source_kind="hf_dir"
+    )
+    types = quant_recipe.quantized_types(model, "MXFP4_MOE")
+    assert types["blk.0.ffn_down_exps.weight"] == "MXFP4" and types["blk.0.attn_q.weight"] == "Q8_0"
+    assert types["output.weight"] == types["token_embd.weight"] == "Q8_0"
+    assert types["blk.0.attn_sinks.weight"] == types["blk.0.ffn_gate_inp.weight"] == "F32"
+    assert types["blk.0.ffn_gate_exps.bias"] == "F32"  # not a weight: never quantized
+    assert "MXFP4_MOE" not in quant_recipe.LADDER  # offered by nobody yet: no quality data for it
+
+
+def test_n_dims_ignores_trailing_ones_like_ggml() -> None:
+    assert quant_recipe.n_dims((2048, 1)) == 1  # Qwen3.5's shared-expert gate: a vector to ggml
+    assert quant_recipe.n_dims((2048, 8, 1)) == 2
+    assert quant_recipe.n_dims((1,)) == quant_recipe.n_dims(()) == 1
+    assert quant_recipe.n_dims((64, 1, 4)) == 3
+
+
+def test_mxfp4_is_32_values_in_17_bytes() -> None:
+    from app.core.model import ggml_types
+
+    # ggml-common.h block_mxfp4: one E8M0 scale byte and 16 bytes of 4-bit values (ggml.c type_traits)
+    assert ggml_types.type_name(39) == "MXFP4"
+    assert (ggml_types.block_size("MXFP4"), ggml_types.block_bytes("MXFP4")) == (32, 17)
+    assert ggml_types.tensor_bytes("MXFP4", (2880, 2880, 32)) == 2880 // 32 * 17 * 2880 * 32
