@@ -53,7 +53,7 @@ F16_BYTES = 2  # the KV cache type of every run below
 CURRENT = ("qwen3-30b-a3b", "qwen3.5-4b", "qwen3.5-9b", "qwen3.5-27b", "qwen3.5-35b-a3b", "qwen3.5-122b-a10b",
            "qwen3.6-27b", "qwen3.6-35b-a3b", "gpt-oss-20b", "gpt-oss-120b", "gemma-4-e2b-it", "gemma-4-e4b-it",
            "gemma-4-26b-a4b-it", "gemma-4-31b-it", "lfm2-350m", "lfm2-700m", "lfm2-1.2b", "lfm2-8b-a1b",
-           "glm-4.5-air", "glm-4.7-flash", "mistral-small-3.2-24b-instruct-2506")  # fmt: skip
+           "glm-4.5-air", "glm-4.7-flash", "mistral-small-3.2-24b-instruct-2506", "granite-4.0-h-350m")  # fmt: skip
 ENTRIES = [e for e in load_catalog() if e.id in CURRENT]
 # (n_ctx, flash attention): the estimator's default, and a longer context without flash attention
 # (a transposed V cache, padded where V widths differ).
