@@ -82,7 +82,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     print(f"Budget: {format_bytes(budget.ram_bytes)} RAM{gpu} (after headroom)\n")
     moe = model.is_moe
     experts_col = f" {'experts in RAM':>14}" if moe else ""
-    header = (f"{'quant':8} {'file':>10} {'ctx':>7} {'fits':>8} {'GPU layers':>10}{experts_col} {'RAM':>10} "
+    header = (f"{'quant':9} {'file':>10} {'ctx':>7} {'fits':>8} {'GPU layers':>10}{experts_col} {'RAM':>10} "
               f"{'VRAM':>10} {'tok/s':>6}  quality")  # fmt: skip
     print(header)
     print("-" * len(header))
@@ -96,7 +96,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
         if moe:
             n = p.moe_cpu_layers
             experts = f" {'all' if n >= model.n_layer else (f'{n} layers' if n else '-'):>14}"
-        print(f"{p.quant:8} {format_bytes(p.file_bytes):>10} {p.n_ctx:>7} {fit_word(p.fits):>8} {p.n_gpu_layers:>10}{experts} "
+        print(f"{p.quant:9} {format_bytes(p.file_bytes):>10} {p.n_ctx:>7} {fit_word(p.fits):>8} {p.n_gpu_layers:>10}{experts} "
               f"{format_bytes(p.ram_bytes):>10} {format_bytes(p.vram_bytes) if p.vram_bytes else '-':>10} "
               f"{format_tok_s(p.speed.tok_s):>6}  {p.quality.label}{dom}{mark}")  # fmt: skip
     print()

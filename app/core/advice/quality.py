@@ -75,6 +75,11 @@ def _label(kld: float) -> str:
 
 
 def quality_of(quant: str) -> Quality:
+    if quant == "MXFP4_MOE":
+        # Offered only for models released with MXFP4 experts (gpt-oss, trained for it): the experts
+        # stay as released, everything else is Q8_0 — Q8_0's loss, measured against the release.
+        q8 = quality_of("Q8_0")
+        return Quality("MXFP4_MOE", q8.kld, q8.ppl_delta, q8.top_token_agreement, True, q8.label)
     if quant == "F32":  # the reference itself, at more than F16's precision
         quant_f16 = quality_of("F16")
         return Quality(

@@ -295,9 +295,14 @@ def best_plan(
 
 
 def _quants(model: ModelInfo) -> list[str]:
+    """The ladder, the file's own type, and MXFP4_MOE for a model released with MXFP4 experts
+    (gpt-oss): its experts as released, the rest Q8_0 — the file its publishers ship."""
     qs = list(quant_recipe.LADDER)
-    if model.file_type and model.file_type not in qs and model.file_type in quant_recipe.FTYPE_DEFAULT:
+    known = {**quant_recipe.FTYPE_DEFAULT, **quant_recipe.OTHER_FTYPES}
+    if model.file_type and model.file_type not in qs and model.file_type in known:
         qs.append(model.file_type)
+    if "MXFP4_MOE" not in qs and any(t.type_name == "MXFP4" for t in model.tensors):
+        qs.append("MXFP4_MOE")
     return qs
 
 

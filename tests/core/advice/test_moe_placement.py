@@ -150,3 +150,21 @@ def test_the_advice_says_where_the_experts_are_and_what_else_was_weighed() -> No
         in text
     )
     assert "Placements weighed" in text and "layers on the GPU: ~" in text
+
+
+def test_a_model_released_with_mxfp4_experts_is_offered_as_its_publishers_ship_it() -> None:
+    gpt_oss = model_from_catalog(find_entry("gpt-oss-20b"))
+    advice = advise(gpt_oss, LAPTOP, n_ctx=4096)
+    plans = {p.quant: p for p in advice.plans}
+    assert "MXFP4_MOE" in plans and "MXFP4_MOE" not in {
+        p.quant for p in advise(DENSE, LAPTOP, n_ctx=4096).plans
+    }
+    table = tensors_for(gpt_oss, "MXFP4_MOE")
+    assert {t.type_name for t in table if is_expert_tensor(t.name) and t.name.endswith(".weight")} == {
+        "MXFP4"
+    }
+    assert {t.type_name for t in table if len(t.shape) == 2 and not is_expert_tensor(t.name)} <= {
+        "Q8_0",
+        "F32",
+    }
+    assert plans["MXFP4_MOE"].file_bytes < plans["Q8_0"].file_bytes  # Q8_0 would widen the experts
