@@ -176,8 +176,15 @@ def device_work(
     repackable = frozenset() if s.discrete_gpu else repack_types(s.cpu_isa)
     work: dict[str, DeviceWork] = {}
     first_mtp = model.n_layer - model.n_layer_mtp
+    split: set[int] = set()  # GPU layers whose routed experts stay in RAM
+    moe: set[int] = set()  # layers with routed experts
     for t in tensors:
         li = layer_of(t.name)
+        if li is not None and li < model.n_layer:
+            if "_exps" in t.name:
+                moe.add(li)
+            if devices[li] != "CPU" and tensor_device(t.name, li, devices, s) == "CPU":
+                split.add(li)
         if li is not None and first_mtp <= li < model.n_layer:
             continue  # a draft head (MTP) block is not loaded (estimate._placed)
         tied_output = t.name == "token_embd.weight" and model.tied_embeddings
@@ -200,15 +207,8 @@ def device_work(
                 prompt_family(t, repackable if dev == "CPU" else frozenset()),
                 2 * t.n_elements * share,
             )
-    split = {li for t in tensors if (li := layer_of(t.name)) is not None and li < model.n_layer
-             and devices[li] != "CPU" and tensor_device(t.name, li, devices, s) == "CPU"}  # fmt: skip
     if split:
         work.setdefault("CPU", DeviceWork()).expert_layers = len(split)
-    moe = {
-        li
-        for t in tensors
-        if "_exps" in t.name and (li := layer_of(t.name)) is not None and li < model.n_layer
-    }
     for li in moe:
         work.setdefault(devices[li], DeviceWork()).moe_layers += 1
     kv_family = gen_family(s.type_k)

@@ -49,7 +49,6 @@ def h200_moe(results: Results) -> str:
             "engine ÷ llama-bench", "predicted tg", "llama-bench pp512 / predicted"]  # fmt: skip
     picks = []
     by_load = {r["load"]: r for r in rep["rows"]}
-    fastest = max((r for r in rep["rows"] if r["ok"]), key=lambda r: r["gen_tok_s"])
     for b, p in s["picks"].items():
         free = j["budgets"][b]["free_bytes"]
         pick = by_load[p["pick"]]
@@ -67,7 +66,6 @@ def h200_moe(results: Results) -> str:
         picks.append(
             f"{b}: {_placement(pick['n_gpu_layers'], pick['moe_cpu_layers'], n_layer)}, {rank}; {room}"
         )
-    del fastest
     ratios = [r["engine_over_bench"] for r in rep["rows"] if "engine_over_bench" in r]
     return "\n\n".join([
         f"{j['hw']['gpus'][0]['name']}, {j['threads']} threads, Qwen3-30B-A3B shapes (48 layers, 128 experts, 8 used) "
