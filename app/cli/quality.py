@@ -44,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=cmd_quality)
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -61,7 +61,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     ref, cand = gguf_path(args.reference), gguf_path(args.candidate)
     infos = [model_from_gguf(p) for p in (ref, cand)]  # also rejects non-GGUF files
     quants = [m.file_type or p.stem for m, p in zip(infos, (ref, cand), strict=True)]
-    text = _read_text(args.text) if args.text else default_text()
+    text = read_text(args.text) if args.text else default_text()
 
     def progress(fraction: float) -> None:
         if not args.json:

@@ -12,7 +12,8 @@ The template renderer (:mod:`app.engine.template_child`): :class:`RenderPrompt` 
 
 One-shot jobs, one request each: :class:`ScoreQuality` → :class:`QualityProgress`…
 :class:`QualityResult` (:mod:`app.engine.quality_child`); :class:`Quantize` →
-:class:`QuantizeProgress`… :class:`Quantized` (:mod:`app.engine.quantize`); either may end in
+:class:`QuantizeProgress`… :class:`Quantized` (:mod:`app.engine.quantize`); :class:`ComputeImatrix`
+→ :class:`ImatrixProgress`… :class:`ImatrixDone` (:mod:`app.engine.imatrix_child`); any may end in
 :class:`Failed`.
 
 Every message is a frozen dataclass; ``encode``/``decode`` turn it into a line and back, checking
@@ -283,12 +284,46 @@ class QualityResult(Message):
 
 
 @dataclass(frozen=True)
+class ComputeImatrix(Message):
+    kind: ClassVar[str] = "compute_imatrix"
+    model: str  # GGUF path
+    output: str  # where the child writes the imatrix GGUF
+    text: str
+    dataset: str  # the text's name, stored in the file (imatrix.datasets)
+    n_ctx: int = 512  # tokens per chunk, as llama-imatrix
+    n_chunks: int = 0  # 0 = every whole chunk of the text
+    n_threads: int = 0  # 0 = physical cores
+    n_gpu_layers: int = 0
+
+
+@dataclass(frozen=True)
+class ImatrixProgress(Message):
+    kind: ClassVar[str] = "imatrix_progress"
+    chunks_done: int
+    n_chunks: int
+    tok_s: float
+
+
+@dataclass(frozen=True)
+class ImatrixDone(Message):
+    kind: ClassVar[str] = "imatrix_done"
+    output: str
+    n_chunks: int
+    n_tokens: int  # tokens evaluated
+    n_entries: int  # weight matrices with statistics
+    eval_s: float  # the evaluation alone, without the model's load
+
+
+@dataclass(frozen=True)
 class Quantize(Message):
     kind: ClassVar[str] = "quantize"
     source: str  # GGUF paths
     output: str
     to: str  # llama.cpp file type name: "Q4_K_M"
     n_threads: int = 0  # 0 = llama.cpp's default
+    imatrix: str | None = None  # an importance-matrix file, either format
+    imatrix_name: str = ""  # what the output's quantize.imatrix.file says (the file's name)
+    keep: tuple[tuple[str, str], ...] = ()  # (pattern, ggml type): llama-quantize --tensor-type
 
 
 @dataclass(frozen=True)
@@ -304,11 +339,36 @@ class Quantized(Message):
     output: str
 
 
+# The quantization lab (app.engine.lab_child): LabQuantize → LabProgress… LabDone, or Failed.
+@dataclass(frozen=True)
+class LabQuantize(Message):
+    kind: ClassVar[str] = "lab_quantize"
+    path: str  # GGUF
+    tensor: str
+    target: str  # ggml type name: "IQ3_XXS"
+    imatrix: str | None = None  # an importance-matrix file, either format
+    max_weights: int = 1 << 20  # evenly spaced whole rows up to this many weights
+    n_threads: int = 0  # 0 = physical cores
+
+
+@dataclass(frozen=True)
+class LabProgress(Message):
+    kind: ClassVar[str] = "lab_progress"
+    stage: str  # what the child is doing, in words
+
+
+@dataclass(frozen=True)
+class LabDone(Message):
+    kind: ClassVar[str] = "lab_done"
+    report: dict[str, Any]  # app.core.model.quant_lab.LabReport.to_dict(): a few kB
+
+
 KINDS: dict[str, type[Message]] = {
     c.kind: c
     for c in (Load, Generate, Cancel, Tokenize, Stats, Unload, Shutdown, LoadProgress, Loaded, TokenChunk, Done,
-              TokenCount, StatsReport, Failed, RenderPrompt, RenderedPrompt, ScoreQuality, QualityProgress, QualityResult, Quantize,
-              QuantizeProgress, Quantized)
+              TokenCount, StatsReport, Failed, RenderPrompt, RenderedPrompt, ScoreQuality, QualityProgress, QualityResult, ComputeImatrix, ImatrixProgress, ImatrixDone, Quantize,
+              QuantizeProgress, Quantized,
+              LabQuantize, LabProgress, LabDone)
 }  # fmt: skip
 
 
@@ -330,6 +390,8 @@ def decode(line: bytes | str) -> Message:
         s = data["sampling"]
         s["stop"] = tuple(s.get("stop", ()))
         data["sampling"] = Sampling(**{k: v for k, v in s.items() if k in {f.name for f in fields(Sampling)}})
+    if cls is Quantize and isinstance(data.get("keep"), list):
+        data["keep"] = tuple((str(p), str(t)) for p, t in data["keep"])
     return cls(**{k: v for k, v in data.items() if k in names})
 
 

@@ -53,8 +53,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -73,9 +71,9 @@ from app.engine.client import EngineClient  # noqa: E402
 from tests import models  # noqa: E402
 from tests.bench.readme.fmt import verdict  # noqa: E402
 from tests.bench.report import emit  # noqa: E402
+from tests.llama_tools import build_tools  # noqa: E402
 
 T = TypeVar("T")
-CACHE = Path.home() / ".cache" / "tailorlm-bench"
 OUT = ROOT / "tests" / "bench" / "results" / "engine_speed.json"
 FLUSH_MS = 20.0  # EngineClient.generate's default: what the chat gets
 CONTENDERS = ("llama_bench", "engine", "engine_sampled")
@@ -93,30 +91,7 @@ BUSY_SHARE, MAX_TRIES = 0.03, 4
 
 
 def llama_bench() -> Path:
-    version = importlib.metadata.version("llama-cpp-python")
-    build = CACHE / f"llama.cpp-{version}" / "build"
-    exe = build / "bin" / "llama-bench"
-    if exe.exists():
-        return exe
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={version}", "-d", tmp], check=True)  # fmt: skip
-        sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
-        with tarfile.open(sdist) as tar:
-            tar.extractall(tmp, filter="data")
-        src = next(Path(tmp).glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
-        dest = CACHE / f"llama.cpp-{version}"
-        subprocess.run(["cp", "-r", str(src), str(dest)], check=True)
-    subprocess.run(["cmake", "-S", str(build.parent), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
-                    "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"], check=True, capture_output=True)  # fmt: skip
-    subprocess.run(
-        ["cmake", "--build", str(build), "-j", "2", "--target", "llama-bench"],
-        check=True,
-        capture_output=True,
-    )
-    return exe
+    return build_tools("llama-bench")["llama-bench"]
 
 
 def machine() -> dict[str, Any]:
