@@ -26,7 +26,9 @@ pytest.importorskip("llama_cpp")
 CTX = 128  # short chunks keep each run to seconds on two cores; the method does not depend on it
 
 
-def llama_imatrix(model: Path, text: Path, out: Path, *, chunks: int, ctx: int = CTX, fmt: str = "gguf") -> Path:
+def llama_imatrix(
+    model: Path, text: Path, out: Path, *, chunks: int, ctx: int = CTX, fmt: str = "gguf"
+) -> Path:
     exe = require_tool("llama-imatrix")
     subprocess.run([str(exe), "-m", str(model), "-f", str(text), "-c", str(ctx), "-b", str(ctx), "--chunks",
                     str(chunks), "--no-ppl", "-t", "2", "-o", str(out), "--output-format", fmt],
@@ -41,7 +43,9 @@ def assert_same_statistics(ours: Imatrix, theirs: Imatrix) -> None:
         mine = ours.entries[name]
         assert mine.sums.shape == e.sums.shape, name
         assert np.array_equal(mine.counts, e.counts), name
-        np.testing.assert_allclose(mine.sums, e.sums, rtol=2e-4, atol=1e-6 * float(np.abs(e.sums).max()), err_msg=name)
+        np.testing.assert_allclose(
+            mine.sums, e.sums, rtol=2e-4, atol=1e-6 * float(np.abs(e.sums).max()), err_msg=name
+        )
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,10 @@ def test_moe_experts_match_llama_imatrix(text_file: Path, tmp_path: Path) -> Non
     model = write_synthetic_gguf(MOE_12, tmp_path / "moe12-F16.gguf")
     res = compute_imatrix(model, tmp_path / "ours.gguf", text=text_file.read_text(encoding="utf-8"),
                           text_name=text_file.name, n_ctx=CTX, n_chunks=2, n_threads=2)  # fmt: skip
-    ours, theirs = read_imatrix(res.path), read_imatrix(llama_imatrix(model, text_file, tmp_path / "t.gguf", chunks=2))
+    ours, theirs = (
+        read_imatrix(res.path),
+        read_imatrix(llama_imatrix(model, text_file, tmp_path / "t.gguf", chunks=2)),
+    )
     assert_same_statistics(ours, theirs)
     experts = ours.entries["blk.3.ffn_down_exps.weight"]
     assert experts.sums.shape[0] == MOE_12["num_experts"]
@@ -91,13 +98,17 @@ def test_written_file_reads_back(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     entries = {
         "blk.0.ffn_up.weight": ImatrixEntry(rng.random((1, 64), dtype=np.float32), np.array([300])),
-        "blk.0.ffn_up_exps.weight": ImatrixEntry(rng.random((4, 32), dtype=np.float32), np.array([5, 0, 7, 1])),
+        "blk.0.ffn_up_exps.weight": ImatrixEntry(
+            rng.random((4, 32), dtype=np.float32), np.array([5, 0, 7, 1])
+        ),
     }
     path = write_imatrix(tmp_path / "m.gguf", Imatrix(entries, ("a text",), 3, 100))
     back = read_imatrix(path)
     assert (back.datasets, back.chunk_count, back.chunk_size) == (("a text",), 3, 100)
     for name, e in entries.items():
-        assert np.array_equal(back.entries[name].sums, e.sums) and np.array_equal(back.entries[name].counts, e.counts)
+        assert np.array_equal(back.entries[name].sums, e.sums) and np.array_equal(
+            back.entries[name].counts, e.counts
+        )
     values = back.entries["blk.0.ffn_up_exps.weight"].values()
     assert np.all(values[1] == 1.0)  # an expert never routed to gets ones, as llama-quantize gives it
     assert np.array_equal(values[0], e.sums[0] / np.float32(5))
@@ -105,7 +116,9 @@ def test_written_file_reads_back(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "nan"])
-def test_a_damaged_file_is_one_clear_error(smollm2_path: Path, text_file: Path, tmp_path: Path, damage: str) -> None:
+def test_a_damaged_file_is_one_clear_error(
+    smollm2_path: Path, text_file: Path, tmp_path: Path, damage: str
+) -> None:
     good = write_imatrix(tmp_path / "good.gguf", Imatrix({"blk.0.attn_q.weight": ImatrixEntry(
         np.ones((1, 576), np.float32), np.array([10]))}, (), 1, 512))  # fmt: skip
     raw = good.read_bytes()
@@ -115,7 +128,7 @@ def test_a_damaged_file_is_one_clear_error(smollm2_path: Path, text_file: Path, 
     elif damage == "garbage":
         bad.write_bytes(b"\x05\x00\x00\x00" + bytes(range(256)) * 4)
     else:
-        bad.write_bytes(raw[:-4 * 576 - 32] + np.full(576, np.nan, np.float32).tobytes() + raw[-32:])
+        bad.write_bytes(raw[: -4 * 576 - 32] + np.full(576, np.nan, np.float32).tobytes() + raw[-32:])
     with pytest.raises(CorruptModelError):
         read_imatrix(bad)
 
@@ -130,5 +143,7 @@ def test_too_short_a_text_and_cancel_leave_nothing(smollm2_path: Path, tmp_path:
         cancel.set()
 
     with pytest.raises(Cancelled):
-        compute_imatrix(smollm2_path, out, n_ctx=CTX, n_chunks=4, n_threads=2, on_progress=stop, cancel=cancel)
+        compute_imatrix(
+            smollm2_path, out, n_ctx=CTX, n_chunks=4, n_threads=2, on_progress=stop, cancel=cancel
+        )
     assert not list(tmp_path.iterdir())

@@ -1,54 +1,94 @@
-"""What quantization does: one tensor's weights before and after a round trip through a smaller
-type, as overlaid histograms and a few error numbers.
+"""What quantization does — the quantization lab: any tensor of a model through any type ggml can
+quantize, and back, with ggml's own functions (in a child process: :mod:`app.engine.lab`); the
+weights before and after as overlaid histograms, the errors, what an importance matrix protects,
+and the textbook linear INT8/INT4/INT2 schemes computed on the same weights.
 
-The numpy work (:mod:`app.gui.panels.quantviz_compute`) runs on the thread pool; a newer choice
-cancels the older one and stale answers are dropped. pyqtgraph is imported when the panel is built.
+The work runs on the thread pool; a newer choice cancels the older one (killing its child) and
+stale answers are dropped. The text comes from :mod:`app.gui.panels.quantviz_compute`; pyqtgraph is
+imported when the panel is built.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
+    QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QSplitter,
     QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from app.gui.panels import quantviz_compute as view
 from app.gui.workers import discard_workers, start_worker
 
 if TYPE_CHECKING:
+    from app.core.model.quant_lab import LabReport
     from app.gui.context import AppContext
-    from app.gui.panels.quantviz_compute import QuantComparison, TensorChoice
+    from app.gui.panels.quantviz_compute import TensorChoice
 
 DEFAULT_TENSOR = "blk.0.attn_q.weight"  # a typical weight matrix every llama-like model has
+DEFAULT_TYPE = "Q4_0"
 EMPTY_TEXT = "Choose a model and one of its tensors: its weights before and after quantizing show here."
 Y_HEADROOM = 1.05  # the tallest bar stays below the top edge
+CHOOSE_FILE = "Choose a file…"
+
+
+def _label(text: str, name: str) -> QLabel:
+    label = QLabel(text)
+    label.setAccessibleName(name)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(
+        Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+    )
+    return label
+
+
+def _table(columns: tuple[str, ...], name: str) -> QTableWidget:
+    t = QTableWidget(0, len(columns))
+    t.setHorizontalHeaderLabels(list(columns))
+    t.setAccessibleName(name)
+    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.verticalHeader().hide()
+    t.setWordWrap(False)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    t.horizontalHeader().setStretchLastSection(True)
+    return t
+
+
+def _fill(table: QTableWidget, rows: list[tuple[str, ...]]) -> None:
+    table.setRowCount(len(rows))
+    for r, values in enumerate(rows):
+        for c, text in enumerate(values):
+            table.setItem(r, c, QTableWidgetItem(text))
 
 
 class QuantVizPanel(QWidget):
-    updated = Signal()  # a new comparison is drawn (``self.comparison``)
-    tensors_listed = Signal()  # the chosen file's tensors are in the list
+    updated = Signal()  # a new report is drawn (``self.comparison``)
+    tensors_listed = Signal()  # the chosen file's tensors are in the choosers
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
         self.ctx = ctx
         self.path: str | None = None
         self.tensors: tuple[TensorChoice, ...] = ()
-        self.comparison: QuantComparison | None = None
+        self.groups: dict[str, list[TensorChoice]] = {}
+        self.comparison: LabReport | None = None
         self._build()
         ctx.library_changed.connect(self.refresh_library)
         self.refresh_library()
@@ -56,8 +96,6 @@ class QuantVizPanel(QWidget):
     # --- layout -------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        from app.gui.panels.quantviz_compute import supported_types, unsupported_types
-
         lay = QVBoxLayout(self)
         source = QHBoxLayout()
         self.library_combo = QComboBox()
@@ -75,43 +113,12 @@ class QuantVizPanel(QWidget):
         for w, stretch in ((label, 0), (self.library_combo, 1), (browse, 0), (self.file_label, 2)):
             source.addWidget(w, stretch)
         lay.addLayout(source)
+        lay.addLayout(self._choosers())
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        left = QWidget()
-        left_lay = QVBoxLayout(left)
-        left_lay.setContentsMargins(0, 0, 0, 0)
-        self.filter_edit = QLineEdit()
-        self.filter_edit.setPlaceholderText("Filter tensors, e.g. attn_q or blk.3.")
-        self.filter_edit.setAccessibleName("Filter the tensor list")
-        self.filter_edit.textChanged.connect(self._fill_tensors)
-        self.tensor_list = QListWidget()
-        self.tensor_list.setAccessibleName("Tensors of the model")
-        self.tensor_list.currentItemChanged.connect(lambda *_: self.recompute())
-        left_lay.addWidget(self.filter_edit)
-        left_lay.addWidget(self.tensor_list, 1)
-        split.addWidget(left)
-
-        right = QWidget()
-        right_lay = QVBoxLayout(right)
-        right_lay.setContentsMargins(0, 0, 0, 0)
-        form = QFormLayout()
-        self.type_combo = QComboBox()
-        self.type_combo.setAccessibleName("Quantization type to try")
-        self.type_combo.addItems(list(supported_types()))
-        self.type_combo.setCurrentText("Q4_0")
-        self.type_combo.currentTextChanged.connect(lambda _t: self.recompute())
-        form.addRow("&Quantize to:", self.type_combo)
-        self.log_check = QCheckBox("&Logarithmic counts (shows the tails)")
-        self.log_check.setAccessibleName("Logarithmic counts")
-        self.log_check.toggled.connect(self._log_counts)
-        form.addRow("", self.log_check)
-        right_lay.addLayout(form)
-        missing = unsupported_types()
-        if missing:
-            note = QLabel(f"{', '.join(missing)} are not offered: the gguf package's numpy code cannot "
-                          "quantize them yet (llama.cpp's C code can).")  # fmt: skip
-            note.setWordWrap(True)
-            right_lay.addWidget(note)
+        split = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        top_lay = QVBoxLayout(top)
+        top_lay.setContentsMargins(0, 0, 0, 0)
         self.plot: Any = self._make_plot()
         # Until something is compared, words instead of an empty plot (whose axes mean nothing).
         self.empty = QLabel(EMPTY_TEXT)
@@ -121,17 +128,70 @@ class QuantVizPanel(QWidget):
         self.plot_stack = QStackedWidget()
         self.plot_stack.addWidget(self.empty)
         self.plot_stack.addWidget(self.plot)
-        right_lay.addWidget(self.plot_stack, 1)
-        self.stats = QLabel("Choose a model and a tensor.")
-        self.stats.setAccessibleName("Quantization error")
-        self.stats.setWordWrap(True)
-        self.stats.setTextInteractionFlags(
-            Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
-        )
-        right_lay.addWidget(self.stats)
-        split.addWidget(right)
-        split.setStretchFactor(1, 3)
+        top_lay.addWidget(self.plot_stack, 1)
+        self.stats = _label("Choose a model and a tensor.", "Quantization error")
+        top_lay.addWidget(self.stats)
+        split.addWidget(top)
+        split.addWidget(self._tabs())
+        split.setSizes([500, 500])  # half each; the splitter and the tables scroll give the rest
         lay.addWidget(split, 1)
+
+    def _choosers(self) -> QGridLayout:
+        from app.engine.lab import QUANTIZABLE
+
+        grid = QGridLayout()
+        self.layer_combo = QComboBox()
+        self.layer_combo.setAccessibleName("Layer")
+        self.layer_combo.currentTextChanged.connect(lambda _t: self._fill_tensors())
+        self.tensor_combo = QComboBox()
+        self.tensor_combo.setAccessibleName("Tensor of the layer")
+        self.tensor_combo.currentIndexChanged.connect(lambda _i: self.recompute())
+        self.type_combo = QComboBox()
+        self.type_combo.setAccessibleName("Quantization type to try")
+        for i, name in enumerate(QUANTIZABLE):
+            self.type_combo.addItem(name)
+            self.type_combo.setItemData(i, view.type_tip(name), Qt.ItemDataRole.ToolTipRole)
+        self.type_combo.setCurrentText(DEFAULT_TYPE)
+        self.type_combo.currentTextChanged.connect(lambda _t: self.recompute())
+        self.imatrix_combo = QComboBox()
+        self.imatrix_combo.setAccessibleName("Importance matrix")
+        self.imatrix_combo.addItem("None", None)
+        self.imatrix_combo.addItem(CHOOSE_FILE, CHOOSE_FILE)
+        self.imatrix_combo.activated.connect(self._imatrix_activated)
+        self.log_check = QCheckBox("&Logarithmic counts (shows the tails)")
+        self.log_check.setAccessibleName("Logarithmic counts")
+        self.log_check.toggled.connect(self._log_counts)
+        for col, (text, widget) in enumerate((("&Layer:", self.layer_combo), ("&Tensor:", self.tensor_combo),
+                                              ("&Quantize to:", self.type_combo),
+                                              ("&Importance matrix:", self.imatrix_combo))):  # fmt: skip
+            label = QLabel(text)
+            label.setBuddy(widget)
+            grid.addWidget(label, 0, 2 * col)
+            grid.addWidget(widget, 0, 2 * col + 1)
+            grid.setColumnStretch(2 * col + 1, 2 if widget is self.tensor_combo else 1)
+        grid.addWidget(self.log_check, 1, 0, 1, 8)
+        return grid
+
+    def _tabs(self) -> QTabWidget:
+        self.tabs = QTabWidget()
+        self.tabs.setAccessibleName("What the round trip did")
+        self.stats_table = _table(("", "Value"), "Round trip through ggml")
+        self.importance_label = _label(view.IMPORTANCE_EMPTY, "What the importance matrix protects")
+        self.importance_table = _table(
+            view.IMPORTANCE_COLUMNS, "Errors with and without the importance matrix"
+        )
+        intro = _label(view.LINEAR_INTRO, "How the linear schemes work")
+        self.linear_table = _table(view.LINEAR_COLUMNS, "Linear INT8, INT4 and INT2 on the same weights")
+        self.ggml_line = _label("", "ggml's result for comparison")
+        for title, widgets in (("&Round trip", (self.stats_table,)),
+                               ("Im&portance", (self.importance_label, self.importance_table)),
+                               ("Linear &INT8/4/2", (intro, self.linear_table, self.ggml_line))):  # fmt: skip
+            page = QWidget()
+            page_lay = QVBoxLayout(page)
+            for w in widgets:
+                page_lay.addWidget(w, 1 if isinstance(w, QTableWidget) else 0)
+            self.tabs.addTab(page, title)
+        return self.tabs
 
     def _log_counts(self, on: bool) -> None:
         self.plot.setLogMode(y=on)
@@ -177,14 +237,15 @@ class QuantVizPanel(QWidget):
         c = self.comparison
         if c is None:
             return
-        tallest = max(int(c.hist_before.max(initial=0)), int(c.hist_after.max(initial=0)), 1)
-        self.plot.setXRange(float(c.bin_edges[0]), float(c.bin_edges[-1]), padding=0.02)
+        h = c.hist
+        tallest = max(int(h.before.max(initial=0)), int(h.after.max(initial=0)), 1)
+        self.plot.setXRange(float(h.bin_edges[0]), float(h.bin_edges[-1]), padding=0.02)
         if self.log_check.isChecked():  # log10 of the counts: a single weight is 0
             self.plot.setYRange(0, math.log10(tallest) * Y_HEADROOM or 1.0, padding=0)
         else:
             self.plot.setYRange(0, tallest * Y_HEADROOM, padding=0)
 
-    # --- the model ----------------------------------------------------------------------------
+    # --- the model and its tensors --------------------------------------------------------------
 
     def refresh_library(self) -> None:
         from app.gui.widgets.library_combo import refresh_library_combo
@@ -202,100 +263,127 @@ class QuantVizPanel(QWidget):
             self.open_path(path)
 
     def open_path(self, path: str) -> None:
-        """List the tensors of the GGUF at ``path`` (its header only) off the GUI thread."""
-        from app.gui.panels.quantviz_compute import list_tensors
-
+        """List the tensors of the GGUF at ``path`` (its header only) and the importance matrices
+        beside it, off the GUI thread."""
         self.file_label.setText(f"Reading {path}…")
 
-        def done(tensors: tuple[TensorChoice, ...]) -> None:
-            self.path, self.tensors = path, tensors
+        def done(found: tuple[tuple[TensorChoice, ...], list[Path]]) -> None:
+            self.path, self.tensors = path, found[0]
+            self.groups = view.by_layer(self.tensors)
             self.file_label.setText(path)
-            self._fill_tensors()
+            for file in found[1]:
+                self.add_imatrix(str(file), select=False)
+            self._fill_layers()
             self.tensors_listed.emit()
 
         def failed(msg: str, hint: str, cancelled: bool) -> None:
             self.file_label.setText(f"{msg} {hint}".strip())
 
-        start_worker(lambda r, c: list_tensors(path), owner=self, latest="tensors", on_return=done,
-                     on_error=failed)  # fmt: skip
+        start_worker(lambda r, c: (view.list_tensors(path), view.imatrix_candidates(path)), owner=self,
+                     latest="tensors", on_return=done, on_error=failed)  # fmt: skip
 
-    def _fill_tensors(self) -> None:
-        wanted = self.filter_edit.text().strip().lower()
-        current = self.selected_tensor()
-        self.tensor_list.blockSignals(True)
-        self.tensor_list.clear()
-        for t in self.tensors:
-            if wanted and wanted not in t.name.lower():
-                continue
-            shape = " × ".join(str(d) for d in reversed(t.shape))  # rows × row length, as people write it
-            item = QListWidgetItem(f"{t.name}   {shape}   {t.type_name}")
-            item.setData(Qt.ItemDataRole.UserRole, t.name)
-            self.tensor_list.addItem(item)
-        names = [
-            self.tensor_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.tensor_list.count())
-        ]
-        pick = current if current in names else (DEFAULT_TENSOR if DEFAULT_TENSOR in names else None)
+    def _fill_layers(self) -> None:
+        keep = self.selected_tensor()
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(list(self.groups))
+        self.layer_combo.blockSignals(False)
+        names = [t.name for t in self.tensors]
+        pick = keep if keep in names else (DEFAULT_TENSOR if DEFAULT_TENSOR in names else None)
         if pick is None and names:
-            pick = next((t.name for t in self.tensors if t.name in names and len(t.shape) > 1), names[0])
-        self.tensor_list.blockSignals(False)
+            pick = next((t.name for t in self.tensors if len(t.shape) > 1), names[0])
         if pick is not None:
             self.select_tensor(pick)
 
+    def _fill_tensors(self, select: str | None = None) -> None:
+        self.tensor_combo.blockSignals(True)
+        self.tensor_combo.clear()
+        for t in self.groups.get(self.layer_combo.currentText(), []):
+            self.tensor_combo.addItem(t.label, t.name)
+        if select is not None:
+            self.tensor_combo.setCurrentIndex(max(0, self.tensor_combo.findData(select)))
+        self.tensor_combo.blockSignals(False)
+        self.recompute()
+
     def select_tensor(self, name: str) -> None:
-        for i in range(self.tensor_list.count()):
-            if self.tensor_list.item(i).data(Qt.ItemDataRole.UserRole) == name:
-                self.tensor_list.setCurrentRow(i)  # starts the comparison
-                return
+        """Show tensor ``name`` (its layer, then the tensor) and start its round trip."""
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.setCurrentText(view.group_name(name))
+        self.layer_combo.blockSignals(False)
+        self._fill_tensors(select=name)
 
     def selected_tensor(self) -> str | None:
-        item = self.tensor_list.currentItem()
-        return str(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
+        name = self.tensor_combo.currentData()
+        return str(name) if name else None
 
-    # --- the comparison -----------------------------------------------------------------------
+    def add_imatrix(self, path: str, *, select: bool = True) -> None:
+        """Offer the importance-matrix file ``path`` (and choose it)."""
+        at = self.imatrix_combo.findData(path)
+        if at < 0:
+            at = self.imatrix_combo.count() - 1  # before "Choose a file…"
+            self.imatrix_combo.insertItem(at, Path(path).name, path)
+            self.imatrix_combo.setItemData(at, path, Qt.ItemDataRole.ToolTipRole)
+        if select:
+            self.imatrix_combo.setCurrentIndex(at)
+            self.recompute()
+
+    def _imatrix_activated(self, index: int) -> None:
+        if self.imatrix_combo.itemData(index) != CHOOSE_FILE:
+            self.recompute()
+            return
+        self.imatrix_combo.setCurrentIndex(0)
+        path, _ = QFileDialog.getOpenFileName(self, "Choose an importance matrix", str(Path(self.path or "").parent),
+                                              "Importance matrices (*.gguf *.dat *.imatrix);;All files (*)")  # fmt: skip
+        if path:
+            self.add_imatrix(path)
+
+    def imatrix_path(self) -> str | None:
+        data = self.imatrix_combo.currentData()
+        return str(data) if data and data != CHOOSE_FILE else None
+
+    # --- the round trip ---------------------------------------------------------------------------
 
     def recompute(self) -> None:
-        from app.gui.panels.quantviz_compute import compare
+        from app.engine.lab import quantize_tensor
 
         name, target, path = self.selected_tensor(), self.type_combo.currentText(), self.path
         if not (name and target and path):
             return
-        self.stats.setText(f"Quantizing {name} to {target}…")
+        imatrix = self.imatrix_path()
+        self.stats.setText(f"Quantizing {name} to {target} with ggml…")
 
         def failed(msg: str, hint: str, cancelled: bool) -> None:
+            if cancelled:
+                return
             self.comparison = None
-            self.stats.setText(f"{msg} {hint}".strip())
-            if not cancelled:  # no histogram to show: the words again, not the last one's plot
-                self.plot_stack.setCurrentWidget(self.empty)
+            offered = self.imatrix_combo.count() > 2 and imatrix is None and "importance matrix" in msg
+            more = " One is offered under Importance matrix." if offered else ""
+            self.stats.setText(f"{msg} {hint}{more}".strip())
+            self.plot_stack.setCurrentWidget(self.empty)  # the words again, not the last one's plot
+            for table in (self.stats_table, self.importance_table, self.linear_table):
+                table.setRowCount(0)
 
-        start_worker(lambda r, c: compare(path, name, target, cancel=c), owner=self, latest="compare",
+        start_worker(lambda r, c: quantize_tensor(path, name, target, imatrix_path=imatrix, on_progress=r, cancel=c),
+                     owner=self, latest="compare", on_yield=lambda stage: self.stats.setText(str(stage)),
                      on_return=self._draw, on_error=failed)  # fmt: skip
 
-    def _draw(self, c: QuantComparison) -> None:
-        self.comparison = c
-        self.curve_before.setData(c.bin_edges, c.hist_before, stepMode="center", fillLevel=0)
-        self.curve_after.setData(c.bin_edges, c.hist_after, stepMode="center", fillLevel=0)
+    def _draw(self, r: LabReport) -> None:
+        self.comparison = r
+        self.curve_before.setData(r.hist.bin_edges, r.hist.before, stepMode="center", fillLevel=0)
+        self.curve_after.setData(r.hist.bin_edges, r.hist.after, stepMode="center", fillLevel=0)
         self.plot_stack.setCurrentWidget(self.plot)
         self._fit_view()
-        sample = (f"all {c.n_total:,} weights" if c.n_sampled == c.n_total
-                  else f"{c.n_sampled:,} of {c.n_total:,} weights (evenly spaced rows)")  # fmt: skip
-        rel = 100 * c.rmse / c.rms if c.rms else 0.0
-        text = (
-            f"<b>{c.tensor}</b>: {c.file_type} in the file ({c.file_bits_per_weight:g} bits per weight) → "
-            f"{c.target_type} ({c.bits_per_weight:g} bits, {c.bits_per_weight / 8:.3g} bytes per weight); {sample}.<br>"
-            f"Mean absolute error {c.mae:.3g}, RMSE {c.rmse:.3g} ({rel:.1f} % of the weights' RMS {c.rms:.3g}); "
-            f"{100 * c.within_share:.1f} % of weights stay within 5 % of their value "
-            "(weights under a tenth of the RMS are judged against that tenth)."
-        )  # fmt: skip
-        if c.file_type == c.target_type:
-            text += "<br>This is the file's own type: the round trip reproduces the file."
-        elif c.file_type not in ("F32", "F16", "BF16"):
-            text += f"<br>“Before” is the file's {c.file_type} values, so this shows re-quantizing them."
-        self.stats.setText(text)
+        self.stats.setText(view.summary(r))
+        _fill(self.stats_table, list(view.stats_rows(r)))
+        self.importance_label.setText(view.importance_text(r))
+        _fill(self.importance_table, list(view.importance_rows(r)))
+        _fill(self.linear_table, view.linear_rows(r))
+        self.ggml_line.setText(view.ggml_line(r))
         self.plot.setAccessibleDescription(
-            f"Before and after {c.target_type}: RMSE {c.rmse:.3g}, {100 * c.within_share:.0f} % within 5 %"
+            f"Before and after {r.target_type}: RMSE {r.stats.rmse:.3g}, {100 * r.stats.within_share:.0f} % within 5 %"
         )
         self.updated.emit()
 
     def shutdown(self) -> None:
-        """Cancel running work and drop whatever it still delivers (the widgets may be gone)."""
+        """Cancel running work (its child is killed) and drop whatever it still delivers."""
         discard_workers(self)

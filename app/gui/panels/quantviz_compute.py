@@ -1,40 +1,43 @@
-"""What quantizing one tensor does to its weights, in numpy and without Qt (it runs on the thread
-pool, and tests call it directly).
+"""What the quantization panel shows, as text, from a lab report — the view-model between
+:class:`~app.core.model.quant_lab.LabReport` and the widgets; no Qt, so tests read it directly.
 
-The tensor's rows are read from the file through a memory map (a sample of rows for big tensors,
-so one comparison stays well under a second), turned into float32 — the file's own values, if it
-is already quantized — then quantized to the chosen type and back with the `gguf` package's numpy
-reference code (``gguf.quants``, a port of llama.cpp's ``ggml-quants.c`` reference functions).
+Also the panel's choices: a model's tensors grouped by layer (from its header, no weights read) and
+the importance-matrix files lying beside it.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from app.core.model.quant_lab import TOP_COLUMN_SHARE, LabReport, LinearRow
 
-from app.core.errors import Cancelled, TailorError
-
-# Types a user would choose, most precise first; only those gguf's numpy code can quantize are
-# offered (it dequantizes every type, but as of gguf 0.17 quantizes none of the K- or I-quants).
-CANDIDATE_TYPES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "Q3_K", "Q2_K")
-# 2^20 weights: gguf's numpy Q4_0 quantizes ~1.2 M weights in 20 ms and dequantizes in 15 ms on one
-# laptop core (our measurement); reading sampled rows from disk costs more, so this keeps a
-# comparison well under a second even for a 250 M-weight embedding.
-MAX_SAMPLE_WEIGHTS = 1 << 20
-HISTOGRAM_BINS = 160
-# Outliers squeeze the histogram into a spike: the range covers the 0.1th to 99.9th percentile
-# and the few weights outside land in the end bins.
-RANGE_PERCENTILES = (0.1, 99.9)
-# "Within 5 %": |after − before| ≤ 5 % of |before|. A weight near zero would count as wrong for
-# any error at all, though it barely moves a dot product; so a weight smaller than a tenth of the
-# tensor's RMS is judged against a tenth of the RMS instead.
-WITHIN = 0.05
-SMALL_WEIGHT_RMS_SHARE = 0.1
+OUTSIDE_LAYERS = "Outside the layers"  # embeddings, the output layer, final norms
+MAX_IMATRIX_FILES = 20  # beside one model; more is a download folder, not a model's companions
+LINEAR_COLUMNS = (
+    "Bits",
+    "Scheme",
+    "Range by",
+    "Scale per",
+    "Scale",
+    "Zero-point",
+    "Range",
+    "Clipped",
+    "MAE",
+    "RMSE",
+)
+IMPORTANCE_COLUMNS = ("", "With the matrix", "Without it")
+IMPORTANCE_EMPTY = (
+    "Choose an importance matrix to see which weights it protects: ggml weighs each column's rounding "
+    "error by how strongly that column is used (the mean squared activation it sees)."
+)
+LINEAR_INTRO = (
+    "The textbook linear schemes on the same weights. Symmetric: scale = max|x| / (2^(b−1) − 1), "
+    "zero-point 0. Asymmetric: scale = (max − min) / (2^b − 1), zero-point = round(−min / scale). "
+    "The range comes from the extremes (min-max), the 99.9th percentile, or TensorRT's search for the "
+    "clipping threshold whose quantized histogram is closest in KL divergence; “block” rows give each "
+    "32 weights their own min-max scale, as ggml's types do."
+)
 
 
 @dataclass(frozen=True)
@@ -44,50 +47,10 @@ class TensorChoice:
     type_name: str
     n_elements: int
 
-
-@dataclass(frozen=True)
-class QuantComparison:
-    """One tensor before and after a round trip through ``target_type``."""
-
-    tensor: str
-    file_type: str
-    target_type: str
-    n_sampled: int  # weights compared
-    n_total: int  # weights in the tensor
-    bin_edges: np.ndarray  # HISTOGRAM_BINS + 1 edges, shared by both histograms
-    hist_before: np.ndarray
-    hist_after: np.ndarray
-    mae: float
-    rmse: float
-    rms: float  # RMS of the original weights, the scale the errors compare to
-    within_share: float  # share of weights within 5 % of their original value
-    bits_per_weight: float  # of the target type
-    file_bits_per_weight: float  # of the type the file stores this tensor in
-
-
-def _qtype(name: str) -> Any:
-    from gguf.constants import GGMLQuantizationType
-
-    return GGMLQuantizationType[name]
-
-
-@cache
-def supported_types() -> tuple[str, ...]:
-    """The candidate types gguf's numpy code can quantize here (probed once with one 256-wide row)."""
-    from gguf import quants
-
-    ok = []
-    for name in CANDIDATE_TYPES:
-        try:
-            quants.quantize(np.zeros((1, 256), dtype=np.float32), _qtype(name))
-        except (NotImplementedError, KeyError, ValueError):
-            continue
-        ok.append(name)
-    return tuple(ok)
-
-
-def unsupported_types() -> tuple[str, ...]:
-    return tuple(t for t in CANDIDATE_TYPES if t not in supported_types())
+    @property
+    def label(self) -> str:
+        shape = " × ".join(str(d) for d in reversed(self.shape))  # rows × row length, as people write it
+        return f"{self.name}   {shape}   {self.type_name}"
 
 
 def list_tensors(path: str | Path) -> tuple[TensorChoice, ...]:
@@ -100,81 +63,143 @@ def list_tensors(path: str | Path) -> tuple[TensorChoice, ...]:
     return tuple(TensorChoice(t.name, t.shape, t.type_name, t.n_elements) for t in tensors)
 
 
-def read_rows(
-    path: str | Path, name: str, *, max_weights: int = MAX_SAMPLE_WEIGHTS
-) -> tuple[np.ndarray, int, str]:
-    """(float32 rows, weights in the tensor, the file's type): every row, or evenly spaced rows
-    up to ``max_weights`` weights, read through a memory map."""
-    from gguf import quants
-
+def type_tip(name: str) -> str:
+    """A target type's tooltip: its size and whether it needs an importance matrix."""
     from app.core.model import ggml_types
-    from app.core.model.gguf_header import read_gguf_file
+    from app.engine.lab import LLAMA_NEEDS_IMATRIX
 
-    header = read_gguf_file(path)
-    t = next((t for t in header.tensors if t.name == name), None)
-    if t is None:
-        raise TailorError(f"{Path(path).name} has no tensor {name!r}.")
-    if t.n_elements == 0 or not t.shape:  # llama.cpp's reader allows both; there is nothing to plot
-        raise TailorError(f"Tensor {name!r} of {Path(path).name} holds no weights to compare.")
-    row_len = t.shape[0]
-    n_rows = t.n_elements // row_len
-    row_bytes = ggml_types.row_bytes(t.type_name, row_len)
-    mm = np.memmap(path, dtype=np.uint8, mode="r", offset=header.data_offset_bytes + t.offset_bytes,
-                   shape=(n_rows, row_bytes))  # fmt: skip
+    bits = f"{ggml_types.bits_per_weight(name):g} bits per weight" if ggml_types.known_type(name) else name
+    return bits + ("; needs an importance matrix" if name in LLAMA_NEEDS_IMATRIX else "")
+
+
+def group_name(tensor: str) -> str:
+    from app.core.model.info import layer_of
+
+    layer = layer_of(tensor)
+    return f"Layer {layer}" if layer is not None else OUTSIDE_LAYERS
+
+
+def by_layer(tensors: tuple[TensorChoice, ...]) -> dict[str, list[TensorChoice]]:
+    """Layer 0, Layer 1, … then the tensors outside the layers; each in the given order."""
+    groups: dict[str, list[TensorChoice]] = {}
+    for t in tensors:
+        groups.setdefault(group_name(t.name), []).append(t)
+    outside = groups.pop(OUTSIDE_LAYERS, None)
+    return {**groups, OUTSIDE_LAYERS: outside} if outside else groups
+
+
+def imatrix_candidates(model: str | Path) -> list[Path]:
+    """Importance-matrix files beside ``model`` (by name: llama-imatrix's ``imatrix.gguf``,
+    ``*.imatrix``, ``*.imatrix.dat`` as model publishers ship them)."""
+    folder = Path(model).parent
     try:
-        keep = max(1, min(n_rows, max_weights // row_len))
-        idx = np.unique(np.linspace(0, n_rows - 1, keep).astype(np.int64))
-        raw = np.array(mm[idx])  # copies only the sampled rows
-    finally:
-        del mm  # release the mapping now (Windows keeps the file locked while it lives)
-    values = quants.dequantize(raw, _qtype(t.type_name)).astype(np.float32, copy=False)
-    return values.reshape(len(idx), row_len), t.n_elements, t.type_name
+        found = [p for p in folder.iterdir() if "imatrix" in p.name.lower() and p.is_file()]
+    except OSError:
+        return []
+    return sorted(found)[:MAX_IMATRIX_FILES]
 
 
-def compare(
-    path: str | Path,
-    name: str,
-    target_type: str,
-    *,
-    max_weights: int = MAX_SAMPLE_WEIGHTS,
-    cancel: threading.Event | None = None,
-) -> QuantComparison:
-    """Quantize tensor ``name`` of the GGUF at ``path`` to ``target_type`` and back; measure the change."""
-    from gguf import quants
+def _g(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3g}"
 
-    from app.core.model import ggml_types
 
-    if target_type not in supported_types():
-        raise TailorError(
-            f"{target_type} cannot be computed here.", hint=f"Choose one of {', '.join(supported_types())}."
-        )
-    before, n_total, file_type = read_rows(path, name, max_weights=max_weights)
-    block = ggml_types.block_size(target_type)
-    if before.shape[1] % block:
-        raise TailorError(
-            f"{name} has rows of {before.shape[1]} weights, not whole {target_type} blocks of {block}.",
-            hint="llama.cpp stores such tensors in a fallback type; choose a type with 32-weight blocks.",
-        )
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("Stopped.")
-    qt = _qtype(target_type)
-    after = quants.dequantize(quants.quantize(before, qt), qt).reshape(before.shape)
-    b, a = before.ravel().astype(np.float64), after.ravel().astype(np.float64)
-    err = np.abs(a - b)
-    rms = float(np.sqrt(np.mean(b * b))) if b.size else 0.0
-    floor = max(SMALL_WEIGHT_RMS_SHARE * rms, np.finfo(np.float32).tiny)
-    within = float(np.mean(err <= WITHIN * np.maximum(np.abs(b), floor))) if b.size else 1.0
-    lo, hi = np.percentile(b, RANGE_PERCENTILES) if b.size else (0.0, 1.0)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
-    hist_b, _ = np.histogram(np.clip(b, lo, hi), bins=edges)
-    hist_a, _ = np.histogram(np.clip(a, lo, hi), bins=edges)
-    return QuantComparison(
-        tensor=name, file_type=file_type, target_type=target_type, n_sampled=int(b.size), n_total=n_total,
-        bin_edges=edges, hist_before=hist_b, hist_after=hist_a,
-        mae=float(err.mean()) if b.size else 0.0, rmse=float(np.sqrt(np.mean(err * err))) if b.size else 0.0,
-        rms=rms, within_share=within,
-        bits_per_weight=ggml_types.bits_per_weight(target_type),
-        file_bits_per_weight=ggml_types.bits_per_weight(file_type),
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def summary(r: LabReport) -> str:
+    """One paragraph for the line under the plot (rich text)."""
+    rel = r.stats.rmse / r.stats.rms if r.stats.rms else 0.0
+    text = (
+        f"<b>{r.tensor}</b>: {r.source_type} → {r.target_type} through ggml, {r.bits_per_weight:g} bits per weight. "
+        f"RMSE {r.stats.rmse:.3g} ({100 * rel:.1f} % of the weights' RMS), largest error {r.stats.max_error:.3g}; "
+        f"{100 * r.stats.within_share:.1f} % of weights stay within 5 % of their value."
     )  # fmt: skip
+    if r.source_type == r.target_type:
+        text += " This is the file's own type: the round trip gives back the file's values."
+    if r.imatrix_note:
+        text += " " + r.imatrix_note
+    return text
+
+
+def stats_rows(r: LabReport) -> list[tuple[str, str]]:
+    """The round-trip table: (what, value)."""
+    shape = " × ".join(str(d) for d in reversed(r.shape))
+    sample = (f"all {r.n_total:,}" if r.n_sampled == r.n_total
+              else f"{r.n_sampled:,} of {r.n_total:,} ({r.n_rows_sampled:,} evenly spaced rows)")  # fmt: skip
+    rel = r.stats.rmse / r.stats.rms if r.stats.rms else 0.0
+    before = ", ".join(f"{v:.4g}" for v in r.preview_before)
+    after = ", ".join(f"{v:.4g}" for v in r.preview_after)
+    return [
+        ("Tensor", f"{r.tensor} ({shape})"),
+        ("In the file", f"{r.source_type}, {r.source_bits_per_weight:g} bits per weight"),
+        ("Quantized to", f"{r.target_type}, {r.bits_per_weight:g} bits per weight ({r.bits_per_weight / 8:.3g} bytes)"),
+        ("Weights compared", sample),
+        ("Mean absolute error (MAE)", _g(r.stats.mae)),
+        ("Root-mean-square error (RMSE)", f"{r.stats.rmse:.3g} ({100 * rel:.1f} % of the weights' RMS {r.stats.rms:.3g})"),
+        ("Largest error", _g(r.stats.max_error)),
+        ("Within 5 % of their value", _pct(r.stats.within_share)),
+        ("First weights before", before),
+        ("… and after", after),
+        ("ggml's bytes (SHA-256)", r.quantized_sha256[:16] + "…"),
+        ("Time", f"{r.elapsed_s:.2f} s"),
+    ]  # fmt: skip
+
+
+def _change(new: float, old: float) -> str:
+    """ "31 % lower", "4 % higher", "about the same" (within 1 %)."""
+    change = 100 * (new / old - 1)
+    return (
+        "about the same" if abs(change) < 1 else f"{abs(change):.0f} % {'higher' if change > 0 else 'lower'}"
+    )
+
+
+def importance_text(r: LabReport) -> str:
+    imp = r.importance
+    if imp is None:
+        return r.imatrix_note or IMPORTANCE_EMPTY
+    cols = ", ".join(str(c) for c in imp.top_columns)
+    text = (f"The most important {100 * TOP_COLUMN_SHARE:g} % of input columns ({imp.n_top} per row) hold "
+            f"{100 * imp.top_share:.1f} % of the importance; the first are columns {cols}.")  # fmt: skip
+    if not imp.type_uses_it:
+        return text + f" {r.target_type}'s quantizer takes no importance: the bytes are the same without it."
+    if imp.plain_top_rmse is None:
+        return text + f" ggml cannot make {r.target_type} without the matrix, so there is nothing to compare."
+    if imp.plain_top_rmse and imp.plain_rest_rmse:
+        text += (f" With the matrix the error on them is {_change(imp.top_rmse, imp.plain_top_rmse)}, "
+                 f"on the other columns {_change(imp.rest_rmse, imp.plain_rest_rmse)}.")  # fmt: skip
+    return text
+
+
+def importance_rows(r: LabReport) -> list[tuple[str, str, str]]:
+    imp = r.importance
+    if imp is None:
+        return []
+    return [
+        ("Error weighted by importance (RMSE)", _g(imp.weighted_rmse), _g(imp.plain_weighted_rmse)),
+        (
+            f"Error on the top {100 * TOP_COLUMN_SHARE:g} % of columns",
+            _g(imp.top_rmse),
+            _g(imp.plain_top_rmse),
+        ),
+        ("Error on the other columns", _g(imp.rest_rmse), _g(imp.plain_rest_rmse)),
+        ("Plain RMSE", _g(imp.rmse), _g(imp.plain_rmse)),
+    ]
+
+
+def _linear_row(x: LinearRow) -> tuple[str, ...]:
+    span = "own per block" if x.range_lo is None else f"{_g(x.range_lo)} … {_g(x.range_hi)}"
+    per = "block of 32" if x.granularity == "block" else "tensor"
+    scale = f"{x.scale:.3g}" + (" (median)" if x.granularity == "block" else "")
+    return (f"INT{x.bits}", x.scheme, x.calibration, per, scale, str(x.zero_point), span,
+            _pct(x.clipped_share), _g(x.mae), _g(x.rmse))  # fmt: skip
+
+
+def linear_rows(r: LabReport) -> list[tuple[str, ...]]:
+    return [_linear_row(x) for x in r.linear]
+
+
+def ggml_line(r: LabReport) -> str:
+    """ggml's own result beside the textbook rows."""
+    return (f"For comparison, ggml's {r.target_type} ({r.bits_per_weight:g} bits per weight, scales included) "
+            f"on the same {r.n_sampled:,} weights: MAE {r.stats.mae:.3g}, RMSE {r.stats.rmse:.3g}.")  # fmt: skip
