@@ -53,11 +53,11 @@ def cmd_advise(args: argparse.Namespace) -> int:
     profile = machine_profile(args)
     budget = budget_of(args, profile)
     contexts = (args.ctx,) if args.ctx else None
-    advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s)
-    check = _dry_run_check(model, advice) if args.dry_run else None
     from app.core.advice.measured_quality import measured
 
-    here = measured(model)
+    here = measured(model)  # this model's own measurements replace the published ones they cover
+    advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here)
+    check = _dry_run_check(model, advice) if args.dry_run else None
     if args.json:
         out = {
             "measured_quality": here,

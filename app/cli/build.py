@@ -22,13 +22,15 @@ def _build_line(p: Any) -> tuple[str, float, str]:
 
 def _run_build(args: argparse.Namespace, source: Path) -> int:
     from app.engine.build import build_gguf
+    from app.engine.quantize import parse_keep
 
     with long_work(_build_line, show=on_terminal(args.json), stopped="Stopped; nothing was kept.") as (
         bar,
         cancel,
     ):
         result = build_gguf(source, args.to, out=Path(args.out) if args.out else None, n_threads=args.threads or 0,
-                            on_progress=bar, cancel=cancel)  # fmt: skip
+                            on_progress=bar, cancel=cancel, imatrix=Path(args.imatrix) if args.imatrix else None,
+                            keep=parse_keep(args.keep or []))  # fmt: skip
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -70,6 +72,39 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return _run_build(args, Path(args.gguf))
 
 
+def _imatrix_line(p: Any) -> tuple[str, float, str]:
+    return (
+        "imatrix",
+        p.chunks_done / p.n_chunks,
+        f"imatrix  chunk {p.chunks_done}/{p.n_chunks}  {p.tok_s:,.0f} tok/s",
+    )
+
+
+def cmd_imatrix(args: argparse.Namespace) -> int:
+    from app.cli.common import gguf_path
+    from app.cli.quality import read_text
+    from app.engine.imatrix import compute_imatrix
+
+    model = gguf_path(args.model)
+    text = read_text(args.text) if args.text else None
+    with long_work(_imatrix_line, show=on_terminal(args.json), stopped="Stopped; nothing was kept.") as (
+        bar,
+        cancel,
+    ):
+        result = compute_imatrix(model, Path(args.out), text=text, text_name=args.text.name if args.text else None,
+                                 n_ctx=args.ctx, n_chunks=args.chunks, n_threads=args.threads, n_gpu_layers=args.ngl,
+                                 on_progress=bar, cancel=cancel)  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(
+        f"Wrote {result.path}: {result.n_entries} weight matrices, {result.n_chunks} chunks of {args.ctx} tokens "
+        f"({result.n_tokens:,} tokens at {result.n_tokens / result.eval_s:,.0f} tok/s, {result.elapsed_s:.1f} s in all)."
+    )
+    print(f"Use it: tailorlm quantize {args.model} --to IQ3_XXS --imatrix {result.path}")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     from app.engine.quantize import QUANT_TYPES
 
@@ -79,6 +114,7 @@ def add_parsers(sub: Any) -> None:
                    help="target type, e.g. F16, Q8_0, Q4_K_M (default Q4_K_M)")  # fmt: skip
     p.add_argument("--out", metavar="FILE", help="output .gguf (default: the data folder's models/)")
     p.add_argument("--threads", type=int, help="quantizer threads (default: all cores)")
+    _add_quant_options(p)
     p.add_argument("--setup", action="store_true", help="only set up the converter's environment")
     p.add_argument("--remove-env", action="store_true", help="delete the converter's environment")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -89,5 +125,31 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--to", required=True, choices=QUANT_TYPES, metavar="TYPE", help="e.g. Q5_K_M")
     p.add_argument("--out", metavar="FILE", help="output .gguf (default: the data folder's models/)")
     p.add_argument("--threads", type=int, help="threads (default: all cores)")
+    _add_quant_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("imatrix", help="compute a model's importance matrix from a calibration text")
+    p.add_argument("model", help="the .gguf to measure (F16/BF16/Q8_0 is best) or a library id")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="where to write it (llama-imatrix's GGUF format)"
+    )
+    p.add_argument("--text", type=Path, metavar="FILE",
+                   help="a UTF-8 calibration text (default: a built-in text of ~8,000 words in many styles)")  # fmt: skip
+    p.add_argument("--chunks", type=int, default=0, metavar="N", help="use at most N chunks (default: all)")
+    p.add_argument(
+        "--ctx", type=int, default=512, metavar="N", help="tokens per chunk (default 512, as llama-imatrix)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, metavar="N", help="CPU threads (default: physical cores)"
+    )
+    p.add_argument("--ngl", type=int, default=0, metavar="N", help="layers on the GPU (default 0)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_imatrix)
+
+
+def _add_quant_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--imatrix", metavar="FILE",
+                   help="an importance matrix (from `tailorlm imatrix` or llama-imatrix): needed by IQ1–IQ3 and Q2_K_S")  # fmt: skip
+    p.add_argument("--keep", action="append", metavar="PATTERN=TYPE",
+                   help="give tensors whose name matches PATTERN this type, e.g. attn_v=Q8_0 (repeatable)")  # fmt: skip

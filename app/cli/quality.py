@@ -27,6 +27,8 @@ _VERDICTS = {
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from app.core.advice.ladder import DEFAULT_LADDER
+
     p = sub.add_parser(
         "quality",
         help="perplexity and KL divergence of CANDIDATE against REFERENCE (e.g. Q4_K_M against Q8_0)",
@@ -42,6 +44,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_quality)
+
+    p = sub.add_parser("ladder", help="quantize MODEL to several types (with and without an importance "
+                                      "matrix), score each against it, and mark the size/quality front")  # fmt: skip
+    p.add_argument("model", help="the source .gguf (F16/BF16/Q8_0 is best) or a library id")
+    p.add_argument("--types", metavar="T,T,…", help=f"types to measure (default: {','.join(DEFAULT_LADDER)})")
+    p.add_argument("--imatrix", metavar="FILE|auto",
+                   help="an importance matrix, or `auto` to compute one from the built-in text first")  # fmt: skip
+    p.add_argument(
+        "--text", type=Path, metavar="FILE", help="the text to score on (default: the built-in one)"
+    )
+    p.add_argument("--ctx", type=int, default=512, metavar="N", help="tokens per scored chunk (default 512)")
+    p.add_argument("--keep-files", type=Path, metavar="DIR", help="keep the quantized files in DIR")
+    p.add_argument(
+        "--threads", type=int, default=0, metavar="N", help="CPU threads (default: physical cores)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ladder)
 
 
 def read_text(path: Path) -> str:
@@ -101,3 +120,54 @@ def _print_table(r: Any, quants: list[str], text_name: str) -> None:
     print(
         f"\n{q_cand} {verdict}: {100 * r.top1_agreement:.0f} % of next-token choices are the same as {q_ref}'s."
     )
+
+
+def _ladder_line(p: Any) -> tuple[str, float, str]:
+    return (f"{p.step}", p.fraction,
+            f"{p.step}/{p.n_steps} {p.name:16} {p.stage:8} {100 * p.fraction:5.1f} %")  # fmt: skip
+
+
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from app.cli.progress import long_work, on_terminal
+    from app.core import paths
+    from app.core.units import format_bytes
+    from app.engine.imatrix import compute_imatrix
+    from app.engine.ladder import quality_ladder
+
+    source = gguf_path(args.model)
+    types = [t.strip().upper() for t in args.types.split(",") if t.strip()] if args.types else None
+    text = read_text(args.text) if args.text else None
+    imatrix = None
+    with long_work(_ladder_line, show=on_terminal(args.json), stopped="Stopped.") as (bar, cancel):
+        if args.imatrix == "auto":
+            imatrix = paths.data_dir() / "imatrix" / f"{source.stem}.imatrix.gguf"
+            if not imatrix.exists():  # made once per model, then reused
+                if not args.json:
+                    print(f"Computing an importance matrix for {source.name} (once)…", file=sys.stderr)
+                compute_imatrix(source, imatrix, n_threads=args.threads, cancel=cancel)
+        elif args.imatrix:
+            imatrix = Path(args.imatrix)
+        result = quality_ladder(source, **({"types": types} if types else {}), imatrix=imatrix, text=text,
+                                n_ctx=args.ctx, n_threads=args.threads, keep_dir=args.keep_files,
+                                on_progress=bar, cancel=cancel)  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(
+        f"{source.name} ({result.reference_quant}) against its quantizations"
+        + (f", importance matrix {Path(result.imatrix).name}" if result.imatrix else "")
+        + ":\n"
+    )
+    print(f"{'':2}{'type':18}{'size':>11}{'bits/w':>8}{'mean KLD':>10}{'KLD p99':>9}{'top-1':>8}")
+    for r in result.rungs:
+        print(f"{'*' if r.pareto else ' ':2}{r.name:18}{format_bytes(r.size_bytes):>11}{r.bits_per_weight:>8.2f}"
+              f"{r.kld_mean:>10.4f}{r.kld_p99:>9.3f}{100 * r.top1_agreement:>7.1f}%")  # fmt: skip
+    print("\n* on the size/quality front: nothing else is both smaller and closer to the source.")
+    from app.core.advice.ladder import imatrix_gains
+
+    for quant, gain in imatrix_gains(result.rungs).items():
+        print(f"{quant}: the importance matrix removes {100 * gain:.0f} % of the divergence.")
+    if result.skipped:
+        print(f"Left out, they need an importance matrix: {', '.join(result.skipped)} (try --imatrix auto).")
+    print("`tailorlm advise` uses these measurements for this model from now on.")
+    return 0

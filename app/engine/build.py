@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from app.core import paths
 from app.core.build.convert import OUTTYPES, check_checkpoint, convert_checkpoint, predicted_bytes
 from app.core.errors import ConversionError, TailorError
 from app.core.hub.download import check_disk_space
-from app.engine.quantize import QUANT_TYPES, quantize
+from app.engine.quantize import NEEDS_IMATRIX, QUANT_TYPES, quantize
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,23 @@ def build_gguf(
     cancel: threading.Event | None = None,
     register: bool = True,
     smoke_test: bool = True,
+    imatrix: Path | None = None,
+    keep: Sequence[tuple[str, str]] = (),
 ) -> BuildResult:
-    """``source`` (HF checkpoint folder or GGUF) → a GGUF at ``to``; checked, then registered."""
+    """``source`` (HF checkpoint folder or GGUF) → a GGUF at ``to``; checked, then registered.
+    ``imatrix`` and ``keep`` go to the quantizer (:func:`app.engine.quantize.quantize`)."""
     to = to.upper()
     if to not in QUANT_TYPES:
         raise ConversionError(
             f"{to} is not a type TailorLM can make.", hint="Choose one of: " + ", ".join(QUANT_TYPES)
         )
+    if (imatrix is not None or keep) and source.is_dir() and to in OUTTYPES:
+        raise ConversionError(f"The converter writes {to} itself: an importance matrix or --keep has nothing to do.",
+                              hint="Use them with a quantized type, e.g. --to Q4_K_M or IQ3_XXS.")  # fmt: skip
+    if source.is_dir() and to in NEEDS_IMATRIX and imatrix is None:  # before an hour of converting
+        raise ConversionError(f"{to} needs an importance matrix.",
+                              hint="Convert to F16 or Q8_0 first, make one with `tailorlm imatrix`, "
+                                   "then quantize with --imatrix.")  # fmt: skip
     source = source.expanduser()
     out = (out or default_output(source, to)).expanduser()
     if out.exists():
@@ -97,7 +107,7 @@ def build_gguf(
             gguf_in = source
         if gguf_in != out:
             t0 = time.monotonic()
-            _, warns = quantize(gguf_in, out, to=to, n_threads=n_threads, cancel=cancel,
+            _, warns = quantize(gguf_in, out, to=to, n_threads=n_threads, cancel=cancel, imatrix=imatrix, keep=keep,
                                 on_progress=lambda p: report(BuildProgress("quantize", p.fraction, p.tensor)))  # fmt: skip
             timings["quantize"] = time.monotonic() - t0
             if source.is_file():
@@ -127,7 +137,9 @@ def build_gguf(
 
         entry = Library().add([out], origin="tailorlm", owned=True,
                               provenance={"source": str(source), "type": to,
-                                          "via": "convert" if source.is_dir() else "quantize"})  # fmt: skip
+                                          "via": "convert" if source.is_dir() else "quantize",
+                                          **({"imatrix": imatrix.name} if imatrix is not None else {}),
+                                          **({"keep": [f"{p}={t}" for p, t in keep]} if keep else {})})  # fmt: skip
         library_id = entry.id
     return BuildResult(out, to, out.stat().st_size, library_id, timings, warnings, sample)
 

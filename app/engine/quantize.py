@@ -13,22 +13,31 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app.core.advice.quality import quality_of
 from app.core.build.convert import predicted_bytes
 from app.core.errors import ConversionError
 from app.core.hub.download import check_disk_space
+from app.core.model import ggml_types
+from app.core.model.imatrix_file import Imatrix, ImatrixKV
+from app.core.model.quant_recipe import ALL_FTYPES, IMATRIX_FTYPES
 from app.engine import protocol as P
 from app.engine.child import job, serve_one_job
 from app.engine.protocol import QuantizeProgress
 
-__all__ = ["QUANT_TYPES", "QuantizeProgress", "precision_warnings", "quantize"]
+if TYPE_CHECKING:
+    from app.core.model.info import ModelInfo
 
-# What `tailorlm quantize --to` offers: llama.cpp file types that need no importance matrix.
-QUANT_TYPES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_1",
-               "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0", "IQ4_NL", "IQ4_XS", "F16", "BF16", "F32")  # fmt: skip
+__all__ = ["NEEDS_IMATRIX", "QUANT_TYPES", "QuantizeProgress", "parse_keep", "precision_warnings", "quantize"]
+
+# What `tailorlm quantize --to` offers: every file type of llama-quantize (smallest first) that
+# TailorLM can size and read back; NEEDS_IMATRIX: those llama.cpp refuses without an importance
+# matrix for most models (whether it does for one model: quant_recipe.requires_imatrix).
+QUANT_TYPES = ALL_FTYPES
+NEEDS_IMATRIX = IMATRIX_FTYPES
 _TENSOR = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 _LOG_LINES_KEPT = 40  # the child's log tail, for a failure's message
 
@@ -37,7 +46,10 @@ def precision_warnings(src_type: str | None, target: str) -> list[str]:
     """Plain-words warnings when requantizing cannot give what the target's name promises."""
     if src_type is None or src_type in ("F32", "F16", "BF16"):
         return []
-    src_q, dst_q = quality_of(src_type), quality_of(target)
+    try:
+        src_q, dst_q = quality_of(src_type), quality_of(target)
+    except ValueError:  # a type nobody published numbers for (the ternary ones): nothing to compare
+        return []
     if src_q.kld > dst_q.kld:
         return [f"The source is already {src_type}: quantizing it to {target} cannot bring back what {src_type} "
                 f"lost, and the file gets bigger. Start from the F16/BF16 original for a real {target}."]  # fmt: skip
@@ -46,16 +58,47 @@ def precision_warnings(src_type: str | None, target: str) -> list[str]:
     ]
 
 
+def parse_keep(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``PATTERN=TYPE`` strings (llama-quantize ``--tensor-type``) → (pattern, ggml type) pairs.
+    The pattern is a regular expression searched in each tensor's name, lower-cased as llama.cpp
+    does; the first matching pair wins. Raises ``ConversionError`` naming the bad one."""
+    out = []
+    for spec in specs:
+        pattern, sep, type_name = spec.partition("=")
+        type_name = type_name.strip().upper()
+        if not sep or not pattern.strip() or not type_name:
+            raise ConversionError(
+                f"--keep {spec!r} is not PATTERN=TYPE.", hint="For example: --keep attn_v=Q8_0"
+            )
+        if not ggml_types.known_type(type_name):
+            raise ConversionError(f"--keep {spec!r}: {type_name} is not a ggml type.",
+                                  hint="For example Q8_0, Q6_K, Q4_K, F16.")  # fmt: skip
+        try:
+            re.compile(pattern.lower())
+        except re.error as exc:
+            raise ConversionError(
+                f"--keep {spec!r}: the pattern is not a regular expression ({exc})."
+            ) from None
+        out.append((pattern.strip().lower(), type_name))
+    return tuple(out)
+
+
 def quantize(
     src: Path,
     out: Path,
     *,
     to: str,
+    imatrix: Path | None = None,
+    keep: Sequence[tuple[str, str]] = (),
     n_threads: int = 0,
     on_progress: Callable[[QuantizeProgress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> tuple[Path, list[str]]:
-    """Quantize ``src`` to ``to``; returns the output path and warnings about the source's precision."""
+    """Quantize ``src`` to ``to``, weighing rounding errors by ``imatrix`` (an importance-matrix
+    file) and giving tensors whose names match a ``keep`` pattern that type instead of the mix's;
+    returns the output path and warnings about the source's precision."""
+    from app.core.model.imatrix_file import read_imatrix
+    from app.core.model.quant_recipe import requires_imatrix
     from app.core.model.source import model_from_gguf
 
     to = to.upper()
@@ -64,14 +107,26 @@ def quantize(
             f"{to} is not a quantization TailorLM can make.", hint="Choose one of: " + ", ".join(QUANT_TYPES)
         )
     model = model_from_gguf(src)  # a truncated or corrupt file fails here, with a clear message
+    kv = None
+    if imatrix is not None:
+        matrix = read_imatrix(imatrix)  # a damaged file fails here, before any work
+        _check_imatrix_fits(model, matrix, imatrix)
+        kv = imatrix_kv(imatrix, matrix)
+    elif needing := requires_imatrix(model, to, keep):
+        raise ConversionError(
+            f"{to} needs an importance matrix for {len(needing)} tensors of {src.name} (e.g. {needing[0]}).",
+            hint=f"Make one with `tailorlm imatrix {src.name} --out {src.stem}.imatrix.gguf`, then pass --imatrix.",
+        )
     warnings = precision_warnings(model.file_type, to)
     out = out.expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    check_disk_space(out.parent, predicted_bytes(model, to))
+    check_disk_space(out.parent, predicted_bytes(model, to, imatrix=kv, overrides=keep))
     tmp = out.with_name(f".{out.name}.quantizing")
     tmp.unlink(missing_ok=True)
 
-    request = P.Quantize(source=str(src), output=str(tmp), to=to, n_threads=n_threads)
+    request = P.Quantize(source=str(src), output=str(tmp), to=to, n_threads=n_threads,
+                         imatrix=str(imatrix) if imatrix is not None else None,
+                         imatrix_name=kv.file if kv else "", keep=tuple(keep))  # fmt: skip
     try:
         for msg in job("app.engine.quantize", request, result=P.Quantized, cancel=cancel,
                        what="llama.cpp's quantizer", hint="Nothing was kept.",
@@ -89,6 +144,29 @@ def quantize(
     finally:
         tmp.unlink(missing_ok=True)
     return out, warnings
+
+
+def imatrix_kv(path: Path, matrix: Imatrix) -> ImatrixKV:
+    """What llama-quantize writes about the matrix into the output (quantize.cpp): the file as
+    named — here only its name, so a shared model does not carry the user's folders — the first
+    dataset, the entry count and the chunk count."""
+    return ImatrixKV(file=Path(path).name, dataset=matrix.datasets[0] if matrix.datasets else None,
+                     entries=len(matrix.entries), chunks=matrix.chunk_count)  # fmt: skip
+
+
+def _check_imatrix_fits(model: ModelInfo, matrix: Imatrix, path: Path) -> None:
+    """An importance matrix of another model would be applied silently (llama.cpp aborts only on a
+    size mismatch, mid-file): refuse it up front, by name and width."""
+    widths = {t.name: (t.shape[0], t.shape[2] if len(t.shape) > 2 else 1) for t in model.tensors}
+    common = [n for n in matrix.entries if n in widths]
+    if not common:
+        raise ConversionError(f"{path.name} has no entry for any tensor of this model.",
+                              hint="It was made for another model: make one for this model with `tailorlm imatrix`.")  # fmt: skip
+    for name in common:
+        n_mat, ne0 = matrix.entries[name].sums.shape
+        if (ne0, n_mat) != widths[name]:
+            raise ConversionError(f"{path.name} was made for another model: {name} is {ne0} wide there, "
+                                  f"{widths[name][0]} here.", hint="Make one for this model with `tailorlm imatrix`.")  # fmt: skip
 
 
 def _failure(log_tail: str, src: Path, out: Path) -> ConversionError:
@@ -141,12 +219,69 @@ def _child(request: P.Message, send: Callable[[P.Message], None]) -> P.Message:
     params.nthread = request.n_threads
     params.ftype = _ftype(request.to)
     params.allow_requantize = True  # a quantized source is allowed; the parent warns about it
+    keep_alive = _c_overrides(llama_cpp, params, request)  # the arrays must outlive the call
     rc = int(
         llama_cpp.llama_model_quantize(request.source.encode(), request.output.encode(), ctypes.byref(params))
     )
+    del keep_alive
     if rc != 0:
         return P.Failed(stage=request.kind, message="\n".join(tail))
     return P.Quantized(output=request.output)
+
+
+def _ggml_type_ids(L: Any) -> dict[str, int]:
+    """ggml's own type names → numbers, from the loaded library (the Python bindings lack some)."""
+    import ctypes
+
+    lib = L.llama_cpp._lib
+    lib.ggml_type_name.restype, lib.ggml_type_name.argtypes = ctypes.c_char_p, [ctypes.c_int]
+    names = ((i, lib.ggml_type_name(i)) for i in range(int(L.GGML_TYPE_COUNT)))
+    return {name.decode().upper(): i for i, name in names if name}
+
+
+def _c_overrides(L: Any, params: Any, request: P.Quantize) -> list[Any]:
+    """Fill ``params`` as llama-quantize's main does from ``--imatrix`` and ``--tensor-type``: the
+    importance matrix (``sums / counts`` per entry), the four ``quantize.imatrix.*`` keys written
+    into the output, and the tensor-type patterns; each array ends with an empty terminator.
+    Returns what must stay alive until ``llama_model_quantize`` returns."""
+    import ctypes
+
+    from app.core.model.imatrix_file import read_imatrix
+
+    alive: list[Any] = []
+    if request.imatrix:
+        matrix = read_imatrix(request.imatrix)
+        values = matrix.values()
+        data = (L.llama_model_imatrix_data * (len(values) + 1))()
+        for i, (name, v) in enumerate(values.items()):
+            data[i].name, data[i].size = name.encode(), v.size
+            data[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        params.imatrix = data
+        alive += [data, values]
+        kv = imatrix_kv(Path(request.imatrix_name or request.imatrix), matrix)
+        kvs: list[tuple[str, int, Any]] = [("quantize.imatrix.file", L.LLAMA_KV_OVERRIDE_TYPE_STR, kv.file)]
+        if kv.dataset is not None:
+            kvs.append(("quantize.imatrix.dataset", L.LLAMA_KV_OVERRIDE_TYPE_STR, kv.dataset))
+        kvs.append(("quantize.imatrix.entries_count", L.LLAMA_KV_OVERRIDE_TYPE_INT, kv.entries))
+        if kv.chunks > 0:
+            kvs.append(("quantize.imatrix.chunks_count", L.LLAMA_KV_OVERRIDE_TYPE_INT, kv.chunks))
+        overrides = (L.llama_model_kv_override * (len(kvs) + 1))()  # zeroed: the last one's key is ""
+        for o, (key, tag, value) in zip(overrides, kvs, strict=False):
+            o.key, o.tag = key.encode(), tag
+            if tag == L.LLAMA_KV_OVERRIDE_TYPE_STR:
+                o.value.val_str = value.encode()[:127]  # strncpy(…, 127): at most 127 bytes and a NUL
+            else:
+                o.value.val_i64 = value
+        params.kv_overrides = overrides
+        alive.append(overrides)
+    if request.keep:
+        tt = (L.llama_model_tensor_override * (len(request.keep) + 1))()
+        for i, (pattern, type_name) in enumerate(request.keep):
+            tt[i].pattern, tt[i].type = pattern.encode(), _ggml_type_ids(L)[type_name]
+        tt[len(request.keep)].pattern, tt[len(request.keep)].type = None, L.GGML_TYPE_COUNT
+        params.tt_overrides = tt
+        alive.append(tt)
+    return alive
 
 
 if __name__ == "__main__":

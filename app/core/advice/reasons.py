@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from app.core.advice.naming import display_name
 from app.core.advice.policy import GOOD_KLD, SAME_QUALITY_KLD, comfortable
-from app.core.advice.quality import F16_PPL
 from app.core.advice.speed import format_tok_s
 from app.core.units import format_bytes
 
@@ -156,7 +155,7 @@ def explain(
             slower = "a little slower still" if same else "slower still"
             reasons.append(f"{nxt.quant} would also fit and keep more quality, but is {slower} "
                            f"(~{tok_s_words(nxt.speed.tok_s)}).")  # fmt: skip
-    if model.n_params < 3e9 and rec.quality.kld > 0.01:
+    if model.n_params < 3e9 and rec.quality.kld > 0.01 and rec.quality.measured_against is None:
         warnings.append(
             "Small models lose more to quantization than the 8B model these numbers come from; "
             "prefer Q5_K_M or better when it fits."
@@ -210,7 +209,12 @@ def _quality(rec: Plan) -> str:
         return "Quality: full precision, nothing lost."
     loss = (f"about {100 * (1 - q.top_token_agreement):.0f} % of next-token choices differ from F16"
             if q.top_token_agreement not in (None, 1.0) else f"mean KL divergence {q.kld:.4f} from F16")  # fmt: skip
-    return (f"Quality: {q.label} — {loss}; perplexity +{100 * q.ppl_delta / F16_PPL:.1f} % "
+    if q.measured_against:
+        loss = (f"{100 * (1 - q.top_token_agreement):.0f} % of next-token choices differ from its "
+                f"{q.measured_against}" if q.top_token_agreement is not None else f"mean KL divergence {q.kld:.4f}")  # fmt: skip
+        return (f"Quality: {q.label} — {loss}; perplexity {q.ppl_delta_pct:+.1f} % (measured here on this "
+                f"model against its {q.measured_against}, mean KL divergence {q.kld:.4f}).")  # fmt: skip
+    return (f"Quality: {q.label} — {loss}; perplexity +{q.ppl_delta_pct:.1f} % "
             f"({'interpolated from ' if q.interpolated else ''}llama.cpp's Llama-3-8B measurements).")  # fmt: skip
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from app.core.advice.estimate import MemoryEstimate, estimate, tensors_for
 from app.core.advice.policy import DEFAULT_MIN_TOK_S, GOOD_KLD, SAME_QUALITY_KLD, comfortable
-from app.core.advice.quality import Quality, quality_of
+from app.core.advice.quality import Quality, quality_for, quality_of
 from app.core.advice.reasons import explain
 from app.core.advice.run_settings import RunSettings
 from app.core.advice.speed import SpeedEstimate, predict_speed
@@ -314,8 +315,11 @@ def advise(
     contexts: tuple[int, ...] | None = None,
     quants: list[str] | None = None,
     min_tok_s: float = DEFAULT_MIN_TOK_S,
+    measured: dict[str, dict[str, Any]] | None = None,
 ) -> Advice:
-    """All plans for the model on this budget, the recommended one, and why."""
+    """All plans for the model on this budget, the recommended one, and why. ``measured``: this
+    model's own quality measurements (:func:`app.core.advice.measured_quality.measured`), which
+    replace the published Llama-3-8B numbers for the types they cover."""
     train = model.n_ctx_train or 131072
     target = n_ctx or min(DEFAULT_CTX, train)
     ctxs = sorted({c for c in (contexts or CONTEXTS) if c <= train} | {target})
@@ -325,13 +329,14 @@ def advise(
     tables = {q: tensors_for(model, q) for q in qlist}
     sizes = {q: quant_recipe.file_bytes(t) for q, t in tables.items()}
     plans: list[Plan] = []
+    quality = {q: quality_for(q, measured) for q in qlist}
     for q in qlist:
         dom = next(
-            (o for o in qlist if o != q and sizes[o] <= sizes[q] and quality_of(o).kld < quality_of(q).kld),
-            None,
+            (o for o in qlist if o != q and sizes[o] <= sizes[q] and quality[o].kld < quality[q].kld), None
         )
         for c in ctxs:
-            plans.append(replace(best_plan(model, q, c, budget, tensors=tables[q]), dominated_by=dom))
+            plans.append(replace(best_plan(model, q, c, budget, tensors=tables[q]), dominated_by=dom,
+                                 quality=quality[q]))  # fmt: skip
     at_target = [p for p in plans if p.n_ctx == target]
     rec = pick_plan(at_target, min_tok_s)
     reasons, warnings = explain(model, budget, target, at_target, plans, rec, min_tok_s)

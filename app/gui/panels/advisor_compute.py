@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.core.errors import Cancelled
 
@@ -33,6 +33,7 @@ class AdvisorQuery:
     budget: Budget
     n_ctx: int
     n_gpu_layers: int | None = None  # None: the advisor picks the most that fit
+    measured: dict[str, dict[str, Any]] | None = None  # this model's own quality measurements
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def compute(query: AdvisorQuery, cancel: threading.Event | None = None) -> Advis
 
     model, n_ctx = query.model, query.n_ctx
     larger = tuple(c for c in CONTEXTS if c > n_ctx)
-    advice = advise(model, query.budget, n_ctx=n_ctx, contexts=(n_ctx, *larger))
+    advice = advise(model, query.budget, n_ctx=n_ctx, contexts=(n_ctx, *larger), measured=query.measured)
     _check(cancel)
     # Least precise first, as the precision slider runs; equal sizes (a K-quant that falls back on
     # a small model) keep the worse quality first.

@@ -45,14 +45,15 @@ COLUMN_TIPS = {
     "tok/s": "Predicted writing speed in tokens per second (a token is about ¾ of a word); about 5 is "
              "reading speed. A rough estimate from memory bandwidth.",
     "Quality": "How much of the full-precision model's quality this level keeps, in words (lossless, "
-               "excellent, very good, good, fair, poor), from llama.cpp's measurements on Llama-3-8B. "
-               "Small models lose more.",
+               "excellent, very good, good, fair, poor), from llama.cpp's measurements on Llama-3-8B — or, "
+               "where you measured this model (`tailorlm quality` or `tailorlm ladder`), from yours.",
     "KLD": "Mean KL divergence of the model's next-token probabilities from the unquantized (F16) model's, "
            "as llama.cpp measured it on Llama-3-8B: 0 is identical, lower is better; Q4_K_M is about 0.03.",
     "Same top token": "How often this level picks the same most likely next token as the unquantized model "
                       "(llama.cpp's Llama-3-8B measurements); — where none was published.",
-    "Measured here": "What `tailorlm quality` measured for this model on this machine: KL divergence and "
-                     "same-top-token share against a reference file. — until you run it.",
+    "Measured here": "What `tailorlm quality` or `tailorlm ladder` measured for this model on this machine: "
+                     "KL divergence and same-top-token share against a reference file; the plans use it "
+                     "instead of the published numbers. — until you run it.",
     "Pick": "★ recommended: the advisor's pick for this machine and context. \"this file\": the "
             "quantization of the file you chose.",
 }  # fmt: skip

@@ -87,9 +87,10 @@ def test_small_models_and_long_contexts_follow_the_same_rule(smollm2_path: Path,
 def test_a_slow_machine_says_nothing_is_comfortable_instead_of_rejecting_a_level_for_it() -> None:
     advice = advise(load_model("llama-3.1-8b-instruct"), Budget(12 * GIB, 6e9), n_ctx=4096, contexts=(4096,))
     rec = advice.recommended
-    assert rec is not None and rec.quant == "Q4_K_M"
+    # Q4_K_S: llama.cpp's published loss (KLD 0.043 on Llama-3-8B) is within "good", and it is faster.
+    assert rec is not None and rec.quant == "Q4_K_S"
     assert advice.reasons[0].startswith("Nothing reaches a comfortable 5 tokens/s on this machine")
-    assert "Q4_K_M is the fastest that keeps good quality or better" in advice.reasons[0]
+    assert "Q4_K_S is the fastest that keeps good quality or better" in advice.reasons[0]
     good = [p for p in advice.plans if p.fits != "no" and p.quality.kld <= 0.05]
     assert rec.speed.tok_s == max(p.speed.tok_s for p in good)  # the words say how it was picked
     assert f"Speed: about {format_tok_s(rec.speed.tok_s)} tokens/s" in " ".join(advice.reasons)

@@ -98,8 +98,10 @@ def f16_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.synthetic import write_synthetic_gguf
 
     folder = tmp_path_factory.mktemp("recipe")
+    # Hollow (the data a hole of zeros): the quantizer's choices and sizes depend on the header only.
     return {
-        name: write_synthetic_gguf(cfg, folder / f"{name}-F16.gguf") for name, cfg in RECIPE_MODELS.items()
+        name: write_synthetic_gguf(cfg, folder / f"{name}-F16.gguf", sparse=True)
+        for name, cfg in RECIPE_MODELS.items()
     }
 
 
@@ -172,7 +174,7 @@ FAMILY_FTYPES = ["Q4_K_M", "MXFP4_MOE"]
 def test_recipe_matches_llama_cpp_quantizer_for_new_families(name: str, tmp_path: Path) -> None:
     from tests.synthetic import quantize_gguf, write_synthetic_gguf
 
-    f16 = write_synthetic_gguf(FAMILY_MODELS[name], tmp_path / f"{name}-F16.gguf")
+    f16 = write_synthetic_gguf(FAMILY_MODELS[name], tmp_path / f"{name}-F16.gguf", sparse=True)
     source = _info(f16)
     for ftype in FAMILY_FTYPES:
         real = read_gguf_file(quantize_gguf(f16, tmp_path / f"{name}-{ftype}.gguf", ftype))
@@ -213,3 +215,93 @@ def test_mxfp4_is_32_values_in_17_bytes() -> None:
     assert ggml_types.type_name(39) == "MXFP4"
     assert (ggml_types.block_size("MXFP4"), ggml_types.block_bytes("MXFP4")) == (32, 17)
     assert ggml_types.tensor_bytes("MXFP4", (2880, 2880, 32)) == 2880 // 32 * 17 * 2880 * 32
+
+
+# --- every file type, overrides, the header -----------------------------------------------------
+# (each against llama.cpp's quantizer: tests/core/model/test_quant_recipe_imatrix.py)
+
+
+def _from_config(config: dict[str, object]):
+    from app.core.model.hf_arch import header_from_hf_config
+
+    return model_info_from_header(header_from_hf_config(config), source="config", source_kind="hf_dir")
+
+
+def test_all_ftypes_are_what_llama_quantize_offers() -> None:
+    import llama_cpp
+
+    offered = {
+        n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_")
+    }
+    # NVFP4 has an enum value but no default type (llama_ftype_get_default_type) nor a QUANT_OPTIONS
+    # row; Q2_0 is offered, but the gguf package cannot size its tensors yet.
+    assert set(quant_recipe.ALL_FTYPES) == (offered - {"NVFP4", "Q2_0"}) | {"F32"}
+    assert len(quant_recipe.ALL_FTYPES) == len(set(quant_recipe.ALL_FTYPES))
+    assert quant_recipe.IMATRIX_FTYPES.issubset(quant_recipe.ALL_FTYPES)
+    assert set(quant_recipe.LADDER) <= set(quant_recipe.ALL_FTYPES)
+    with pytest.raises(ValueError, match="cannot size Q2_0"):
+        quant_recipe.quantized_types(_from_config(RECIPE_MODELS["llama-gqa4"]), "Q2_0")
+
+
+def test_bad_overrides_are_refused(gemma3_path: Path) -> None:
+    model = _info(gemma3_path)
+    with pytest.raises(ValueError, match="unknown ggml type"):
+        quant_recipe.quantized_types(model, "Q4_K_M", overrides=[("attn_v", "Q9_0")])
+    with pytest.raises(ValueError, match="bad tensor pattern"):
+        quant_recipe.quantized_types(model, "Q4_K_M", overrides=[("attn_(v", "Q8_0")])
+    with pytest.raises(ValueError, match="output tensor"):
+        quant_recipe.quantized_types(model, "Q4_K_M", output_type="Q9")
+
+
+def test_overrides_first_match_wins_and_skips_the_mix(gemma3_path: Path) -> None:
+    model = _info(gemma3_path)
+    plain = quant_recipe.quantized_types(model, "Q4_K_M")
+    types = quant_recipe.quantized_types(
+        model, "Q4_K_M", overrides=[(r"blk\.0\.", "Q8_0"), ("ffn_down", "q4_0")]
+    )
+    assert types["blk.0.ffn_down.weight"] == "Q8_0"  # the first pattern that matches
+    assert types["blk.1.ffn_down.weight"] == "Q4_0"  # not the mix's Q6_K (use_more_bits(1, 18))
+    assert plain["blk.1.ffn_down.weight"] == "Q6_K"
+    assert types["blk.1.attn_norm.weight"] == "F32"  # never quantized, whatever the patterns
+    # A tensor a pattern names skips the mix and its counter: blk.2's attn_v is the mix's second.
+    assert types["blk.2.attn_v.weight"] == plain["blk.1.attn_v.weight"] != plain["blk.2.attn_v.weight"]
+
+
+def test_70b_is_what_llama_cpp_calls_70b() -> None:
+    base = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 80,
+            "num_attention_heads": 8, "num_key_value_heads": 1, "vocab_size": 512}  # fmt: skip
+    bumped = quant_recipe.quantized_types(_from_config(base), "Q3_K_S")["blk.5.attn_v.weight"]
+    assert bumped == "Q5_K"  # Q3_K: 8 heads share attn_v
+    mha = {**base, "num_key_value_heads": 8}  # 80 blocks without GQA: LLaMA-65B
+    assert quant_recipe.quantized_types(_from_config(mha), "Q3_K_S")["blk.5.attn_v.weight"] == "Q3_K"
+    qwen2 = {**base, "model_type": "qwen2"}
+    assert quant_recipe.quantized_types(_from_config(qwen2), "Q3_K_S")["blk.5.attn_v.weight"] == "Q5_K"
+
+
+def test_q1_0_without_a_fallback_fails_like_llama_cpp(smollm2_path: Path) -> None:
+    from app.core.errors import ConversionError
+
+    # 576-wide rows are not whole 128-blocks and llama.cpp defines no smaller type for Q1_0.
+    with pytest.raises(ConversionError, match=r"blk\.0\.attn_k\.weight"):
+        quant_recipe.quantized_types(_info(smollm2_path), "Q1_0")
+
+
+def test_imatrix_keys_are_cut_as_llama_cpp_cuts_them() -> None:
+    from app.core.model.imatrix_file import ImatrixKV
+
+    sizes = quant_recipe.imatrix_kv_bytes(ImatrixKV(file="x" * 300, dataset=None, entries=5, chunks=0))
+    assert set(sizes) == {"quantize.imatrix.file", "quantize.imatrix.entries_count"}
+    assert sizes["quantize.imatrix.file"] == 8 + len("quantize.imatrix.file") + 4 + 8 + 127
+    assert sizes["quantize.imatrix.entries_count"] == 8 + len("quantize.imatrix.entries_count") + 4 + 4
+    full = quant_recipe.imatrix_kv_bytes(ImatrixKV(file="a", dataset="", entries=5, chunks=3))
+    assert len(full) == 4  # an empty dataset name is still written
+
+
+@pytest.mark.parametrize("which", ["smollm2_path", "gemma3_path"])
+def test_header_bytes_add_up_to_the_real_header(which: str, request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(which)
+    header = read_gguf_file(path)
+    kv = quant_recipe.gguf_kv_bytes(path)
+    assert len(kv) == len(header.metadata)
+    # Both files already carry file type and quantization version as u32: the same header again.
+    assert quant_recipe.quantized_header_bytes(kv, header.tensors) == header.data_offset_bytes
