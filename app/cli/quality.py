@@ -129,9 +129,8 @@ def _ladder_line(p: Any) -> tuple[str, float, str]:
 
 def cmd_ladder(args: argparse.Namespace) -> int:
     from app.cli.progress import long_work, on_terminal
-    from app.core import paths
     from app.core.units import format_bytes
-    from app.engine.imatrix import compute_imatrix
+    from app.engine.imatrix import compute_imatrix, default_imatrix_path
     from app.engine.ladder import quality_ladder
 
     source = gguf_path(args.model)
@@ -140,7 +139,7 @@ def cmd_ladder(args: argparse.Namespace) -> int:
     imatrix = None
     with long_work(_ladder_line, show=on_terminal(args.json), stopped="Stopped.") as (bar, cancel):
         if args.imatrix == "auto":
-            imatrix = paths.data_dir() / "imatrix" / f"{source.stem}.imatrix.gguf"
+            imatrix = default_imatrix_path(source)
             if not imatrix.exists():  # made once per model, then reused
                 if not args.json:
                     print(f"Computing an importance matrix for {source.name} (once)…", file=sys.stderr)

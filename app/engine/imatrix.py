@@ -33,6 +33,14 @@ def calibration_text() -> str:
     return resources.files("app.core.build").joinpath("calibration_text.txt").read_text(encoding="utf-8")
 
 
+def default_imatrix_path(model: Path) -> Path:
+    """Where a matrix made for ``model`` from the built-in text is kept and found again (one per
+    model file: ``tailorlm ladder --imatrix auto`` and the app's panels reuse it)."""
+    from app.core import paths
+
+    return paths.data_dir() / "imatrix" / f"{Path(model).stem}.imatrix.gguf"
+
+
 @dataclass(frozen=True)
 class ImatrixResult:
     path: Path

@@ -24,6 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# llama.cpp's libraries load before numpy's: with a CUDA build of llama.cpp and numpy 2.5 (the H200
+# machine's environment) the other order made llama_model_load_from_file crash (SIGSEGV, measured
+# 2026-12-03 by tests/gpu/imatrix_device.sh); llama_cpp first worked.
+import llama_cpp  # noqa: F401
 import numpy as np
 
 from app.core.errors import EngineError, ModelReadError, TailorError
@@ -149,10 +153,10 @@ class Collector:
         n2, n3 = int(src0.ne[2]), int(src0.ne[3])
         sums, counts = self._entry(name, n2 * n3, int(src1.ne[0]))
         x = self._array(src1, np.float32)
-        sq = np.einsum("abrj,abrj->abj", x, x, dtype=np.float64)  # per (i3, i2): sum over rows
-        for i3 in range(sq.shape[0]):
-            for i2 in range(sq.shape[1]):
-                sums[(i3 % n3) * n2 + (i2 % n2)] += sq[i3, i2]
+        for i3 in range(x.shape[0]):
+            for i2 in range(x.shape[1]):
+                rows = x[i3, i2]  # (ne1, ne0): the squares summed per column, in float32 as llama.cpp
+                sums[(i3 % n3) * n2 + (i2 % n2)] += np.einsum("rj,rj->j", rows, rows)
         counts += x.shape[0] * x.shape[1] * x.shape[2] // (n2 * n3)
 
     def _collect_experts(self, t: _GgmlTensor) -> None:
@@ -160,23 +164,27 @@ class Collector:
         name = weight_name(src0.name.decode("utf-8", "replace"))
         n_as = int(src0.ne[2])
         sums, counts = self._entry(name, n_as, int(src1.ne[0]))
-        x = self._array(src1, np.float32)[0]  # (n_tokens, ne11, ne0)
+        x = self._array(src1, np.float32)[
+            0
+        ]  # (n_tokens, ne11, ne0): ne11 is 1 when every expert gets the same row
         ids = self._array(ids_t, np.int32)[0, 0]  # (n_tokens, n_ids)
         n_tokens, n_ids = ids.shape
-        rows = np.repeat(np.arange(n_tokens), n_ids)
-        slots = np.tile(np.arange(n_ids) % x.shape[1], n_tokens)
-        experts = ids.reshape(-1)
-        if experts.size and (experts.min() < 0 or experts.max() >= n_as):
+        if ids.size and (ids.min() < 0 or ids.max() >= n_as):
             raise EngineError(f"The router of {name} chose an expert that does not exist.")
-        order = np.argsort(experts, kind="stable")
-        experts, rows, slots = experts[order], rows[order], slots[order]
-        xs = x[rows, slots].astype(np.float64)
-        starts = (
-            np.flatnonzero(np.r_[True, experts[1:] != experts[:-1]]) if experts.size else np.array([], int)
-        )
-        if starts.size:
-            sums[experts[starts]] += np.add.reduceat(xs * xs, starts, axis=0)
-        counts += np.bincount(experts, minlength=n_as)
+        sq = np.square(x)
+        tokens = np.arange(n_tokens)
+        # Routing as a (token × expert) matrix: one matrix product adds each token's squares to the
+        # experts it went to (a few hundred MFLOP per layer; a Python loop over tokens is far slower).
+        if x.shape[1] == 1:
+            route = np.zeros((n_tokens, n_as), dtype=np.float32)
+            np.add.at(route, (np.repeat(tokens, n_ids), ids.reshape(-1)), 1.0)
+            sums += route.T @ sq[:, 0]
+        else:
+            for k in range(n_ids):
+                route = np.zeros((n_tokens, n_as), dtype=np.float32)
+                route[tokens, ids[:, k]] = 1.0
+                sums += route.T @ sq[:, k % x.shape[1]]
+        counts += np.bincount(ids.reshape(-1), minlength=n_as)
 
     def result(self, datasets: tuple[str, ...], n_chunks: int, n_ctx: int) -> Imatrix:
         entries = {

@@ -16,6 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# llama.cpp's libraries load before numpy's: with a CUDA build of llama.cpp and numpy 2.5 (the H200
+# machine's environment) the other order made llama_model_load_from_file crash (SIGSEGV, measured
+# 2026-12-03 by tests/gpu/imatrix_device.sh); llama_cpp first worked.
+import llama_cpp  # noqa: F401
 import numpy as np
 
 from app.core.errors import CorruptModelError, EngineError, TailorError

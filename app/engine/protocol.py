@@ -13,8 +13,8 @@ The template renderer (:mod:`app.engine.template_child`): :class:`RenderPrompt` 
 One-shot jobs, one request each: :class:`ScoreQuality` → :class:`QualityProgress`…
 :class:`QualityResult` (:mod:`app.engine.quality_child`); :class:`Quantize` →
 :class:`QuantizeProgress`… :class:`Quantized` (:mod:`app.engine.quantize`); :class:`ComputeImatrix`
-→ :class:`ImatrixProgress`… :class:`ImatrixDone` (:mod:`app.engine.imatrix_child`); any may end in
-:class:`Failed`.
+→ :class:`ImatrixProgress`… :class:`ImatrixDone` (:mod:`app.engine.imatrix_child`); :class:`LabQuantize`
+→ :class:`LabProgress`… :class:`LabDone` (:mod:`app.engine.lab_child`); any may end in :class:`Failed`.
 
 Every message is a frozen dataclass; ``encode``/``decode`` turn it into a line and back, checking
 the kind.
@@ -23,10 +23,10 @@ the kind.
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from app.engine.recent_ids import RecentIds as RecentIds  # both sides of the pipe keep the cancelled ids
 
 if TYPE_CHECKING:
     from app.core.advice.chat_plan import ChatPlan
@@ -393,27 +393,3 @@ def decode(line: bytes | str) -> Message:
     if cls is Quantize and isinstance(data.get("keep"), list):
         data["keep"] = tuple((str(p), str(t)) for p, t in data["keep"])
     return cls(**{k: v for k, v in data.items() if k in names})
-
-
-class RecentIds:
-    """A bounded, thread-safe set of request ids (the cancelled ones), on both sides of the pipe.
-
-    Bounded because a long session sends many requests; the oldest ids go first, and a request
-    older than the last ``capacity`` cancels is long over.
-    """
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self._ids: OrderedDict[int, None] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def add(self, request_id: int) -> None:
-        with self._lock:
-            self._ids[request_id] = None
-            self._ids.move_to_end(request_id)
-            while len(self._ids) > self._capacity:
-                self._ids.popitem(last=False)
-
-    def __contains__(self, request_id: object) -> bool:
-        with self._lock:
-            return request_id in self._ids

@@ -22,13 +22,13 @@ from app.core.build.convert import predicted_bytes
 from app.core.errors import ConversionError
 from app.core.hub.download import check_disk_space
 from app.core.model import ggml_types
-from app.core.model.imatrix_file import Imatrix, ImatrixKV
 from app.core.model.quant_recipe import ALL_FTYPES, IMATRIX_FTYPES
 from app.engine import protocol as P
 from app.engine.child import job, serve_one_job
 from app.engine.protocol import QuantizeProgress
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy stays out of the child until llama_cpp is loaded (imatrix_child.py says why)
+    from app.core.model.imatrix_file import Imatrix, ImatrixKV
     from app.core.model.info import ModelInfo
 
 __all__ = ["NEEDS_IMATRIX", "QUANT_TYPES", "QuantizeProgress", "parse_keep", "precision_warnings", "quantize"]
@@ -150,6 +150,8 @@ def imatrix_kv(path: Path, matrix: Imatrix) -> ImatrixKV:
     """What llama-quantize writes about the matrix into the output (quantize.cpp): the file as
     named — here only its name, so a shared model does not carry the user's folders — the first
     dataset, the entry count and the chunk count."""
+    from app.core.model.imatrix_file import ImatrixKV
+
     return ImatrixKV(file=Path(path).name, dataset=matrix.datasets[0] if matrix.datasets else None,
                      entries=len(matrix.entries), chunks=matrix.chunk_count)  # fmt: skip
 

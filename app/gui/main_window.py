@@ -30,6 +30,7 @@ PANELS: tuple[tuple[str, str, str], ...] = (
     ("machine", "Machine", "app.gui.panels.machine:MachinePanel"),
     ("advisor", "Advisor", "app.gui.panels.advisor:AdvisorPanel"),
     ("quantviz", "What quantization does", "app.gui.panels.quantviz:QuantVizPanel"),
+    ("ladder", "Quality ladder", "app.gui.panels.ladder:LadderPanel"),
     ("library", "Library & downloads", "app.gui.panels.library:LibraryPanel"),
     ("convert", "Convert", "app.gui.panels.convert:ConvertPanel"),
     ("chat", "Chat", "app.gui.panels.chat:ChatPanel"),

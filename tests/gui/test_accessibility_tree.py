@@ -33,7 +33,15 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # pyatspi is a Debian package (python3-pyats
 REQUIRE_ENV = "TAILORLM_REQUIRE_A11Y"
 PACKAGES = "xvfb dbus at-spi2-core python3-pyatspi"
 SCREEN = "1366x768x24"
-PANELS = ("Machine", "Advisor", "What quantization does", "Library & downloads", "Convert", "Chat")
+PANELS = (
+    "Machine",
+    "Advisor",
+    "What quantization does",
+    "Quality ladder",
+    "Library & downloads",
+    "Convert",
+    "Chat",
+)
 # What a screen reader reads out as a control: each needs a name. (A combo box's name on Linux is
 # its value — Qt's choice — so its name is the label it is labelled by.)
 CONTROL_ROLES = frozenset({

@@ -1,11 +1,14 @@
-"""Convert: a Hugging Face checkpoint folder → a GGUF at the precision the user picks, checked and
-registered — ``app.engine.build.build_gguf`` shown with a progress bar, and what it made in a
-result box (:mod:`app.gui.panels.convert_result`).
+"""Convert: a Hugging Face checkpoint folder or a GGUF → a GGUF at the precision the user picks,
+checked and registered — ``app.engine.build.build_gguf`` (through
+:mod:`app.gui.panels.convert_run`) shown with a progress bar, and what it made in a result box
+(:mod:`app.gui.panels.convert_result`). An importance matrix (a file, or one made now from the
+built-in text) and tensors kept at higher precision come from :mod:`app.gui.panels.convert_options`.
 
-The checkpoint is checked (config, tokenizer, safetensors headers) and the output size predicted
-on the thread pool as soon as a folder is chosen, so a wrong folder or a full disk is known before
-anything runs. llama.cpp's converter lives in an environment of its own (about 1.2 GB, created
-once); until it exists the panel offers to set it up and shows pip's output while it does.
+The source is checked (config, tokenizer, safetensors headers; or the GGUF's header) and the output
+size predicted on the thread pool as soon as it is chosen, so a wrong folder, a type that needs a
+matrix or a full disk is known before anything runs. llama.cpp's converter lives in an environment
+of its own (about 1.2 GB, created once); until it exists the panel offers to set it up and shows
+pip's output while it does. A GGUF needs no converter.
 """
 
 from __future__ import annotations
@@ -14,57 +17,36 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
+from app.core.errors import TailorError
 from app.core.units import format_bytes
 from app.gui.context import AppContext
+from app.gui.panels import convert_plan as plan
+from app.gui.panels.convert_options import ConvertOptions
 from app.gui.panels.convert_progress import OverallProgress
 from app.gui.panels.convert_result import ResultBox
+from app.gui.panels.convert_setup import ConverterSetup
 from app.gui.workers import Worker, discard_workers, start_worker
 
 DEFAULT_TYPE = "Q4_K_M"
-# A rough time model from tests/bench/convert_speed.py (README: SmolLM2-135M as a 538 MB F32
-# checkpoint on 2 cores): the converter spends ~4 s starting torch, then ~115 MB/s of source
-# (8.7 s in all); quantizing F16 runs ~70 MB/s of F16 input (270.9 MB → Q4_K_M in 3.8 s); the
-# check loads the result and writes 6 tokens (our measurement: 3.6 s for SmolLM2 Q8_0, 2 busy cores).
-CONVERTER_START_S = 4.0
-CONVERT_SOURCE_BYTES_S = 115e6
-QUANTIZE_F16_BYTES_S = 70e6
-CHECK_S = 3.0
-
-
-def stage_seconds(source_bytes: int, f16_bytes: int, *, direct: bool) -> dict[str, float]:
-    """Each stage's seconds for build_gguf on a 2-core laptop-class CPU; direct: the converter
-    writes the type, so there is no quantize stage. They weigh the stages on the progress bar."""
-    return {
-        "convert": CONVERTER_START_S + source_bytes / CONVERT_SOURCE_BYTES_S,
-        "quantize": 0.0 if direct else f16_bytes / QUANTIZE_F16_BYTES_S,
-        "check": CHECK_S,
-    }
-
-
-def rough_seconds(source_bytes: int, f16_bytes: int, *, direct: bool) -> float:
-    """Seconds for the whole of build_gguf (see :func:`stage_seconds`)."""
-    return sum(stage_seconds(source_bytes, f16_bytes, direct=direct).values())
 
 
 def _selectable(label: QLabel, name: str) -> QLabel:
-    from PySide6.QtCore import Qt
-
     label.setWordWrap(True)
     label.setAccessibleName(name)
     label.setTextInteractionFlags(
@@ -74,77 +56,111 @@ def _selectable(label: QLabel, name: str) -> QLabel:
 
 
 class ConvertPanel(QWidget):
-    """Pick a checkpoint and a precision, see what will come out, convert, chat with the result."""
+    """Pick a source and a precision, see what will come out, convert, chat with the result."""
 
     # the path of the converted model, to size up in the Advisor; the window hands it over
     advise_requested = Signal(str)
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
-        from app.engine.quantize import QUANT_TYPES
-
         self.ctx = ctx
-        self.ready: bool | None = None  # the converter's environment exists; None: not known yet
-        self.checkpoint: Any = None  # app.core.build.convert.Checkpoint of the folder shown
+        self.source: plan.Source | None = None  # the folder or GGUF shown, once checked
+        self.prediction_result: plan.Prediction | None = None  # for the source, type and options shown
+        self.keep_error = ""  # a bad PATTERN=TYPE item, in words
         self.out_exists = False
-        self.task: Worker | None = None  # the conversion or the set-up running now
-        self.setting_up = False
+        self.task: Worker | None = None  # the conversion running now
         self.result: Any = None  # the BuildResult of the latest conversion, shown in the result box
         self.overall: OverallProgress | None = None  # the running conversion's one bar
-        outer = QVBoxLayout(self)
+        self.setup = ConverterSetup(ctx, _selectable(QLabel("Checking whether the converter is set up…"),
+                                                     "Converter status"), on_change=self._update_buttons)  # fmt: skip
+        body = QWidget()
+        outer = QVBoxLayout(body)
+        outer.addWidget(self.setup)
+        outer.addLayout(self._source_form())
+        self.options = ConvertOptions()
+        self.options.changed.connect(self._predict)
+        outer.addWidget(self.options)
+        outer.addLayout(self._run_row())
+        self.stage = _selectable(QLabel(""), "Conversion stage")
+        outer.addWidget(self.stage)
+        why = QHBoxLayout()
+        self.why = _selectable(QLabel(""), "Why Convert is not available")
+        self.make_button = QPushButton("&Make one now")
+        self.make_button.setAccessibleName("Make an importance matrix now from the built-in text")
+        self.make_button.clicked.connect(self.options.picker.choose_make)
+        why.addWidget(self.why, 1)
+        why.addWidget(self.make_button, 0, Qt.AlignmentFlag.AlignTop)
+        outer.addLayout(why)
+        self.result_box = ResultBox(_selectable(QLabel(""), "Conversion result"))
+        self.result_label = self.result_box.label
+        self.advise_button, self.chat_button = self.result_box.advise_button, self.result_box.chat_button
+        self.advise_button.clicked.connect(self.advise)
+        self.chat_button.clicked.connect(self.chat)
+        outer.addWidget(self.result_box)
+        outer.addStretch(1)
+        scroll = QScrollArea()  # a laptop's short screen scrolls the form rather than cutting it
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(body)
+        scroll.setAccessibleName("Conversion settings")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(scroll)
+        ctx.library_changed.connect(self.refresh_library)
+        self.refresh_library()
+        self._update_buttons()
+        self.setup.check()
 
-        self.setup_box = QGroupBox("llama.cpp's converter")
-        setup = QVBoxLayout(self.setup_box)
-        self.setup_label = _selectable(
-            QLabel("Checking whether the converter is set up…"), "Converter status"
-        )
-        self.setup_button = QPushButton("Set &up the converter (downloads about 1.2 GB once)")
-        self.setup_button.setAccessibleName("Set up the converter, downloading about 1.2 GB once")
-        self.setup_button.clicked.connect(self.setup_converter)
-        self.setup_button.hide()
-        self.setup_log = QPlainTextEdit()
-        self.setup_log.setReadOnly(True)
-        self.setup_log.setMaximumBlockCount(500)
-        self.setup_log.setMaximumHeight(140)
-        self.setup_log.setAccessibleName("Converter set-up log")
-        self.setup_log.hide()
-        for w in (self.setup_label, self.setup_button, self.setup_log):
-            setup.addWidget(w)
-        outer.addWidget(self.setup_box)
+    def _source_form(self) -> QFormLayout:
+        from app.engine.quantize import NEEDS_IMATRIX, QUANT_TYPES
 
         form = QFormLayout()
         row = QHBoxLayout()
         self.folder = QLineEdit()
-        self.folder.setPlaceholderText(
-            "A Hugging Face checkpoint folder (config.json, tokenizer, *.safetensors)"
-        )
-        self.folder.setAccessibleName("Checkpoint folder")
-        self.folder.editingFinished.connect(lambda: self.set_folder(self.folder.text()))
+        self.folder.setPlaceholderText("A Hugging Face checkpoint folder (config.json, tokenizer, *.safetensors) "
+                                       "or a .gguf file")  # fmt: skip
+        self.folder.setAccessibleName("Checkpoint folder or GGUF file")
+        self.folder.editingFinished.connect(lambda: self.set_input(self.folder.text()))
         browse = QPushButton("&Browse…")
         browse.setAccessibleName("Choose the checkpoint folder")
         browse.clicked.connect(self._browse)
+        gguf = QPushButton("G&GUF…")
+        gguf.setAccessibleName("Choose a GGUF file to quantize")
+        gguf.clicked.connect(self._browse_gguf)
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
-        folder_label = QLabel("Checkpoint &folder:")
+        row.addWidget(gguf)
+        folder_label = QLabel("&Source:")
         folder_label.setBuddy(self.folder)
         form.addRow(folder_label, row)
+        self.library_combo = QComboBox()
+        self.library_combo.setAccessibleName("Model from the library")
+        self.library_combo.setPlaceholderText("A model from the library…")
+        self.library_combo.activated.connect(lambda _i: self._library_chosen())
+        library_label = QLabel("Or from the librar&y:")
+        library_label.setBuddy(self.library_combo)
+        form.addRow(library_label, self.library_combo)
         self.target = QComboBox()
-        self.target.addItems(list(QUANT_TYPES))
+        for i, name in enumerate(QUANT_TYPES):
+            self.target.addItem(name)
+            if name in NEEDS_IMATRIX:
+                self.target.setItemData(i, "needs an importance matrix", Qt.ItemDataRole.ToolTipRole)
         self.target.setCurrentText(DEFAULT_TYPE)
         self.target.setAccessibleName("Target precision")
         self.target.currentTextChanged.connect(lambda _: self._predict())
         target_label = QLabel("&Target precision:")
         target_label.setBuddy(self.target)
         form.addRow(target_label, self.target)
-        self.facts = _selectable(QLabel("Choose a checkpoint folder."), "Checkpoint facts")
-        form.addRow("Checkpoint:", self.facts)
+        self.facts = _selectable(QLabel("Choose a checkpoint folder or a GGUF."), "Source facts")
+        form.addRow("Model:", self.facts)
         self.prediction = _selectable(QLabel("—"), "Predicted output")
         form.addRow("Output:", self.prediction)
-        outer.addLayout(form)
+        return form
 
+    def _run_row(self) -> QHBoxLayout:
         row = QHBoxLayout()
         self.convert_button = QPushButton("&Convert")
-        self.convert_button.setAccessibleName("Convert the checkpoint")
+        self.convert_button.setAccessibleName("Convert to the target precision")
         self.convert_button.clicked.connect(self.convert)
         self.cancel_button = QPushButton("Cance&l")
         self.cancel_button.setAccessibleName("Cancel the conversion")
@@ -155,182 +171,152 @@ class ConvertPanel(QWidget):
         for w in (self.convert_button, self.cancel_button):
             row.addWidget(w)
         row.addWidget(self.bar, 1)
-        outer.addLayout(row)
-        self.stage = _selectable(QLabel(""), "Conversion stage")
-        outer.addWidget(self.stage)
+        return row
 
-        self.result_box = ResultBox(_selectable(QLabel(""), "Conversion result"))
-        self.result_label = self.result_box.label
-        self.advise_button, self.chat_button = self.result_box.advise_button, self.result_box.chat_button
-        self.advise_button.clicked.connect(self.advise)
-        self.chat_button.clicked.connect(self.chat)
-        outer.addWidget(self.result_box)
-        outer.addStretch(1)
-        self._update_buttons()
-        self._check_converter()
+    @property
+    def ready(self) -> bool | None:
+        """llama.cpp's converter is set up; None until known."""
+        return self.setup.ready
 
-    # --- the converter's environment ------------------------------------------------------------
+    # --- the source -----------------------------------------------------------------------------
 
-    def _check_converter(self) -> None:
-        from app.core.build.convert import converter_ready
+    def refresh_library(self) -> None:
+        from app.gui.widgets.library_combo import refresh_library_combo
 
-        def done(ready: bool) -> None:
-            self.ready = ready
-            self.setup_box.setVisible(not ready)
-            self.setup_button.setVisible(not ready)
-            self.setup_label.setText(
-                ""
-                if ready
-                else "llama.cpp's converter runs in a Python environment of its "
-                "own (torch and the converter), downloaded from PyPI once."
-            )
-            self._update_buttons()
+        refresh_library_combo(self, self.ctx.library, self.library_combo)
 
-        start_worker(lambda r, c: converter_ready(), owner=self, latest="converter", on_return=done,
-                     on_error=self._failed)  # fmt: skip
-
-    def setup_converter(self) -> None:
-        from app.core.build.convert import setup_converter
-
-        if self.task is not None:
-            if self.setting_up:
-                self.task.cancel()  # the button reads "Cancel the set-up" meanwhile
-            return
-        self.setup_log.clear()
-        self.setup_log.show()
-        self.setting_up = True
-        self.setup_button.setText("Cancel the set-&up")
-
-        def finish(_: Any = None) -> None:
-            self.task, self.setting_up = None, False
-            self.setup_button.setText("Set &up the converter (downloads about 1.2 GB once)")
-            self._update_buttons()
-            self._check_converter()
-
-        def failed(message: str, hint: str, cancelled: bool) -> None:
-            self.setup_log.appendPlainText(f"{message} {hint}".strip())
-            if not cancelled:
-                self.ctx.error.emit(message, hint)
-            finish()
-
-        self.task = start_worker(
-            lambda report, cancel: setup_converter(on_line=report, cancel=cancel),
-            owner=self,
-            on_yield=self.setup_log.appendPlainText,
-            on_return=finish,
-            on_error=failed,
-        )
-        self._update_buttons()
-
-    # --- the checkpoint -------------------------------------------------------------------------
+    def _library_chosen(self) -> None:
+        path = self.library_combo.currentData()
+        if path and self.task is None:
+            self.set_input(str(path))
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Choose a Hugging Face checkpoint folder")
         if folder:
-            self.folder.setText(folder)
-            self.set_folder(folder)
+            self.set_input(folder)
+
+    def _browse_gguf(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
+        if path:
+            self.set_input(path)
 
     def set_source(self, folder: str, quant: str) -> None:
         """The Advisor's "Convert to …" (through the window): this folder, at this precision."""
         if self.task is None:  # not while a conversion runs: the fields are locked
             self.target.setCurrentText(quant)
-            self.set_folder(folder)
+            self.set_input(folder)
 
-    def set_folder(self, folder: str) -> None:
-        """Check the folder and predict the output, off the GUI thread; a newer choice wins (the
-        check and the prediction after it are one "checkpoint" worker)."""
-        from app.core.build.convert import check_checkpoint, converter_ready, supported_architectures
+    def set_input(self, path: str) -> None:
+        """Check the folder or GGUF and predict the output, off the GUI thread; a newer choice wins
+        (the check and the prediction after it are one "source" worker)."""
+        from app.gui.panels.convert_imatrix import candidates, ladder_matrix_path
 
-        if self.folder.text() != folder:
-            self.folder.setText(folder)
-        self.checkpoint = None
-        path = Path(folder.strip()).expanduser()
-        self.facts.setText(f"Checking {path}…" if folder.strip() else "Choose a checkpoint folder.")
+        if self.folder.text() != path:
+            self.folder.setText(path)
+        self.source, self.prediction_result = None, None
+        where = Path(path.strip()).expanduser()
+        self.facts.setText(f"Checking {where}…" if path.strip() else "Choose a checkpoint folder or a GGUF.")
         self.prediction.setText("—")
         self._update_buttons()
-        if not folder.strip():
+        if not path.strip():
             return
 
-        def work(report: Any, cancel: Any) -> Any:
-            known = (supported_architectures() or None) if converter_ready() else None
-            return check_checkpoint(path, known=known)
-
-        def done(ckpt: Any) -> None:
-            self.checkpoint = ckpt
-            m = ckpt.model
-            params = f"{m.n_params / 1e9:.2f} B parameters" if m.n_params else "parameters unknown"
-            self.facts.setText(
-                f"{ckpt.architecture}, {params}, {m.file_type or '?'} weights, "
-                f"{format_bytes(ckpt.source_bytes)} of safetensors"
-            )
+        def done(found: tuple[plan.Source, list[Path]]) -> None:
+            self.source = found[0]
+            self.facts.setText(escape(self.source.facts()))
+            self.options.set_model(plan.presets_present(self.source.model))
+            self.options.picker.folder = str(where.parent if where.is_file() else where)
+            self.options.picker.offer(found[1])
             self._predict()
 
         def failed(message: str, hint: str, cancelled: bool) -> None:
             self.facts.setText(f"<span style='color:#b3261e'>{escape(message)}</span> {escape(hint)}")
 
-        start_worker(work, owner=self, latest="checkpoint", on_return=done, on_error=failed)
+        def work(report: Any, cancel: Any) -> tuple[plan.Source, list[Path]]:
+            source = plan.inspect_source(where)
+            offered = candidates(source.path, ladder_matrix_path(source.path)) if source.is_gguf else []
+            return source, offered
+
+        start_worker(work, owner=self, latest="source", on_return=done, on_error=failed)
 
     def _predict(self) -> None:
-        from app.core.build.convert import OUTTYPES, predicted_bytes
-        from app.engine.build import default_output
-
-        if self.checkpoint is None:
+        source, to = self.source, self.target.currentText()
+        self.prediction_result = None
+        if source is None:
+            self._update_buttons()
             return
-        ckpt, to = self.checkpoint, self.target.currentText()
+        self.options.set_not_applicable(plan.options_apply(source, to))
+        choice = self.options.choice()
+        try:
+            keep, self.keep_error = self.options.keep(), ""
+        except TailorError as exc:  # a bad PATTERN=TYPE item: shown as the reason
+            keep, self.keep_error = (), f"{exc} {exc.hint or ''}".strip()
         self.prediction.setText("Working it out…")
+        self._update_buttons()
 
-        def work(report: Any, cancel: Any) -> Any:
-            out = default_output(ckpt.folder, to)
-            seconds = rough_seconds(
-                ckpt.source_bytes, predicted_bytes(ckpt.model, "F16"), direct=to in OUTTYPES
-            )
-            return predicted_bytes(ckpt.model, to), seconds, out, out.exists()
-
-        def done(result: Any) -> None:
-            size, seconds, out, self.out_exists = result
-            if self.out_exists and self.result is not None and self.result.path == out:
+        def done(p: plan.Prediction) -> None:
+            self.prediction_result, self.out_exists = p, p.exists
+            if p.exists and self.result is not None and self.result.path == p.out:
                 exists = " — made just now: see the result below."  # not a warning about our own file
-            elif self.out_exists:
+            elif p.exists:
                 exists = " — <b>this file already exists</b>: remove it or pick another precision."
             else:
                 exists = ""
-            about = f"about {format_bytes(size)} at {to}, roughly {seconds:.0f} s on 2 cores"
-            self.prediction.setText(f"{about}<br>{escape(str(out))}{exists}")
+            about = f"about {format_bytes(p.size_bytes)} at {to}, roughly {p.seconds:.0f} s on 2 cores"
+            self.prediction.setText(f"{about}<br>{escape(str(p.out))}{exists}")
             self._update_buttons()
 
         def failed(message: str, hint: str, cancelled: bool) -> None:
             self.prediction.setText(escape(f"{message} {hint}".strip()))
 
-        start_worker(work, owner=self, latest="checkpoint", on_return=done, on_error=failed)
+        start_worker(lambda r, c: plan.predict(source, to, choice, keep), owner=self, latest="source",
+                     on_return=done, on_error=failed)  # fmt: skip
 
     # --- converting -----------------------------------------------------------------------------
 
+    def _blocked(self) -> str:
+        """Why Convert cannot run, in words, where the rest of the panel does not already say it."""
+        p, source = self.prediction_result, self.source
+        if source is None or self.task is not None:
+            return ""
+        if not source.is_gguf and self.ready is False:
+            return "Set up llama.cpp's converter first (above): a checkpoint folder needs it."
+        if self.keep_error:
+            return self.keep_error
+        return plan.needs_matrix_reason(self.target.currentText(), p.needs_matrix) if p is not None else ""
+
     def _update_buttons(self) -> None:
         busy = self.task is not None
-        self.convert_button.setEnabled(
-            bool(self.ready) and self.checkpoint is not None and not busy and not self.out_exists
-        )
-        self.cancel_button.setEnabled(busy and not self.setting_up)
-        self.folder.setEnabled(not busy)
-        self.target.setEnabled(not busy)
+        setting_up = self.setup.task is not None
+        p, source = self.prediction_result, self.source
+        why = self._blocked()
+        can = (source is not None and (source.is_gguf or bool(self.ready)) and p is not None and not busy
+               and not setting_up and not self.out_exists and not why)  # fmt: skip
+        self.convert_button.setEnabled(can)
+        self.why.setText(why)
+        self.why.setVisible(bool(why))
+        self.make_button.setVisible(bool(p is not None and p.needs_matrix and not self.keep_error))
+        self.cancel_button.setEnabled(busy)
+        for w in (self.folder, self.target, self.library_combo, self.options):
+            w.setEnabled(not busy)
 
     def convert(self) -> None:
-        from app.engine.build import build_gguf
+        from app.gui.panels.convert_run import ConvertRequest, run_convert
 
-        if self.checkpoint is None or self.task is not None:
+        source, p = self.source, self.prediction_result
+        if source is None or p is None or self.task is not None:
             return
-        from app.core.build.convert import OUTTYPES, predicted_bytes
-
-        ckpt, to = self.checkpoint, self.target.currentText()
-        folder = ckpt.folder
+        to, choice = self.target.currentText(), self.options.choice()
+        request = ConvertRequest(
+            source.path, to, p.out, choice, self.options.keep(), plan.intermediate_type(source)
+        )
         self.result_box.hide()
         self.result = None
-        self.overall = OverallProgress(stage_seconds(
-            ckpt.source_bytes, predicted_bytes(ckpt.model, "F16"), direct=to in OUTTYPES))  # fmt: skip
+        self.overall = OverallProgress(plan.source_stage_seconds(source, to, choice))
         self.bar.setValue(0)
         self.stage.setText("Starting…")
         self.task = start_worker(
-            lambda report, cancel: build_gguf(folder, to, on_progress=report, cancel=cancel),
+            lambda report, cancel: run_convert(request, on_progress=report, cancel=cancel),
             owner=self,
             on_yield=self._progress,
             on_return=self._converted,
@@ -345,11 +331,12 @@ class ConvertPanel(QWidget):
         detail = p.detail if p.stage != "check" else ""  # the check's detail is the words it wrote
         self.stage.setText(overall.text(p.stage, p.fraction, detail))
 
-    def _converted(self, result: Any) -> None:
+    def _converted(self, converted: Any) -> None:
+        result = converted.result
         self.task, self.result, self.overall = None, result, None
         self.bar.setValue(1000)
         self.stage.setText("Done.")
-        self.result_box.show_result(result)
+        self.result_box.show_result(result, converted)
         self.out_exists = True
         self.prediction.setText(f"{escape(str(result.path))} — made just now: see the result below.")
         self._update_buttons()
@@ -364,10 +351,6 @@ class ConvertPanel(QWidget):
         if not cancelled:
             self.ctx.error.emit(message, hint)
         self._update_buttons()
-
-    def _failed(self, message: str, hint: str, cancelled: bool) -> None:
-        if not cancelled:
-            self.ctx.error.emit(message, hint)
 
     def cancel(self) -> None:
         if self.task is not None:

@@ -1,14 +1,17 @@
 """One bar for a whole conversion. ``build_gguf`` reports each stage's own fraction (convert 0→1,
-quantize 0→1, check 0→1), so a bar fed those drops to 0 at every stage; this turns them into one
-fraction of the whole that only moves forward, each stage weighted by its expected time."""
+quantize 0→1, check 0→1; and the importance matrix's, when one is made first), so a bar fed those
+drops to 0 at every stage; this turns them into one fraction of the whole that only moves forward,
+each stage weighted by its expected time."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-STAGE_ORDER = ("convert", "quantize", "check")  # as app.engine.build.build_gguf runs them
+# as app.gui.panels.convert_run runs them: build_gguf's stages, a matrix made before quantizing
+STAGE_ORDER = ("convert", "imatrix", "quantize", "check")
 STAGE_NAMES = {
     "convert": "Converting with llama.cpp's converter",
+    "imatrix": "Making the importance matrix",
     "quantize": "Quantizing",
     "check": "Checking that it loads and writes",
 }

@@ -1,6 +1,7 @@
 """The Convert panel's result box: what the latest conversion made — the file, its size and
-precision, how long it took, its name in the library, the words it wrote when it was checked, and
-any warnings — with the two things to do next with it, "Open in Advisor" and "Chat with it"."""
+precision, how long it took, the importance matrix it was made with, how many tensors of each type
+it holds (where kept tensors show), its name in the library, the words it wrote when it was
+checked, and any warnings — with the two things to do next with it, "Open in Advisor" and "Chat with it"."""
 
 from __future__ import annotations
 
@@ -12,12 +13,26 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBox
 from app.core.units import format_bytes
 
 
-def result_html(result: Any) -> str:
-    """An ``app.engine.build.BuildResult`` as the box's lines (rich text: the file name in bold)."""
+def types_line(tensor_types: dict[str, int]) -> str:
+    """ "Tensor types: Q2_K × 120, F32 × 61, Q8_0 × 31" — the most common first."""
+    ordered = sorted(tensor_types.items(), key=lambda kv: (-kv[1], kv[0]))
+    return "Tensor types: " + ", ".join(f"{name} × {n}" for name, n in ordered)
+
+
+def result_html(result: Any, converted: Any = None) -> str:
+    """An ``app.engine.build.BuildResult`` as the box's lines (rich text: the file name in bold);
+    ``converted``: the ``convert_run.Converted`` it came in, for the matrix and the tensor types."""
     took = sum(result.timings_s.values())
     lines = [
         f"<b>{escape(str(result.path))}</b>",
         f"{format_bytes(result.size_bytes)} at {result.file_type}, made in {took:.0f} s",
+    ]
+    if converted is not None and converted.imatrix is not None:
+        made = ", made now and kept beside it" if converted.made_imatrix else ""
+        lines.append(f"With the importance matrix {escape(converted.imatrix.name)}{made}")
+    if converted is not None and converted.tensor_types:
+        lines.append(escape(types_line(converted.tensor_types)))
+    lines += [
         f"In the library as <b>{result.library_id}</b>" if result.library_id else "Not added to the library",
         f"It wrote: “{escape(result.sample.strip())}”",
         *map(escape, result.warnings),
@@ -45,6 +60,6 @@ class ResultBox(QGroupBox):
         layout.addLayout(actions)
         self.hide()
 
-    def show_result(self, result: Any) -> None:
-        self.label.setText(result_html(result))
+    def show_result(self, result: Any, converted: Any = None) -> None:
+        self.label.setText(result_html(result, converted))
         self.show()
