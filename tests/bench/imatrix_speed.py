@@ -36,9 +36,14 @@ from tests.bench.engine_speed import Others, machine, spread  # noqa: E402
 from tests.bench.report import emit  # noqa: E402
 from tests.llama_tools import build_tools  # noqa: E402
 from tests.models import gemma3_path, smollm2_path  # noqa: E402
+from tests.synthetic import write_synthetic_gguf  # noqa: E402
 
 OUT = ROOT / "tests" / "bench" / "results" / "imatrix_speed.json"
 QUANTS = ("Q3_K_S", "IQ4_XS")
+# A MoE small enough for a laptop, with Qwen3-30B-A3B's widths: the expert path (MUL_MAT_ID).
+MOE = {"model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768,
+       "num_hidden_layers": 2, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+       "num_experts": 32, "num_experts_per_tok": 8, "vocab_size": 32000, "max_position_embeddings": 4096}  # fmt: skip
 
 
 def _timed(fn: Any) -> float:
@@ -112,8 +117,10 @@ def main() -> int:
     others = Others()
     with tempfile.TemporaryDirectory(prefix="tailorlm-imatrix-bench-") as tmp:
         os.environ["TAILORLM_HOME"] = str(Path(tmp) / "home")
-        models = [bench_model(n, p, tools, Path(tmp), args, others)
-                  for n, p in (("SmolLM2-135M-Instruct Q4_1", smollm2_path()), ("Gemma-3-270M Q4_K_M", gemma3_path()))]  # fmt: skip
+        moe = write_synthetic_gguf(MOE, Path(tmp) / "qwen3-moe-2L-32E-F16.gguf")
+        sources = (("SmolLM2-135M-Instruct Q4_1", smollm2_path()), ("Gemma-3-270M Q4_K_M", gemma3_path()),
+                   ("Qwen3-30B-A3B widths, 2 layers, 32 experts (random weights) F16", moe))  # fmt: skip
+        models = [bench_model(n, p, tools, Path(tmp), args, others) for n, p in sources]
     report = {"benchmark": "imatrix_speed", "machine": machine(), "threads": args.threads, "rounds": args.rounds,
               "llama_cpp_python": importlib.metadata.version("llama-cpp-python"), "models": models}  # fmt: skip
     return emit(report, OUT, write=args.write)

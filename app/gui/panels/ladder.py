@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 
 from app.gui.panels import ladder_view as view
 from app.gui.panels.convert_imatrix_picker import ImatrixPicker
+from app.gui.widgets.gguf_source import GgufSource
 from app.gui.workers import Worker, discard_workers, start_worker
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _label(text: str, name: str) -> QLabel:
     return label
 
 
-class LadderPanel(QWidget):
+class LadderPanel(GgufSource, QWidget):
     measured = Signal()  # a ladder was measured and drawn (``self.result``)
 
     def __init__(self, ctx: AppContext) -> None:
@@ -199,21 +200,6 @@ class LadderPanel(QWidget):
         return types
 
     # --- choices ------------------------------------------------------------------------------
-
-    def refresh_library(self) -> None:
-        from app.gui.widgets.library_combo import refresh_library_combo
-
-        refresh_library_combo(self, self.ctx.library, self.library_combo)
-
-    def _library_chosen(self) -> None:
-        path = self.library_combo.currentData()
-        if path:
-            self.open_path(str(path))
-
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
-        if path:
-            self.open_path(path)
 
     def open_path(self, path: str) -> None:
         """Measure the GGUF at ``path``; the matrices beside it (or made for it before) are offered."""

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.panels import quantviz_compute as view
+from app.gui.widgets.gguf_source import GgufSource
 from app.gui.workers import discard_workers, start_worker
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def _fill(table: QTableWidget, rows: list[tuple[str, ...]]) -> None:
             table.setItem(r, c, QTableWidgetItem(text))
 
 
-class QuantVizPanel(QWidget):
+class QuantVizPanel(GgufSource, QWidget):
     updated = Signal()  # a new report is drawn (``self.comparison``)
     tensors_listed = Signal()  # the chosen file's tensors are in the choosers
 
@@ -246,21 +247,6 @@ class QuantVizPanel(QWidget):
             self.plot.setYRange(0, tallest * Y_HEADROOM, padding=0)
 
     # --- the model and its tensors --------------------------------------------------------------
-
-    def refresh_library(self) -> None:
-        from app.gui.widgets.library_combo import refresh_library_combo
-
-        refresh_library_combo(self, self.ctx.library, self.library_combo)
-
-    def _library_chosen(self) -> None:
-        path = self.library_combo.currentData()
-        if path:
-            self.open_path(str(path))
-
-    def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", "", "GGUF models (*.gguf)")
-        if path:
-            self.open_path(path)
 
     def open_path(self, path: str) -> None:
         """List the tensors of the GGUF at ``path`` (its header only) and the importance matrices

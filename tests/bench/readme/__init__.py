@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.readme import gpu, local, moe, ram_cgroup, speed_model
+from tests.bench.readme import gpu, imatrix, local, moe, ram_cgroup, speed_model
 from tests.bench.readme.markers import ReadmeBlockError, find_blocks, replace_blocks
 from tests.bench.readme.results import ROOT, Results
 
@@ -31,6 +31,8 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "h200_probe": gpu.h200_probe,
     "h200_speed": gpu.h200_speed,
     "h200_moe": moe.h200_moe,
+    "imatrix_quality": imatrix.imatrix_quality,
+    "h200_imatrix": imatrix.h200_imatrix,
     "speed_model": speed_model.speed_model,
     "download_speed": local.download_speed,
     "gguf_header_speed": local.gguf_header_speed,
