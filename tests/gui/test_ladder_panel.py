@@ -51,8 +51,22 @@ def _choose(panel: LadderPanel, qtbot: QtBot, model: Path, text: Path) -> None:
     qtbot.waitUntil(panel.run_button.isEnabled, timeout=10_000)
 
 
+LADDER_CHILDREN = ("app.engine.quantize", "app.engine.quality_child", "app.engine.imatrix_child")
+
+
 def _children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if "app.engine" in " ".join(p.cmdline())]
+    """The ladder's own child processes, alive (other tests' long-lived children, such as the
+    template renderer, are not the ladder's to kill)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and any(
+                m in " ".join(p.cmdline()) for m in LADDER_CHILDREN
+            ):
+                found.append(p)
+        except psutil.Error:  # gone between the listing and the look
+            continue
+    return found
 
 
 def test_a_ladder_draws_a_point_per_rung_the_front_and_the_table(
