@@ -32,6 +32,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "h200_speed": gpu.h200_speed,
     "h200_moe": moe.h200_moe,
     "imatrix_quality": imatrix.imatrix_quality,
+    "imatrix_speed": imatrix.imatrix_speed,
     "h200_imatrix": imatrix.h200_imatrix,
     "speed_model": speed_model.speed_model,
     "download_speed": local.download_speed,

@@ -38,6 +38,11 @@ def _ratio(s: dict[str, Any]) -> str:
     return f"{s['median']:.2f}× ({spread(s['values'])})"
 
 
+def _others(j: dict[str, Any]) -> str:
+    shares = [v for m in j["models"] for x in m["rounds"] for k, v in x.items() if k.endswith("_others")]
+    return f"{100 * min(shares):.0f}–{100 * max(shares):.0f} %" if shares else "an unknown share"
+
+
 def imatrix_speed(r: Results) -> str:
     j = r.bench("imatrix_speed.json")
     rows = []
@@ -59,7 +64,8 @@ def imatrix_speed(r: Results) -> str:
                 rows,
             ),
             "",
-            f"Ratios are TailorLM ÷ llama.cpp's tool in the same round (median, then every round); "
+            f"Ratios are TailorLM ÷ llama.cpp's tool in the same round (median, then every round); other processes "
+            f"took {_others(j)} of the CPUs during these imatrix measurements, so the spread is wide; "
             f"{j['models'][0]['chunks']} chunks of 512 tokens; whole calls, model loads and our child process's start "
             f"included. {machine_words(j['machine'])}, {j['threads']} threads, {j['rounds']} rounds; "
             "`tests/bench/results/imatrix_speed.json`.",
