@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from app.core.errors import TailorError
+from app.core.model.quant_mix import IMATRIX_TENSOR_TYPES
 
 # enum ggml_type (ggml/include/ggml.h); removed and interleaved ids are left out.
 TYPE_IDS: dict[str, int] = {
@@ -44,7 +45,7 @@ QUANTIZABLE: tuple[str, ...] = (
 GGML_NEEDS_IMATRIX = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S"})
 # llama-quant.cpp tensor_requires_imatrix: llama.cpp refuses these without one ("the result will
 # be garbage, so bailing out"), except for the token embedding and the output layer.
-LLAMA_NEEDS_IMATRIX = GGML_NEEDS_IMATRIX | {"IQ3_XXS", "IQ2_S", "IQ1_M"}
+LLAMA_NEEDS_IMATRIX = IMATRIX_TENSOR_TYPES
 # ggml_quantize_init builds lookup grids for these, once per process: measured on 2 laptop cores,
 # IQ1_S/IQ1_M 5-14 s, IQ2_S 4.7 s, IQ2_XS 3.7 s, IQ2_XXS 1.3 s, IQ3_* 0.2 s.
 SLOW_INIT = frozenset({"IQ1_S", "IQ1_M", "IQ2_S", "IQ2_XS", "IQ2_XXS"})

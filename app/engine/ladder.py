@@ -10,6 +10,7 @@ deleted once scored unless the caller keeps them. One progress callback, one can
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
@@ -98,11 +99,16 @@ def quality_ladder(
     kept: list[str] = []
     if keep_dir is not None:
         keep_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="tailorlm-ladder-") as tmp:
+    folder = (
+        contextlib.nullcontext(str(keep_dir))
+        if keep_dir
+        else tempfile.TemporaryDirectory(prefix="tailorlm-ladder-")
+    )
+    with folder as tmp:
         for i, (quant, with_matrix) in enumerate(steps, 1):
             name = f"{quant} + imatrix" if with_matrix else quant
             suffix = "-imat" if with_matrix else ""
-            out = (keep_dir or Path(tmp)) / f"{source.stem}-{quant}{suffix}.gguf"
+            out = Path(tmp) / f"{source.stem}-{quant}{suffix}.gguf"
             t0 = time.perf_counter()
             quantize(source, out, to=quant, imatrix=imatrix if with_matrix else None, n_threads=n_threads,
                      cancel=cancel, on_progress=lambda p, i=i, name=name: report(

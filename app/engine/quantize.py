@@ -231,16 +231,6 @@ def _child(request: P.Message, send: Callable[[P.Message], None]) -> P.Message:
     return P.Quantized(output=request.output)
 
 
-def _ggml_type_ids(L: Any) -> dict[str, int]:
-    """ggml's own type names → numbers, from the loaded library (the Python bindings lack some)."""
-    import ctypes
-
-    lib = L.llama_cpp._lib
-    lib.ggml_type_name.restype, lib.ggml_type_name.argtypes = ctypes.c_char_p, [ctypes.c_int]
-    names = ((i, lib.ggml_type_name(i)) for i in range(int(L.GGML_TYPE_COUNT)))
-    return {name.decode().upper(): i for i, name in names if name}
-
-
 def _c_overrides(L: Any, params: Any, request: P.Quantize) -> list[Any]:
     """Fill ``params`` as llama-quantize's main does from ``--imatrix`` and ``--tensor-type``: the
     importance matrix (``sums / counts`` per entry), the four ``quantize.imatrix.*`` keys written
@@ -249,6 +239,7 @@ def _c_overrides(L: Any, params: Any, request: P.Quantize) -> list[Any]:
     import ctypes
 
     from app.core.model.imatrix_file import read_imatrix
+    from app.engine.ggml_quant import ggml_type  # ggml's own type numbers, checked against its traits
 
     alive: list[Any] = []
     if request.imatrix:
@@ -279,7 +270,7 @@ def _c_overrides(L: Any, params: Any, request: P.Quantize) -> list[Any]:
     if request.keep:
         tt = (L.llama_model_tensor_override * (len(request.keep) + 1))()
         for i, (pattern, type_name) in enumerate(request.keep):
-            tt[i].pattern, tt[i].type = pattern.encode(), _ggml_type_ids(L)[type_name]
+            tt[i].pattern, tt[i].type = pattern.encode(), ggml_type(type_name).type_id
         tt[len(request.keep)].pattern, tt[len(request.keep)].type = None, L.GGML_TYPE_COUNT
         params.tt_overrides = tt
         alive.append(tt)

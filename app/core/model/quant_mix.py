@@ -48,7 +48,7 @@ _IQ2_FAMILY = frozenset({"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"
 _OUTPUT_Q5_K = _IQ2_FAMILY | {"IQ3_XXS"}  # output.weight Q5_K instead of Q6_K
 _MOE8_ATTN_OUTPUT_Q5_K = frozenset({"Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S",
                                     "Q4_K_M", "IQ3_S", "IQ3_M", "IQ4_XS"})  # fmt: skip
-_NEEDS_IMATRIX = frozenset({"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"})
+IMATRIX_TENSOR_TYPES = frozenset({"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"})
 
 
 def category(name: str) -> str:
@@ -81,7 +81,7 @@ def requires_imatrix(name: str, new_type: str, ftype: str) -> bool:
     if name in ("token_embd.weight", "per_layer_token_embd.weight", "output.weight"):
         return False
     # K-quants need none, except the Q2_K tensors of a Q2_K_S file.
-    return new_type in _NEEDS_IMATRIX or (new_type == "Q2_K" and ftype == "Q2_K_S")
+    return new_type in IMATRIX_TENSOR_TYPES or (new_type == "Q2_K" and ftype == "Q2_K_S")
 
 
 def fallback(t: TensorInfo, target: str) -> str:

@@ -3,6 +3,7 @@ a combo box and a file dialog, both ending in the panel's ``open_path``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtWidgets import QFileDialog
@@ -13,9 +14,7 @@ class GgufSource:
 
     ctx: Any
     library_combo: Any
-
-    def open_path(self, path: str) -> None:
-        raise NotImplementedError
+    open_path: Callable[[str], None]  # the panel's own: what to do with the chosen file
 
     def refresh_library(self) -> None:
         from app.gui.widgets.library_combo import refresh_library_combo
