@@ -1,6 +1,7 @@
-"""The importance-matrix picker of the Convert and Quality ladder panels: a combo box — None, "Make
-one now from the built-in text", the files offered or chosen, "Choose a file…" — and, while "make"
-is chosen, how many chunks of how many tokens to measure (llama-imatrix's ``--chunks`` and ``-c``).
+"""The importance-matrix picker of the Convert, Quality ladder and lab panels: a combo box — None,
+"Make one now from the built-in text" (not in the lab), the files offered or chosen, "Choose a
+file…" — and, while "make" is chosen, how many chunks of how many tokens to measure
+(llama-imatrix's ``--chunks`` and ``-c``).
 What it holds is a :class:`~app.gui.panels.convert_imatrix.MatrixChoice`."""
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ class ImatrixPicker(QWidget):
 
     changed = Signal()  # the choice (kind, file, chunks or chunk size) changed
 
-    def __init__(self, what: str = "the model") -> None:
+    def __init__(self, what: str = "the model", *, can_make: bool = True) -> None:
         super().__init__()
         self.folder = ""  # where "Choose a file…" opens
         self.combo = QComboBox()
         self.combo.setAccessibleName("Importance matrix")
         self.combo.addItem("None", NONE)
-        self.combo.addItem(MAKE_TEXT, MAKE)
-        self.combo.setItemData(1, f"Measure {what} on TailorLM's calibration text first (minutes)",
-                               Qt.ItemDataRole.ToolTipRole)  # fmt: skip
+        if can_make:
+            self.combo.addItem(MAKE_TEXT, MAKE)
+            self.combo.setItemData(1, f"Measure {what} on TailorLM's calibration text first (minutes)",
+                                   Qt.ItemDataRole.ToolTipRole)  # fmt: skip
+        self._first_file = self.combo.count()  # the files sit between the fixed items
         self.combo.addItem("Choose a file…", CHOOSE)
         self.combo.activated.connect(self._activated)
         self.chunks = QSpinBox()
@@ -95,7 +98,7 @@ class ImatrixPicker(QWidget):
     def offer(self, paths: Iterable[Path]) -> None:
         """Replace the files offered with ``paths`` (a new model's), keeping a chosen one if listed."""
         chosen = self.combo.currentData()
-        for i in reversed(range(2, self.combo.count() - 1)):
+        for i in reversed(range(self._first_file, self.combo.count() - 1)):
             self.combo.removeItem(i)
         for p in paths:
             self.add_file(str(p), select=False)
@@ -104,6 +107,9 @@ class ImatrixPicker(QWidget):
         self._show_make_options()
         if self.combo.currentData() != chosen:
             self.changed.emit()
+
+    def has_files(self) -> bool:
+        return self.combo.count() > self._first_file + 1
 
     def _activated(self, index: int) -> None:
         if self.combo.itemData(index) == CHOOSE:

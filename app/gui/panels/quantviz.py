@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
@@ -35,6 +34,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.panels import quantviz_compute as view
+from app.gui.panels.convert_imatrix_picker import ImatrixPicker
 from app.gui.widgets.gguf_source import GgufSource
 from app.gui.workers import discard_workers, start_worker
 
@@ -47,7 +47,6 @@ DEFAULT_TENSOR = "blk.0.attn_q.weight"  # a typical weight matrix every llama-li
 DEFAULT_TYPE = "Q4_0"
 EMPTY_TEXT = "Choose a model and one of its tensors: its weights before and after quantizing show here."
 Y_HEADROOM = 1.05  # the tallest bar stays below the top edge
-CHOOSE_FILE = "Choose a file…"
 
 
 def _label(text: str, name: str) -> QLabel:
@@ -154,11 +153,9 @@ class QuantVizPanel(GgufSource, QWidget):
             self.type_combo.setItemData(i, view.type_tip(name), Qt.ItemDataRole.ToolTipRole)
         self.type_combo.setCurrentText(DEFAULT_TYPE)
         self.type_combo.currentTextChanged.connect(lambda _t: self.recompute())
-        self.imatrix_combo = QComboBox()
-        self.imatrix_combo.setAccessibleName("Importance matrix")
-        self.imatrix_combo.addItem("None", None)
-        self.imatrix_combo.addItem(CHOOSE_FILE, CHOOSE_FILE)
-        self.imatrix_combo.activated.connect(self._imatrix_activated)
+        self.imatrix = ImatrixPicker("the model", can_make=False)
+        self.imatrix_combo = self.imatrix.combo
+        self.imatrix.changed.connect(self.recompute)
         self.log_check = QCheckBox("&Logarithmic counts (shows the tails)")
         self.log_check.setAccessibleName("Logarithmic counts")
         self.log_check.toggled.connect(self._log_counts)
@@ -168,7 +165,7 @@ class QuantVizPanel(GgufSource, QWidget):
             label = QLabel(text)
             label.setBuddy(widget)
             grid.addWidget(label, 0, 2 * col)
-            grid.addWidget(widget, 0, 2 * col + 1)
+            grid.addWidget(self.imatrix if widget is self.imatrix_combo else widget, 0, 2 * col + 1)
             grid.setColumnStretch(2 * col + 1, 2 if widget is self.tensor_combo else 1)
         grid.addWidget(self.log_check, 1, 0, 1, 8)
         return grid
@@ -257,8 +254,8 @@ class QuantVizPanel(GgufSource, QWidget):
             self.path, self.tensors = path, found[0]
             self.groups = view.by_layer(self.tensors)
             self.file_label.setText(path)
-            for file in found[1]:
-                self.add_imatrix(str(file), select=False)
+            self.imatrix.folder = str(Path(path).parent)
+            self.imatrix.offer(found[1])  # this model's matrices, not the last one's
             self._fill_layers()
             self.tensors_listed.emit()
 
@@ -303,29 +300,12 @@ class QuantVizPanel(GgufSource, QWidget):
         return str(name) if name else None
 
     def add_imatrix(self, path: str, *, select: bool = True) -> None:
-        """Offer the importance-matrix file ``path`` (and choose it)."""
-        at = self.imatrix_combo.findData(path)
-        if at < 0:
-            at = self.imatrix_combo.count() - 1  # before "Choose a file…"
-            self.imatrix_combo.insertItem(at, Path(path).name, path)
-            self.imatrix_combo.setItemData(at, path, Qt.ItemDataRole.ToolTipRole)
-        if select:
-            self.imatrix_combo.setCurrentIndex(at)
-            self.recompute()
-
-    def _imatrix_activated(self, index: int) -> None:
-        if self.imatrix_combo.itemData(index) != CHOOSE_FILE:
-            self.recompute()
-            return
-        self.imatrix_combo.setCurrentIndex(0)
-        path, _ = QFileDialog.getOpenFileName(self, "Choose an importance matrix", str(Path(self.path or "").parent),
-                                              "Importance matrices (*.gguf *.dat *.imatrix);;All files (*)")  # fmt: skip
-        if path:
-            self.add_imatrix(path)
+        """Offer the importance-matrix file ``path`` (and choose it, which recomputes)."""
+        self.imatrix.add_file(path, select=select)
 
     def imatrix_path(self) -> str | None:
-        data = self.imatrix_combo.currentData()
-        return str(data) if data and data != CHOOSE_FILE else None
+        chosen = self.imatrix.choice().path
+        return str(chosen) if chosen else None
 
     # --- the round trip ---------------------------------------------------------------------------
 
@@ -342,7 +322,7 @@ class QuantVizPanel(GgufSource, QWidget):
             if cancelled:
                 return
             self.comparison = None
-            offered = self.imatrix_combo.count() > 2 and imatrix is None and "importance matrix" in msg
+            offered = self.imatrix.has_files() and imatrix is None and "importance matrix" in msg
             more = " One is offered under Importance matrix." if offered else ""
             self.stats.setText(f"{msg} {hint}{more}".strip())
             self.plot_stack.setCurrentWidget(self.empty)  # the words again, not the last one's plot
