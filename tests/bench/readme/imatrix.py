@@ -38,6 +38,12 @@ def _ratio(s: dict[str, Any]) -> str:
     return f"{s['median']:.2f}× ({spread(s['values'])})"
 
 
+def _busy_note(j: dict[str, Any]) -> str:
+    """Why a spread is wide, when the machine was busy (a share of 10 % or more in some round)."""
+    shares = [v for m in j["models"] for x in m["rounds"] for k, v in x.items() if k.endswith("_others")]
+    return ", so the spread is wide" if shares and max(shares) >= 0.10 else " (a quiet machine)"
+
+
 def _others(j: dict[str, Any]) -> str:
     shares = [v for m in j["models"] for x in m["rounds"] for k, v in x.items() if k.endswith("_others")]
     return f"{100 * min(shares):.0f}–{100 * max(shares):.0f} %" if shares else "an unknown share"
@@ -65,7 +71,7 @@ def imatrix_speed(r: Results) -> str:
             ),
             "",
             f"Ratios are TailorLM ÷ llama.cpp's tool in the same round (median, then every round); other processes "
-            f"took {_others(j)} of the CPUs during these imatrix measurements, so the spread is wide; "
+            f"took {_others(j)} of the CPUs during these imatrix measurements{_busy_note(j)}; "
             f"{j['models'][0]['chunks']} chunks of 512 tokens; whole calls, model loads and our child process's start "
             f"included. {machine_words(j['machine'])}, {j['threads']} threads, {j['rounds']} rounds; "
             "`tests/bench/results/imatrix_speed.json`.",
