@@ -218,23 +218,29 @@ def cmd_chats(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: Any) -> None:
-    p_chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal (streaming)")
-    p_chat.add_argument("model", help="a .gguf file or a library id (`tailorlm list`)")
-    p_chat.add_argument(
-        "--ctx",
-        type=int,
-        metavar="N",
-        help=f"context length (default {DEFAULT_CTX}, at most the model's own)",
-    )
-    p_chat.add_argument(
-        "--ngl", default="auto", metavar="N|auto", help="GPU layers; auto = the advisor's plan"
-    )
-    p_chat.add_argument(
+def add_plan_flags(p: Any) -> None:
+    """The flags that shape a model's load plan, shared by ``chat`` and ``serve``."""
+    p.add_argument("--ctx", type=int, metavar="N",
+                   help=f"context length (default {DEFAULT_CTX}, at most the model's own)")  # fmt: skip
+    p.add_argument("--ngl", default="auto", metavar="N|auto", help="GPU layers; auto = the advisor's plan")
+    p.add_argument(
         "--moe-cpu", default="auto", metavar="N|all|auto",
         help="MoE models: keep the experts of the first N layers (or all) in RAM, the rest on the GPU; "
         "auto = the advisor's fastest plan that fits",
     )  # fmt: skip
+    p.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    p.add_argument("--kv-type", default="F16", choices=KV_TYPES, metavar="TYPE",
+                   help="KV cache type, K and V (default F16; Q8_0 halves it)")  # fmt: skip
+    p.add_argument("--force", action="store_true",
+                   help="load even when the plan does not fit this machine (says what will probably happen)")  # fmt: skip
+    reserve_flag(p)
+    hardware_flags(p)
+
+
+def add_parsers(sub: Any) -> None:
+    p_chat = sub.add_parser("chat", help="chat with a GGUF model in the terminal (streaming)")
+    p_chat.add_argument("model", help="a .gguf file or a library id (`tailorlm list`)")
+    add_plan_flags(p_chat)
     p_chat.add_argument("--system", metavar="TEXT", help="system prompt")
     p_chat.add_argument("--prompt", metavar="TEXT", help="answer this one message and exit")
     p_chat.add_argument("--temperature", type=float, default=0.7)
@@ -245,13 +251,6 @@ def add_parsers(sub: Any) -> None:
     p_chat.add_argument("--min-p", type=float, default=0.05)
     p_chat.add_argument("--repeat-penalty", type=float, default=1.1)
     p_chat.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
-    p_chat.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    p_chat.add_argument("--kv-type", default="F16", choices=KV_TYPES, metavar="TYPE",
-                        help="KV cache type, K and V (default F16; Q8_0 halves it)")  # fmt: skip
-    p_chat.add_argument("--force", action="store_true",
-                        help="load even when the plan does not fit this machine (says what will probably happen)")  # fmt: skip
-    reserve_flag(p_chat)
-    hardware_flags(p_chat)
     p_chat.set_defaults(func=cmd_chat)
 
     p_chats = sub.add_parser("chats", help="list saved conversations, or export one")

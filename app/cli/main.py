@@ -13,7 +13,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli import advise, build, chat, hub, quality
+    from app.cli import advise, build, chat, hub, quality, serve
 
     parser = argparse.ArgumentParser(
         prog="tailorlm",
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_parsers(sub)
     build.add_parsers(sub)
     quality.add_parsers(sub)
+    serve.add_parsers(sub)
     return parser
 
 

@@ -127,6 +127,25 @@ class ContextOverflowError(TailorError):
     """Even the system prompt and the latest message do not fit in the context."""
 
 
+class InvalidRequestError(TailorError):
+    """A request to the local OpenAI-compatible server is malformed or asks for what TailorLM cannot
+    do; ``param`` names the field (OpenAI's error body carries it), ``code`` is OpenAI's, if any."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class SchemaError(InvalidRequestError):
+    """A JSON Schema (a response format, a tool's parameters) that cannot be turned into a grammar;
+    the message names the bad part by its JSON pointer."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
 # --- engine ----------------------------------------------------------------------------------
 
 

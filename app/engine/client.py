@@ -30,7 +30,8 @@ from pathlib import Path
 from app.core.errors import EngineError
 from app.engine import protocol as P
 from app.engine.child import ChildDeath, ChildProcess
-from app.engine.errors import LoadFailed, ProcessDied, RequestCancelled
+from app.engine.errors import LoadFailed, ProcessDied, RequestCancelled, from_failure
+from app.engine.fair_lock import FairLock
 from app.engine.llama_log import load_error
 
 _HINT = "Try a smaller quantization, a shorter context or fewer GPU layers."
@@ -61,7 +62,9 @@ class EngineClient:
         self._lock = threading.Lock()  # the child reference, the id counter
         self._next_id = 1
         self._cancelled = P.RecentIds()
-        self._request_lock = threading.Lock()
+        self._request_lock = (
+            FairLock()
+        )  # requests run in the order they were made (a server and the window share it)
         self._request_thread: int | None = None  # the thread whose request holds _request_lock
 
     # --- any thread -------------------------------------------------------------------------
@@ -231,6 +234,8 @@ class EngineClient:
                         return
                     elif isinstance(msg, P.Failed):
                         finished = True
+                        if msg.error:  # a TailorError the child raised: the same class here
+                            raise from_failure(msg)
                         raise EngineError(f"The model could not answer: {msg.message}.", hint=msg.hint)
             finally:
                 if not finished and child.alive:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.core.errors import Cancelled, EngineError, ModelReadError, TailorError
+from app.core.errors import Cancelled, ContextOverflowError, EngineError, ModelReadError, TailorError
 
 if TYPE_CHECKING:
     from app.engine.child import ChildDeath
@@ -51,6 +51,7 @@ _BY_NAME: dict[str, type[TailorError]] = {
         VocabularyMismatchError,
         TextTooShortError,
         ModelReadError,
+        ContextOverflowError,
         EngineError,
         TailorError,
     )

@@ -22,6 +22,7 @@ from typing import Any
 # time (tests/gpu/speed_proof.py, 2026-12-03); with llama.cpp first, the same load works.
 import llama_cpp
 
+from app.core.errors import ContextOverflowError
 from app.engine.errors import LoadFailed
 from app.engine.expert_offload import keep_experts_in_ram
 from app.engine.host import device_free_bytes, physical_cores, ram_available_bytes
@@ -218,7 +219,8 @@ class LlamaSession:
         n_ctx = L.llama_n_ctx(self.ctx)
         stats.n_prompt_tokens = len(tokens)
         if len(tokens) >= n_ctx:
-            raise ValueError(f"the prompt has {len(tokens)} tokens but the context holds {n_ctx}")
+            raise ContextOverflowError(f"The prompt has {len(tokens):,} tokens but the context holds {n_ctx:,}.",
+                                       hint="Shorten the conversation, or load the model with a longer context.")  # fmt: skip
         if not self._evaluate_prompt(tokens, stats):
             stats.stop_reason = "cancelled"
             return

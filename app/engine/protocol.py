@@ -78,10 +78,13 @@ class Sampling:
     min_p: float = 0.05
     repeat_penalty: float = 1.1
     repeat_last_n: int = 64
+    frequency_penalty: float = 0.0  # OpenAI's: minus count × this (llama.cpp's penalties sampler)
+    presence_penalty: float = 0.0  # minus this once a token occurred
     seed: int = -1  # -1 = random
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False  # benchmarks: always produce max_tokens, as llama-bench does
+    grammar: str = ""  # GBNF (start rule "root"): the answer can only be text it admits
 
 
 @dataclass(frozen=True)

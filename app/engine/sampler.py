@@ -67,14 +67,18 @@ def make_sampler(L: Any, vocab: Any, s: Sampling, *, ctx: Any = None) -> Sampler
     """The sampler for ``s``. With ``ctx`` (a context whose output layer is on a GPU), greedy
     decoding runs in the model's graph: only the token comes back, not the logits."""
     n_vocab = int(L.llama_vocab_n_tokens(vocab))
-    if s.temperature <= 0 and s.repeat_penalty == 1.0:
+    if s.grammar:
+        from app.engine.grammar_sampler import GrammarSampler
+
+        return GrammarSampler(L, vocab, n_vocab, s)
+    if s.temperature <= 0 and s.repeat_penalty == 1.0 and not (s.frequency_penalty or s.presence_penalty):
         return GreedySampler(L, n_vocab, ctx=ctx)
     if s.temperature <= 0 or 0 < s.top_k < n_vocab:
         return TopKSampler(L, n_vocab, s)
     return ChainSampler(L, n_vocab, s)
 
 
-class _LogitsView:
+class LogitsView:
     """llama.cpp's logits of the last output as a float32 view (no copy), the view kept while
     llama.cpp's buffer stays where it is: making one costs more than the rest of a greedy pick."""
 
@@ -118,10 +122,9 @@ def full_chain(L: Any, n_vocab: int, s: Sampling) -> Any:
     """llama.cpp's whole chain for ``s``, the penalty first (what :class:`ChainSampler` runs, and
     the reference the fast path is tested against)."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-    if s.repeat_penalty != 1.0:
-        L.llama_sampler_chain_add(
-            chain, L.llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0)
-        )
+    if s.repeat_penalty != 1.0 or s.frequency_penalty or s.presence_penalty:
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_penalties(
+            n_vocab, s.repeat_last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty))  # fmt: skip
     tail = tail_chain(L, s)
     while L.llama_sampler_chain_n(tail):  # move the tail's samplers over, in order
         L.llama_sampler_chain_add(chain, L.llama_sampler_chain_remove(tail, 0))
@@ -140,7 +143,7 @@ class GreedySampler:
     sampler was set: that one is the host argmax."""
 
     def __init__(self, L: Any, n_vocab: int, *, ctx: Any = None) -> None:
-        self.L, self.logits = L, _LogitsView(L, n_vocab)
+        self.L, self.logits = L, LogitsView(L, n_vocab)
         self.ctx, self.backend = ctx, None
         if ctx is not None:
             chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -181,15 +184,16 @@ class ChainSampler:
 
 
 class RepeatPenalty:
-    """llama.cpp's repeat penalty (``llama_sampler_penalties`` with no frequency or presence
-    term): the last ``last_n`` sampled tokens; a logit of one of them is divided by the penalty
-    when positive, multiplied when not, once however often the token occurs."""
+    """llama.cpp's penalties (``llama_sampler_penalties``): the last ``last_n`` sampled tokens; a
+    logit of one of them is divided by the repeat penalty when positive, multiplied when not, then
+    lowered by count × the frequency penalty plus the presence penalty (float32, as in C)."""
 
-    def __init__(self, penalty: float, last_n: int) -> None:
+    def __init__(self, penalty: float, last_n: int, frequency: float = 0.0, presence: float = 0.0) -> None:
         self.penalty = np.float32(penalty)
+        self.frequency, self.presence = np.float32(frequency), np.float32(presence)
         self.history: deque[int] = deque(maxlen=max(last_n, 0))
         self.counts: Counter[int] = Counter()
-        self.active = penalty != 1.0 and last_n != 0
+        self.active = (penalty != 1.0 or frequency != 0.0 or presence != 0.0) and last_n != 0
 
     def accept(self, token: int) -> None:
         if not self.active:
@@ -208,7 +212,11 @@ class RepeatPenalty:
             return None
         ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
         saved = logits[ids]
-        logits[ids] = np.where(saved <= 0, saved * self.penalty, saved / self.penalty)
+        penalised = np.where(saved <= 0, saved * self.penalty, saved / self.penalty)
+        if self.frequency or self.presence:
+            counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
+            penalised -= counts * self.frequency + self.presence
+        logits[ids] = penalised
         return ids, saved
 
     @staticmethod
@@ -245,9 +253,11 @@ class TopKSampler:
     """The penalty and the top-k cut here, the rest in llama.cpp's chain (module docstring)."""
 
     def __init__(self, L: Any, n_vocab: int, s: Sampling) -> None:
-        self.L, self.logits = L, _LogitsView(L, n_vocab)
+        self.L, self.logits = L, LogitsView(L, n_vocab)
         self.k = s.top_k if s.temperature > 0 else 1
-        self.penalty = RepeatPenalty(s.repeat_penalty, s.repeat_last_n)
+        self.penalty = RepeatPenalty(
+            s.repeat_penalty, s.repeat_last_n, s.frequency_penalty, s.presence_penalty
+        )
         self.chain = tail_chain(L, s) if self.k > 1 else None  # temperature 0: an argmax, no chain
         self._capacity = 0
         self._grow(max(4 * self.k, 256))

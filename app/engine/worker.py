@@ -17,6 +17,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, BinaryIO
 
+from app.core.errors import TailorError
 from app.core.runtime import private_stdout
 from app.engine import protocol as P
 from app.engine.errors import LoadFailed
@@ -100,6 +101,10 @@ class Worker:
                 return 0
             try:
                 self.handle(msg)
+            except TailorError as exc:  # meant for the user: by class, so the app raises the same one
+                rid = getattr(msg, "request_id", None)
+                self.send(P.Failed(stage=msg.kind, message=str(exc), hint=exc.hint, request_id=rid,
+                                   error=exc.__class__.__name__))  # fmt: skip
             except Exception as exc:  # report, keep serving: the parent decides what to do
                 rid = getattr(msg, "request_id", None)
                 self.send(

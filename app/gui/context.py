@@ -1,15 +1,31 @@
 """What the panels share: settings, the hardware profile (detected once, off the GUI thread), the
-model library, and a few app-wide signals — so panels never import each other."""
+model library, the model the chat has loaded, and a few app-wide signals — so panels never import
+each other."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QSettings, Signal
 
 from app.gui.workers import start_worker
 
+if TYPE_CHECKING:
+    from app.engine.client import EngineClient
+    from app.engine.protocol import Load
+
 THEME_KEY = "view/theme"  # "system" | "light" | "dark" (app.gui.theme.CHOICES)
+
+
+@dataclass(frozen=True)
+class ChatModel:
+    """The model the Chat panel has loaded, handed to whoever else may use its process (the Server
+    panel): the client's requests are granted in arrival order, so sharing it takes turns."""
+
+    client: EngineClient  # the chat's model process
+    load: Load  # the plan it was loaded with
+    label: str  # "SmolLM2 135M Instruct · Q4_1", as the chat labels its answers
 
 
 class AppContext(QObject):
@@ -25,10 +41,14 @@ class AppContext(QObject):
     engine_metrics = Signal(dict)
     # ask the window to show a panel by key ("machine", "advisor", "library", "chat", …)
     show_panel = Signal(str)
+    # ChatModel | None: the Chat panel loaded a model, or has none any more (unloaded, its process
+    # gone, the panel closing); ``chat_model`` keeps the latest for panels built later
+    chat_model_changed = Signal(object)
 
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
         self.settings = settings or QSettings()
+        self._chat_model: ChatModel | None = None
         self._profile: Any = None
         self._library: Any = None
         self._detecting = False
@@ -62,6 +82,20 @@ class AppContext(QObject):
             self.error.emit(msg, hint)
 
         start_worker(work, owner=self, on_return=done, on_error=failed, name="detect")
+
+    # --- the chat's model ----------------------------------------------------------------------
+
+    @property
+    def chat_model(self) -> ChatModel | None:
+        """The model the Chat panel has loaded now, or None."""
+        return self._chat_model
+
+    def set_chat_model(self, model: ChatModel | None) -> None:
+        """What the Chat panel calls when its model is ready or gone; tells ``chat_model_changed``."""
+        if model is self._chat_model:
+            return
+        self._chat_model = model
+        self.chat_model_changed.emit(model)
 
     # --- light or dark ------------------------------------------------------------------------
 

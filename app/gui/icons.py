@@ -18,6 +18,7 @@ _FALLBACK = {  # QStyle's own, where an SVG is missing (a trimmed bundle)
     "library": QStyle.StandardPixmap.SP_DirIcon,
     "convert": QStyle.StandardPixmap.SP_BrowserReload,
     "chat": QStyle.StandardPixmap.SP_FileDialogDetailedView,
+    "server": QStyle.StandardPixmap.SP_DriveNetIcon,
 }
 _G, _R = QPalette.ColorGroup, QPalette.ColorRole
 _MODES = (  # icon mode → the palette colour it is drawn in

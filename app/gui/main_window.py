@@ -34,6 +34,7 @@ PANELS: tuple[tuple[str, str, str], ...] = (
     ("library", "Library & downloads", "app.gui.panels.library:LibraryPanel"),
     ("convert", "Convert", "app.gui.panels.convert:ConvertPanel"),
     ("chat", "Chat", "app.gui.panels.chat:ChatPanel"),
+    ("server", "Server", "app.gui.panels.server:ServerPanel"),  # serves the chat's model
 )
 # The first window's size when nothing was saved; never more than the screen offers.
 DEFAULT_SIZE = (1200, 800)

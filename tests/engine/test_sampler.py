@@ -38,6 +38,10 @@ SETTINGS = {
     "min-p, strong short penalty": P.Sampling(
         temperature=0.8, top_k=20, top_p=1.0, min_p=0.1, repeat_penalty=1.3, repeat_last_n=16
     ),
+    # OpenAI's frequency and presence penalties, as the server passes them
+    "frequency and presence": P.Sampling(
+        temperature=0.9, top_k=40, repeat_penalty=1.0, frequency_penalty=0.6, presence_penalty=0.4
+    ),
 }
 
 

@@ -221,6 +221,16 @@ def visit_panels(window: Any, presses: list[tuple[str, str, str]]) -> dict[str, 
     return dumps
 
 
+def select_panel(window: Any, title: str) -> None:
+    """Show the panel ``title`` again, as a screen reader selects it in the Panels list."""
+    panels = find(window, "list", "Panels")
+    titles = [item.name for item in children(panels)]
+    if title not in titles or not panels.querySelection().selectChild(titles.index(title)):
+        raise SystemExit(f"a11y_dump: the Panels list refused to select {title!r}")
+    wait_for(lambda: any(showing(p) for p in find_all(window, "filler", title)), PANEL_TIMEOUT_S,
+             f"the {title!r} panel to show")  # fmt: skip
+
+
 def set_values(window: Any, values: list[tuple[str, float]]) -> dict[str, float]:
     """Set spin buttons through their Value interface; what they hold afterwards."""
     out = {}
@@ -328,6 +338,7 @@ def main() -> int:
     values = [(v.rsplit("=", 1)[0], float(v.rsplit("=", 1)[1])) for v in args.value]
     report["values"] = set_values(window, values)
     if args.prompt:
+        select_panel(window, "Chat")  # the visit ended on the last panel, which need not be the chat
         report["chat"] = ask(window, args.prompt, args.timeout_s)
         chat = [p for p in find_all(window, "filler", "Chat") if showing(p)]
         if chat:  # the answer's own controls: Copy, Edit, versions

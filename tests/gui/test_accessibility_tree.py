@@ -41,6 +41,7 @@ PANELS = (
     "Library & downloads",
     "Convert",
     "Chat",
+    "Server",
 )
 # What a screen reader reads out as a control: each needs a name. (A combo box's name on Linux is
 # its value — Qt's choice — so its name is the label it is labelled by.)

@@ -77,6 +77,34 @@ def test_the_cli_of_the_same_bundle_advises_and_chats(tmp_path: Path, smollm2_pa
     )
 
 
+def test_the_bundle_serves_the_openai_api(tmp_path: Path, smollm2_path: Path) -> None:
+    """``tailorlm serve`` from the bundle: uvicorn's protocol modules are imported by name at run
+    time, so only a real request shows the bundle has them."""
+    import re
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen([str(BUNDLE / "tailorlm"), "serve", str(smollm2_path), "--port", "0", "--ctx", "1024",
+                             "--no-bandwidth"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(tmp_path))  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.search(r"at (http://\S+/v1)", line)
+        assert found, line + (proc.stderr.read() if proc.stderr and proc.poll() is not None else "")
+        body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}).encode()
+        req = urllib.request.Request(f"{found.group(1)}/chat/completions", data=body,
+                                     headers={"content-type": "application/json"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            assert json.load(resp)["usage"]["completion_tokens"] >= 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_without_a_display_the_bundle_says_so(tmp_path: Path) -> None:
     env = {k: v for k, v in _env(tmp_path).items() if k != "QT_QPA_PLATFORM"}  # and no DISPLAY
     done = subprocess.run([str(BUNDLE / "TailorLM")], capture_output=True, text=True, env=env, timeout=60,

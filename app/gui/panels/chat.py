@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.chat.model_ref import ModelRef
-from app.gui.context import AppContext
+from app.gui.context import AppContext, ChatModel
 from app.gui.panels.chat_column import ChatColumn
 from app.gui.panels.chat_conversation_actions import ConversationActions
 from app.gui.panels.chat_conversations import ConversationList
@@ -105,6 +105,7 @@ class ChatPanel(ModelActions, ConversationActions, QWidget):
         e = self.engine
         e.progress.connect(self.model_bar.set_progress, _Q)
         e.loaded.connect(self._on_loaded, _Q)
+        e.loaded.connect(self._share_model, _Q)
         e.chunk.connect(self._on_chunk, _Q)
         e.first_token.connect(self._on_first_token, _Q)
         e.trimmed.connect(self._on_trimmed, _Q)
@@ -255,6 +256,7 @@ class ChatPanel(ModelActions, ConversationActions, QWidget):
         self.ctx.error.emit(message, hint)
         if failure.process_ended or was == "loading":
             self.model = None
+            self.ctx.set_chat_model(None)  # its process is gone: the Server panel stops serving it
             self._metrics_timer.stop()
             self.ctx.engine_metrics.emit({})
             self.status.setText("No model is loaded.")
@@ -270,6 +272,11 @@ class ChatPanel(ModelActions, ConversationActions, QWidget):
         """What the status bar shows: speed and latency, measured and predicted memory."""
         predicted = self.model.predicted if self.model is not None else {}
         return self.meter.snapshot(self.engine.memory(), predicted)
+
+    @Slot(object)
+    def _share_model(self, model: LoadedModel) -> None:
+        """Offer the loaded model to the other panels: the Server panel serves it through this process."""
+        self.ctx.set_chat_model(ChatModel(self.engine.client, model.load, model.label))
 
     @Slot()
     def _emit_metrics(self) -> None:
@@ -300,6 +307,7 @@ class ChatPanel(ModelActions, ConversationActions, QWidget):
 
     def shutdown(self) -> None:
         """The window is closing: end the model process and close the store."""
+        self.ctx.set_chat_model(None)  # first: the server stops using the process before it ends
         self._metrics_timer.stop()
         self.engine.shutdown()
         if self._store is not None:
