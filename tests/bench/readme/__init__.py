@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.readme import gpu, imatrix, local, moe, ram_cgroup, speed_model
+from tests.bench.readme import gpu, imatrix, local, moe, ram_cgroup, server, speed_model
 from tests.bench.readme.markers import ReadmeBlockError, find_blocks, replace_blocks
 from tests.bench.readme.results import ROOT, Results
 
@@ -34,6 +34,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "imatrix_quality": imatrix.imatrix_quality,
     "imatrix_speed": imatrix.imatrix_speed,
     "h200_imatrix": imatrix.h200_imatrix,
+    "server_speed": server.server_speed,
     "speed_model": speed_model.speed_model,
     "download_speed": local.download_speed,
     "gguf_header_speed": local.gguf_header_speed,
