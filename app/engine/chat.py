@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from app.core.chat.model_ref import model_label, same_file
-from app.core.chat.render import with_fallback
 from app.core.chat.store import ChatStore, Message
 from app.core.chat.template import ChatTemplate, select_template, trim_history
 from app.core.chat.titles import NEW_CHAT_TITLE
-from app.core.errors import TailorError, TemplateError
+from app.core.errors import TailorError
 from app.core.model.gguf_header import GGUFHeader, read_gguf_file
 from app.engine import protocol as P
 from app.engine.client import EngineClient
@@ -228,14 +227,8 @@ class ChatSession:
         assert self.loaded is not None and self.template is not None
         kwargs: dict[str, Any] = {"bos_token": self.loaded.bos_token, "eos_token": self.loaded.eos_token,
                                   "cancelled": lambda: self.client.is_cancelled(rid), "request_id": rid}  # fmt: skip
-        try:
-            return self.renderer(self.template, messages, **kwargs)
-        except TemplateError as err:
-            fallback = with_fallback(self.template, err)
-            if fallback is None:
-                raise
-            self.template = fallback
-            return self.renderer(fallback, messages, **kwargs)
+        prompt, self.template = self.renderer.with_fallback(self.template, messages, **kwargs)
+        return prompt
 
     def close(self) -> None:
         """End the template process (the model process is the client's)."""

@@ -14,9 +14,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from app.core.chat.render import render, template_error
+from app.core.chat.render import render, template_error, with_fallback
 from app.core.chat.template import ChatTemplate, Message
+from app.core.errors import TemplateError
 from app.engine import protocol as P
 from app.engine.child import ChildProcess
 from app.engine.errors import ProcessDied, RequestCancelled
@@ -116,3 +118,16 @@ class TemplateRenderer:
             if self._child is not None:
                 self._child.close()
                 self._child = None
+
+    def with_fallback(self, template: ChatTemplate, messages: Sequence[Message],
+                      **kwargs: Any) -> tuple[str, ChatTemplate]:  # fmt: skip
+        """(the prompt, the template that made it): ``template``'s, or — when a file's template fails
+        (an error, its deadline, its memory limit) — the built-in one's, which the caller keeps
+        using from then on, as the failure's message promised."""
+        try:
+            return self(template, messages, **kwargs), template
+        except TemplateError as err:
+            fallback = with_fallback(template, err)
+            if fallback is None:
+                raise
+            return self(fallback, messages, **kwargs), fallback

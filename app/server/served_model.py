@@ -24,9 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.core.chat.render import with_fallback
 from app.core.chat.template import ChatTemplate, select_template
-from app.core.errors import EngineError, TailorError, TemplateError
+from app.core.errors import EngineError, TailorError
 from app.core.model.gguf_header import read_gguf_file
 from app.engine import protocol as P
 from app.engine.client import EngineClient
@@ -191,14 +190,8 @@ class ServedModel:
         assert loaded is not None
         kwargs: dict[str, Any] = {"bos_token": loaded.bos_token, "eos_token": loaded.eos_token,
                                   "cancelled": lambda: self.client.is_cancelled(request_id), "request_id": request_id}  # fmt: skip
-        try:
-            return self.renderer(self.template, messages, **kwargs)
-        except TemplateError as err:
-            fallback = with_fallback(self.template, err)
-            if fallback is None:
-                raise
-            self.template = fallback
-            return self.renderer(fallback, messages, **kwargs)
+        prompt, self.template = self.renderer.with_fallback(self.template, messages, **kwargs)
+        return prompt
 
     def chat_sampling(self, sampling: P.Sampling) -> P.Sampling:
         """``sampling`` with the template's end-of-turn strings added to its stops."""
