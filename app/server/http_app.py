@@ -31,6 +31,16 @@ async def models(request: Request) -> Response:
     return JSONResponse(S.models_list(served.model_id, served.created))
 
 
+async def model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: the served model by its id (any other id is a 404, as OpenAI's)."""
+    served: ServedModel = request.app.state.served
+    if request.path_params["model_id"] != served.model_id:
+        raise HTTPException(
+            404, detail=f"The model '{request.path_params['model_id'][:200]}' is not served here."
+        )
+    return JSONResponse(S.models_list(served.model_id, served.created)["data"][0])
+
+
 async def health(request: Request) -> Response:
     served: ServedModel = request.app.state.served
     return JSONResponse({"status": "ok", "model": served.model_id, "waiting": served.waiting})
@@ -38,7 +48,9 @@ async def health(request: Request) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
+    if exc.status_code == 404 and exc.detail and request.url.path.startswith("/v1/models/"):
+        message = str(exc.detail)
+    elif exc.status_code == 404:
         message = f"No such endpoint: {request.method} {request.url.path}. This server has /v1/models, /v1/chat/completions and /v1/completions."
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}."
@@ -60,6 +72,7 @@ def create_app(served: ServedModel, *, stats: ServerStats, api_key: str | None =
     default; "*" for any)."""
     routes = [
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/health", health, methods=["GET"]),

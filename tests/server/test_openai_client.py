@@ -65,6 +65,11 @@ TIME = {
 def test_models_lists_the_served_model(client: Any, server: Any) -> None:
     ids = [m.id for m in client.models.list().data]
     assert ids == [server.served.model_id]
+    assert client.models.retrieve(ids[0]).id == ids[0]
+    from openai import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        client.models.retrieve("gpt-4o")
 
 
 def test_chat_whole_and_streamed_answers_are_the_same(client: Any) -> None:
