@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 from app.cli.common import any_model, budget_of, fit_word, hardware_flags, machine_profile, reserve_flag
@@ -58,6 +59,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     here = measured(model)  # this model's own measurements replace the published ones they cover
     advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here)
     check = _dry_run_check(model, advice) if args.dry_run else None
+    runs = _runs_here(model, advice.plans)
     if args.json:
         out = {
             "measured_quality": here,
@@ -69,8 +71,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
                 "can_offload": budget.can_offload,
             },
             "target_ctx": advice.target_ctx,
-            "plans": [p.to_dict() for p in advice.plans],
-            "recommended": advice.recommended.to_dict() if advice.recommended else None,
+            "plans": [{**p.to_dict(), "measured": run} for p, run in zip(advice.plans, runs, strict=True)],
+            "recommended": _with_run(advice.recommended, advice.plans, runs),
             "reasons": list(advice.reasons),
             "warnings": list(advice.warnings),
         }
@@ -102,6 +104,10 @@ def cmd_advise(args: argparse.Namespace) -> int:
     print()
     for r in advice.reasons:
         print(f"* {r}")
+    for p, run in zip(advice.plans, runs, strict=True):
+        if run is not None:
+            print(f"* Measured here ({run['when'][:10]}): {p.quant} with a {p.n_ctx:,}-token context and "
+                  f"{p.n_gpu_layers} GPU layers — {_run_words(run)}.")  # fmt: skip
     for w in advice.warnings:
         print(f"! {w}")
     if here:
@@ -231,3 +237,38 @@ def add_parsers(sub: Any) -> None:
     p_cat.add_argument("--min-tok-s", type=float, default=5.0, help="slowest acceptable generation speed")
     hardware_flags(p_cat)
     p_cat.set_defaults(func=cmd_catalog)
+
+
+def _runs_here(model: Any, plans: Any) -> list[dict[str, Any] | None]:
+    """What the plans of a GGUF file measured on this machine (``tailorlm chat`` and the window
+    record every answer), newest run per plan; None where a plan never ran here."""
+    if model.source_kind != "gguf":
+        return [None] * len(plans)
+    from app.core.advice.measured_runs import measured_runs
+    from app.core.advice.profiles import file_identity, machine_fingerprint
+    from app.core.advice.profiles_db import ProfileStore
+    from app.core.machine.hardware import detect_machine
+
+    machine_id, hardware_class = machine_fingerprint(
+        detect_machine(measure_bandwidth=False)
+    )  # without what-ifs
+    with ProfileStore() as store:
+        found = store.near(
+            file_identity(Path(model.source)), machine_id=machine_id, hardware_class=hardware_class
+        )
+    return measured_runs(plans, found)
+
+
+def _with_run(plan: Any, plans: Any, runs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    run = next((r for p, r in zip(plans, runs, strict=True) if p is plan), None)
+    return {**plan.to_dict(), "measured": run}
+
+
+def _run_words(run: dict[str, Any]) -> str:
+    if run["outcome"] != "ok":
+        return "it ran out of memory" if run["outcome"] == "out_of_memory" else "the model process crashed"
+    ram = format_bytes(run["ram_bytes"]) if run["ram_bytes"] is not None else "—"
+    vram = f", {format_bytes(run['vram_bytes'])} VRAM" if run["vram_bytes"] else ""
+    return f"{ram} RAM{vram}, {run['tok_s']:.1f} tokens/s"

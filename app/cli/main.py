@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli import advise, build, chat, hub, quality, serve
+    from app.cli import advise, build, chat, hub, profiles, quality, serve
 
     parser = argparse.ArgumentParser(
         prog="tailorlm",
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_parsers(sub)
     quality.add_parsers(sub)
     serve.add_parsers(sub)
+    profiles.add_parsers(sub)
     return parser
 
 
@@ -44,14 +46,36 @@ def run(argv: Sequence[str] | None = None) -> int:
     except TailorError as err:
         print(f"tailorlm: {err.user_message()}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError as exc:
+        if not _stdout_gone():
+            return _network_or_raise(exc)
+        # `tailorlm … | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except Exception as exc:
-        from app.core.hub.online import as_network_error
-
-        network = as_network_error(exc)  # a network failure no caller put into words: say it anyway
-        if network is None:
-            raise
-        print(f"tailorlm: {network.user_message()}", file=sys.stderr)
-        return EXIT_USAGE
+        return _network_or_raise(exc)
     except KeyboardInterrupt:
         print("tailorlm: interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_gone() -> bool:
+    """Whether the reader of our standard output has closed it (the pipe reports an error)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _network_or_raise(exc: Exception) -> int:
+    from app.core.hub.online import as_network_error
+
+    network = as_network_error(exc)  # a network failure no caller put into words: say it anyway
+    if network is None:
+        raise exc
+    print(f"tailorlm: {network.user_message()}", file=sys.stderr)
+    return EXIT_USAGE

@@ -96,6 +96,11 @@ class DoesNotFitError(TailorError):
     """A plan needs more memory than this machine can give; the hint names the nearest that fits."""
 
 
+class ProfileError(TailorError):
+    """A measured run (a profile) is malformed, an import of them is refused, or their store cannot
+    be written; the message names the entry and field at fault."""
+
+
 # --- build, library, chat --------------------------------------------------------------------
 
 

@@ -29,6 +29,8 @@ from app.engine import protocol as P
 from app.engine.client import EngineClient
 from app.engine.errors import RequestCancelled
 from app.engine.monitor import MemoryMonitor
+from app.engine.profile_record import ProfileRecorder
+from app.engine.profile_record import record_load_failure as _record_load_failure
 from app.engine.renderer import TemplateRenderer
 
 TurnEvent = P.TokenChunk | P.Done  # what a turn yields, besides Trimmed and TemplateFallback
@@ -48,17 +50,19 @@ class TemplateFallback:
     sentence: str  # ChatTemplate.describe() of the template now used
 
 
-def _display_name(path: str, header: GGUFHeader) -> str:
+def _display_name(path: str, header: GGUFHeader) -> tuple[str, str | None]:
     """The model's name as the advisor shows it (the catalog's, else the file's), so that a chat and
-    the advisor name a model alike; the header's ``general.name`` if the file cannot say more."""
+    the advisor name a model alike — the header's ``general.name`` if the file cannot say more —
+    and its quantization ("Q4_K_M"; None if the file does not say)."""
     from app.core.advice.naming import display_name
     from app.core.model.info import model_info_from_header
 
     own = str(header.metadata.get("general.name") or Path(path).stem)
     try:
-        return display_name(model_info_from_header(header, source=path, source_kind="gguf", name=own))
+        info = model_info_from_header(header, source=path, source_kind="gguf", name=own)
+        return display_name(info), info.file_type
     except TailorError:
-        return own
+        return own, None
 
 
 class ChatSession:
@@ -80,7 +84,10 @@ class ChatSession:
         self._metadata = header.metadata
         self._arch = header.architecture
         self._header_name = str(header.metadata.get("general.name") or Path(load.model_path).stem)
-        self._name = _display_name(load.model_path, header)
+        self._name, file_quant = _display_name(load.model_path, header)
+        quant = self.plan.get("quant")
+        self.recorder = ProfileRecorder(load, quant=quant if isinstance(quant, str) else file_quant or "unknown",
+                                        model_name=self._name)  # every answer and failed load is a profile  # fmt: skip
         # The current turn's time to first token, from its start; None until its first token.
         self.first_token_ms: float | None = None
         self._turn_t0 = 0.0
@@ -107,8 +114,9 @@ class ChatSession:
             self.client.start()
             with MemoryMonitor(self.client.pid or 0) as mon:
                 self.loaded = self.client.load(self.load_request, on_progress=on_progress)
-        except BaseException:  # no chat without a model: nobody will close() this session
+        except BaseException as exc:  # no chat without a model: nobody will close() this session
             self.renderer.close()
+            _record_load_failure(self.recorder, exc)
             raise
         self.load_peak = mon.peak
         if self.conversation_id is None and open_conversation:
@@ -257,6 +265,8 @@ class ChatSession:
         )
         self.store.add_message(self.conversation_id, role="assistant", content=answer, status=status,
                                parent_id=parent_id, timings=timings, model=self.model_label)  # fmt: skip
+        if done is not None and status == "complete" and self.loaded is not None:
+            self.recorder.answered(self.loaded, done, peak)
         conv = self.store.get_conversation(self.conversation_id)
         if not same_file(conv.model, self.load_request.model_path) or conv.plan != self._plan_record():
             # another model (or plan) answers in this chat now: it is the one to load it with again

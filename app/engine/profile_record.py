@@ -1,0 +1,104 @@
+"""Every run leaves a profile (issue 19): what was loaded, with which settings, on which machine, and
+what happened — peak RAM/VRAM, load time, speeds, or the failure.
+
+A chat (terminal or window) records one profile per finished answer and one per failed load
+(:class:`ProfileRecorder`); the advisor finds them again by the file's identity and the plan's
+settings. Recording never stops a chat: a store that cannot be written is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from app.core.advice.profiles import Measured, Profile, RunKey, file_identity, machine_fingerprint, utc_now
+from app.core.errors import TailorError
+from app.engine import protocol as P
+from app.engine.host import physical_cores
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def _machine() -> tuple[str, str]:
+    """This machine's (machine_id, hardware_class): detected once per process, without overrides."""
+    from app.core.machine.hardware import detect_machine
+
+    return machine_fingerprint(detect_machine(measure_bandwidth=False))
+
+
+def llama_cpp_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"llama-cpp-python {version('llama-cpp-python')}"
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def run_key(load: P.Load, *, file_id: str, quant: str, n_threads: int) -> RunKey:
+    return RunKey(file_id=file_id, quant=quant, n_ctx=load.n_ctx, type_k=load.type_k.upper(),
+                  type_v=load.type_v.upper(), n_gpu_layers=load.n_gpu_layers, moe_cpu_layers=load.moe_cpu_layers,
+                  n_threads=max(1, n_threads), flash_attn=load.flash_attn == "on")  # fmt: skip
+
+
+class ProfileRecorder:
+    """Records the runs of one loaded model (``load``, as ``quant``, named ``model_name``)."""
+
+    def __init__(self, load: P.Load, *, quant: str, model_name: str) -> None:
+        self.load, self.quant, self.model_name = load, quant, model_name
+        self._file_id: str | None = None
+
+    def _profile(self, n_threads: int, measured: Measured) -> Profile:
+        if self._file_id is None:
+            self._file_id = file_identity(Path(self.load.model_path))
+        machine_id, hardware_class = _machine()
+        key = run_key(self.load, file_id=self._file_id, quant=self.quant, n_threads=n_threads)
+        return Profile(key=key, measured=measured, machine_id=machine_id, hardware_class=hardware_class,
+                       llama_cpp=llama_cpp_version(), source="here", model_name=self.model_name[:256] or "model")  # fmt: skip
+
+    def _record(self, n_threads: int, measured: Measured) -> None:
+        from app.core.advice.profiles_db import ProfileStore
+
+        try:
+            profile = self._profile(n_threads, measured)
+            with ProfileStore() as store:
+                store.record(profile)
+        except (TailorError, OSError) as exc:  # a chat goes on without its profile
+            log.warning("could not record a profile: %s", exc)
+
+    def answered(self, loaded: P.Loaded, done: P.Done, peak: Any) -> None:
+        """A finished answer: the process's peaks so far, the load time and the answer's speeds."""
+        if done.stop_reason == "cancelled" or done.gen_tok_s is None:
+            return
+        depth = (done.n_prompt_tokens or 0) + done.n_gen_tokens
+        self._record(loaded.n_threads, Measured(
+            outcome="ok", peak_ram_bytes=_larger(peak.child_rss_bytes, done.peak_rss_bytes),
+            peak_vram_bytes=peak.child_vram_bytes, load_s=loaded.load_s, gen_tok_s=done.gen_tok_s,
+            prompt_tok_s=done.prompt_tok_s, depth=depth, when=utc_now()))  # fmt: skip
+
+    def load_failed(self, *, out_of_memory: bool) -> None:
+        """The load failed: out of memory (a buffer did not fit, the process was killed for memory)
+        or a crash."""
+        self._record(self.load.n_threads or physical_cores(), Measured(
+            outcome="out_of_memory" if out_of_memory else "crash", peak_ram_bytes=None, peak_vram_bytes=None,
+            load_s=None, gen_tok_s=None, prompt_tok_s=None, depth=None, when=utc_now()))  # fmt: skip
+
+
+def _larger(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def record_load_failure(recorder: ProfileRecorder, exc: BaseException) -> None:
+    """A load that failed for this plan (memory, a crash) is a profile; a damaged file or a cancel
+    says nothing about the plan and is not recorded."""
+    from app.engine.errors import LoadFailed, ProcessDied
+
+    if isinstance(exc, ProcessDied):
+        death = exc.death
+        if death is not None and not death.closed_by_app:
+            recorder.load_failed(out_of_memory=death.maybe_memory)
+    elif isinstance(exc, LoadFailed) and "memory" in str(exc).lower():
+        recorder.load_failed(out_of_memory=True)
