@@ -56,10 +56,15 @@ def cmd_advise(args: argparse.Namespace) -> int:
     contexts = (args.ctx,) if args.ctx else None
     from app.core.advice.measured_quality import measured
 
-    here = measured(model)  # this model's own measurements replace the published ones they cover
-    advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here)
+    here = measured(model)  # this model's own quality measurements replace the published ones they cover
+    from app.core.advice.measured_runs import measured_runs
+    from app.core.advice.profiles import failed_runs
+
+    found = _runs_here(model)  # and its runs here: a plan that failed is not recommended again
+    advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here,
+                    failed_here=failed_runs(found))  # fmt: skip
     check = _dry_run_check(model, advice) if args.dry_run else None
-    runs = _runs_here(model, advice.plans)
+    runs = measured_runs(advice.plans, found)
     if args.json:
         out = {
             "measured_quality": here,
@@ -239,12 +244,11 @@ def add_parsers(sub: Any) -> None:
     p_cat.set_defaults(func=cmd_catalog)
 
 
-def _runs_here(model: Any, plans: Any) -> list[dict[str, Any] | None]:
-    """What the plans of a GGUF file measured on this machine (``tailorlm chat`` and the window
-    record every answer), newest run per plan; None where a plan never ran here."""
+def _runs_here(model: Any) -> list[Any]:
+    """The profiles of a GGUF file measured on this machine (``tailorlm chat`` and the window record
+    every answer and every failed load), or imported for its hardware class; [] for other sources."""
     if model.source_kind != "gguf":
-        return [None] * len(plans)
-    from app.core.advice.measured_runs import measured_runs
+        return []
     from app.core.advice.profiles import file_identity, machine_fingerprint
     from app.core.advice.profiles_db import ProfileStore
     from app.core.machine.hardware import detect_machine
@@ -253,10 +257,9 @@ def _runs_here(model: Any, plans: Any) -> list[dict[str, Any] | None]:
         detect_machine(measure_bandwidth=False)
     )  # without what-ifs
     with ProfileStore() as store:
-        found = store.near(
+        return store.near(
             file_identity(Path(model.source)), machine_id=machine_id, hardware_class=hardware_class
         )
-    return measured_runs(plans, found)
 
 
 def _with_run(plan: Any, plans: Any, runs: list[dict[str, Any] | None]) -> dict[str, Any] | None:

@@ -10,27 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from app.core.advice.profiles import Profile
-from app.core.advice.recommend import Plan
-
-
-def _settings(quant: str, n_ctx: int, type_k: str, n_gpu_layers: int, moe_cpu_layers: int) -> tuple[Any, ...]:
-    return quant.upper(), n_ctx, type_k.upper(), n_gpu_layers, moe_cpu_layers
+from app.core.advice.profiles import Profile, run_settings
+from app.core.advice.recommend import Plan, plan_settings
 
 
 def measured_runs(plans: Sequence[Plan], profiles: Iterable[Profile]) -> list[dict[str, Any] | None]:
     """For each plan, the newest matching run as ``advise --json`` shows it, or None."""
     newest: dict[tuple[Any, ...], Profile] = {}
     for p in profiles:
-        k = p.key
-        key = _settings(k.quant, k.n_ctx, k.type_k, k.n_gpu_layers, k.moe_cpu_layers)
+        key = run_settings(p)
         if key not in newest or p.measured.when > newest[key].measured.when:
             newest[key] = p
     out: list[dict[str, Any] | None] = []
     for plan in plans:
-        found = newest.get(
-            _settings(plan.quant, plan.n_ctx, plan.type_k, plan.n_gpu_layers, plan.moe_cpu_layers)
-        )
+        found = newest.get(plan_settings(plan))
         out.append(None if found is None else as_dict(found))
     return out
 

@@ -144,6 +144,32 @@ class Profile:
         _check_text(self.model_name, "model_name")
 
 
+def settings_key(
+    quant: str, n_ctx: int, type_k: str, n_gpu_layers: int, moe_cpu_layers: int
+) -> tuple[str, int, str, int, int]:
+    """What makes a run the run of an advisor's plan: the plan's own settings. Threads and flash
+    attention are left out: the engine picks them for a plan, whatever they were."""
+    return quant.upper(), n_ctx, type_k.upper(), n_gpu_layers, moe_cpu_layers
+
+
+def run_settings(profile: Profile) -> tuple[str, int, str, int, int]:
+    k = profile.key
+    return settings_key(k.quant, k.n_ctx, k.type_k, k.n_gpu_layers, k.moe_cpu_layers)
+
+
+def failed_runs(profiles: Iterable[Profile]) -> dict[tuple[str, int, str, int, int], str]:
+    """Plan settings whose newest run here failed → why, in words ("it ran out of memory here on
+    2026-12-03"); a later successful run of the same settings clears a failure."""
+    newest: dict[tuple[str, int, str, int, int], Profile] = {}
+    for p in profiles:
+        key = run_settings(p)
+        if key not in newest or p.measured.when > newest[key].measured.when:
+            newest[key] = p
+    words = {"out_of_memory": "it ran out of memory", "crash": "the model process crashed"}
+    return {k: f"{words[p.measured.outcome]} here on {p.measured.when[:10]}"
+            for k, p in newest.items() if p.measured.outcome != "ok"}  # fmt: skip
+
+
 def file_identity(path: Path) -> str:
     """SHA-256 of the file's first IDENTITY_BYTES and its size: the same for a renamed or moved copy,
     different for another file. Never reads the weights past that; raises ``ModelReadError``."""

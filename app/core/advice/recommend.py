@@ -9,12 +9,13 @@ and an 8 GB GPU?" is just another budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from app.core.advice.estimate import MemoryEstimate, estimate, tensors_for
 from app.core.advice.policy import DEFAULT_MIN_TOK_S, GOOD_KLD, SAME_QUALITY_KLD, comfortable
+from app.core.advice.profiles import settings_key
 from app.core.advice.quality import Quality, quality_for, quality_of
 from app.core.advice.reasons import explain
 from app.core.advice.run_settings import RunSettings
@@ -316,10 +317,13 @@ def advise(
     quants: list[str] | None = None,
     min_tok_s: float = DEFAULT_MIN_TOK_S,
     measured: dict[str, dict[str, Any]] | None = None,
+    failed_here: Mapping[tuple[str, int, str, int, int], str] | None = None,
 ) -> Advice:
     """All plans for the model on this budget, the recommended one, and why. ``measured``: this
     model's own quality measurements (:func:`app.core.advice.measured_quality.measured`), which
-    replace the published Llama-3-8B numbers for the types they cover."""
+    replace the published Llama-3-8B numbers for the types they cover. ``failed_here``: plan
+    settings (:func:`plan_settings`) whose last run on this machine failed, and why
+    (:func:`app.core.advice.profiles.failed_runs`): never recommended, and the reasons say so."""
     train = model.n_ctx_train or 131072
     target = n_ctx or min(DEFAULT_CTX, train)
     ctxs = sorted({c for c in (contexts or CONTEXTS) if c <= train} | {target})
@@ -338,9 +342,17 @@ def advise(
             plans.append(replace(best_plan(model, q, c, budget, tensors=tables[q]), dominated_by=dom,
                                  quality=quality[q]))  # fmt: skip
     at_target = [p for p in plans if p.n_ctx == target]
-    rec = pick_plan(at_target, min_tok_s)
+    failed = failed_here or {}
+    rec = pick_plan([p for p in at_target if plan_settings(p) not in failed], min_tok_s)
     reasons, warnings = explain(model, budget, target, at_target, plans, rec, min_tok_s)
-    return Advice(model, budget, target, tuple(plans), rec, tuple(reasons), tuple(warnings))
+    avoided = [f"{p.quant} with a {p.n_ctx:,}-token context and {p.n_gpu_layers} GPU layers is not recommended: "
+               f"{failed[plan_settings(p)]}." for p in at_target if plan_settings(p) in failed]  # fmt: skip
+    return Advice(model, budget, target, tuple(plans), rec, tuple(avoided + reasons), tuple(warnings))
+
+
+def plan_settings(plan: Plan) -> tuple[str, int, str, int, int]:
+    """The settings that name a plan's runs (:func:`app.core.advice.profiles.settings_key`)."""
+    return settings_key(plan.quant, plan.n_ctx, plan.type_k, plan.n_gpu_layers, plan.moe_cpu_layers)
 
 
 def pick_plan(plans: list[Plan], min_tok_s: float = DEFAULT_MIN_TOK_S) -> Plan | None:
