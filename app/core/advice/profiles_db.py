@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from app.core import paths
 from app.core.advice.profiles import Measured, Profile, RunKey, matching
 from app.core.errors import ProfileError
+from app.core.files import move_aside
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def _open(path: Path) -> tuple[sqlite3.Connection, Path | None, ProfileError | N
         try:
             return _connect(path), None, None
         except _Damaged:
-            moved = _move_aside(path)  # kept for the user or a recovery tool
+            moved = move_aside(path)  # kept for the user or a recovery tool
             notice = ProfileError(
                 "The file of measured runs was damaged, so a fresh one was started.",
                 hint=f"The damaged file was moved aside to {moved}; nothing was deleted.",
@@ -267,20 +267,3 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-
-
-def _move_aside(path: Path) -> Path:
-    """Rename a damaged file (and its WAL companions) to ``<name>.corrupt-<timestamp>``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
-    path.rename(target)
-    # A stale WAL would otherwise be replayed into the fresh file; keep it paired with its file.
-    for suffix in ("-wal", "-shm", "-journal"):
-        companion = path.with_name(path.name + suffix)
-        if companion.exists():
-            companion.rename(target.with_name(target.name + suffix))
-    return target

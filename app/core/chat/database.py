@@ -8,10 +8,10 @@ moved aside, never deleted.
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 from app.core.errors import ChatStoreError
+from app.core.files import move_aside
 
 DB_FILENAME = "chats.sqlite3"
 SCHEMA_VERSION = 2  # stored as PRAGMA user_version
@@ -145,26 +145,13 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def _move_aside(path: Path) -> Path:
-    """Rename a damaged file (and its WAL companions) to ``<name>.corrupt-<timestamp>``."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
     try:
-        path.rename(target)
-        # A stale WAL would otherwise be replayed into the fresh file; keep it paired with its file.
-        for suffix in ("-wal", "-shm", "-journal"):
-            companion = path.with_name(path.name + suffix)
-            if companion.exists():
-                companion.rename(target.with_name(target.name + suffix))
+        return move_aside(path)
     except OSError as exc:
         raise ChatStoreError(
             "The chat history file is damaged and could not be moved aside.",
             hint=f"It is at {path}; move it elsewhere by hand and start TailorLM again.",
         ) from exc
-    return target
 
 
 def _code(exc: sqlite3.Error) -> int | None:
