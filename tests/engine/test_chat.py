@@ -9,12 +9,33 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from app.core.chat.store import ChatStore
 from app.engine import protocol as P
 from app.engine.chat import ChatSession, Trimmed
 from app.engine.client import EngineClient
+
+
+@pytest.fixture(autouse=True)
+def _sessions_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every ChatSession a test makes has its template process ended at teardown (the tests build
+    sessions inline; without this each left a renderer process behind until pytest exited)."""
+    made: list[ChatSession] = []
+    init = ChatSession.__init__
+
+    def tracked(self: ChatSession, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(ChatSession, "__init__", tracked)
+    yield
+    for session in made:
+        session.close()
 
 
 def _text(events: list[object]) -> str:
