@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app.core.chat.json_grammar import MAX_GRAMMAR_BYTES, value_rules
-from app.core.chat.openai_request import ChatMessage, Tool, ToolChoice
+from app.core.chat.openai_messages import ChatMessage
+from app.core.chat.openai_request import Tool, ToolChoice
 from app.core.errors import SchemaError
 
 # Whitespace the model may put around and inside the call's envelope, bounded so that a small model

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from app.core.chat.openai_request import ChatMessage, Tool, parse_chat_request, parse_completion_request
+from app.core.chat.openai_messages import ChatMessage
+from app.core.chat.openai_request import Tool, parse_chat_request, parse_completion_request
 from app.core.chat.tool_calls import read_tool_call, tool_grammar, with_tools
 from app.core.errors import InvalidRequestError, SchemaError
 
