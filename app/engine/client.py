@@ -62,9 +62,8 @@ class EngineClient:
         self._lock = threading.Lock()  # the child reference, the id counter
         self._next_id = 1
         self._cancelled = P.RecentIds()
-        self._request_lock = (
-            FairLock()
-        )  # requests run in the order they were made (a server and the window share it)
+        # requests run in the order they were made (a server and the window's chat share one client)
+        self._request_lock = FairLock()
         self._request_thread: int | None = None  # the thread whose request holds _request_lock
 
     # --- any thread -------------------------------------------------------------------------

@@ -28,12 +28,6 @@ class FairLock:
             self._serving += 1
             self._cond.notify_all()
 
-    @property
-    def waiting(self) -> int:
-        """Callers holding or waiting for the lock."""
-        with self._cond:
-            return self._next_ticket - self._serving
-
     def __enter__(self) -> FairLock:
         self.acquire()
         return self

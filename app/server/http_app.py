@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.core.errors import InvalidRequestError
+from app.core.errors import TailorError
 from app.server import openai_shapes as S
 from app.server.completions import chat_completions, completions
 from app.server.errors import MAX_BODY_BYTES, error_response
@@ -83,7 +83,7 @@ def create_app(served: ServedModel, *, stats: ServerStats, api_key: str | None =
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(cors_origins),  # type: ignore[arg-type]
                                         allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"]))  # fmt: skip
     app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={HTTPException: _http_error, InvalidRequestError: _app_error, Exception: _app_error})  # fmt: skip
+                    exception_handlers={HTTPException: _http_error, TailorError: _app_error, Exception: _app_error})  # fmt: skip
     app.state.served = served
     app.state.max_body_bytes = max_body_bytes
     return app

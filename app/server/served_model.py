@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class Job:
     prompt: Callable[[ServedModel], tuple[str, P.Sampling]]
     sink: Sink
     epoch: int = 0  # the model process generation it was queued for
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 class ServedModel:
