@@ -60,7 +60,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from app.core.advice.measured_runs import measured_runs
     from app.core.advice.profiles import failed_runs
 
-    found = _runs_here(model)  # and its runs here: a plan that failed is not recommended again
+    found = _runs_here(model, profile)  # and its runs here: a plan that failed is not recommended again
     advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here,
                     failed_here=failed_runs(found))  # fmt: skip
     check = _dry_run_check(model, advice) if args.dry_run else None
@@ -244,18 +244,19 @@ def add_parsers(sub: Any) -> None:
     p_cat.set_defaults(func=cmd_catalog)
 
 
-def _runs_here(model: Any) -> list[Any]:
+def _runs_here(model: Any, machine: Any) -> list[Any]:
     """The profiles of a GGUF file measured on this machine (``tailorlm chat`` and the window record
-    every answer and every failed load), or imported for its hardware class; [] for other sources."""
+    every answer and every failed load), or imported for its hardware class; [] for other sources.
+    ``machine``: the profile advise plans with; with what-if overrides, this machine as detected."""
     if model.source_kind != "gguf":
         return []
     from app.core.advice.profiles import file_identity, machine_fingerprint
     from app.core.advice.profiles_db import ProfileStore
     from app.core.machine.hardware import detect_machine
 
-    machine_id, hardware_class = machine_fingerprint(
-        detect_machine(measure_bandwidth=False)
-    )  # without what-ifs
+    if machine.overrides:  # a what-if is still this machine: its runs are this machine's
+        machine = detect_machine(measure_bandwidth=False)
+    machine_id, hardware_class = machine_fingerprint(machine)
     with ProfileStore() as store:
         return store.near(
             file_identity(Path(model.source)), machine_id=machine_id, hardware_class=hardware_class

@@ -29,6 +29,7 @@ def _machine() -> tuple[str, str]:
     return machine_fingerprint(detect_machine(measure_bandwidth=False))
 
 
+@cache
 def llama_cpp_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
