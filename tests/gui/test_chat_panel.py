@@ -159,7 +159,7 @@ def test_answer_streams_is_stored_and_measured(panel: ChatPanel, qtbot: Any, smo
     assert [m.role for m in thread] == ["user", "assistant"]
     streamed = "".join(pieces).strip()  # the model's own words, whatever this CPU makes them
     assert streamed and thread[1].content == streamed and thread[1].status == "complete"
-    assert panel.view.messages()[-1].text.strip() == streamed
+    assert panel.view.messages()[-1].text == streamed  # shown as stored: reopening changes nothing
     assert panel.conversations.title(0) == "What is the capital of France?"
     last = metrics[-1]
     assert last["gen_tok_s"] > 0 and last["ttft_ms"] > 0 and last["rss_bytes"] > 50 << 20
@@ -296,6 +296,16 @@ def test_ctrl_n_starts_a_new_conversation(panel: ChatPanel, qtbot: Any, smollm2_
         assert titles == ["A second chat.", "Hello there."]
         assert store.thread(panel.conversation_id)[0].content == "A second chat."
     assert panel.conversations.title(panel.conversations.list.currentRow()) == "A second chat."
+
+
+def test_a_finished_answer_shows_exactly_what_is_stored(panel: ChatPanel) -> None:
+    """The engine stores the answer stripped; the streamed message must end as the same text, or
+    switching versions (‹ ›) or reopening the chat would show a different message."""
+    panel.view.begin_answer()
+    for piece in ("\n ", "Paris", " is the capital.", " \n\n"):
+        panel.view.append_answer(piece)
+    panel.view.end_answer()
+    assert panel.view.messages()[-1].text == "Paris is the capital."
 
 
 def test_code_blocks_are_highlighted_and_copied(panel: ChatPanel, qtbot: Any) -> None:

@@ -360,7 +360,8 @@ class MessageView(QScrollArea):
         self._dirty = True
 
     def end_answer(self, status: str = "complete") -> None:
-        self._render_stream()
+        self._dirty = True
+        self._render_stream(final=True)
         if self._streaming is not None:
             self._streaming.set_status(status)
             self._streaming.announce_rest()
@@ -370,10 +371,12 @@ class MessageView(QScrollArea):
     def answer_text(self) -> str:
         return "".join(self._buffer)
 
-    def _render_stream(self) -> None:
+    def _render_stream(self, final: bool = False) -> None:
         if self._streaming is not None and self._dirty:
             self._dirty = False
-            self._streaming.stream_text("".join(self._buffer).lstrip())
+            text = "".join(self._buffer)
+            # the stored answer is stripped (engine/chat.py): the finished message shows the same
+            self._streaming.stream_text(text.strip() if final else text.lstrip())
 
     def _end_timer(self) -> None:
         self._timer.stop()
