@@ -279,13 +279,17 @@ def _ftype_constant(ftype: str) -> int:
     return int(value)
 
 
-def quantize_gguf(src: str | Path, dst: str | Path, ftype: str, *, nthread: int = 2) -> Path:
-    """Quantize ``src`` to ``ftype`` (e.g. ``"Q4_K_M"``) with llama.cpp's own quantizer."""
+def quantize_gguf(
+    src: str | Path, dst: str | Path, ftype: str, *, nthread: int = 2, allow_requantize: bool = False
+) -> Path:
+    """Quantize ``src`` to ``ftype`` (e.g. ``"Q4_K_M"``) with llama.cpp's own quantizer;
+    ``allow_requantize``: from a file already quantized (another level of a real test model)."""
     import llama_cpp
 
     src, dst = Path(src), Path(dst)
     params = llama_cpp.llama_model_quantize_default_params()
     params.nthread = nthread
+    params.allow_requantize = allow_requantize
     params.ftype = _ftype_constant(ftype)
     try:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))

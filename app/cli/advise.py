@@ -57,12 +57,19 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from app.core.advice.measured_quality import measured
 
     here = measured(model)  # this model's own quality measurements replace the published ones they cover
-    from app.core.advice.measured_runs import measured_runs
+    from app.core.advice.measured_runs import corrections, measured_runs, over_budget
     from app.core.advice.profiles import failed_runs
 
     found = _runs_here(model, profile)  # and its runs here: a plan that failed is not recommended again
+    failed = failed_runs(found)
     advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here,
-                    failed_here=failed_runs(found))  # fmt: skip
+                    failed_here=failed)  # fmt: skip
+    fixes = corrections(advice.plans, found)  # plans near a measured run, corrected by it
+    worse = over_budget(advice.plans, fixes, budget)
+    if worse.keys() - failed.keys():  # a measured run says a plan that seemed to fit does not
+        advice = advise(model, budget, n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here,
+                        failed_here={**worse, **failed})  # fmt: skip
+        fixes = corrections(advice.plans, found)
     check = _dry_run_check(model, advice) if args.dry_run else None
     runs = measured_runs(advice.plans, found)
     if args.json:
@@ -74,10 +81,15 @@ def cmd_advise(args: argparse.Namespace) -> int:
                 "ram_bytes": budget.ram_bytes,
                 "gpus": [{"name": g.name, "free_bytes": g.free_bytes} for g in budget.gpus],
                 "can_offload": budget.can_offload,
+                # factor per speed-model term from this machine's benchmark runs; {} = none yet
+                "speed_calibration": dict(budget.speed_calibration),
             },
             "target_ctx": advice.target_ctx,
-            "plans": [{**p.to_dict(), "measured": run} for p, run in zip(advice.plans, runs, strict=True)],
-            "recommended": _with_run(advice.recommended, advice.plans, runs),
+            "plans": [
+                {**p.to_dict(), "measured": run, "corrected": fix}
+                for p, run, fix in zip(advice.plans, runs, fixes, strict=True)
+            ],
+            "recommended": _with_run(advice.recommended, advice.plans, runs, fixes),
             "reasons": list(advice.reasons),
             "warnings": list(advice.warnings),
         }
@@ -113,6 +125,10 @@ def cmd_advise(args: argparse.Namespace) -> int:
         if run is not None:
             print(f"* Measured here ({run['when'][:10]}): {p.quant} with a {p.n_ctx:,}-token context and "
                   f"{p.n_gpu_layers} GPU layers — {_run_words(run)}.")  # fmt: skip
+    rec_fix = fixes[advice.plans.index(rec)] if rec is not None else None
+    if rec is not None and rec_fix is not None:
+        print(f"* Corrected by a run of this file here with a {rec_fix['from']['n_ctx']:,}-token context: "
+              f"{_fix_words(rec, rec_fix)}.")  # fmt: skip
     for w in advice.warnings:
         print(f"! {w}")
     if here:
@@ -263,11 +279,23 @@ def _runs_here(model: Any, machine: Any) -> list[Any]:
         )
 
 
-def _with_run(plan: Any, plans: Any, runs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+def _with_run(plan: Any, plans: Any, runs: list[dict[str, Any] | None],
+              fixes: list[dict[str, Any] | None]) -> dict[str, Any] | None:  # fmt: skip
     if plan is None:
         return None
-    run = next((r for p, r in zip(plans, runs, strict=True) if p is plan), None)
-    return {**plan.to_dict(), "measured": run}
+    i = next(i for i, p in enumerate(plans) if p is plan)
+    return {**plan.to_dict(), "measured": runs[i], "corrected": fixes[i]}
+
+
+def _fix_words(plan: Any, fix: dict[str, Any]) -> str:
+    parts = []
+    if "ram_bytes" in fix:
+        parts.append(f"RAM {format_bytes(fix['ram_bytes'])} (predicted {format_bytes(plan.ram_bytes)})")
+    if "vram_bytes" in fix:
+        parts.append(f"VRAM {format_bytes(fix['vram_bytes'])} (predicted {format_bytes(plan.vram_bytes)})")
+    if "tok_s" in fix:
+        parts.append(f"{format_tok_s(fix['tok_s'])} tok/s (predicted {format_tok_s(plan.speed.tok_s)})")
+    return ", ".join(parts) or "no figure to correct"
 
 
 def _run_words(run: dict[str, Any]) -> str:

@@ -36,9 +36,12 @@ def machine_profile(args: argparse.Namespace) -> Any:
 
 def budget_of(args: argparse.Namespace, profile: Any | None = None) -> Any:
     from app.core.advice.recommend import DEFAULT_RAM_RESERVE_BYTES, budget_from_profile
+    from app.core.advice.speed_calibration import calibrated, calibration_for
 
     reserve = parse_size(args.reserve) if getattr(args, "reserve", None) else DEFAULT_RAM_RESERVE_BYTES
-    return budget_from_profile(profile or machine_profile(args), ram_reserve_bytes=reserve)
+    profile = profile or machine_profile(args)
+    # speeds as this machine's benchmark runs measured them (`tailorlm bench`), once there are any
+    return calibrated(budget_from_profile(profile, ram_reserve_bytes=reserve), calibration_for(profile))
 
 
 def library_path(spec: str) -> Path | None:

@@ -14,7 +14,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli import advise, build, chat, hub, profiles, quality, serve
+    from app.cli import advise, bench, build, chat, hub, profiles, quality, serve
 
     parser = argparse.ArgumentParser(
         prog="tailorlm",
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_parsers(sub)
     serve.add_parsers(sub)
     profiles.add_parsers(sub)
+    bench.add_parsers(sub)
     return parser
 
 

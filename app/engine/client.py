@@ -244,6 +244,31 @@ class EngineClient:
                         while not self._ends(self._next(child, DRAIN_TIMEOUT_S), rid):
                             pass
 
+    def bench(self, req: P.Bench, *, on_progress: Callable[[float], None] | None = None,
+              timeout_s: float = 600.0) -> P.BenchDone:  # fmt: skip
+        """Measure the loaded model (:class:`P.Bench`); ``cancel(req.request_id)`` from any thread
+        ends it early with ``stop_reason="cancelled"`` and the repetitions done so far."""
+        if req.request_id in self._cancelled:
+            return P.BenchDone(request_id=req.request_id, n_prompt=0, n_gen=0, prompt_tok_s=[], gen_tok_s=[],
+                               stop_reason="cancelled", rss_bytes=0, peak_rss_bytes=0)  # fmt: skip
+        with self._one_request("while measuring its speed") as child:
+            if self._loaded is None:
+                raise EngineError("No model is loaded.", hint="Load a model first.")
+            child.send(P.encode(req))
+            while True:
+                msg = self._next(child, timeout_s)
+                if getattr(msg, "request_id", None) != req.request_id:
+                    continue
+                if isinstance(msg, P.BenchProgress):
+                    if on_progress is not None:
+                        on_progress(msg.fraction)
+                elif isinstance(msg, P.BenchDone):
+                    return msg
+                elif isinstance(msg, P.Failed):
+                    if msg.error:
+                        raise from_failure(msg)
+                    raise EngineError(f"The benchmark failed: {msg.message}.", hint=msg.hint)
+
     @staticmethod
     def _ends(msg: P.Message, rid: int) -> bool:
         return isinstance(msg, P.Done | P.Failed) and msg.request_id == rid

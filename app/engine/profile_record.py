@@ -13,7 +13,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from app.core.advice.profiles import Measured, Profile, RunKey, file_identity, machine_fingerprint, utc_now
+from app.core.advice.profiles import (
+    Measured,
+    Predicted,
+    Profile,
+    RunKey,
+    file_identity,
+    llama_cpp_version,
+    machine_fingerprint,
+    utc_now,
+)
 from app.core.errors import TailorError
 from app.engine import protocol as P
 from app.engine.host import physical_cores
@@ -22,21 +31,16 @@ log = logging.getLogger(__name__)
 
 
 @cache
-def _machine() -> tuple[str, str]:
-    """This machine's (machine_id, hardware_class): detected once per process, without overrides."""
+def _machine_profile() -> Any:
+    """This machine as detected once per process, without overrides, its bandwidth the cached one."""
     from app.core.machine.hardware import detect_machine
 
-    return machine_fingerprint(detect_machine(measure_bandwidth=False))
+    return detect_machine(measure_bandwidth=False)
 
 
-@cache
-def llama_cpp_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"llama-cpp-python {version('llama-cpp-python')}"
-    except PackageNotFoundError:
-        return "unknown"
+def _machine() -> tuple[str, str]:
+    """This machine's (machine_id, hardware_class)."""
+    return machine_fingerprint(_machine_profile())
 
 
 def run_key(load: P.Load, *, file_id: str, quant: str, n_threads: int) -> RunKey:
@@ -51,20 +55,41 @@ class ProfileRecorder:
     def __init__(self, load: P.Load, *, quant: str, model_name: str) -> None:
         self.load, self.quant, self.model_name = load, quant, model_name
         self._file_id: str | None = None
+        self._model: Any = None  # the file's ModelInfo, read for the first prediction
 
-    def _profile(self, n_threads: int, measured: Measured) -> Profile:
+    def _profile(self, n_threads: int, measured: Measured, kind: str, predicted: Predicted | None) -> Profile:
         if self._file_id is None:
             self._file_id = file_identity(Path(self.load.model_path))
         machine_id, hardware_class = _machine()
         key = run_key(self.load, file_id=self._file_id, quant=self.quant, n_threads=n_threads)
         return Profile(key=key, measured=measured, machine_id=machine_id, hardware_class=hardware_class,
-                       llama_cpp=llama_cpp_version(), source="here", model_name=self.model_name[:256] or "model")  # fmt: skip
+                       llama_cpp=llama_cpp_version(), source="here", model_name=self.model_name[:256] or "model",
+                       kind=kind, predicted=predicted)  # fmt: skip
 
-    def _record(self, n_threads: int, measured: Measured) -> None:
+    def predicted(self, n_threads: int, depth: int) -> Predicted | None:
+        """The advisor's prediction for this run at ``depth`` (app.core.advice.run_prediction);
+        None when the file cannot be planned (an architecture the advisor does not know)."""
+        from app.core.advice.recommend import budget_from_profile
+        from app.core.advice.run_prediction import predict_run
+        from app.core.model.source import model_from_gguf
+
+        try:
+            if self._model is None:
+                self._model = model_from_gguf(Path(self.load.model_path))
+            ld = self.load
+            return predict_run(self._model, budget_from_profile(_machine_profile()), quant=self.quant, n_ctx=ld.n_ctx,
+                               type_k=ld.type_k, n_gpu_layers=ld.n_gpu_layers, moe_cpu_layers=ld.moe_cpu_layers,
+                               n_threads=n_threads, depth=depth)  # fmt: skip
+        except (TailorError, OSError, ValueError, KeyError) as exc:
+            log.warning("no prediction beside the measurement: %s", exc)
+            return None
+
+    def _record(self, n_threads: int, measured: Measured, *, kind: str = "answer",
+                predicted: Predicted | None = None) -> None:  # fmt: skip
         from app.core.advice.profiles_db import ProfileStore
 
         try:
-            profile = self._profile(n_threads, measured)
+            profile = self._profile(n_threads, measured, kind, predicted)
             with ProfileStore() as store:
                 store.record(profile)
         except (TailorError, OSError) as exc:  # a chat goes on without its profile
@@ -78,14 +103,19 @@ class ProfileRecorder:
         self._record(loaded.n_threads, Measured(
             outcome="ok", peak_ram_bytes=_larger(peak.child_rss_bytes, done.peak_rss_bytes),
             peak_vram_bytes=peak.child_vram_bytes, load_s=loaded.load_s, gen_tok_s=done.gen_tok_s,
-            prompt_tok_s=done.prompt_tok_s, depth=depth, when=utc_now()))  # fmt: skip
+            prompt_tok_s=done.prompt_tok_s, depth=depth, when=utc_now(), n_prompt=done.n_prompt_evaluated,
+            n_gen=done.n_gen_tokens), predicted=self.predicted(loaded.n_threads, depth))  # fmt: skip
+
+    def benched(self, loaded: P.Loaded, measured: Measured, predicted: Predicted | None) -> None:
+        """A benchmark run (app.engine.bench): what calibrates this machine's speed model."""
+        self._record(loaded.n_threads, measured, kind="bench", predicted=predicted)
 
     def load_failed(self, *, out_of_memory: bool) -> None:
         """The load failed: out of memory (a buffer did not fit, the process was killed for memory)
         or a crash."""
         self._record(self.load.n_threads or physical_cores(), Measured(
             outcome="out_of_memory" if out_of_memory else "crash", peak_ram_bytes=None, peak_vram_bytes=None,
-            load_s=None, gen_tok_s=None, prompt_tok_s=None, depth=None, when=utc_now()))  # fmt: skip
+            load_s=None, gen_tok_s=None, prompt_tok_s=None, depth=None, when=utc_now()), kind="load")  # fmt: skip
 
 
 def _larger(a: int | None, b: int | None) -> int | None:

@@ -1,11 +1,12 @@
 """The typed messages between the app and its child processes: one JSON object per line.
 
 The model process (:mod:`app.engine.worker`). Parent → child: :class:`Load`, :class:`Generate`,
-:class:`Cancel`, :class:`Tokenize`, :class:`Stats`, :class:`Unload`, :class:`Shutdown`. Child →
-parent: :class:`LoadProgress`, :class:`Loaded`, :class:`TokenChunk`, :class:`Done`,
-:class:`TokenCount`, :class:`StatsReport`, :class:`Failed`. Every request that can be cancelled
-carries the ``request_id`` the app chose for it before any work began, and a cancelled request
-always ends with ``Done(stop_reason="cancelled")``.
+:class:`Cancel`, :class:`Tokenize`, :class:`Stats`, :class:`Bench`, :class:`Unload`,
+:class:`Shutdown`. Child → parent: :class:`LoadProgress`, :class:`Loaded`, :class:`TokenChunk`,
+:class:`Done`, :class:`TokenCount`, :class:`StatsReport`, :class:`BenchProgress`,
+:class:`BenchDone`, :class:`Failed`. Every request that can be cancelled carries the
+``request_id`` the app chose for it before any work began, and a cancelled request always ends
+with ``stop_reason="cancelled"`` (``Done``; ``BenchDone`` for a benchmark).
 
 The template renderer (:mod:`app.engine.template_child`): :class:`RenderPrompt` →
 :class:`RenderedPrompt` or :class:`Failed`, over and over; it holds no model, only limits.
@@ -15,6 +16,7 @@ One-shot jobs, one request each: :class:`ScoreQuality` → :class:`QualityProgre
 :class:`QuantizeProgress`… :class:`Quantized` (:mod:`app.engine.quantize`); :class:`ComputeImatrix`
 → :class:`ImatrixProgress`… :class:`ImatrixDone` (:mod:`app.engine.imatrix_child`); :class:`LabQuantize`
 → :class:`LabProgress`… :class:`LabDone` (:mod:`app.engine.lab_child`); any may end in :class:`Failed`.
+Those are defined in :mod:`app.engine.job_messages` and offered here with the rest.
 
 Every message is a frozen dataclass; ``encode``/``decode`` turn it into a line and back, checking
 the kind.
@@ -26,15 +28,47 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from app.engine.job_messages import (
+    ComputeImatrix as ComputeImatrix,
+)
+from app.engine.job_messages import (
+    ImatrixDone as ImatrixDone,
+)
+from app.engine.job_messages import (
+    ImatrixProgress as ImatrixProgress,
+)
+from app.engine.job_messages import (
+    LabDone as LabDone,
+)
+from app.engine.job_messages import (
+    LabProgress as LabProgress,
+)
+from app.engine.job_messages import (
+    LabQuantize as LabQuantize,
+)
+from app.engine.job_messages import (
+    QualityProgress as QualityProgress,
+)
+from app.engine.job_messages import (
+    QualityResult as QualityResult,
+)
+from app.engine.job_messages import (
+    Quantize as Quantize,
+)
+from app.engine.job_messages import (
+    Quantized as Quantized,
+)
+from app.engine.job_messages import (
+    QuantizeProgress as QuantizeProgress,
+)
+from app.engine.job_messages import (  # the one-shot jobs' messages, offered here as all the others
+    ScoreQuality as ScoreQuality,
+)
+from app.engine.message import Message as Message
 from app.engine.recent_ids import RecentIds as RecentIds  # both sides of the pipe keep the cancelled ids
 
 if TYPE_CHECKING:
     from app.core.advice.chat_plan import ChatPlan
-
-
-@dataclass(frozen=True)
-class Message:
-    kind: ClassVar[str] = ""
 
 
 # --- parent → child -------------------------------------------------------------------------
@@ -119,6 +153,20 @@ class Stats(Message):
 
 
 @dataclass(frozen=True)
+class Bench(Message):
+    """Measure the loaded model as llama-bench does (:mod:`app.engine.bench_loop`): a prompt of
+    ``n_prompt`` random tokens, then ``n_gen`` tokens one by one, ``reps`` times within ``budget_s``
+    → :class:`BenchProgress`… :class:`BenchDone`. Cancelled like an answer."""
+
+    kind: ClassVar[str] = "bench"
+    request_id: int
+    n_prompt: int = 512
+    n_gen: int = 128
+    reps: int = 3
+    budget_s: float = 20.0
+
+
+@dataclass(frozen=True)
 class Unload(Message):
     kind: ClassVar[str] = "unload"
 
@@ -185,6 +233,26 @@ class Done(Message):
 
 
 @dataclass(frozen=True)
+class BenchProgress(Message):
+    kind: ClassVar[str] = "bench_progress"
+    request_id: int
+    fraction: float  # of the repetitions asked for
+
+
+@dataclass(frozen=True)
+class BenchDone(Message):
+    kind: ClassVar[str] = "bench_done"
+    request_id: int
+    n_prompt: int  # what was measured (less than asked when the budget or the context is short)
+    n_gen: int
+    prompt_tok_s: list[float]  # one per repetition
+    gen_tok_s: list[float]  # at a depth of n_prompt
+    stop_reason: str  # "done" | "cancelled"
+    rss_bytes: int
+    peak_rss_bytes: int
+
+
+@dataclass(frozen=True)
 class TokenCount(Message):
     kind: ClassVar[str] = "token_count"
     request_id: int
@@ -235,140 +303,9 @@ class RenderedPrompt(Message):
     text: str
 
 
-# --- one-shot jobs ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScoreQuality(Message):
-    kind: ClassVar[str] = "score_quality"
-    reference: str  # GGUF paths
-    candidate: str
-    text: str
-    n_ctx: int
-    n_threads: int = 0  # 0 = physical cores
-
-
-@dataclass(frozen=True)
-class QualityProgress(Message):
-    kind: ClassVar[str] = "quality_progress"
-    fraction: float  # of the chunks scored
-
-
-@dataclass(frozen=True)
-class QualityResult(Message):
-    """What a quantization costs, measured: perplexity and KL divergence against a reference."""
-
-    kind: ClassVar[str] = "quality_result"
-    reference: str
-    candidate: str
-    n_vocab: int
-    n_ctx: int  # tokens per chunk (smaller than asked when the whole text is shorter)
-    n_text_tokens: int
-    n_chunks: int
-    n_tokens: int  # scored tokens: the second half of every chunk
-    ppl_ref: float
-    ppl_cand: float
-    kld_mean: float  # nats per token, KL(reference || candidate)
-    kld_p99: float
-    top1_agreement: float  # share of positions where both models' most likely token is the same
-    ref_tok_s: float  # each model's batched evaluation speed alone
-    cand_tok_s: float
-    tok_s: float  # text tokens per second through both models and the statistics
-    eval_s: float
-    elapsed_s: float  # including both loads (the parent adds the child's start)
-
-    @property
-    def ppl_change(self) -> float:
-        """Relative perplexity increase of the candidate (0.05 = 5 % higher)."""
-        return self.ppl_cand / self.ppl_ref - 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ppl_change": self.ppl_change}
-
-
-@dataclass(frozen=True)
-class ComputeImatrix(Message):
-    kind: ClassVar[str] = "compute_imatrix"
-    model: str  # GGUF path
-    output: str  # where the child writes the imatrix GGUF
-    text: str
-    dataset: str  # the text's name, stored in the file (imatrix.datasets)
-    n_ctx: int = 512  # tokens per chunk, as llama-imatrix
-    n_chunks: int = 0  # 0 = every whole chunk of the text
-    n_threads: int = 0  # 0 = physical cores
-    n_gpu_layers: int = 0
-
-
-@dataclass(frozen=True)
-class ImatrixProgress(Message):
-    kind: ClassVar[str] = "imatrix_progress"
-    chunks_done: int
-    n_chunks: int
-    tok_s: float
-
-
-@dataclass(frozen=True)
-class ImatrixDone(Message):
-    kind: ClassVar[str] = "imatrix_done"
-    output: str
-    n_chunks: int
-    n_tokens: int  # tokens evaluated
-    n_entries: int  # weight matrices with statistics
-    eval_s: float  # the evaluation alone, without the model's load
-
-
-@dataclass(frozen=True)
-class Quantize(Message):
-    kind: ClassVar[str] = "quantize"
-    source: str  # GGUF paths
-    output: str
-    to: str  # llama.cpp file type name: "Q4_K_M"
-    n_threads: int = 0  # 0 = llama.cpp's default
-    imatrix: str | None = None  # an importance-matrix file, either format
-    imatrix_name: str = ""  # what the output's quantize.imatrix.file says (the file's name)
-    keep: tuple[tuple[str, str], ...] = ()  # (pattern, ggml type): llama-quantize --tensor-type
-
-
-@dataclass(frozen=True)
-class QuantizeProgress(Message):
-    kind: ClassVar[str] = "quantize_progress"
-    fraction: float  # of the tensors written
-    tensor: str  # the tensor just written
-
-
-@dataclass(frozen=True)
-class Quantized(Message):
-    kind: ClassVar[str] = "quantized"
-    output: str
-
-
-# The quantization lab (app.engine.lab_child): LabQuantize → LabProgress… LabDone, or Failed.
-@dataclass(frozen=True)
-class LabQuantize(Message):
-    kind: ClassVar[str] = "lab_quantize"
-    path: str  # GGUF
-    tensor: str
-    target: str  # ggml type name: "IQ3_XXS"
-    imatrix: str | None = None  # an importance-matrix file, either format
-    max_weights: int = 1 << 20  # evenly spaced whole rows up to this many weights
-    n_threads: int = 0  # 0 = physical cores
-
-
-@dataclass(frozen=True)
-class LabProgress(Message):
-    kind: ClassVar[str] = "lab_progress"
-    stage: str  # what the child is doing, in words
-
-
-@dataclass(frozen=True)
-class LabDone(Message):
-    kind: ClassVar[str] = "lab_done"
-    report: dict[str, Any]  # app.core.model.quant_lab.LabReport.to_dict(): a few kB
-
-
 KINDS: dict[str, type[Message]] = {
     c.kind: c
-    for c in (Load, Generate, Cancel, Tokenize, Stats, Unload, Shutdown, LoadProgress, Loaded, TokenChunk, Done,
+    for c in (Load, Generate, Cancel, Tokenize, Stats, Bench, BenchProgress, BenchDone, Unload, Shutdown, LoadProgress, Loaded, TokenChunk, Done,
               TokenCount, StatsReport, Failed, RenderPrompt, RenderedPrompt, ScoreQuality, QualityProgress, QualityResult, ComputeImatrix, ImatrixProgress, ImatrixDone, Quantize,
               QuantizeProgress, Quantized,
               LabQuantize, LabProgress, LabDone)

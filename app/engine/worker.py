@@ -116,15 +116,23 @@ class Worker:
     def handle(self, msg: P.Message) -> None:
         if isinstance(msg, P.Load):
             self.load(msg)
-        elif isinstance(msg, P.Generate | P.Tokenize):
+        elif isinstance(msg, P.Generate | P.Tokenize | P.Bench):
             session = self.session
             if session is None or session.ctx is None:
                 self.send(P.Failed(stage=msg.kind, message="no model is loaded", request_id=msg.request_id))
             elif not self.begin(msg.request_id):
                 cur, peak = rss_bytes()
-                self.send(P.Done.cancelled_before_start(msg.request_id, rss_bytes=cur, peak_rss_bytes=peak))
+                if isinstance(msg, P.Bench):
+                    self.send(P.BenchDone(request_id=msg.request_id, n_prompt=0, n_gen=0, prompt_tok_s=[],
+                                          gen_tok_s=[], stop_reason="cancelled", rss_bytes=cur, peak_rss_bytes=peak))  # fmt: skip
+                else:
+                    self.send(
+                        P.Done.cancelled_before_start(msg.request_id, rss_bytes=cur, peak_rss_bytes=peak)
+                    )
             elif isinstance(msg, P.Generate):
                 self.generate(session, msg)
+            elif isinstance(msg, P.Bench):
+                self.bench(session, msg)
             else:
                 self.send(P.TokenCount(request_id=msg.request_id, n_tokens=len(session.tokenize(msg.text))))
         elif isinstance(msg, P.Stats):
@@ -164,6 +172,19 @@ class Worker:
         for piece in session.generate(msg.prompt, msg.sampling, stats, flush_s=msg.flush_ms / 1000):
             self.send(P.TokenChunk(request_id=msg.request_id, text=piece.text, n_tokens=piece.n_tokens))
         self.send(_done(msg.request_id, stats))
+
+    def bench(self, session: LlamaSession, msg: P.Bench) -> None:
+        from app.engine.bench_loop import run_bench
+
+        def progress(fraction: float) -> None:
+            self.send(P.BenchProgress(request_id=msg.request_id, fraction=round(fraction, 3)))
+
+        runs = run_bench(session, n_prompt=msg.n_prompt, n_gen=msg.n_gen, reps=msg.reps, budget_s=msg.budget_s,
+                         on_progress=progress)  # fmt: skip
+        cur, peak = rss_bytes()
+        self.send(P.BenchDone(request_id=msg.request_id, n_prompt=runs.n_prompt, n_gen=runs.n_gen,
+                              prompt_tok_s=runs.prompt_tok_s, gen_tok_s=runs.gen_tok_s, stop_reason=runs.stop_reason,
+                              rss_bytes=cur, peak_rss_bytes=peak))  # fmt: skip
 
 
 def _done(request_id: int, stats: GenStats) -> P.Done:

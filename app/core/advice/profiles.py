@@ -11,6 +11,7 @@ in :class:`app.core.advice.profiles_db.ProfileStore` and travel as JSON (:func:`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.core.advice.speed import GEN_TERMS, PROMPT_TERMS
 from app.core.errors import NotAGGUFError, ProfileError
 from app.core.machine.hardware import MachineProfile
 from app.core.model.gguf_header import GGUF_MAGIC, FileSource
@@ -37,10 +39,14 @@ if TYPE_CHECKING:
 # longer header is still told apart by its first 8 MiB and the file size.
 IDENTITY_BYTES = 8 << 20
 FORMAT = "tailorlm-profiles"
-VERSION = 1
+VERSION = 2  # 2 added Profile.kind, Profile.predicted and Measured's n_prompt/n_gen/reps; 1 still reads
+READS = (1, 2)
 MAX_IMPORT = 10_000  # entries in one import: twice the store's bound (profiles_db.MAX_PROFILES)
 OUTCOMES = ("ok", "out_of_memory", "crash")
 SOURCES = ("here", "imported")
+# What measured it: a chat or server answer, a benchmark run (`tailorlm bench`: a full-size prompt
+# and generation at a known depth, repeated), or a load that failed before any answer.
+KINDS = ("answer", "bench", "load")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_.+-]{1,32}")  # quant and KV type names: "Q4_K_M", "q8_0", "BF16"
@@ -52,6 +58,17 @@ _UINT32_MAX = (1 << 32) - 1  # llama_context_params.n_ctx is a uint32_t
 _LAYERS_MAX = 65_536  # no model has a tenth as many; -1 is llama.cpp's "all layers"
 _THREADS_MAX = 4_096
 _BYTES_MAX = 1 << 60  # 1 EiB: larger than any machine's memory, small enough to be a typo
+
+
+@functools.cache
+def llama_cpp_version() -> str:
+    """The llama.cpp that runs here, as :attr:`Profile.llama_cpp` names it (read once per process)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"llama-cpp-python {version('llama-cpp-python')}"
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def utc_now() -> str:
@@ -106,9 +123,15 @@ class Measured:
     prompt_tok_s: float | None
     depth: int | None  # tokens in the context when gen_tok_s was measured
     when: str  # ISO 8601 UTC, as utc_now() writes it
+    n_prompt: int | None = None  # tokens prompt_tok_s was measured on
+    n_gen: int | None = None  # tokens gen_tok_s was measured on
+    reps: int | None = None  # a benchmark's repetitions (the speeds are their medians)
 
     def __post_init__(self) -> None:
         _check(self.outcome in OUTCOMES, "measured.outcome", f"must be one of {', '.join(OUTCOMES)}")
+        for name in ("n_prompt", "n_gen", "reps"):
+            value = getattr(self, name)
+            _check(value is None or 0 <= value <= _UINT32_MAX, f"measured.{name}", "is out of range")
         for name in ("peak_ram_bytes", "peak_vram_bytes"):
             value = getattr(self, name)
             _check(value is None or 0 <= value <= _BYTES_MAX, f"measured.{name}", "must be 0 to 1 EiB")
@@ -125,6 +148,40 @@ class Measured:
 
 
 @dataclass(frozen=True)
+class Predicted:
+    """What the advisor predicted for the run when it was recorded, with the speed model's terms at
+    the measured depth (seconds per token, uncalibrated): a run's measurement against these is what
+    calibrates this machine's speed model and corrects the plans near it."""
+
+    speed_model: int  # app.core.advice.speed.SPEED_MODEL_VERSION that made the terms
+    ram_bytes: int
+    vram_bytes: int
+    tok_s: float
+    prompt_tok_s: float
+    cpu_bytes: float
+    cpu_fixed: float
+    gpu_bytes: float
+    gpu_fixed: float
+    cpu_prompt: float
+    gpu_prompt: float
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.speed_model <= 1_000, "predicted.speed_model", "is out of range")
+        for name in ("ram_bytes", "vram_bytes"):
+            _check(0 <= getattr(self, name) <= _BYTES_MAX, f"predicted.{name}", "must be 0 to 1 EiB")
+        for f in dataclasses.fields(self)[3:]:
+            value = getattr(self, f.name)
+            _check(
+                math.isfinite(value) and 0 <= value <= 1e9,
+                f"predicted.{f.name}",
+                "must be a finite number from 0 to 1e9",
+            )
+
+    def terms(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in (*GEN_TERMS, *PROMPT_TERMS)}
+
+
+@dataclass(frozen=True)
 class Profile:
     """One measured run of ``key`` on one machine."""
 
@@ -135,9 +192,12 @@ class Profile:
     llama_cpp: str  # the llama.cpp (or llama-cpp-python) version that ran it
     source: str  # "here": measured on this machine; "imported": from someone's export
     model_name: str  # the GGUF's general.name or the catalog name; never a path
+    kind: str = "answer"  # one of KINDS
+    predicted: Predicted | None = None  # None: recorded without a prediction (version 1, a failed load)
 
     def __post_init__(self) -> None:
         _check(_HEX64.fullmatch(self.machine_id) is not None, "machine_id", "must be 64 hex digits")
+        _check(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}")
         _check_text(self.hardware_class, "hardware_class", max_len=_CLASS_MAX)
         _check_text(self.llama_cpp, "llama_cpp", max_len=64)
         _check(self.source in SOURCES, "source", f"must be one of {', '.join(SOURCES)}")
@@ -256,7 +316,7 @@ def parse_export(data: object, *, now: datetime | None = None) -> list[Profile]:
         raise ProfileError(
             "This is not a TailorLM profiles file.", hint="Choose a file made by 'Export profiles'."
         )
-    if data.get("version") != VERSION:
+    if data.get("version") not in READS:
         raise ProfileError(
             f"This profiles file has version {repr(data.get('version'))[:20]}; this TailorLM reads version {VERSION}.",
             hint="Export the profiles again with this version of TailorLM.",
@@ -286,6 +346,8 @@ def _profile(entry: object) -> Profile:
     fields = _fields(Profile, entry, "")
     fields["key"] = RunKey(**_fields(RunKey, fields["key"], "key."))
     fields["measured"] = Measured(**_fields(Measured, fields["measured"], "measured."))
+    if fields.get("predicted") is not None:
+        fields["predicted"] = Predicted(**_fields(Predicted, fields["predicted"], "predicted."))
     fields["source"] = "imported"  # whatever the file says: it was not measured here
     return Profile(**fields)
 
@@ -295,14 +357,17 @@ def _fields(cls: type, entry: object, prefix: str) -> dict[str, Any]:
     if not isinstance(entry, Mapping):
         raise ProfileError(f"{prefix.rstrip('.') or 'the entry'} must be an object.")
     hints = typing.get_type_hints(cls)
+    optional = {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
     _unknown(entry, set(hints), prefix.rstrip(".") or "the entry")
     out: dict[str, Any] = {}
     for name, hint in hints.items():
         if name not in entry:
+            if name in optional:
+                continue  # a field a version 1 file did not have: its default
             raise ProfileError(f"{prefix}{name} is missing.")
         value = entry[name]
         allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        if dataclasses.is_dataclass(hint):
+        if any(dataclasses.is_dataclass(kind) for kind in allowed) and value is not None:
             out[name] = value  # a nested record, checked by the caller
             continue
         if isinstance(value, int) and not isinstance(value, bool) and float in allowed:

@@ -11,6 +11,7 @@ measurement was not kept.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sqlite3
 import threading
@@ -20,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from app.core import paths
-from app.core.advice.profiles import Measured, Profile, RunKey, matching
+from app.core.advice.profiles import Measured, Predicted, Profile, RunKey, matching
 from app.core.errors import ProfileError
 from app.core.files import move_aside
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "profiles.sqlite"
-SCHEMA_VERSION = 1  # PRAGMA user_version
+SCHEMA_VERSION = 2  # PRAGMA user_version
 BUSY_TIMEOUT_MS = 5000  # as the chat history: a write takes milliseconds
 # A measured run takes a minute or more, so 5,000 is years of use (hundreds of settings for each of
 # dozens of models). Measured here: ~700 bytes a row with its indexes (3.5 MB in all), reading
@@ -36,7 +37,7 @@ MAX_PROFILES = 5_000
 
 _KEY = [f.name for f in dataclasses.fields(RunKey)]
 _MEASURED = [f.name if f.name != "when" else "measured_at" for f in dataclasses.fields(Measured)]
-_REST = ["machine_id", "hardware_class", "llama_cpp", "source", "model_name"]
+_REST = ["machine_id", "hardware_class", "llama_cpp", "source", "model_name", "kind", "predicted"]
 _COLUMNS = _KEY + _MEASURED + _REST
 # Step n turns a version n-1 file into version n; a later version appends a step, never edits one.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -55,6 +56,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             ({", ".join(_KEY)}, machine_id, measured_at, source)""",
         "CREATE INDEX profiles_by_file ON profiles (file_id, measured_at)",
         "CREATE INDEX profiles_by_time ON profiles (measured_at)",
+    ),
+    2: (  # benchmarks, and the prediction beside each measurement (JSON, profiles.Predicted)
+        "ALTER TABLE profiles ADD COLUMN n_prompt INTEGER",
+        "ALTER TABLE profiles ADD COLUMN n_gen INTEGER",
+        "ALTER TABLE profiles ADD COLUMN reps INTEGER",
+        "ALTER TABLE profiles ADD COLUMN kind TEXT NOT NULL DEFAULT 'answer'",
+        "ALTER TABLE profiles ADD COLUMN predicted TEXT",
     ),
 }
 _CORRUPTION_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (sqlite3.h)
@@ -132,6 +140,12 @@ class ProfileStore:
         where = "file_id = ? AND outcome != 'ok'"
         return self._matching(where, [file_id], machine_id, hardware_class)
 
+    def benchmarks(self, *, machine_id: str) -> list[Profile]:
+        """This machine's own benchmark runs (``tailorlm bench``), newest first: what calibrates
+        its speed model (:mod:`app.core.advice.speed_calibration`)."""
+        where = "kind = 'bench' AND source = 'here' AND outcome = 'ok' AND machine_id = ?"
+        return self._select(where, [machine_id], MAX_PROFILES)
+
     def all(self, limit: int = MAX_PROFILES) -> list[Profile]:
         """Every run kept, newest first, at most ``limit``."""
         return self._select("1", [], limit)
@@ -174,7 +188,10 @@ class ProfileStore:
 
 def _row(profile: Profile) -> tuple[object, ...]:
     key, measured = dataclasses.astuple(profile.key), dataclasses.astuple(profile.measured)
-    return (*key, *measured, *(getattr(profile, name) for name in _REST))
+    pred = profile.predicted
+    rest = {name: getattr(profile, name) for name in _REST}
+    rest["predicted"] = None if pred is None else json.dumps(dataclasses.asdict(pred))
+    return (*key, *measured, *rest.values())
 
 
 def _profile(row: tuple[Any, ...]) -> Profile | None:
@@ -183,10 +200,13 @@ def _profile(row: tuple[Any, ...]) -> Profile | None:
     try:
         key_values = list(row[:n_key])
         key_values[-1] = bool(key_values[-1])  # flash_attn is stored as 0/1
+        rest = dict(zip(_REST, row[n_key + n_measured :], strict=True))
+        pred = rest.pop("predicted")
         return Profile(
             RunKey(*key_values),
             Measured(*row[n_key : n_key + n_measured]),
-            *row[n_key + n_measured :],
+            **rest,
+            predicted=None if pred is None else Predicted(**json.loads(pred)),
         )
     except (ProfileError, TypeError, ValueError) as exc:
         log.warning("an invalid profile row was skipped: %s", exc)

@@ -220,7 +220,8 @@ def _quality(rec: Plan) -> str:
 
 def _speed(rec: Plan) -> str:
     return (f"Speed: about {tok_s_words(rec.speed.tok_s)} when writing, {tok_s_words(rec.speed.prompt_tok_s)} "
-            f"reading the prompt ({rec.speed.bound} bound; a rough estimate).")  # fmt: skip
+            f"reading the prompt ({rec.speed.bound} bound; "
+            f"{'calibrated by benchmark runs here' if rec.speed.calibrated else 'a rough estimate'}).")  # fmt: skip
 
 
 def _needs_more(nxt: Plan, budget: Budget, plans: list[Plan], target: int) -> str:

@@ -56,6 +56,8 @@ class Budget:
     cpu_isa: tuple[str, ...] = ("AVX2",)
     notes: tuple[str, ...] = ()
     cpu_threads: int | None = None  # the threads llama.cpp runs: the physical cores
+    # This machine's speed calibration, factor per speed term (speed_calibration.py); () = none
+    speed_calibration: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,7 @@ def best_plan(
             gpu_bandwidth_bytes_s={f"GPU{i}": g.bandwidth_bytes_s for i, g in enumerate(budget.gpus)},
             cpu_threads=budget.cpu_threads, gpu_names={f"GPU{i}": g.name for i, g in enumerate(budget.gpus)},
             host_link_bytes_s=budget.gpus[0].host_link_bytes_s if budget.gpus else None,
+            calibration=dict(budget.speed_calibration),
         )  # fmt: skip
 
     scored = [(e, speed_of(e)) for e in dict.fromkeys(candidates)]

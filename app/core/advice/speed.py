@@ -26,6 +26,7 @@ compares every recorded run with its prediction, and the README shows the errors
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,12 +115,26 @@ HOST_COPY_EFFICIENCY = 0.71
 DEFAULT_HOST_LINK_BYTES_S = 16 * 1.969e9
 
 
+# The terms a prediction adds up, each a time the calibration (speed_calibration.py) may scale for
+# one machine: a generated token's bytes and fixed costs on the CPU and on the GPUs, and a prompt
+# token's work on each.
+# Raised whenever a constant or a term's meaning changes: recorded terms of another version are not
+# comparable, and the calibration leaves them out.
+SPEED_MODEL_VERSION = 1
+GEN_TERMS = ("cpu_bytes", "cpu_fixed", "gpu_bytes", "gpu_fixed")
+PROMPT_TERMS = ("cpu_prompt", "gpu_prompt")
+
+
 @dataclass(frozen=True)
 class SpeedEstimate:
     tok_s: float  # generation
     prompt_tok_s: float
     bound: str  # "GPU bandwidth", "CPU bandwidth", "CPU overhead"
     bytes_per_token: int
+    # Seconds per token of each term (GEN_TERMS, PROMPT_TERMS) before any calibration: what a
+    # measured run is compared with to calibrate this machine.
+    terms: tuple[tuple[str, float], ...] = ()
+    calibrated: bool = False  # this machine's calibration scaled the terms
 
 
 @dataclass
@@ -263,17 +278,19 @@ def predict_speed(
     gpu_names: dict[str, str] | None = None,
     depth_tokens: int | None = None,
     host_link_bytes_s: float | None = None,
+    calibration: Mapping[str, float] | None = None,
 ) -> SpeedEstimate:
     """Generation and prompt speed of the plan ``est``. ``cpu_threads``: the threads llama.cpp runs
     (the physical cores); ``gpu_names``: the GPUs' names, for their compute; ``depth_tokens``: the
     tokens already in the context when generating (default: half the context);
-    ``host_link_bytes_s``: the first GPU's bus to the host, one way (default PCIe 4.0 x16)."""
+    ``host_link_bytes_s``: the first GPU's bus to the host, one way (default PCIe 4.0 x16);
+    ``calibration``: this machine's factor per term (:mod:`app.core.advice.speed_calibration`)."""
     s = est.settings
     depth = depth_tokens if depth_tokens is not None else int(s.n_ctx * KV_AVERAGE_FILL)
     work = device_work(model, tensors, est, depth)
     threads = cpu_threads or CPU_THREADS_FALLBACK
     gen = {"CPU": (0.0, 0.0)}
-    prompt_s = 0.0
+    prompt = {"cpu_prompt": 0.0, "gpu_prompt": 0.0}
     gpu_flops = {
         dev: _gpu_flops((gpu_names or {}).get(dev, ""), bw, s.gpu_backend) * GPU_PROMPT_EFFICIENCY
         for dev, bw in gpu_bandwidth_bytes_s.items()
@@ -300,20 +317,29 @@ def predict_speed(
             flops = gpu_flops.get(dev, 0.0)
             compute_s = sum(w.flops.values()) / flops + w.layers * GPU_PROMPT_LAYER_S if flops else 0.0
         # a ubatch reads every weight of the device once, all experts included
-        prompt_s += max(compute_s, w.weight_bytes / bw / s.n_ubatch if bw else 0.0)
+        prompt["cpu_prompt" if dev == "CPU" else "gpu_prompt"] += max(
+            compute_s, w.weight_bytes / bw / s.n_ubatch if bw else 0.0
+        )
     if any(dev != "CPU" and w.layers for dev, w in work.items()):
         gen["GPU token"] = (0.0, GPU_TOKEN_S)
-    total = sum(a + b for a, b in gen.values())
-    t_cpu_bw, t_cpu_fixed = gen["CPU"]
-    if total - t_cpu_bw - t_cpu_fixed >= t_cpu_bw + t_cpu_fixed:
+    t_cpu_bw, t_cpu_fixed = gen.pop("CPU")
+    terms = {"cpu_bytes": t_cpu_bw, "cpu_fixed": t_cpu_fixed, "gpu_bytes": sum(a for a, _ in gen.values()),
+             "gpu_fixed": sum(b for _, b in gen.values()), **prompt}  # fmt: skip
+    scaled = {k: v * (calibration or {}).get(k, 1.0) for k, v in terms.items()}
+    total = sum(scaled[k] for k in GEN_TERMS)
+    prompt_s = sum(scaled[k] for k in PROMPT_TERMS)
+    cpu_bw, cpu_fixed = scaled["cpu_bytes"], scaled["cpu_fixed"]
+    if total - cpu_bw - cpu_fixed >= cpu_bw + cpu_fixed:
         bound = "GPU bandwidth"
     else:
-        bound = "CPU bandwidth" if t_cpu_bw >= t_cpu_fixed else "CPU overhead"
+        bound = "CPU bandwidth" if cpu_bw >= cpu_fixed else "CPU overhead"
     return SpeedEstimate(
         tok_s=1.0 / total if total > 0 else 0.0,
         prompt_tok_s=1.0 / prompt_s if prompt_s > 0 else 0.0,
         bound=bound,
         bytes_per_token=sum(sum(w.read_bytes.values()) for w in work.values()),
+        terms=tuple(terms.items()),
+        calibrated=bool(calibration) and any(v != 1.0 for v in calibration.values()),  # type: ignore[union-attr]
     )
 
 

@@ -78,9 +78,12 @@ def budget_for(profile: object, *, ram_gb: float = 0.0, vram_gb: float = 0.0) ->
         changes["ram_bytes"] = int(ram_gb * GB)
     if vram_gb > 0:
         changes["vram_bytes"] = int(vram_gb * GB)
+    from app.core.advice.speed_calibration import calibrated, calibration_for
+
     if changes:
         profile = apply_overrides(profile, **changes)  # type: ignore[arg-type]
-    return budget_from_profile(profile)
+    # speeds as this machine's benchmark runs measured them (the Benchmark button), once there are any
+    return calibrated(budget_from_profile(profile), calibration_for(profile))  # type: ignore[arg-type]
 
 
 def compute(query: AdvisorQuery, cancel: threading.Event | None = None) -> AdvisorResult:

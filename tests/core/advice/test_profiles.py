@@ -28,6 +28,7 @@ from app.core.advice.profiles import (
     IDENTITY_BYTES,
     MAX_IMPORT,
     Measured,
+    Predicted,
     Profile,
     RunKey,
     export_profiles,
@@ -38,6 +39,7 @@ from app.core.advice.profiles import (
     utc_now,
 )
 from app.core.advice.profiles_db import ProfileStore
+from app.core.advice.speed import SPEED_MODEL_VERSION
 from app.core.errors import NotAGGUFError, ProfileError
 from app.core.machine.gpus import GpuInfo
 from app.core.machine.hardware import detect_machine
@@ -61,6 +63,15 @@ def _profile(i: int = 0, *, file_id: str = "f" * 64, n_ctx: int = 4096, outcome:
         512 if ok else None, _when(i),
     )  # fmt: skip
     return Profile(key, measured, machine_id, hardware_class, "0.3.16", source, "Gemma 3 270m")
+
+
+PREDICTED = Predicted(SPEED_MODEL_VERSION, 3 * GIB, 0, 40.0, 300.0, 0.02, 0.005, 0.0, 0.0, 0.003, 0.0)
+
+
+def _bench(i: int = 0) -> Profile:
+    """A benchmark run with its prediction beside it."""
+    measured = dataclasses.replace(_profile(i).measured, n_prompt=512, n_gen=128, reps=3)
+    return dataclasses.replace(_profile(i), measured=measured, kind="bench", predicted=PREDICTED)
 
 
 @pytest.fixture
@@ -304,7 +315,7 @@ def _broken(change: str) -> object:
     data = _exported()
     entry = data["profiles"][0]
     if change == "version":
-        data["version"] = 2
+        data["version"] = 3
     elif change == "format":
         data["format"] = "something-else"
     elif change == "not a list":
@@ -337,13 +348,21 @@ def _broken(change: str) -> object:
         entry["measured"]["when"] = "2999-01-01T00:00:00.000000+00:00"
     elif change == "entry not object":
         data["profiles"] = ["x"]
+    elif change == "bad kind":
+        entry["kind"] = "guess"
+    elif change == "nan term":
+        entry["predicted"] = dataclasses.asdict(PREDICTED) | {"cpu_bytes": float("nan")}
+    elif change == "predicted extra":
+        entry["predicted"] = dataclasses.asdict(PREDICTED) | {"path": "/home/someone"}
+    elif change == "predicted not object":
+        entry["predicted"] = [1, 2]
     return data
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ("version", "version 2"),
+        ("version", "version 3"),
         ("format", "not a TailorLM profiles file"),
         ("not a list", "no list"),
         ("too many", "10,001"),
@@ -360,6 +379,10 @@ def _broken(change: str) -> object:
         ("not utc", "measured.when"),
         ("future", "future"),
         ("entry not object", "must be an object"),
+        ("bad kind", "kind must be one of answer, bench, load"),
+        ("nan term", "predicted.cpu_bytes"),
+        ("predicted extra", "predicted has unknown fields: path"),
+        ("predicted not object", "predicted must be an object"),
     ],
 )
 def test_import_refuses_what_is_wrong_and_keeps_nothing(
@@ -375,3 +398,42 @@ def test_import_refuses_what_is_wrong_and_keeps_nothing(
 def test_import_refuses_what_is_not_an_export(store: ProfileStore, data: object) -> None:
     with pytest.raises(ProfileError):
         import_profiles(data, store)
+
+
+def test_a_benchmark_and_its_prediction_round_trip_the_store_and_an_export(store: ProfileStore) -> None:
+    store.record_many([_bench(1), _profile(2, n_ctx=8192)])
+    assert store.all() == [_profile(2, n_ctx=8192), _bench(1)]
+    back = import_profiles(json.loads(json.dumps(export_profiles([_bench(3)]))), store)
+    assert back == 1 and store.all()[0] == dataclasses.replace(_bench(3), source="imported")
+    assert store.all()[0].predicted.terms()["cpu_bytes"] == 0.02  # type: ignore[union-attr]
+
+
+def test_a_version_1_export_still_imports_as_answers_without_predictions(store: ProfileStore) -> None:
+    data = _exported()
+    data["version"] = 1
+    entry = data["profiles"][0]
+    for name in ("kind", "predicted"):
+        del entry[name]
+    for name in ("n_prompt", "n_gen", "reps"):
+        del entry["measured"][name]
+    assert import_profiles(data, store) == 1
+    assert store.all() == [dataclasses.replace(_profile(1), source="imported")]
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_runs(tmp_path: Path) -> None:
+    db = tmp_path / "profiles.sqlite"
+    with sqlite3.connect(db) as conn:
+        for statement in profiles_db._MIGRATIONS[1]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        old = [*profiles_db._COLUMNS[: profiles_db._COLUMNS.index("n_prompt")],
+               "machine_id", "hardware_class", "llama_cpp", "source", "model_name"]  # fmt: skip
+        p = _profile(1)
+        values = [*dataclasses.astuple(p.key), *dataclasses.astuple(p.measured)[:8], MACHINE, HW, "0.3.16", "here",
+                  "Gemma 3 270m"]  # fmt: skip
+        conn.execute(f"INSERT INTO profiles ({', '.join(old)}) VALUES ({', '.join('?' * len(old))})", values)
+    conn.close()
+    with ProfileStore(db) as store:
+        assert store.notice is None and store.all() == [p]
+        store.record(_bench(2))
+        assert store.all() == [_bench(2), p]
