@@ -23,13 +23,12 @@ from app.core.chat.model_ref import model_label, same_file
 from app.core.chat.store import ChatStore, Message
 from app.core.chat.template import ChatTemplate, select_template, trim_history
 from app.core.chat.titles import NEW_CHAT_TITLE
-from app.core.errors import TailorError
-from app.core.model.gguf_header import GGUFHeader, read_gguf_file
+from app.core.model.gguf_header import read_gguf_file
 from app.engine import protocol as P
 from app.engine.client import EngineClient
 from app.engine.errors import RequestCancelled
 from app.engine.monitor import MemoryMonitor
-from app.engine.profile_record import ProfileRecorder
+from app.engine.profile_record import ProfileRecorder, model_name_and_quant
 from app.engine.profile_record import record_load_failure as _record_load_failure
 from app.engine.renderer import TemplateRenderer
 
@@ -48,21 +47,6 @@ class TemplateFallback:
     """The file's chat template failed; this answer and the rest of the chat use the built-in one."""
 
     sentence: str  # ChatTemplate.describe() of the template now used
-
-
-def _display_name(path: str, header: GGUFHeader) -> tuple[str, str | None]:
-    """The model's name as the advisor shows it (the catalog's, else the file's), so that a chat and
-    the advisor name a model alike — the header's ``general.name`` if the file cannot say more —
-    and its quantization ("Q4_K_M"; None if the file does not say)."""
-    from app.core.advice.naming import display_name
-    from app.core.model.info import model_info_from_header
-
-    own = str(header.metadata.get("general.name") or Path(path).stem)
-    try:
-        info = model_info_from_header(header, source=path, source_kind="gguf", name=own)
-        return display_name(info), info.file_type
-    except TailorError:
-        return own, None
 
 
 class ChatSession:
@@ -84,7 +68,7 @@ class ChatSession:
         self._metadata = header.metadata
         self._arch = header.architecture
         self._header_name = str(header.metadata.get("general.name") or Path(load.model_path).stem)
-        self._name, file_quant = _display_name(load.model_path, header)
+        self._name, file_quant = model_name_and_quant(load.model_path, header)
         quant = self.plan.get("quant")
         self.recorder = ProfileRecorder(load, quant=quant if isinstance(quant, str) else file_quant or "unknown",
                                         model_name=self._name)  # every answer and failed load is a profile  # fmt: skip

@@ -9,6 +9,7 @@ settings. Recording never stops a chat: a store that cannot be written is logged
 from __future__ import annotations
 
 import logging
+import statistics
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from app.core.advice.profiles import (
     utc_now,
 )
 from app.core.errors import TailorError
+from app.core.model.gguf_header import GGUFHeader
 from app.engine import protocol as P
 from app.engine.host import physical_cores
 
@@ -41,6 +43,21 @@ def _machine_profile() -> Any:
 def _machine() -> tuple[str, str]:
     """This machine's (machine_id, hardware_class)."""
     return machine_fingerprint(_machine_profile())
+
+
+def model_name_and_quant(path: str, header: GGUFHeader) -> tuple[str, str | None]:
+    """The model's name as the advisor shows it (the catalog's, else the file's), so that a chat and
+    the advisor name a model alike — the header's ``general.name`` if the file cannot say more —
+    and its quantization ("Q4_K_M"; None if the file does not say)."""
+    from app.core.advice.naming import display_name
+    from app.core.model.info import model_info_from_header
+
+    own = str(header.metadata.get("general.name") or Path(path).stem)
+    try:
+        info = model_info_from_header(header, source=path, source_kind="gguf", name=own)
+        return display_name(info), info.file_type
+    except TailorError:
+        return own, None
 
 
 def run_key(load: P.Load, *, file_id: str, quant: str, n_threads: int) -> RunKey:
@@ -105,6 +122,22 @@ class ProfileRecorder:
             peak_vram_bytes=peak.child_vram_bytes, load_s=loaded.load_s, gen_tok_s=done.gen_tok_s,
             prompt_tok_s=done.prompt_tok_s, depth=depth, when=utc_now(), n_prompt=done.n_prompt_evaluated,
             n_gen=done.n_gen_tokens), predicted=self.predicted(loaded.n_threads, depth))  # fmt: skip
+
+    def served(self, loaded: P.Loaded, answers: list[P.Done]) -> None:
+        """A batch of the server's finished answers as one profile: the medians of their speeds and
+        depths, the highest peak, the answers counted in ``reps``."""
+        done = [d for d in answers if d.stop_reason != "cancelled" and d.gen_tok_s]
+        if not done:
+            return
+        depth = int(statistics.median((d.n_prompt_tokens or 0) + d.n_gen_tokens for d in done))
+        prompts = [d.prompt_tok_s for d in done if d.prompt_tok_s and d.n_prompt_evaluated > 1]
+        peaks = [d.peak_rss_bytes for d in done if d.peak_rss_bytes is not None]
+        self._record(loaded.n_threads, Measured(
+            outcome="ok", peak_ram_bytes=max(peaks) if peaks else None, peak_vram_bytes=None, load_s=loaded.load_s,
+            gen_tok_s=statistics.median(d.gen_tok_s or 0.0 for d in done),
+            prompt_tok_s=statistics.median(prompts) if prompts else None, depth=depth, when=utc_now(),
+            n_prompt=sum(d.n_prompt_evaluated for d in done), n_gen=sum(d.n_gen_tokens for d in done),
+            reps=len(done)), kind="server", predicted=self.predicted(loaded.n_threads, depth))  # fmt: skip
 
     def benched(self, loaded: P.Loaded, measured: Measured, predicted: Predicted | None) -> None:
         """A benchmark run (app.engine.bench): what calibrates this machine's speed model."""

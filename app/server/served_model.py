@@ -30,9 +30,13 @@ from app.core.model.gguf_header import read_gguf_file
 from app.engine import protocol as P
 from app.engine.client import EngineClient
 from app.engine.errors import ProcessDied
+from app.engine.profile_record import ProfileRecorder, model_name_and_quant
 from app.engine.renderer import TemplateRenderer
 
 DEFAULT_MAX_WAITING = 32  # requests waiting behind the running one before a 503 (--queue)
+# Finished answers kept as one profile (issue 19): their medians, so a busy server does not write a
+# row per request; the rest are kept when the server stops.
+PROFILE_BATCH = 32
 
 
 class QueueFull(TailorError):
@@ -70,6 +74,9 @@ class ServedModel:
             header.metadata, architecture=header.architecture,
             name_hint=str(header.metadata.get("general.name") or Path(load.model_path).stem))  # fmt: skip
         self.renderer = TemplateRenderer()
+        name, quant = model_name_and_quant(load.model_path, header)
+        self.recorder = ProfileRecorder(load, quant=quant or "unknown", model_name=name)
+        self._answers: list[P.Done] = []  # finished answers not yet kept as a profile
         self.loaded: P.Loaded | None = None
         self.created = int(time.time())
         self.epoch = 0  # model process generations: +1 each time one dies under the server
@@ -126,6 +133,7 @@ class ServedModel:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._keep_answers()
         self.renderer.close()
         if self._owns_client:
             self.client.close()
@@ -173,12 +181,22 @@ class ServedModel:
             text, sampling = job.prompt(self)
             for event in self.client.generate(text, sampling, request_id=rid):
                 job.sink(event)
+                if isinstance(event, P.Done):
+                    self._answers.append(event)
+            if len(self._answers) >= PROFILE_BATCH:
+                self._keep_answers()
         except ProcessDied as died:
             self.epoch += 1
             self.loaded = None
             job.sink(ModelGone(f"The model process ended while answering: {died}", hint=died.hint))
         except Exception as exc:  # everything reaches the client as an error answer, nothing is lost
             job.sink(exc)
+
+    def _keep_answers(self) -> None:
+        """The finished answers as one profile of this plan (never stops the server)."""
+        answers, self._answers = self._answers, []
+        if answers and self.loaded is not None:
+            self.recorder.served(self.loaded, answers)
 
     # --- prompts (on the dispatcher thread) ----------------------------------------------
 

@@ -86,3 +86,35 @@ def test_advise_shows_the_run_beside_its_plan_and_profiles_travel_without_paths(
     bad.write_text('{"format": "tailorlm-profiles", "version": 99, "profiles": []}')
     refused = _cli("profiles", "import", str(bad), home=other)
     assert refused.returncode == 2 and "tailorlm:" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_servers_answers_are_kept_as_one_profile_of_their_medians(smollm2_path: Path) -> None:
+    import threading
+
+    from app.server.served_model import Job, ServedModel
+
+    served = ServedModel(P.Load(model_path=str(smollm2_path), n_ctx=1024, n_threads=1))
+    served.start()
+    finished = threading.Semaphore(0)
+    dones: list[P.Done] = []
+
+    def sink(event: object) -> None:
+        if isinstance(event, P.Done | Exception):
+            dones.append(event)  # type: ignore[arg-type]
+            finished.release()
+
+    sampling = P.Sampling(temperature=0, max_tokens=12, ignore_eos=True)
+    try:
+        for text in ("One", "Two words", "Three words here"):
+            served.submit(Job(served.new_request_id(), lambda s, t=text: (t, sampling), sink))
+        for _ in range(3):
+            assert finished.acquire(timeout=120)
+    finally:
+        served.close()
+    assert all(isinstance(d, P.Done) and d.n_gen_tokens == 12 for d in dones)
+    with ProfileStore() as store:
+        [kept] = store.all()
+    assert kept.kind == "server" and kept.measured.reps == 3 and kept.measured.n_gen == 36
+    speeds = sorted(d.gen_tok_s for d in dones if d.gen_tok_s)
+    assert kept.measured.gen_tok_s == speeds[1]  # the median of the three
+    assert kept.predicted is not None and kept.predicted.tok_s > 0 and kept.key.quant == "Q4_1"

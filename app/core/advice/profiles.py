@@ -44,9 +44,10 @@ READS = (1, 2)
 MAX_IMPORT = 10_000  # entries in one import: twice the store's bound (profiles_db.MAX_PROFILES)
 OUTCOMES = ("ok", "out_of_memory", "crash")
 SOURCES = ("here", "imported")
-# What measured it: a chat or server answer, a benchmark run (`tailorlm bench`: a full-size prompt
-# and generation at a known depth, repeated), or a load that failed before any answer.
-KINDS = ("answer", "bench", "load")
+# What measured it: a chat answer, a batch of the server's answers (their medians), a benchmark run
+# (`tailorlm bench`: a full-size prompt and generation at a known depth, repeated), or a load that
+# failed before any answer.
+KINDS = ("answer", "server", "bench", "load")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(r"[A-Za-z0-9_.+-]{1,32}")  # quant and KV type names: "Q4_K_M", "q8_0", "BF16"
