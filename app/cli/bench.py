@@ -70,6 +70,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             n_gen=args.gen, reps=args.reps, budget_s=args.time, on_progress=_progress(path.name))  # fmt: skip
         if sys.stderr.isatty():
             print(file=sys.stderr)
+        if result.busy:
+            print(f"tailorlm: other programs took {result.others_cpu_share:.0%} of the CPUs while {path.name} was "
+                  "measured: the run is kept but does not calibrate the advisor; measure again when the "
+                  "machine is quiet.", file=sys.stderr)  # fmt: skip
         runs.append({"file": path.name, "file_bytes": path.stat().st_size, "predicted_calibrated": {
             "tok_s": planned.plan.speed.tok_s, "prompt_tok_s": planned.plan.speed.prompt_tok_s,
             "calibrated": planned.plan.speed.calibrated}, **result.to_dict()})  # fmt: skip

@@ -24,6 +24,7 @@ from app.core.advice.profiles import Measured, Predicted, utc_now
 from app.core.errors import Cancelled, TailorError
 from app.engine import protocol as P
 from app.engine.client import EngineClient
+from app.engine.cpu_share import OthersCpu
 from app.engine.monitor import MemoryMonitor
 from app.engine.profile_record import ProfileRecorder, record_load_failure
 
@@ -52,6 +53,15 @@ class BenchResult:
     predicted: Predicted | None  # the advisor's prediction for these settings, uncalibrated
     cancelled: bool
     wall_s: float
+    # other programs' share of the CPUs while it measured (None: unknown); above
+    # speed_calibration.BUSY_SHARE the run is kept but does not calibrate the advisor
+    others_cpu_share: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        from app.core.advice.speed_calibration import BUSY_SHARE
+
+        return self.others_cpu_share is not None and self.others_cpu_share > BUSY_SHARE
 
     @property
     def reps(self) -> int:
@@ -93,25 +103,32 @@ def bench_plan(
     def watch() -> None:  # a cancel kills a load (it cannot stop half-way), and stops a measurement
         while not done.is_set():
             if cancel.wait(0.05):
-                client.kill() if stage[0] == "load" else client.cancel(rid)
+                if stage[0] == "load":
+                    client.kill()
+                else:
+                    client.cancel(rid)
                 return
+
+    def progress(stage_name: str) -> Callable[[float], None]:
+        return lambda f: on_progress(stage_name, f) if on_progress is not None else None
 
     threading.Thread(target=watch, daemon=True, name="bench-cancel").start()
     try:
         client.start()
         with MemoryMonitor(client.pid or 0) as mon:
             try:
-                loaded = client.load(load, on_progress=lambda f: on_progress and on_progress("load", f))
+                loaded = client.load(load, on_progress=progress("load"))
+                stage[0] = "measure"
+                left = max(MIN_MEASURE_S, budget_s - (time.perf_counter() - t0))
+                req = P.Bench(request_id=rid, n_prompt=n_prompt, n_gen=n_gen, reps=reps, budget_s=left)
+                with OthersCpu(client.pid or 0) as others:
+                    out = client.bench(req, on_progress=progress("measure"))
             except BaseException as exc:
-                if cancel.is_set():
+                if cancel.is_set() and stage[0] == "load":
                     raise Cancelled("The benchmark was cancelled while the model loaded.") from None
-                if record:
+                if record:  # out of memory or a crash, loading or measuring: this plan failed here
                     record_load_failure(recorder, exc)
                 raise
-            stage[0] = "measure"
-            left = max(MIN_MEASURE_S, budget_s - (time.perf_counter() - t0))
-            req = P.Bench(request_id=rid, n_prompt=n_prompt, n_gen=n_gen, reps=reps, budget_s=left)
-            out = client.bench(req, on_progress=lambda f: on_progress and on_progress("measure", f))
     finally:
         done.set()
         client.close()
@@ -125,6 +142,7 @@ def bench_plan(
         prompt_tok_s=list(out.prompt_tok_s), gen_tok_s=list(out.gen_tok_s), load_s=loaded.load_s,
         peak_ram_bytes=_larger(peak.child_rss_bytes, out.peak_rss_bytes), peak_vram_bytes=peak.child_vram_bytes,
         predicted=predicted, cancelled=out.stop_reason == "cancelled", wall_s=time.perf_counter() - t0,
+        others_cpu_share=others.share,
     )  # fmt: skip
     if record and result.gen_tok_s:
         recorder.benched(loaded, _measured(result), predicted)
@@ -135,7 +153,7 @@ def _measured(r: BenchResult) -> Measured:
     return Measured(outcome="ok", peak_ram_bytes=r.peak_ram_bytes, peak_vram_bytes=r.peak_vram_bytes,
                     load_s=r.load_s, gen_tok_s=r.median("gen"), prompt_tok_s=r.median("prompt"),
                     depth=r.n_prompt + r.n_gen // 2, when=utc_now(), n_prompt=r.n_prompt, n_gen=r.n_gen,
-                    reps=r.reps)  # fmt: skip
+                    reps=r.reps, others_cpu_share=r.others_cpu_share)  # fmt: skip
 
 
 def _larger(a: int | None, b: int | None) -> int | None:

@@ -4,6 +4,9 @@ runs out of memory recorded as such."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -84,3 +87,28 @@ def test_a_load_that_runs_out_of_memory_is_recorded_as_such(smollm2_path: Path) 
     with ProfileStore() as store:
         [kept] = store.all()
     assert (kept.kind, kept.measured.outcome, kept.key.n_ctx) == ("load", "out_of_memory", 8_000_000)
+
+
+def test_a_run_on_a_busy_machine_says_so_and_does_not_calibrate(smollm2_path: Path) -> None:
+    load = P.Load(model_path=str(smollm2_path), n_ctx=512, n_threads=1)
+    quiet = bench_plan(load, quant="Q4_1", model_name="SmolLM2", n_prompt=64, n_gen=16, reps=2, budget_s=60)
+    spin = [
+        sys.executable,
+        "-c",
+        "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass",
+    ]
+    hogs = [subprocess.Popen(spin) for _ in range(2 * (os.cpu_count() or 1))]  # other programs, busy
+    try:
+        busy = bench_plan(
+            load, quant="Q4_1", model_name="SmolLM2", n_prompt=64, n_gen=32, reps=3, budget_s=60
+        )
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert quiet.others_cpu_share is not None and busy.others_cpu_share is not None
+    assert busy.busy and busy.others_cpu_share > speed_calibration.BUSY_SHARE > quiet.others_cpu_share
+    with ProfileStore() as store:
+        kept = store.all()
+    assert [p.measured.others_cpu_share for p in kept] == [busy.others_cpu_share, quiet.others_cpu_share]
+    assert speed_calibration.usable_runs(kept, machine_id=kept[0].machine_id) == [kept[1]]  # the quiet one

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 # longer header is still told apart by its first 8 MiB and the file size.
 IDENTITY_BYTES = 8 << 20
 FORMAT = "tailorlm-profiles"
-VERSION = 2  # 2 added Profile.kind, Profile.predicted and Measured's n_prompt/n_gen/reps; 1 still reads
-READS = (1, 2)
+# 2 added Profile.kind, Profile.predicted and Measured's n_prompt/n_gen/reps, 3 Measured's
+# others_cpu_share; older versions still read (the fields they lack take their defaults)
+VERSION = 3
+READS = (1, 2, 3)
 MAX_IMPORT = 10_000  # entries in one import: twice the store's bound (profiles_db.MAX_PROFILES)
 OUTCOMES = ("ok", "out_of_memory", "crash")
 SOURCES = ("here", "imported")
@@ -127,12 +129,16 @@ class Measured:
     n_prompt: int | None = None  # tokens prompt_tok_s was measured on
     n_gen: int | None = None  # tokens gen_tok_s was measured on
     reps: int | None = None  # a benchmark's repetitions (the speeds are their medians)
+    others_cpu_share: float | None = None  # other programs' share of the CPUs while it measured
 
     def __post_init__(self) -> None:
         _check(self.outcome in OUTCOMES, "measured.outcome", f"must be one of {', '.join(OUTCOMES)}")
         for name in ("n_prompt", "n_gen", "reps"):
             value = getattr(self, name)
             _check(value is None or 0 <= value <= _UINT32_MAX, f"measured.{name}", "is out of range")
+        share = self.others_cpu_share
+        _check(share is None or (math.isfinite(share) and 0 <= share <= 1), "measured.others_cpu_share",
+               "must be from 0 to 1")  # fmt: skip
         for name in ("peak_ram_bytes", "peak_vram_bytes"):
             value = getattr(self, name)
             _check(value is None or 0 <= value <= _BYTES_MAX, f"measured.{name}", "must be 0 to 1 EiB")

@@ -28,7 +28,7 @@ from app.core.files import move_aside
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "profiles.sqlite"
-SCHEMA_VERSION = 2  # PRAGMA user_version
+SCHEMA_VERSION = 3  # PRAGMA user_version
 BUSY_TIMEOUT_MS = 5000  # as the chat history: a write takes milliseconds
 # A measured run takes a minute or more, so 5,000 is years of use (hundreds of settings for each of
 # dozens of models). Measured here: ~700 bytes a row with its indexes (3.5 MB in all), reading
@@ -64,6 +64,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE profiles ADD COLUMN kind TEXT NOT NULL DEFAULT 'answer'",
         "ALTER TABLE profiles ADD COLUMN predicted TEXT",
     ),
+    3: ("ALTER TABLE profiles ADD COLUMN others_cpu_share REAL",),  # a benchmark on a busy machine
 }
 _CORRUPTION_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB (sqlite3.h)
 

@@ -10,14 +10,18 @@ factor per term makes the model agree with this machine:
     measured seconds per token ≈ Σ factor[term] × term seconds
 
 fitted over the runs by least squares on the relative error, pulled gently towards 1 (a term no
-run exercises keeps 1, and two runs that cannot tell two terms apart share the difference instead
-of one running off), bounded to [1/10, 10]. Generation and prompt processing are fitted apart.
+run exercises keeps 1), bounded to [1/10, 10]. Generation and prompt processing are fitted apart.
+A factor per term needs at least as many runs as terms (two runs of different mixes, as SmolLM2,
+whose time goes mostly to fixed per-layer costs, and Gemma 3 270M, mostly to bytes); with fewer,
+the terms of one device share one factor. ``tests/bench/speed_calibration.py`` measures what the
+two small models' calibration does to the other models' predictions.
 The factors scale the terms of every model's prediction on this machine, so a bench of two small
 models calibrates the speed of every other one (``tests/bench/speed_calibration.py`` measures by
 how much).
 
 Only benchmark runs count: a chat answer's speed includes sampling and a prompt of any length, so
-it shows beside its plan but does not calibrate. Runs of another speed model version, another
+it shows beside its plan but does not calibrate; nor does a benchmark during which other programs
+took more than ``BUSY_SHARE`` of the CPUs (it measured their load). Runs of another speed model version, another
 llama.cpp, another machine or an import are left out, and each setting's newest run counts once.
 """
 
@@ -38,7 +42,12 @@ RIDGE = 1e-3  # the pull towards 1, against the squared relative errors summed o
 # decides what the runs cannot (two terms no run tells apart share the difference)
 FACTOR_MIN, FACTOR_MAX = 0.1, 10.0
 MIN_SHARE = 0.02  # a term under 2 % of every run's time is not measured by them: it keeps 1
+# Term-wise factors need this many runs beyond one per term; with fewer, one factor per device.
+TERM_WISE_EXTRA = 0
 MAX_RUNS = 50  # the newest runs; older ones describe a machine that may have changed since
+# A run during which other programs took more than this share of the CPUs measured the machine's
+# load as much as the model: kept and shown, never calibrating (as tests/bench's own BUSY_SHARE).
+BUSY_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,9 @@ def usable_runs(
     out = []
     for p in sorted(profiles, key=lambda p: p.measured.when, reverse=True):
         pred = p.predicted
+        busy = p.measured.others_cpu_share is not None and p.measured.others_cpu_share > BUSY_SHARE
         if (p.kind != "bench" or p.source != "here" or p.machine_id != machine_id or p.measured.outcome != "ok"
-                or pred is None or pred.speed_model != SPEED_MODEL_VERSION
+                or busy or pred is None or pred.speed_model != SPEED_MODEL_VERSION
                 or (llama_cpp is not None and p.llama_cpp != llama_cpp)):  # fmt: skip
             continue
         key = (p.key.file_id, p.key.quant, p.key.n_ctx, p.key.type_k, p.key.n_gpu_layers, p.key.moe_cpu_layers,
@@ -75,19 +85,36 @@ def usable_runs(
 
 def fit_factors(rows: Sequence[tuple[dict[str, float], float]], names: Sequence[str]) -> dict[str, float]:
     """Factors for ``names`` such that Σ factor × terms ≈ seconds, for rows of (terms, measured
-    seconds); the terms no row measures are left out (they keep 1)."""
-    import numpy as np
-
+    seconds); the terms no row measures are left out (they keep 1). With fewer than
+    ``TERM_WISE_EXTRA`` rows more than terms, one factor per device (see the module doc)."""
     rows = [(t, s) for t, s in rows if s > 0 and sum(t.get(n, 0.0) for n in names) > 0]
-    if not rows:
-        return {}
+    used = _measured_terms(rows, names)
+    if len(rows) >= len(used) + TERM_WISE_EXTRA:
+        return _solve(rows, names, used)
+    devices = {n.split("_", 1)[0] for n in used}  # "cpu", "gpu"
+    pooled = [({d: sum(v for k, v in t.items() if k in names and k.startswith(d + "_")) for d in devices}, s)
+              for t, s in rows]  # fmt: skip
+    per_device = _solve(pooled, sorted(devices), sorted(devices))
+    return {n: per_device[n.split("_", 1)[0]] for n in used if n.split("_", 1)[0] in per_device}
+
+
+def _measured_terms(rows: Sequence[tuple[dict[str, float], float]], names: Sequence[str]) -> list[str]:
+    """The terms some row spends at least MIN_SHARE of its time in."""
     total = [sum(t.get(n, 0.0) for n in names) for t, _ in rows]
-    used = [
+    return [
         n
         for n in names
-        if max(t.get(n, 0.0) / tot for (t, _), tot in zip(rows, total, strict=True)) >= MIN_SHARE
+        if any(t.get(n, 0.0) / tot >= MIN_SHARE for (t, _), tot in zip(rows, total, strict=True))
     ]
-    if not used:
+
+
+def _solve(
+    rows: Sequence[tuple[dict[str, float], float]], names: Sequence[str], used: Sequence[str]
+) -> dict[str, float]:
+    """Least squares on the relative errors, ridge towards 1, for the factors of ``used``."""
+    import numpy as np
+
+    if not rows or not used:
         return {}
     # relative error of row i: (Σ_j m_j a_ij) - 1 with a_ij = term_j / measured_i; ridge towards m = 1
     a = np.array([[t.get(n, 0.0) / s for n in used] for t, s in rows])

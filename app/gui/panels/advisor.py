@@ -4,12 +4,15 @@ Model → view-model → view: the core's :func:`app.core.advice.recommend.advis
 :mod:`app.gui.panels.advisor_compute`, on the thread pool) gives Plans; the table, the memory bar
 and the reasons show them. The context slider, the GPU-layer override and the "what if" RAM/VRAM
 boxes start a new computation 100 ms after the last change; a newer one cancels the older and
-stale answers are dropped. The precision slider only moves the selected row.
+stale answers are dropped. The precision slider only moves the selected row. "Benchmark" measures
+the file's plan here (:mod:`app.gui.panels.advisor_bench`); when it ends the plans are computed
+again, with this machine's calibrated speeds and the measured runs beside them.
 """
 
 from __future__ import annotations
 
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -26,6 +29,7 @@ from PySide6.QtWidgets import (
 from app.core.errors import TailorError
 from app.gui.panels import advisor_compute as compute
 from app.gui.panels.advisor_action import action_for, perform_action
+from app.gui.panels.advisor_bench import BenchSettings, bench_job
 from app.gui.panels.advisor_overview import CatalogOverview
 from app.gui.panels.advisor_page import AdvicePage, heading_html
 from app.gui.panels.advisor_source import ModelPicker, ModelRequest, request_for_spec
@@ -48,9 +52,10 @@ class AdvisorPanel(QWidget):
     # (checkpoint folder, target precision) for "Convert to …"; the window hands it to Convert
     convert_requested = Signal(str, str)
 
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, *, bench: BenchSettings | None = None) -> None:
         super().__init__()
         self.ctx = ctx
+        self.bench_settings = bench or BenchSettings()  # tests measure less, on one thread
         self.profile: Any = ctx.profile
         self.model: ModelInfo | None = None
         self.request: ModelRequest | None = None
@@ -142,6 +147,11 @@ class AdvisorPanel(QWidget):
         self.table.currentCellChanged.connect(lambda row, *_: self._row_selected(row))
         self.action_button.clicked.connect(self._act)
         self.action_bar.alternative_button.clicked.connect(self._pull_alternative)
+        self.bench_bar = page.bench_bar
+        self.bench_bar.bench_button.clicked.connect(lambda: self._benchmark(every_level=False))
+        self.bench_bar.levels_button.clicked.connect(lambda: self._benchmark(every_level=True))
+        self.bench_bar.runs_button.clicked.connect(self._show_runs)
+        self.bench_bar.finished.connect(lambda _run: self.recompute())  # calibrated speeds, runs beside plans
         return page
 
     # --- inputs: profile, budget, model --------------------------------------------------------
@@ -234,6 +244,7 @@ class AdvisorPanel(QWidget):
         self.ngl_spin.setRange(-1, model.n_layer + 1)
         self.ngl_spin.setValue(-1)
         self._syncing = False
+        self.bench_bar.set_available(model.source_kind == "gguf")
         self._show_ctx()
         self.stack.setCurrentIndex(1)
         self.recompute()
@@ -338,6 +349,15 @@ class AdvisorPanel(QWidget):
     def _pull_alternative(self) -> None:
         if self.action_bar.alternative is not None:
             self.pull_requested.emit(dict(self.action_bar.alternative))
+
+    # --- benchmarks (app.gui.panels.advisor_bench) ----------------------------------------------
+
+    def _benchmark(self, *, every_level: bool) -> None:
+        self.bench_bar.start(bench_job(self, every_level=every_level, settings=self.bench_settings))
+
+    def _show_runs(self) -> None:
+        m = self.model
+        self.bench_bar.show_recorded(Path(m.source) if m and m.source_kind == "gguf" else None, self.profile)
 
     # --- first run: the catalog overview --------------------------------------------------------
 

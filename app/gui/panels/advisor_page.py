@@ -1,8 +1,8 @@
 """The Advisor's plans page, laid out to fit a laptop screen: the model's heading, the dials
 (context, GPU layers, precision), the plan table, the memory bar, the selected plan in words, the
 reasons and the action. It is one scrolling page — on a short screen or a half-screen window the
-words below the table scroll instead of squeezing the table or widening the window. Layout only:
-the panel (:mod:`app.gui.panels.advisor`) connects and fills it.
+words below the table scroll instead of squeezing the table or widening the window. The benchmark
+row comes last. Layout only: the panel (:mod:`app.gui.panels.advisor`) connects and fills it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.gui.panels.advisor_action import ActionBar
+from app.gui.panels.advisor_bench import BenchBar
 from app.gui.panels.advisor_table import PlanTable
 from app.gui.widgets.membar import MemoryBar
 from app.gui.widgets.wrapping import breakable
@@ -95,6 +96,8 @@ class AdvicePage(QScrollArea):
         lay.addWidget(self.reasons)
         self.action_bar = ActionBar()
         lay.addWidget(self.action_bar)
+        self.bench_bar = BenchBar()
+        lay.addWidget(self.bench_bar)
 
     def _dials(self) -> QGridLayout:
         dials = QGridLayout()

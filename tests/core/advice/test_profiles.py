@@ -315,7 +315,7 @@ def _broken(change: str) -> object:
     data = _exported()
     entry = data["profiles"][0]
     if change == "version":
-        data["version"] = 3
+        data["version"] = 4
     elif change == "format":
         data["format"] = "something-else"
     elif change == "not a list":
@@ -362,7 +362,7 @@ def _broken(change: str) -> object:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ("version", "version 3"),
+        ("version", "version 4"),
         ("format", "not a TailorLM profiles file"),
         ("not a list", "no list"),
         ("too many", "10,001"),
@@ -379,7 +379,7 @@ def _broken(change: str) -> object:
         ("not utc", "measured.when"),
         ("future", "future"),
         ("entry not object", "must be an object"),
-        ("bad kind", "kind must be one of answer, bench, load"),
+        ("bad kind", "kind must be one of answer, server, bench, load"),
         ("nan term", "predicted.cpu_bytes"),
         ("predicted extra", "predicted has unknown fields: path"),
         ("predicted not object", "predicted must be an object"),
@@ -414,7 +414,7 @@ def test_a_version_1_export_still_imports_as_answers_without_predictions(store: 
     entry = data["profiles"][0]
     for name in ("kind", "predicted"):
         del entry[name]
-    for name in ("n_prompt", "n_gen", "reps"):
+    for name in ("n_prompt", "n_gen", "reps", "others_cpu_share"):
         del entry["measured"][name]
     assert import_profiles(data, store) == 1
     assert store.all() == [dataclasses.replace(_profile(1), source="imported")]

@@ -41,11 +41,11 @@ def _run(pred: Predicted, *, gen_s: float, prompt_s: float, i: int = 0, kind: st
 
 def test_the_fit_recovers_the_factors_that_made_the_measurements() -> None:
     # three models of different mixes, measured as if bandwidth were 2x slower and layers 1.5x
-    shapes = [(0.004, 0.005, 0.002), (0.010, 0.003, 0.004), (0.030, 0.004, 0.009)]
+    shapes = [(0.004, 0.005, 0.002), (0.010, 0.003, 0.004), (0.030, 0.004, 0.009), (0.020, 0.001, 0.006)]
     runs = [_run(_terms(b, f, p), gen_s=2 * b + 1.5 * f, prompt_s=0.7 * p, i=i, file_id=f"{i}" * 64)
             for i, (b, f, p) in enumerate(shapes)]  # fmt: skip
     cal = sc.calibrate(runs)
-    assert cal is not None and (cal.gen_runs, cal.prompt_runs) == (3, 3)
+    assert cal is not None and (cal.gen_runs, cal.prompt_runs) == (4, 4)
     got = dict(cal.factors)
     assert got["cpu_bytes"] == pytest.approx(2.0, rel=0.03) and got["cpu_fixed"] == pytest.approx(
         1.5, rel=0.05
@@ -54,12 +54,22 @@ def test_the_fit_recovers_the_factors_that_made_the_measurements() -> None:
     assert "gpu_bytes" not in got and "gpu_prompt" not in got  # no run measured a GPU: they keep 1
 
 
-def test_one_run_cannot_tell_two_terms_apart_so_it_shares_the_difference() -> None:
-    cal = sc.calibrate([_run(_terms(0.004, 0.004, 0.002), gen_s=0.016, prompt_s=0.002)])
+def test_one_run_cannot_tell_two_terms_apart_so_they_share_one_factor() -> None:
+    cal = sc.calibrate([_run(_terms(0.004, 0.006, 0.002), gen_s=0.02, prompt_s=0.004)])
     assert cal is not None
     got = dict(cal.factors)
-    assert 1.5 < got["cpu_bytes"] < 2.5 and 1.5 < got["cpu_fixed"] < 2.5  # both, not one running off
-    assert got["cpu_bytes"] * 0.004 + got["cpu_fixed"] * 0.004 == pytest.approx(0.016, rel=0.05)
+    assert got["cpu_bytes"] == got["cpu_fixed"] == pytest.approx(2.0, rel=0.01)  # both, not one running off
+    assert got["cpu_prompt"] == pytest.approx(2.0, rel=0.01)
+
+
+def test_two_runs_of_different_mixes_calibrate_bytes_and_fixed_costs_apart() -> None:
+    # SmolLM2-like (fixed costs first) and Gemma-like (bytes first): bandwidth 1.5x slower, fixed 2x
+    runs = [_run(_terms(0.004, 0.006, 0.002), gen_s=1.5 * 0.004 + 2 * 0.006, prompt_s=0.002, i=1, file_id="1" * 64),
+            _run(_terms(0.012, 0.002, 0.003), gen_s=1.5 * 0.012 + 2 * 0.002, prompt_s=0.003, i=2, file_id="2" * 64)]  # fmt: skip
+    got = dict(sc.calibrate(runs).factors)  # type: ignore[union-attr]
+    assert got["cpu_bytes"] == pytest.approx(1.5, rel=0.03) and got["cpu_fixed"] == pytest.approx(
+        2.0, rel=0.03
+    )
 
 
 def test_only_this_machines_own_benchmarks_with_this_llama_cpp_count() -> None:
@@ -74,9 +84,15 @@ def test_only_this_machines_own_benchmarks_with_this_llama_cpp_count() -> None:
         _run(dataclasses.replace(pred, speed_model=SPEED_MODEL_VERSION + 1), gen_s=0.1, prompt_s=0.1, i=7,
              file_id="5" * 64),
     ]  # fmt: skip
+    busy = _run(pred, gen_s=0.1, prompt_s=0.1, i=8, file_id="6" * 64)  # other programs took 60 % of the CPUs
+    others.append(
+        dataclasses.replace(busy, measured=dataclasses.replace(busy.measured, others_cpu_share=0.6))
+    )
     usable = sc.usable_runs([older_same_settings, *others, good], machine_id=MACHINE,
                             llama_cpp="llama-cpp-python 0.3.36")  # fmt: skip
-    assert usable == [good]  # the newest of one setting; no answer, no other machine, import or version
+    assert usable == [
+        good
+    ]  # the newest of one setting; no answer, other machine, import, version or busy run
     assert sc.calibration_here([], machine_id=MACHINE) is None
 
 
