@@ -124,7 +124,7 @@ def bench_plan(
                 with OthersCpu(client.pid or 0) as others:
                     out = client.bench(req, on_progress=progress("measure"))
             except BaseException as exc:
-                if cancel.is_set() and stage[0] == "load":
+                if cancel.is_set():  # the watcher killed the process (a measurement ends without raising)
                     raise Cancelled("The benchmark was cancelled while the model loaded.") from None
                 if record:  # out of memory or a crash, loading or measuring: this plan failed here
                     record_load_failure(recorder, exc)
