@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    from app.server.run import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT
+    from app.server.defaults import API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT
     from app.server.served_model import DEFAULT_MAX_WAITING
 
     p = sub.add_parser("serve", help="serve a model to other programs through an OpenAI-compatible API")

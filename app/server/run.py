@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.errors import TailorError
+from app.server.defaults import API_KEY_ENV as API_KEY_ENV
+from app.server.defaults import DEFAULT_HOST as DEFAULT_HOST
+from app.server.defaults import DEFAULT_PORT as DEFAULT_PORT
 from app.server.http_app import create_app
 from app.server.served_model import ServedModel
 from app.server.stats import ServerStats
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080  # llama-server's: clients set up for a local llama.cpp server find it there
-API_KEY_ENV = "TAILORLM_API_KEY"  # a key in the environment stays out of the process list
 
 
 class ServerError(TailorError):
