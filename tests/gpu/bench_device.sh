@@ -9,7 +9,7 @@
 W=/opt/w; M=$W/models; O=$W/out; R=$W/repo
 PY=python3
 Q=$W/llama.cpp/build/bin/llama-quantize
-ORDER="gemma-3-1b-it qwen2.5-1.5b-instruct llama-3.2-3b-instruct"
+ORDER="gemma-3-1b-it llama-3.2-3b-instruct"
 
 . "$(dirname "$0")/device_lib.sh"
 
@@ -43,5 +43,5 @@ mkdir -p $M $O
 if [ ! -f $O/started ]; then  # later calls re-lay the working tree: the pipeline runs from a copy
   rm -rf $R && mkdir -p $R && cp -r app tests resources pyproject.toml .gpu $R/
 fi
-run_detached $R/tests/gpu/bench_device.sh "${1:-540}" hw.json bench-gemma-3-1b-it.json bench-qwen2.5-1.5b-instruct.json \
+run_detached $R/tests/gpu/bench_device.sh "${1:-540}" hw.json bench-gemma-3-1b-it.json \
   bench-llama-3.2-3b-instruct.json bench-partial.json advise.json profiles.json

@@ -37,6 +37,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "server_speed": server.server_speed,
     "speed_model": speed_model.speed_model,
     "speed_calibration": calibration.speed_calibration,
+    "h200_bench": calibration.h200_bench,
     "download_speed": local.download_speed,
     "gguf_header_speed": local.gguf_header_speed,
     "gguf_fuzz": local.gguf_fuzz,

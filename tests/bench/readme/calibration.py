@@ -58,3 +58,34 @@ def speed_calibration(r: Results) -> str:
         f"benchmark (pp512, tg128 after it, up to 3 repetitions in 30 s); {machine_words(m)}; "
         "`tests/bench/results/speed_calibration.json`.",
     ])  # fmt: skip
+
+
+def h200_bench(r: Results) -> str:
+    """`tailorlm bench` on the H200 (``tests/gpu/results/h200-bench.json``)."""
+    j = r.gpu("h200-bench.json")
+    rows = []
+    for name, d in j["runs"].items():
+        run = d["runs"][0]
+        g, p, pred = run["gen_tok_s"], run["prompt_tok_s"], run["predicted"]
+        cal = run["predicted_calibrated"]
+        rows.append([
+            run["file"].removesuffix(".gguf") + (" (14 GPU layers)" if name == "partial" else ""),
+            str(run["n_gpu_layers"]),
+            f"{g['median']:.1f} ({g['min']:.1f}–{g['max']:.1f})",
+            f"{pred['tok_s']:.1f}" + (f" / {cal['tok_s']:.1f}" if cal["calibrated"] else ""),
+            f"{p['median']:,.0f} ({p['min']:,.0f}–{p['max']:,.0f})",
+            f"{pred['prompt_tok_s']:,.0f}",
+            f"{run['peak_vram_bytes'] / 2**20:,.0f} / {pred['vram_bytes'] / 2**20:,.0f} MiB",
+        ])  # fmt: skip
+    gpu = j["hw"]["gpus"][0]
+    factors = ", ".join(f"{k} ×{v:.2f}" for k, v in sorted(j["advise_after"]["speed_calibration"].items()))
+    return "\n".join([
+        table(["file (synthetic, real shapes)", "GPU layers", "gen tok/s (min–max)",
+               "predicted / calibrated by the runs before it", "prompt tok/s (min–max)", "predicted",
+               "peak VRAM measured / predicted"], rows),
+        "",
+        f"On an {gpu['name']} (driver {gpu['driver_version']}), one after the other in one store, 4,096-token "
+        f"context, 3 repetitions each. After the three runs `advise` plans with {factors} (three runs for four "
+        "generation terms: one factor per device) and says \"calibrated by benchmark runs here\"; "
+        "`tests/gpu/results/h200-bench.json`.",
+    ])  # fmt: skip
