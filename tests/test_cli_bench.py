@@ -94,5 +94,12 @@ def test_a_level_that_does_not_fit_is_skipped_with_the_reason(levels: Path) -> N
     assert [r["file"] for r in out["runs"]] == ["smollm2-q4_1.gguf"]
     [skipped] = out["skipped"]
     assert skipped["file"] == "smollm2-q8_0.gguf" and "cannot give it that" in skipped["reason"]
+    only_q8 = _cli("bench", str(levels / "smollm2-q4_1.gguf"), "--quant", "Q8_0", "--ctx", "512", "--ram", "4GiB",
+                   "--reserve", reserve, *SMALL)  # fmt: skip
+    assert (
+        only_q8.returncode == 1
+        and "skipped smollm2-q8_0.gguf" in only_q8.stderr
+        and "Traceback" not in only_q8.stderr
+    )
     missing = _cli("bench", str(levels / "smollm2-q4_1.gguf"), "--quant", "Q2_K", *SMALL)
     assert missing.returncode == 2 and "No Q2_K file" in missing.stderr and "Q8_0, Q4_1" in missing.stderr

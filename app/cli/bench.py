@@ -57,7 +57,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     runs: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for path in _levels(args):
+    levels = _levels(args)
+    for path in levels:
         args.model = str(path)
         try:
             planned = chat_plan(args)  # the advisor's plan for this file, or the user's overrides
@@ -66,8 +67,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"tailorlm: skipped {path.name}: {exc}", file=sys.stderr)
             continue
         load = P.Load.from_plan(planned, n_threads=args.threads or 0)
-        result = bench_plan(load, quant=planned.quant, model_name=_model_name(path), n_prompt=args.prompt,
-                            n_gen=args.gen, reps=args.reps, budget_s=args.time, on_progress=_progress(path.name))  # fmt: skip
+        try:
+            result = bench_plan(load, quant=planned.quant, model_name=_model_name(path), n_prompt=args.prompt,
+                                n_gen=args.gen, reps=args.reps, budget_s=args.time, on_progress=_progress(path.name))  # fmt: skip
+        except TailorError as exc:  # out of memory, a crash: recorded; the other levels still run
+            if len(levels) == 1:
+                raise
+            skipped.append({"file": path.name, "reason": exc.user_message()})
+            print(f"tailorlm: {path.name} failed: {exc.user_message()}", file=sys.stderr)
+            continue
         if sys.stderr.isatty():
             print(file=sys.stderr)
         if result.busy:
@@ -84,7 +92,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps({"runs": runs, "skipped": skipped,
                           "calibration": calibration.to_dict() if calibration else None}, indent=2))  # fmt: skip
         return 0 if runs else 1
-    _print_table(runs)
+    if runs:
+        _print_table(runs)
     if calibration is not None:
         factors = ", ".join(f"{k} ×{v:.2f}" for k, v in calibration.factors)
         print(f"\nThis machine's speed model is now calibrated from {calibration.gen_runs} benchmark runs "

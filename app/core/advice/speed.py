@@ -115,12 +115,12 @@ HOST_COPY_EFFICIENCY = 0.71
 DEFAULT_HOST_LINK_BYTES_S = 16 * 1.969e9
 
 
-# The terms a prediction adds up, each a time the calibration (speed_calibration.py) may scale for
-# one machine: a generated token's bytes and fixed costs on the CPU and on the GPUs, and a prompt
-# token's work on each.
 # Raised whenever a constant or a term's meaning changes: recorded terms of another version are not
 # comparable, and the calibration leaves them out.
 SPEED_MODEL_VERSION = 1
+# The terms a prediction adds up, each a time the calibration (speed_calibration.py) may scale for
+# one machine: a generated token's bytes and fixed costs on the CPU and on the GPUs, and a prompt
+# token's work on each.
 GEN_TERMS = ("cpu_bytes", "cpu_fixed", "gpu_bytes", "gpu_fixed")
 PROMPT_TERMS = ("cpu_prompt", "gpu_prompt")
 
@@ -339,7 +339,7 @@ def predict_speed(
         bound=bound,
         bytes_per_token=sum(sum(w.read_bytes.values()) for w in work.values()),
         terms=tuple(terms.items()),
-        calibrated=bool(calibration) and any(v != 1.0 for v in calibration.values()),  # type: ignore[union-attr]
+        calibrated=any(v != 1.0 for v in (calibration or {}).values()),
     )
 
 
