@@ -46,7 +46,7 @@ def build_tools(*names: str) -> dict[str, Path]:
     if not (src / "CMakeLists.txt").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", "llama-cpp-python",
                             f"llama-cpp-python=={version}", "-d", tmp], check=True)  # fmt: skip
             sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
             with tarfile.open(sdist) as tar:

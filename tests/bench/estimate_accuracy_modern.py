@@ -62,6 +62,18 @@ def model_file(name: str, config: dict[str, Any], n_layers: int | None, quant: s
     return out
 
 
+def case_file(name: str, quant: str) -> Path:
+    """A speed benchmark's file: the hybrids as this benchmark writes them (Qwen3.5-0.8B is not in the
+    catalog; the same file names, so the benchmarks reuse each other's), the rest through the catalog."""
+    from tests.bench.estimate_accuracy import synthetic_model
+
+    hybrids = _configs()
+    if name in hybrids and hybrids[name][2] is None:
+        _, config, _ = hybrids[name]
+        return model_file(name, config, None, quant)
+    return synthetic_model(name, quant)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"also write {OUT.relative_to(ROOT)}")

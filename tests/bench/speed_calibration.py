@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests import models  # noqa: E402
 from tests.bench.engine_speed import Others  # noqa: E402
-from tests.bench.estimate_accuracy import synthetic_model  # noqa: E402
+from tests.bench.estimate_accuracy_modern import case_file  # noqa: E402
 from tests.bench.report import emit  # noqa: E402
 
 OUT = ROOT / "tests" / "bench" / "results" / "speed_calibration.json"
@@ -53,7 +53,7 @@ N_CTX = 1024  # room for the 512-token prompt and the 128 tokens after it
 OTHERS = (
     ("qwen2.5-0.5b-instruct", "Q4_K_M"), ("qwen2.5-0.5b-instruct", "Q8_0"),
     ("llama-3.2-1b-instruct", "Q4_K_M"), ("llama-3.2-1b-instruct", "Q6_K"), ("llama-3.2-1b-instruct", "Q8_0"),
-    ("gemma-3-1b-it", "Q4_K_M"),
+    ("llama-3.2-1b-instruct", "Q4_1"), ("gemma-3-1b-it", "Q4_K_M"),
     ("lfm2-350m", "Q4_K_M"), ("granite-4.0-h-350m", "Q4_K_M"), ("qwen3.5-0.8b", "Q4_K_M"),
 )  # fmt: skip
 
@@ -99,7 +99,7 @@ def condition(threads: int) -> dict[str, Any]:
     factors = dict(cal.factors)
     rows = []
     for catalog_id, quant in OTHERS:
-        run = _bench(synthetic_model(catalog_id, quant), threads)
+        run = _bench(case_file(catalog_id, quant), threads)
         pred = run.pop("profile").predicted
         terms = pred.terms()
         row: dict[str, Any] = dict(run)

@@ -54,9 +54,9 @@ BIG = 1 << 50  # memory is not what is checked: every recorded run loaded
 # The constants of speed.py that were fitted to records, with how many numbers each holds, and the
 # results files each speed was fitted to (GPU: only runs with every layer on the GPU). The other
 # runs — the engine on the CPU, partial offload — are held out: checks the fit never saw.
-FITTED = {"GPU_BANDWIDTH_EFFICIENCY": 2, "GPU_LAYER_S": 1, "GPU_TOKEN_S": 1, "CPU_BANDWIDTH_EFFICIENCY": 2,
-          "CPU_LAYER_S": 1, "CPU_CORE_FLOPS": 3, "CPU_PROMPT_LAYER_CORE_S": 1, "GPU_PROMPT_EFFICIENCY": 1,
-          "GPU_PROMPT_LAYER_S": 1}  # fmt: skip
+FITTED = {"GPU_BANDWIDTH_EFFICIENCY": 2, "GPU_LAYER_S": 1, "GPU_TOKEN_S": 1, "CPU_BANDWIDTH_EFFICIENCY": 4,
+          "CPU_LAYER_S": 1, "CPU_RECURRENT_LAYER_S": 1, "CPU_CORE_FLOPS": 4, "CPU_PROMPT_LAYER_CORE_S": 1,
+          "CPU_PROMPT_RECURRENT_LAYER_CORE_S": 1, "GPU_PROMPT_EFFICIENCY": 1, "GPU_PROMPT_LAYER_S": 1}  # fmt: skip
 FITTED_TO = {"generation": ("speed_records.json", "h100.json", "h100-before-fix.json", "h200-speed.json"),
              "prompt": ("speed_records.json", "h200-speed.json")}  # fmt: skip
 

@@ -42,12 +42,14 @@ sys.path.insert(0, str(ROOT))
 from tests import models  # noqa: E402
 from tests.bench.engine_speed import BUSY_SHARE, QUIET_SHARE, Others, llama_bench  # noqa: E402
 from tests.bench.estimate_accuracy import synthetic_model  # noqa: E402
+from tests.bench.estimate_accuracy_modern import case_file  # noqa: E402
 from tests.bench.report import emit  # noqa: E402
 
 OUT = ROOT / "tests" / "bench" / "results" / "speed_records.json"
 N_PROMPT, N_GEN, DEPTH = 512, 128, 512
 # (catalog id, quant): three families of real shapes (0.5-1.2B parameters: about a minute each on 2
-# cores), three quantization families on one of them (Q4_K_M: Q4_K + Q6_K; Q6_K; Q8_0); Qwen2.5-0.5B's
+# cores), four quantization families on one of them (Q4_K_M: Q4_K + Q6_K; Q6_K; Q8_0; Q4_1, which
+# llamafile's sgemm does not take, as SmolLM2's: the check of speed.VEC_DOT_TYPES); Qwen2.5-0.5B's
 # 896-wide rows make its Q4_K_M mostly Q5_0 (llama.cpp's fallback for rows not a multiple of 256).
 SYNTHETIC = (
     ("qwen2.5-0.5b-instruct", "Q4_K_M"),
@@ -55,7 +57,13 @@ SYNTHETIC = (
     ("llama-3.2-1b-instruct", "Q4_K_M"),
     ("llama-3.2-1b-instruct", "Q6_K"),
     ("llama-3.2-1b-instruct", "Q8_0"),
+    ("llama-3.2-1b-instruct", "Q4_1"),
     ("gemma-3-1b-it", "Q4_K_M"),
+    # hybrids: most layers hold a recurrent state instead of a KV cache (short convolution, Mamba-2,
+    # Gated DeltaNet), whose fixed costs per layer differ from attention's
+    ("lfm2-350m", "Q4_K_M"),
+    ("granite-4.0-h-350m", "Q4_K_M"),
+    ("qwen3.5-0.8b", "Q4_K_M"),
 )
 # An MoE model with its real layer shapes, cut to 4 of its 48 layers (6.2 GB F16 instead of 61): a
 # token reads 8 of its 128 experts (~6 % of the expert bytes), which is what the speed model counts.
@@ -69,7 +77,7 @@ def cases(quick: bool) -> list[dict[str, Any]]:
     ]
     if quick:
         return out
-    out += [{"path": synthetic_model(c, q), "origin": "synthetic", "catalog_id": c} for c, q in SYNTHETIC]
+    out += [{"path": case_file(c, q), "origin": "synthetic", "catalog_id": c} for c, q in SYNTHETIC]
     cid, quant, n_layers = MOE
     out.append({"path": synthetic_model(cid, quant, n_layers), "origin": f"synthetic, first {n_layers} layers",
                 "catalog_id": cid})  # fmt: skip

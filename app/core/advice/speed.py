@@ -42,22 +42,28 @@ from app.core.model.info import ModelInfo, layer_of
 # GPU: fitted to the all-GPU runs on the H100 and the H200 (tests/gpu/results/h100*.json,
 # h200-speed.json; CUDA's mmvq kernels): Q8_0 streams at 86 % of the spec, Q4_K_M's K-quants at
 # 66 % — unpacking a 256-weight super-block costs more than the bytes it saves (facts: 45-80 % for
-# Llama-3-8B Q4_K_M across cards); no GPU record has Q5_0, which takes Q8_0's. CPU: of the
-# numpy-copy bandwidth the app measures (app/core/machine/bandwidth.py), fitted to
-# speed_records.json (2 Zen 4 cores): 85 % for K-quants, Q4_0/Q4_1/Q8_0 and floats alike, but 52 %
-# for Q5_0/Q5_1, whose fifth bit costs more instructions than two cores have per byte
-# (Qwen2.5-0.5B's and Gemma-3's Q4_K_M, mostly Q5_0 where rows are not a multiple of 256).
-GPU_BANDWIDTH_EFFICIENCY = {"k": 0.66, "block": 0.86, "q5": 0.86}
-CPU_BANDWIDTH_EFFICIENCY = {"k": 0.85, "block": 0.85, "q5": 0.52}
+# Llama-3-8B Q4_K_M across cards); no GPU record has Q5_0, Q4_1 or Q5_1, which take Q8_0's. CPU: of
+# the numpy-copy bandwidth the app measures (app/core/machine/bandwidth.py), fitted to
+# speed_records.json (2 Zen 4 cores; tests/bench/fit_cpu_speed.py): 84 % for K-quants, 74 % for
+# Q4_0/Q8_0 and floats, 54 % for Q5_0, whose fifth bit costs more instructions than two cores have
+# per byte (Qwen2.5-0.5B's and Gemma-3's Q4_K_M, mostly Q5_0 where rows are not a multiple of 256),
+# and 39 % for Q4_1/Q5_1 (``VEC_DOT_TYPES``: a Llama-3.2-1B at Q4_1 generates slower than at Q8_0).
+GPU_BANDWIDTH_EFFICIENCY = {"k": 0.66, "block": 0.86, "q5": 0.86, "vec": 0.86}
+CPU_BANDWIDTH_EFFICIENCY = {"k": 0.87, "block": 0.91, "q5": 0.57, "vec": 0.52}
 # Fixed cost per layer and token: the small ops of a layer (norms, RoPE, softmax) and the thread
-# barriers (CPU) or kernel launches (GPU) between them; same fits. CPU 0.17 ms at 2 threads
+# barriers (CPU) or kernel launches (GPU) between them; same fits. CPU 0.2 ms at 2 threads
 # (SmolLM2-135M's 30 layers cost more than its bytes). GPU 13 µs a layer, plus 1.4 ms a token for
 # the decode call itself (graph launch and sync, the logits to the host, the engine picking a
 # token): what keeps a 1B model at ~450 tok/s on an H200 whose bandwidth would allow thousands. On
 # the CPU the fit finds no per-token cost beside the layers'.
 GPU_LAYER_S = 13e-6
 GPU_TOKEN_S = 1.4e-3
-CPU_LAYER_S = 0.17e-3
+CPU_LAYER_S = 0.19e-3
+# A layer that keeps a recurrent state instead of a KV cache (hybrids' short convolution, Mamba-2,
+# Gated DeltaNet: ``ModelInfo.recurrent_layers``) has other small ops than attention's; fitted to
+# speed_records.json's LFM2-350M, Granite-4.0-H-350M and Qwen3.5-0.8B (CPU; the GPU takes
+# GPU_LAYER_S for every layer: no GPU record has a hybrid).
+CPU_RECURRENT_LAYER_S = 0.08e-3
 # A layer that keeps its experts in RAM but the rest on the GPU (``moe_cpu_layers``) hands its
 # activations to the CPU and the experts' output back every token: two waits for the GPU's queue
 # to drain and two small copies (ggml-backend.cpp splits), besides the CPU's own per-layer cost.
@@ -74,14 +80,19 @@ KV_AVERAGE_FILL = 0.5
 # --- prompt processing -------------------------------------------------------------------------
 PROMPT_TOKENS = 512  # what the prompt speed is quoted for: one full ubatch into an empty cache
 # Per-core throughput (FLOP/s) of llama.cpp's CPU matmul by kernel family (see ``prompt_family``),
-# fitted to speed_records.json's pp512 (AMD EPYC Zen 4, AVX-512): ggml's own K-quant dot products
+# fitted to speed_records.json's pp512 (AMD EPYC Zen 4, AVX-512; fit_cpu_speed.py): ggml's own K-quant dot products
 # (ggml-cpu/quants.c) are the fastest there, the repacked GEMM (ggml-cpu/repack.cpp) next, the block
-# quants slowest (Q8_0, Q5_0: llamafile's 256-bit tinyBLAS, ggml-cpu/llamafile/sgemm.cpp; Q4_1).
-# Other ISAs scale it by CPU_ISA_FACTOR.
-CPU_CORE_FLOPS = {"k": 173e9, "repacked": 91e9, "block": 79e9}
+# quants llamafile's 256-bit tinyBLAS takes (Q8_0, Q5_0, Q4_0 and floats: ggml-cpu/llamafile/sgemm.cpp)
+# after them, and slowest the block quants it does not take (Q4_1, Q5_1: ggml's row-by-row dot
+# product against activations quantized to Q8_1: llama-bench here runs SmolLM2 and a Llama-3.2-1B
+# at half their Q8_0 prompt speed at Q4_1). Other ISAs scale it by CPU_ISA_FACTOR.
+CPU_CORE_FLOPS = {"k": 149e9, "repacked": 110e9, "block": 100e9, "vec": 42e9}
+# The block quants llamafile's sgemm has no kernel for (its switch over the weight type).
+VEC_DOT_TYPES = ("Q4_1", "Q5_1")
 # Core-seconds per layer and prompt token beside the matmuls (attention, norms, RoPE, quantizing
 # the activations), same fit; it is what makes tiny models like SmolLM2 slower than their FLOPs.
-CPU_PROMPT_LAYER_CORE_S = 84e-6
+CPU_PROMPT_LAYER_CORE_S = 71e-6
+CPU_PROMPT_RECURRENT_LAYER_CORE_S = 27e-6  # a recurrent layer's (see CPU_RECURRENT_LAYER_S)
 # The vector ISA's width against AVX-512's: AVX2 and NEON do half the work per instruction. No
 # record checks these (this repo's CPU machine has AVX-512).
 CPU_ISA_FACTOR = {"AVX512": 1.0, "AVX2": 0.5, "NEON": 0.5}
@@ -117,7 +128,7 @@ DEFAULT_HOST_LINK_BYTES_S = 16 * 1.969e9
 
 # Raised whenever a constant or a term's meaning changes: recorded terms of another version are not
 # comparable, and the calibration leaves them out.
-SPEED_MODEL_VERSION = 1
+SPEED_MODEL_VERSION = 2
 # The terms a prediction adds up, each a time the calibration (speed_calibration.py) may scale for
 # one machine: a generated token's bytes and fixed costs on the CPU and on the GPUs, and a prompt
 # token's work on each.
@@ -148,13 +159,17 @@ class DeviceWork:
     weight_bytes: int = 0
     expert_layers: int = 0  # layers of another device whose routed experts run here
     moe_layers: int = 0  # of ``layers``: those with routed experts
+    recurrent_layers: int = 0  # of ``layers``: those with a recurrent state instead of a KV cache
     matmul_bytes: int = 0  # weights a prompt multiplies (what op offload copies to a GPU)
 
 
 def gen_family(type_name: str) -> str:
-    """``"q5"`` for Q5_0/Q5_1, ``"k"`` for K-quants and the codebook quants (IQ*, TQ*), ``"block"``
-    for the other 32-weight block quants (Q4_0, Q4_1, Q8_0, MXFP4) and floats."""
-    if type_name in ("Q5_0", "Q5_1"):
+    """``"vec"`` for ``VEC_DOT_TYPES`` (Q4_1, Q5_1), ``"q5"`` for Q5_0, ``"k"`` for K-quants and the
+    codebook quants (IQ*, TQ*), ``"block"`` for the other 32-weight block quants (Q4_0, Q8_0, MXFP4)
+    and floats."""
+    if type_name in VEC_DOT_TYPES:
+        return "vec"
+    if type_name == "Q5_0":
         return "q5"
     if type_name.endswith("_K") or type_name.startswith(("IQ", "TQ")):
         return "k"
@@ -164,9 +179,11 @@ def gen_family(type_name: str) -> str:
 def prompt_family(t: TensorInfo, repackable: frozenset[str]) -> str:
     """The CPU kernel that multiplies a prompt by ``t``: ``"repacked"`` (the interleaved GEMM the CPU
     backend repacks these into, when its rows come in eights, as the estimator decides), ``"k"``
-    (the other K-quants), ``"block"`` (everything else)."""
+    (the other K-quants), ``"vec"`` (``VEC_DOT_TYPES``), ``"block"`` (everything else)."""
     if t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0:
         return "repacked"
+    if t.type_name in VEC_DOT_TYPES:
+        return "vec"
     return "k" if gen_family(t.type_name) == "k" else "block"
 
 
@@ -231,6 +248,7 @@ def device_work(
     for il in range(model.n_layer):
         w = work.setdefault(devices[il], DeviceWork())
         w.layers += 1
+        w.recurrent_layers += model.is_recurrent(il)
         _add(w.read_bytes, kv_family, kv_layer_bytes(model, s, il, depth_tokens, min(depth_tokens, window)))
     return work
 
@@ -254,17 +272,25 @@ def cpu_isa_factor(isa: tuple[str, ...]) -> float:
 
 
 def _generation_s(
-    w: DeviceWork, bandwidth: float, efficiency: dict[str, float], layer_s: float
+    w: DeviceWork, bandwidth: float, efficiency: dict[str, float], layer_s: float, recurrent_s: float
 ) -> tuple[float, float]:
     """(bandwidth time, fixed time) of one token on one device."""
     t_bw = sum(n / (bandwidth * efficiency[f]) for f, n in w.read_bytes.items()) if bandwidth else 0.0
-    return t_bw, w.layers * layer_s
+    return t_bw, (w.layers - w.recurrent_layers) * layer_s + w.recurrent_layers * recurrent_s
+
+
+def _cpu_prompt_layers_s(w: DeviceWork, scale: float) -> float:
+    """A prompt token's time on the CPU beside the matmuls, at ``scale`` cores' worth of work."""
+    attention = w.layers - w.recurrent_layers
+    return (
+        attention * CPU_PROMPT_LAYER_CORE_S + w.recurrent_layers * CPU_PROMPT_RECURRENT_LAYER_CORE_S
+    ) / scale
 
 
 def _cpu_prompt_s(w: DeviceWork, threads: int, isa: tuple[str, ...]) -> float:
     scale = threads * cpu_isa_factor(isa)
     matmul = sum(f / (CPU_CORE_FLOPS[k] * scale) for k, f in w.flops.items())
-    return matmul + w.layers * CPU_PROMPT_LAYER_CORE_S / scale
+    return matmul + _cpu_prompt_layers_s(w, scale)
 
 
 def predict_speed(
@@ -300,20 +326,20 @@ def predict_speed(
     for dev, w in work.items():
         if dev == "CPU":
             bw = cpu_bandwidth_bytes_s
-            t_bw, t_fixed = _generation_s(w, bw, CPU_BANDWIDTH_EFFICIENCY, CPU_LAYER_S)
+            t_bw, t_fixed = _generation_s(w, bw, CPU_BANDWIDTH_EFFICIENCY, CPU_LAYER_S, CPU_RECURRENT_LAYER_S)
             hops = w.expert_layers * (CPU_LAYER_S + 2 * MOE_SPLIT_HOP_S)
             gen[dev] = (t_bw, t_fixed + hops + w.moe_layers * CPU_MOE_LAYER_S)
             if offload_to and gpu_flops.get(offload_to):
                 # the GPU multiplies (after the copy); attention and the small ops stay on the CPU
                 link = (host_link_bytes_s or DEFAULT_HOST_LINK_BYTES_S) * HOST_COPY_EFFICIENCY
                 copy_s = w.matmul_bytes / link / s.n_ubatch
-                rest_s = w.layers * CPU_PROMPT_LAYER_CORE_S / (threads * cpu_isa_factor(s.cpu_isa))
+                rest_s = _cpu_prompt_layers_s(w, threads * cpu_isa_factor(s.cpu_isa))
                 compute_s = copy_s + sum(w.flops.values()) / gpu_flops[offload_to] + rest_s
             else:
                 compute_s = _cpu_prompt_s(w, threads, s.cpu_isa)
         else:
             bw = gpu_bandwidth_bytes_s.get(dev, 0.0)
-            gen[dev] = _generation_s(w, bw, GPU_BANDWIDTH_EFFICIENCY, GPU_LAYER_S)
+            gen[dev] = _generation_s(w, bw, GPU_BANDWIDTH_EFFICIENCY, GPU_LAYER_S, GPU_LAYER_S)
             flops = gpu_flops.get(dev, 0.0)
             compute_s = sum(w.flops.values()) / flops + w.layers * GPU_PROMPT_LAYER_S if flops else 0.0
         # a ubatch reads every weight of the device once, all experts included

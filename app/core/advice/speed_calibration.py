@@ -11,10 +11,12 @@ factor per term makes the model agree with this machine:
 
 fitted over the runs by least squares on the relative error, pulled gently towards 1 (a term no
 run exercises keeps 1), bounded to [1/10, 10]. Generation and prompt processing are fitted apart.
-A factor per term needs at least as many runs as terms (two runs of different mixes, as SmolLM2,
-whose time goes mostly to fixed per-layer costs, and Gemma 3 270M, mostly to bytes); with fewer,
-the terms of one device share one factor. ``tests/bench/speed_calibration.py`` measures what the
-two small models' calibration does to the other models' predictions.
+A factor per term needs twice as many runs as terms; with fewer, the terms of one device share one
+factor. Two runs could solve two terms exactly, but the two small models a first benchmark takes
+(SmolLM2, whose time goes mostly to fixed per-layer costs, and Gemma 3 270M, mostly to bytes) mix
+them too alike to tell them apart through this machine's noise: solved term-wise, the 2-thread run of
+``tests/bench/speed_calibration.py`` moved bytes ×1.10 and fixed costs ×0.56 and the other models'
+generation error went from 12 % to 17 % (median); one factor for the CPU (×0.92) took it to 5 %.
 The factors scale the terms of every model's prediction on this machine, so a bench of two small
 models calibrates the speed of every other one (``tests/bench/speed_calibration.py`` measures by
 how much).
@@ -42,8 +44,8 @@ RIDGE = 1e-3  # the pull towards 1, against the squared relative errors summed o
 # decides what the runs cannot (two terms no run tells apart share the difference)
 FACTOR_MIN, FACTOR_MAX = 0.1, 10.0
 MIN_SHARE = 0.02  # a term under 2 % of every run's time is not measured by them: it keeps 1
-# Term-wise factors need this many runs beyond one per term; with fewer, one factor per device.
-TERM_WISE_EXTRA = 0
+# Term-wise factors need this many runs per term; with fewer, one factor per device (module doc).
+TERM_WISE_RUNS_PER_TERM = 2
 MAX_RUNS = 50  # the newest runs; older ones describe a machine that may have changed since
 # A run during which other programs took more than this share of the CPUs measured the machine's
 # load as much as the model: kept and shown, never calibrating (as tests/bench's own BUSY_SHARE).
@@ -86,10 +88,10 @@ def usable_runs(
 def fit_factors(rows: Sequence[tuple[dict[str, float], float]], names: Sequence[str]) -> dict[str, float]:
     """Factors for ``names`` such that Σ factor × terms ≈ seconds, for rows of (terms, measured
     seconds); the terms no row measures are left out (they keep 1). With fewer than
-    ``TERM_WISE_EXTRA`` rows more than terms, one factor per device (see the module doc)."""
+    ``TERM_WISE_RUNS_PER_TERM`` rows per term, one factor per device (see the module doc)."""
     rows = [(t, s) for t, s in rows if s > 0 and sum(t.get(n, 0.0) for n in names) > 0]
     used = _measured_terms(rows, names)
-    if len(rows) >= len(used) + TERM_WISE_EXTRA:
+    if len(rows) >= TERM_WISE_RUNS_PER_TERM * len(used):
         return _solve(rows, names, used)
     devices = {n.split("_", 1)[0] for n in used}  # "cpu", "gpu"
     pooled = [({d: sum(v for k, v in t.items() if k in names and k.startswith(d + "_")) for d in devices}, s)

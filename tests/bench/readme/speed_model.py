@@ -33,8 +33,9 @@ def _pair(p: dict[str, float] | None) -> tuple[str, str]:
 
 
 # The type families of speed.gen_family and speed.prompt_family, in words.
-_GEN = {"k": "K-quants", "block": "Q4_0/Q4_1/Q8_0/floats", "q5": "Q5_0/Q5_1"}
-_PROMPT = {"k": "K-quants", "repacked": "repacked Q4_0/Q4_K", "block": "Q8_0/Q5_0/Q4_1/floats"}
+_GEN = {"k": "K-quants", "block": "Q4_0/Q8_0/floats", "q5": "Q5_0", "vec": "Q4_1/Q5_1"}
+_PROMPT = {"k": "K-quants", "repacked": "repacked Q4_0/Q4_K", "block": "Q8_0/Q5_0/Q4_0/floats",
+           "vec": "Q4_1/Q5_1"}  # fmt: skip
 
 
 def _per_family(values: dict[str, float], words: dict[str, str], fmt: str) -> str:
@@ -52,10 +53,12 @@ def _model_words(c: dict[str, Any], fit: dict[str, Any]) -> str:
         f"plus {c['GPU_TOKEN_S'] * 1e3:g} ms a token when a GPU takes part. "
         f"GPU: {_per_family(c['GPU_BANDWIDTH_EFFICIENCY'], _GEN, '{:.0%}')} of the spec bandwidth, "
         f"{c['GPU_LAYER_S'] * 1e6:g} µs per layer; CPU: {_per_family(c['CPU_BANDWIDTH_EFFICIENCY'], _GEN, '{:.0%}')} "
-        f"of the measured copy bandwidth, {c['CPU_LAYER_S'] * 1e3:g} ms per layer. A prompt token costs 2 "
+        f"of the measured copy bandwidth, {c['CPU_LAYER_S'] * 1e3:g} ms per layer "
+        f"({c['CPU_RECURRENT_LAYER_S'] * 1e3:g} ms for a layer with a recurrent state). A prompt token costs 2 "
         "FLOPs per weight it multiplies: on the CPU at threads × "
         f"({_per_family({k: v / 1e9 for k, v in c['CPU_CORE_FLOPS'].items()}, _PROMPT, '{:g}')} GFLOP/s "
-        f"per AVX-512 core) plus {c['CPU_PROMPT_LAYER_CORE_S'] * 1e6:g} core-µs per layer and token, on the GPU at "
+        f"per AVX-512 core) plus {c['CPU_PROMPT_LAYER_CORE_S'] * 1e6:g} core-µs per layer and token "
+        f"({c['CPU_PROMPT_RECURRENT_LAYER_CORE_S'] * 1e6:g} for a recurrent one), on the GPU at "
         f"{c['GPU_PROMPT_EFFICIENCY']:.0%} of its FP16 tensor throughput plus {c['GPU_PROMPT_LAYER_S'] * 1e6:g} µs "
         f"per layer and token. {fit['constants']} constants are fitted (least squares on relative error) to "
         f"{fit['records']} measurements of {fit['configurations']} model × quantization × machine "

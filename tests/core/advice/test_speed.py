@@ -129,3 +129,26 @@ def test_a_partial_offload_adds_the_cpu_layers_time(gemma3_path: Path) -> None:
                                                    ("Q8_0", "block"), ("Q4_0", "block"), ("F16", "block")])  # fmt: skip
 def test_type_families(type_name: str, family: str) -> None:
     assert speed.gen_family(type_name) == family
+
+
+@pytest.mark.parametrize(("type_name", "family"), [("Q4_1", "vec"), ("Q5_1", "vec"), ("Q8_0", "block"),
+                                                   ("Q5_0", "block"), ("F16", "block"), ("Q6_K", "k"),
+                                                   ("Q4_0", "repacked"), ("Q4_K", "repacked")])  # fmt: skip
+def test_prompt_families(type_name: str, family: str) -> None:
+    """The CPU kernel a prompt's matmul takes: Q4_1/Q5_1 are the block quants llamafile's sgemm
+    has no kernel for (ggml's row-by-row dot product), Q4_0/Q4_K are repacked on AVX2."""
+    from app.core.advice.run_settings import repack_types
+    from app.core.model.gguf_header import TensorInfo
+
+    t = TensorInfo("blk.0.ffn_up.weight", (2048, 8192), type_name)
+    assert speed.prompt_family(t, repack_types(("AVX2",))) == family
+
+
+def test_a_q4_1_prompt_is_slower_than_q8_0s_of_the_same_shapes(smollm2_path: Path) -> None:
+    """Q4_1 reads fewer bytes per token than Q8_0 but multiplies a prompt through a slower kernel
+    (llama-bench here: SmolLM2 pp512 ~250 tok/s at Q4_1, ~520 at Q8_0)."""
+    model = model_from_gguf(smollm2_path)
+    _, q4_1 = predict(model, "Q4_1", CPU, cpu_threads=2)
+    _, q8_0 = predict(model, "Q8_0", CPU, cpu_threads=2)
+    assert q4_1.bytes_per_token < q8_0.bytes_per_token
+    assert q4_1.prompt_tok_s < 0.8 * q8_0.prompt_tok_s

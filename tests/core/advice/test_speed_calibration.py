@@ -62,12 +62,16 @@ def test_one_run_cannot_tell_two_terms_apart_so_they_share_one_factor() -> None:
     assert got["cpu_prompt"] == pytest.approx(2.0, rel=0.01)
 
 
-def test_two_runs_of_different_mixes_calibrate_bytes_and_fixed_costs_apart() -> None:
+def test_two_runs_share_one_factor_per_device_and_four_tell_the_terms_apart() -> None:
     # SmolLM2-like (fixed costs first) and Gemma-like (bytes first): bandwidth 1.5x slower, fixed 2x
-    runs = [_run(_terms(0.004, 0.006, 0.002), gen_s=1.5 * 0.004 + 2 * 0.006, prompt_s=0.002, i=1, file_id="1" * 64),
-            _run(_terms(0.012, 0.002, 0.003), gen_s=1.5 * 0.012 + 2 * 0.002, prompt_s=0.003, i=2, file_id="2" * 64)]  # fmt: skip
-    got = dict(sc.calibrate(runs).factors)  # type: ignore[union-attr]
-    assert got["cpu_bytes"] == pytest.approx(1.5, rel=0.03) and got["cpu_fixed"] == pytest.approx(
+    mixes = [(0.004, 0.006), (0.012, 0.002), (0.008, 0.004), (0.020, 0.001)]
+    runs = [_run(_terms(b, f, 0.002), gen_s=1.5 * b + 2 * f, prompt_s=0.002, i=i, file_id=f"{i}" * 64)
+            for i, (b, f) in enumerate(mixes)]  # fmt: skip
+    two = dict(sc.calibrate(runs[:2]).factors)  # type: ignore[union-attr]
+    assert two["cpu_bytes"] == two["cpu_fixed"]  # one factor for the CPU, between the two
+    assert 1.5 < two["cpu_bytes"] < 2.0
+    four = dict(sc.calibrate(runs).factors)  # type: ignore[union-attr]
+    assert four["cpu_bytes"] == pytest.approx(1.5, rel=0.03) and four["cpu_fixed"] == pytest.approx(
         2.0, rel=0.03
     )
 
