@@ -251,13 +251,23 @@ class ChildProcess(Generic[T]):
 # --- one-shot jobs: the quality check, the quantizer -------------------------------------------
 
 
+def start_job(module: str, *, what: str, hint: str | None) -> ChildProcess[P.Message]:
+    """A one-shot job's child started before its request is ready, so that its interpreter and
+    imports overlap the caller's own checks; hand it to :func:`job`, or kill and close it when a
+    check fails."""
+    return ChildProcess(module, decode=P.decode, what=what, hint=hint)
+
+
 def job(module: str, request: P.Message, *, result: type[P.Message], what: str, hint: str | None,
-        cancel: threading.Event | None, cancelled_message: str) -> Iterator[P.Message]:  # fmt: skip
-    """Run ``module`` on ``request`` and yield each message it sends; stop iterating at its
-    ``result`` or its ``Failed``. A set ``cancel`` kills the child and raises ``Cancelled``; a
-    child that ends without answering raises :class:`ProcessDied`. The child is gone when this
-    generator ends, however it ends."""
-    child: ChildProcess[P.Message] = ChildProcess(module, decode=P.decode, what=what, hint=hint)
+        cancel: threading.Event | None, cancelled_message: str,
+        child: ChildProcess[P.Message] | None = None) -> Iterator[P.Message]:  # fmt: skip
+    """Run ``module`` on ``request`` (in ``child`` when one was started already with
+    :func:`start_job`) and yield each message it sends; stop iterating at its ``result`` or its
+    ``Failed``. A set ``cancel`` kills the child and raises ``Cancelled``; a child that ends
+    without answering raises :class:`ProcessDied`. The child is gone when this generator ends,
+    however it ends."""
+    if child is None:
+        child = start_job(module, what=what, hint=hint)
     answered = False  # the child sent its last message and exits on its own
     try:
         child.send(P.encode(request))

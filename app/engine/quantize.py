@@ -1,21 +1,20 @@
 """GGUF → any llama.cpp quantization with ``llama_model_quantize`` — the real quantizer — in a
-child process (:func:`app.engine.child.job`), so a crash cannot take the app down and a cancel is
-a kill.
+child process (:mod:`app.engine.quantize_child`, through :func:`app.engine.child.job`), so a crash
+cannot take the app down and a cancel is a kill.
 
-Progress comes from llama.cpp's own log, one line per tensor (``[  12/ 272] blk.1.attn_q.weight``),
-which the child turns into :class:`QuantizeProgress` messages. The output is written under a
-temporary name and renamed into place on success; a failure or a cancel removes it. Run as
-``python -m app.engine.quantize`` (one :class:`Quantize` request on stdin) it is the child.
+The child starts first and loads llama.cpp while this side checks the request (the source's
+header, the importance matrix, the disk space): a quantization of a small model takes about as
+long as those two together. The output is written under a temporary name and renamed into place
+on success; a failure or a cancel removes it.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.core.advice.quality import quality_of
 from app.core.build.convert import predicted_bytes
@@ -24,11 +23,11 @@ from app.core.hub.download import check_disk_space
 from app.core.model import ggml_types
 from app.core.model.quant_recipe import ALL_FTYPES, IMATRIX_FTYPES
 from app.engine import protocol as P
-from app.engine.child import job, serve_one_job
+from app.engine.child import job, start_job
 from app.engine.protocol import QuantizeProgress
 
 if TYPE_CHECKING:  # numpy stays out of the child until llama_cpp is loaded (imatrix_child.py says why)
-    from app.core.model.imatrix_file import Imatrix, ImatrixKV
+    from app.core.model.imatrix_file import Imatrix
     from app.core.model.info import ModelInfo
 
 __all__ = ["NEEDS_IMATRIX", "QUANT_TYPES", "QuantizeProgress", "parse_keep", "precision_warnings", "quantize"]
@@ -38,8 +37,6 @@ __all__ = ["NEEDS_IMATRIX", "QUANT_TYPES", "QuantizeProgress", "parse_keep", "pr
 # matrix for most models (whether it does for one model: quant_recipe.requires_imatrix).
 QUANT_TYPES = ALL_FTYPES
 NEEDS_IMATRIX = IMATRIX_FTYPES
-_TENSOR = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
-_LOG_LINES_KEPT = 40  # the child's log tail, for a failure's message
 
 
 def precision_warnings(src_type: str | None, target: str) -> list[str]:
@@ -97,7 +94,6 @@ def quantize(
     """Quantize ``src`` to ``to``, weighing rounding errors by ``imatrix`` (an importance-matrix
     file) and giving tensors whose names match a ``keep`` pattern that type instead of the mix's;
     returns the output path and warnings about the source's precision."""
-    from app.core.model.imatrix_file import read_imatrix
     from app.core.model.quant_recipe import requires_imatrix
     from app.core.model.source import model_from_gguf
 
@@ -106,31 +102,35 @@ def quantize(
         raise ConversionError(
             f"{to} is not a quantization TailorLM can make.", hint="Choose one of: " + ", ".join(QUANT_TYPES)
         )
-    model = model_from_gguf(src)  # a truncated or corrupt file fails here, with a clear message
-    kv = None
-    if imatrix is not None:
-        matrix = read_imatrix(imatrix)  # a damaged file fails here, before any work
-        _check_imatrix_fits(model, matrix, imatrix)
-        kv = imatrix_kv(imatrix, matrix)
-    elif needing := requires_imatrix(model, to, keep):
-        raise ConversionError(
-            f"{to} needs an importance matrix for {len(needing)} tensors of {src.name} (e.g. {needing[0]}).",
-            hint=f"Make one with `tailorlm imatrix {src.name} --out {src.stem}.imatrix.gguf`, then pass --imatrix.",
-        )
-    warnings = precision_warnings(model.file_type, to)
-    out = out.expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    check_disk_space(out.parent, predicted_bytes(model, to, imatrix=kv, overrides=keep))
-    tmp = out.with_name(f".{out.name}.quantizing")
-    tmp.unlink(missing_ok=True)
-
-    request = P.Quantize(source=str(src), output=str(tmp), to=to, n_threads=n_threads,
-                         imatrix=str(imatrix) if imatrix is not None else None,
-                         imatrix_name=kv.file if kv else "", keep=tuple(keep))  # fmt: skip
+    child = start_job("app.engine.quantize_child", what="llama.cpp's quantizer", hint="Nothing was kept.")
+    tmp: Path | None = None
     try:
-        for msg in job("app.engine.quantize", request, result=P.Quantized, cancel=cancel,
-                       what="llama.cpp's quantizer", hint="Nothing was kept.",
-                       cancelled_message="Stopped; nothing was kept."):  # fmt: skip
+        model = model_from_gguf(src)  # a truncated or corrupt file fails here, with a clear message
+        kv = None
+        if imatrix is not None:
+            from app.core.model.imatrix_file import imatrix_kv, read_imatrix  # numpy: only with a matrix
+
+            matrix = read_imatrix(imatrix)  # a damaged file fails here, before any work
+            _check_imatrix_fits(model, matrix, imatrix)
+            kv = imatrix_kv(imatrix, matrix)
+        elif needing := requires_imatrix(model, to, keep):
+            raise ConversionError(
+                f"{to} needs an importance matrix for {len(needing)} tensors of {src.name} (e.g. {needing[0]}).",
+                hint=f"Make one with `tailorlm imatrix {src.name} --out {src.stem}.imatrix.gguf`, then pass --imatrix.",
+            )
+        warnings = precision_warnings(model.file_type, to)
+        out = out.expanduser()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        check_disk_space(out.parent, predicted_bytes(model, to, imatrix=kv, overrides=keep))
+        tmp = out.with_name(f".{out.name}.quantizing")
+        tmp.unlink(missing_ok=True)
+
+        request = P.Quantize(source=str(src), output=str(tmp), to=to, n_threads=n_threads,
+                             imatrix=str(imatrix) if imatrix is not None else None,
+                             imatrix_name=kv.file if kv else "", keep=tuple(keep))  # fmt: skip
+        for msg in job("app.engine.quantize_child", request, result=P.Quantized, cancel=cancel,
+                       what=child.what, hint=child.hint, cancelled_message="Stopped; nothing was kept.",
+                       child=child):  # fmt: skip
             if isinstance(msg, P.QuantizeProgress):
                 if on_progress is not None:
                     on_progress(msg)
@@ -142,18 +142,11 @@ def quantize(
             raise _failure("", src, out)
         tmp.replace(out)
     finally:
-        tmp.unlink(missing_ok=True)
+        child.kill()  # a request that never came (a check failed); gone already after a job
+        child.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return out, warnings
-
-
-def imatrix_kv(path: Path, matrix: Imatrix) -> ImatrixKV:
-    """What llama-quantize writes about the matrix into the output (quantize.cpp): the file as
-    named — here only its name, so a shared model does not carry the user's folders — the first
-    dataset, the entry count and the chunk count."""
-    from app.core.model.imatrix_file import ImatrixKV
-
-    return ImatrixKV(file=Path(path).name, dataset=matrix.datasets[0] if matrix.datasets else None,
-                     entries=len(matrix.entries), chunks=matrix.chunk_count)  # fmt: skip
 
 
 def _check_imatrix_fits(model: ModelInfo, matrix: Imatrix, path: Path) -> None:
@@ -182,100 +175,3 @@ def _failure(log_tail: str, src: Path, out: Path) -> ConversionError:
 
 
 # --- the child -------------------------------------------------------------------------------
-
-
-def _ftype(name: str) -> int:
-    import llama_cpp
-
-    attr = "LLAMA_FTYPE_ALL_F32" if name == "F32" else f"LLAMA_FTYPE_MOSTLY_{name}"
-    return int(getattr(llama_cpp, attr))
-
-
-def _child(request: P.Message, send: Callable[[P.Message], None]) -> P.Message:
-    """Quantize as ``request`` says; each tensor line of llama.cpp's log becomes a progress message,
-    the rest goes to stderr (the parent keeps its tail)."""
-    import ctypes
-
-    import llama_cpp
-
-    if not isinstance(request, P.Quantize):
-        raise ConversionError(f"The quantizer got a {request.kind} request.")
-    partial = bytearray()  # llama.cpp logs a tensor's line in several calls
-    tail: list[str] = []
-
-    @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-    def on_log(level: int, text: bytes, user: ctypes.c_void_p) -> None:
-        partial.extend(text)
-        while (end := partial.find(b"\n")) >= 0:
-            line = partial[:end].decode("utf-8", "replace")
-            del partial[: end + 1]
-            if m := _TENSOR.match(line):
-                send(P.QuantizeProgress(fraction=int(m.group(1)) / int(m.group(2)), tensor=m.group(3)))
-            else:
-                sys.stderr.write(line + "\n")
-                tail.append(line)
-                del tail[:-_LOG_LINES_KEPT]
-
-    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.nthread = request.n_threads
-    params.ftype = _ftype(request.to)
-    params.allow_requantize = True  # a quantized source is allowed; the parent warns about it
-    keep_alive = _c_overrides(llama_cpp, params, request)  # the arrays must outlive the call
-    rc = int(
-        llama_cpp.llama_model_quantize(request.source.encode(), request.output.encode(), ctypes.byref(params))
-    )
-    del keep_alive
-    if rc != 0:
-        return P.Failed(stage=request.kind, message="\n".join(tail))
-    return P.Quantized(output=request.output)
-
-
-def _c_overrides(L: Any, params: Any, request: P.Quantize) -> list[Any]:
-    """Fill ``params`` as llama-quantize's main does from ``--imatrix`` and ``--tensor-type``: the
-    importance matrix (``sums / counts`` per entry), the four ``quantize.imatrix.*`` keys written
-    into the output, and the tensor-type patterns; each array ends with an empty terminator.
-    Returns what must stay alive until ``llama_model_quantize`` returns."""
-    import ctypes
-
-    from app.core.model.imatrix_file import read_imatrix
-    from app.engine.ggml_quant import ggml_type  # ggml's own type numbers, checked against its traits
-
-    alive: list[Any] = []
-    if request.imatrix:
-        matrix = read_imatrix(request.imatrix)
-        values = matrix.values()
-        data = (L.llama_model_imatrix_data * (len(values) + 1))()
-        for i, (name, v) in enumerate(values.items()):
-            data[i].name, data[i].size = name.encode(), v.size
-            data[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        params.imatrix = data
-        alive += [data, values]
-        kv = imatrix_kv(Path(request.imatrix_name or request.imatrix), matrix)
-        kvs: list[tuple[str, int, Any]] = [("quantize.imatrix.file", L.LLAMA_KV_OVERRIDE_TYPE_STR, kv.file)]
-        if kv.dataset is not None:
-            kvs.append(("quantize.imatrix.dataset", L.LLAMA_KV_OVERRIDE_TYPE_STR, kv.dataset))
-        kvs.append(("quantize.imatrix.entries_count", L.LLAMA_KV_OVERRIDE_TYPE_INT, kv.entries))
-        if kv.chunks > 0:
-            kvs.append(("quantize.imatrix.chunks_count", L.LLAMA_KV_OVERRIDE_TYPE_INT, kv.chunks))
-        overrides = (L.llama_model_kv_override * (len(kvs) + 1))()  # zeroed: the last one's key is ""
-        for o, (key, tag, value) in zip(overrides, kvs, strict=False):
-            o.key, o.tag = key.encode(), tag
-            if tag == L.LLAMA_KV_OVERRIDE_TYPE_STR:
-                o.value.val_str = value.encode()[:127]  # strncpy(…, 127): at most 127 bytes and a NUL
-            else:
-                o.value.val_i64 = value
-        params.kv_overrides = overrides
-        alive.append(overrides)
-    if request.keep:
-        tt = (L.llama_model_tensor_override * (len(request.keep) + 1))()
-        for i, (pattern, type_name) in enumerate(request.keep):
-            tt[i].pattern, tt[i].type = pattern.encode(), ggml_type(type_name).type_id
-        tt[len(request.keep)].pattern, tt[len(request.keep)].type = None, L.GGML_TYPE_COUNT
-        params.tt_overrides = tt
-        alive.append(tt)
-    return alive
-
-
-if __name__ == "__main__":
-    serve_one_job(_child)

@@ -13,10 +13,10 @@ import pytest
 from app.core.build.convert import predicted_bytes
 from app.core.errors import ConversionError
 from app.core.model.gguf_header import read_gguf_file
-from app.core.model.imatrix_file import read_imatrix
+from app.core.model.imatrix_file import imatrix_kv, read_imatrix
 from app.core.model.source import model_from_gguf
 from app.engine.imatrix import calibration_text, compute_imatrix
-from app.engine.quantize import imatrix_kv, parse_keep, quantize
+from app.engine.quantize import parse_keep, quantize
 from tests.engine.test_expert_offload import MOE_12
 from tests.llama_tools import require_tool
 from tests.synthetic import write_synthetic_gguf

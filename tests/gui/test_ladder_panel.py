@@ -51,7 +51,7 @@ def _choose(panel: LadderPanel, qtbot: QtBot, model: Path, text: Path) -> None:
     qtbot.waitUntil(panel.run_button.isEnabled, timeout=10_000)
 
 
-LADDER_CHILDREN = ("app.engine.quantize", "app.engine.quality_child", "app.engine.imatrix_child")
+LADDER_CHILDREN = ("app.engine.quantize_child", "app.engine.quality_child", "app.engine.imatrix_child")
 
 
 def _children() -> list[psutil.Process]:

@@ -83,6 +83,14 @@ class ImatrixKV:
     chunks: int
 
 
+def imatrix_kv(path: str | Path, matrix: Imatrix) -> ImatrixKV:
+    """What llama-quantize writes about the matrix into the output (quantize.cpp): the file as
+    named — here only its name, so a shared model does not carry the user's folders — the first
+    dataset, the entry count and the chunk count."""
+    return ImatrixKV(file=Path(path).name, dataset=matrix.datasets[0] if matrix.datasets else None,
+                     entries=len(matrix.entries), chunks=matrix.chunk_count)  # fmt: skip
+
+
 def _bad(path: Path, why: str) -> CorruptModelError:
     return CorruptModelError(f"{path.name} is not a usable importance matrix: {why}.",
                              hint="Make one with `tailorlm imatrix MODEL --out FILE`, or with llama-imatrix.")  # fmt: skip

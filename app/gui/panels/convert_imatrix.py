@@ -84,9 +84,8 @@ def imatrix_seconds(model: ModelInfo, choice: MatrixChoice) -> float:
 def matrix_kv(choice: MatrixChoice, made_at: Path) -> ImatrixKV | None:
     """What the quantizer will write about the matrix into the output (it sizes the header): read
     from the file, or foretold for one made now at ``made_at``. Reads a file: off the GUI thread."""
-    from app.core.model.imatrix_file import ImatrixKV, read_imatrix
+    from app.core.model.imatrix_file import ImatrixKV, imatrix_kv, read_imatrix
     from app.engine.imatrix import BUILTIN_TEXT_NAME
-    from app.engine.quantize import imatrix_kv
 
     if choice.kind == "file" and choice.path is not None:
         return imatrix_kv(choice.path, read_imatrix(choice.path))
