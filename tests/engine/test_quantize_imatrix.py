@@ -96,7 +96,7 @@ def smol_matrix(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return _matrix(smollm2_path, tmp_path_factory.mktemp("smol") / "m")
 
 
-@pytest.mark.parametrize("ftype", ["Q2_K", "Q3_K_S", "Q4_K_M"])
+@pytest.mark.parametrize("ftype", ["Q2_K", "Q3_K_S", "Q4_K_M", "Q2_0"])
 def test_real_model_k_quants_with_a_matrix_are_byte_identical(
     smollm2_path: Path, smol_matrix: Path, ftype: str, tmp_path: Path
 ) -> None:

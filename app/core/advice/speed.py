@@ -87,8 +87,9 @@ PROMPT_TOKENS = 512  # what the prompt speed is quoted for: one full ubatch into
 # product against activations quantized to Q8_1: llama-bench here runs SmolLM2 and a Llama-3.2-1B
 # at half their Q8_0 prompt speed at Q4_1). Other ISAs scale it by CPU_ISA_FACTOR.
 CPU_CORE_FLOPS = {"k": 149e9, "repacked": 110e9, "block": 100e9, "vec": 42e9}
-# The block quants llamafile's sgemm has no kernel for (its switch over the weight type).
-VEC_DOT_TYPES = ("Q4_1", "Q5_1")
+# The block quants llamafile's sgemm has no kernel for (its switch over the weight type); Q1_0 and
+# Q2_0 take the same path, with no record of their own.
+VEC_DOT_TYPES = ("Q4_1", "Q5_1", "Q1_0", "Q2_0")
 # Core-seconds per layer and prompt token beside the matmuls (attention, norms, RoPE, quantizing
 # the activations), same fit; it is what makes tiny models like SmolLM2 slower than their FLOPs.
 CPU_PROMPT_LAYER_CORE_S = 71e-6

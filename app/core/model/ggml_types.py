@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from functools import cache
 
+# Types the vendored llama.cpp has and the `gguf` package does not yet: id → (name, elements per
+# block, bytes per block). Q2_0 (ggml-common.h ``block_q2_0``): 64 two-bit values and an F16 scale.
+NEWER_TYPES = {42: ("Q2_0", 64, 2 + 64 // 4)}
+
 
 @cache
 def _tables() -> tuple[dict[int, str], dict[str, tuple[int, int]]]:
@@ -18,6 +22,9 @@ def _tables() -> tuple[dict[int, str], dict[str, tuple[int, int]]]:
 
     names = {int(t.value): t.name for t in GGMLQuantizationType}
     sizes = {t.name: (int(b), int(s)) for t, (b, s) in GGML_QUANT_SIZES.items()}
+    for type_id, (name, block, nbytes) in NEWER_TYPES.items():
+        names.setdefault(type_id, name)
+        sizes.setdefault(name, (block, nbytes))
     return names, sizes
 
 

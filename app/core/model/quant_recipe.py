@@ -81,10 +81,9 @@ _LOW_BIT_FTYPES: dict[str, str] = {
 _DEFAULT_TYPE = {**FTYPE_DEFAULT, **OTHER_FTYPES, **_LOW_BIT_FTYPES}
 # Every file type llama-quantize offers (tools/quantize/quantize.cpp QUANT_OPTIONS, without COPY and
 # the aliases Q3_K/Q4_K/Q5_K), smallest first by bits per weight (its descriptions and
-# app/core/advice/quality.py's table). Not Q2_0: the gguf package TailorLM sizes types with has no
-# ggml type 42 yet, so neither its tensors nor a file holding them can be read.
+# app/core/advice/quality.py's table).
 ALL_FTYPES: tuple[str, ...] = (
-    "Q1_0", "IQ1_S", "TQ1_0", "IQ1_M", "IQ2_XXS", "TQ2_0", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q2_K",
+    "Q1_0", "IQ1_S", "TQ1_0", "IQ1_M", "IQ2_XXS", "TQ2_0", "Q2_0", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S", "Q2_K",
     "IQ3_XXS", "IQ3_XS", "IQ3_S", "Q3_K_S", "IQ3_M", "Q3_K_M", "Q3_K_L", "IQ4_XS", "MXFP4_MOE", "Q4_0",
     "IQ4_NL", "Q4_K_S", "Q4_K_M", "Q4_1", "Q5_0", "Q5_K_S", "Q5_1", "Q5_K_M", "Q6_K", "Q8_0", "F16",
     "BF16", "F32",
@@ -157,7 +156,7 @@ def quantized_types(
     if ftype not in _DEFAULT_TYPE:
         raise ValueError(f"unknown quantization {ftype!r}; choose one of {', '.join(ALL_FTYPES)}")
     default = _DEFAULT_TYPE[ftype]
-    if not ggml_types.known_type(default):  # Q2_0, until the gguf package learns ggml type 42
+    if not ggml_types.known_type(default):  # a type newer than ggml_types knows
         raise ValueError(f"TailorLM cannot size {default} tensors yet, so it cannot predict a {ftype} file")
     patterns = _checked_overrides(overrides)
     out_type = _checked_type(output_type, "output tensor")

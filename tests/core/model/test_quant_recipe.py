@@ -233,14 +233,25 @@ def test_all_ftypes_are_what_llama_quantize_offers() -> None:
     offered = {
         n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_")
     }
-    # NVFP4 has an enum value but no default type (llama_ftype_get_default_type) nor a QUANT_OPTIONS
-    # row; Q2_0 is offered, but the gguf package cannot size its tensors yet.
-    assert set(quant_recipe.ALL_FTYPES) == (offered - {"NVFP4", "Q2_0"}) | {"F32"}
+    # NVFP4 has an enum value but no default type (llama_ftype_get_default_type) nor a QUANT_OPTIONS row
+    assert set(quant_recipe.ALL_FTYPES) == (offered - {"NVFP4"}) | {"F32"}
     assert len(quant_recipe.ALL_FTYPES) == len(set(quant_recipe.ALL_FTYPES))
     assert quant_recipe.IMATRIX_FTYPES.issubset(quant_recipe.ALL_FTYPES)
     assert set(quant_recipe.LADDER) <= set(quant_recipe.ALL_FTYPES)
-    with pytest.raises(ValueError, match="cannot size Q2_0"):
-        quant_recipe.quantized_types(_from_config(RECIPE_MODELS["llama-gqa4"]), "Q2_0")
+
+
+def test_types_newer_than_the_gguf_package_are_sized_as_ggml_sizes_them() -> None:
+    """Q2_0 (ggml type 42) is not in the gguf package yet: TailorLM's own entry must be ggml's."""
+    from app.core.model import ggml_types
+    from app.engine.ggml_quant import ggml_type
+
+    for type_id, (name, block, nbytes) in ggml_types.NEWER_TYPES.items():
+        traits = ggml_type(name)
+        assert (traits.type_id, traits.block_size, traits.block_bytes) == (type_id, block, nbytes)
+        assert (
+            ggml_types.type_name(type_id) == name
+            and ggml_types.row_bytes(name, 4096) == 4096 // block * nbytes
+        )
 
 
 def test_bad_overrides_are_refused(gemma3_path: Path) -> None:

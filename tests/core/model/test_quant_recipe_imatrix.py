@@ -211,7 +211,7 @@ def test_every_file_type_matches_llama_cpp(name: str, hollow_models: dict[str, P
 
 # SmolLM2 (576/1536/192-wide rows: most IQ tensors fall back to IQ4_NL, Q1_0 is impossible) and
 # Gemma 3 (640-wide rows, 262k-token tied embedding), requantized from their Q4_1/Q4_K_M files.
-REAL_FTYPES = ["IQ1_S", "IQ2_XS", "Q2_K_S", "IQ3_XXS", "IQ3_M", "IQ4_XS", "Q3_K_M", "Q1_0"]
+REAL_FTYPES = ["IQ1_S", "IQ2_XS", "Q2_K_S", "IQ3_XXS", "IQ3_M", "IQ4_XS", "Q3_K_M", "Q1_0", "Q2_0"]
 
 
 @pytest.mark.parametrize("ftype", REAL_FTYPES)
