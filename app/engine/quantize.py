@@ -2,9 +2,9 @@
 child process (:mod:`app.engine.quantize_child`, through :func:`app.engine.child.job`), so a crash
 cannot take the app down and a cancel is a kill.
 
-The child starts first and loads llama.cpp while this side checks the request (the source's
-header, the importance matrix, the disk space): a quantization of a small model takes about as
-long as those two together. The output is written under a temporary name and renamed into place
+The child starts first and loads llama.cpp (~0.2 s) while this side checks the request (the
+source's header, the importance matrix, the disk space: ~0.1 s), which counts for small models,
+whose whole quantization takes a second or two. The output is written under a temporary name and renamed into place
 on success; a failure or a cancel removes it.
 """
 

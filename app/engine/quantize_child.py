@@ -1,8 +1,8 @@
 """The quantizer's child process (:func:`app.engine.quantize.quantize` starts it): one
 :class:`~app.engine.protocol.Quantize` request on stdin, ``llama_model_quantize`` as llama-quantize's
 main calls it, each tensor line of llama.cpp's log sent back as a progress message. It imports no
-more than that needs — it starts while the parent checks the request, and a small model's whole
-quantization takes about as long as the start.
+more than that needs: it starts while the parent checks the request, and for a small model the
+start is a tenth of the whole quantization.
 
 Run as ``python -m app.engine.quantize_child``.
 """

@@ -44,14 +44,14 @@ from app.core.model.info import ModelInfo, layer_of
 # 66 % — unpacking a 256-weight super-block costs more than the bytes it saves (facts: 45-80 % for
 # Llama-3-8B Q4_K_M across cards); no GPU record has Q5_0, Q4_1 or Q5_1, which take Q8_0's. CPU: of
 # the numpy-copy bandwidth the app measures (app/core/machine/bandwidth.py), fitted to
-# speed_records.json (2 Zen 4 cores; tests/bench/fit_cpu_speed.py): 84 % for K-quants, 74 % for
-# Q4_0/Q8_0 and floats, 54 % for Q5_0, whose fifth bit costs more instructions than two cores have
+# speed_records.json (2 Zen 4 cores; tests/bench/fit_cpu_speed.py): 87 % for K-quants, 91 % for
+# Q4_0/Q8_0 and floats, 57 % for Q5_0, whose fifth bit costs more instructions than two cores have
 # per byte (Qwen2.5-0.5B's and Gemma-3's Q4_K_M, mostly Q5_0 where rows are not a multiple of 256),
-# and 39 % for Q4_1/Q5_1 (``VEC_DOT_TYPES``: a Llama-3.2-1B at Q4_1 generates slower than at Q8_0).
+# and 52 % for ``VEC_DOT_TYPES`` (a Llama-3.2-1B at Q4_1 generates slower than at Q8_0).
 GPU_BANDWIDTH_EFFICIENCY = {"k": 0.66, "block": 0.86, "q5": 0.86, "vec": 0.86}
 CPU_BANDWIDTH_EFFICIENCY = {"k": 0.87, "block": 0.91, "q5": 0.57, "vec": 0.52}
 # Fixed cost per layer and token: the small ops of a layer (norms, RoPE, softmax) and the thread
-# barriers (CPU) or kernel launches (GPU) between them; same fits. CPU 0.2 ms at 2 threads
+# barriers (CPU) or kernel launches (GPU) between them; same fits. CPU 0.19 ms at 2 threads
 # (SmolLM2-135M's 30 layers cost more than its bytes). GPU 13 µs a layer, plus 1.4 ms a token for
 # the decode call itself (graph launch and sync, the logits to the host, the engine picking a
 # token): what keeps a 1B model at ~450 tok/s on an H200 whose bandwidth would allow thousands. On
@@ -165,7 +165,7 @@ class DeviceWork:
 
 
 def gen_family(type_name: str) -> str:
-    """``"vec"`` for ``VEC_DOT_TYPES`` (Q4_1, Q5_1), ``"q5"`` for Q5_0, ``"k"`` for K-quants and the
+    """``"vec"`` for ``VEC_DOT_TYPES`` (Q4_1, Q5_1, Q1_0, Q2_0), ``"q5"`` for Q5_0, ``"k"`` for K-quants and the
     codebook quants (IQ*, TQ*), ``"block"`` for the other 32-weight block quants (Q4_0, Q8_0, MXFP4)
     and floats."""
     if type_name in VEC_DOT_TYPES:
