@@ -259,15 +259,18 @@ def start_job(module: str, *, what: str, hint: str | None) -> ChildProcess[P.Mes
 
 
 def job(module: str, request: P.Message, *, result: type[P.Message], what: str, hint: str | None,
-        cancel: threading.Event | None, cancelled_message: str,
-        child: ChildProcess[P.Message] | None = None) -> Iterator[P.Message]:  # fmt: skip
-    """Run ``module`` on ``request`` (in ``child`` when one was started already with
-    :func:`start_job`) and yield each message it sends; stop iterating at its ``result`` or its
-    ``Failed``. A set ``cancel`` kills the child and raises ``Cancelled``; a child that ends
-    without answering raises :class:`ProcessDied`. The child is gone when this generator ends,
-    however it ends."""
-    if child is None:
-        child = start_job(module, what=what, hint=hint)
+        cancel: threading.Event | None, cancelled_message: str) -> Iterator[P.Message]:  # fmt: skip
+    """Run ``module`` on ``request`` and yield each message it sends (:func:`run_job`)."""
+    yield from run_job(start_job(module, what=what, hint=hint), request, result=result, cancel=cancel,
+                       cancelled_message=cancelled_message)  # fmt: skip
+
+
+def run_job(child: ChildProcess[P.Message], request: P.Message, *, result: type[P.Message],
+            cancel: threading.Event | None, cancelled_message: str) -> Iterator[P.Message]:  # fmt: skip
+    """Send ``request`` to ``child`` (started by :func:`start_job`) and yield each message it sends;
+    stop iterating at its ``result`` or its ``Failed``. A set ``cancel`` kills the child and raises
+    ``Cancelled``; a child that ends without answering raises :class:`ProcessDied`. The child is
+    gone when this generator ends, however it ends."""
     answered = False  # the child sent its last message and exits on its own
     try:
         child.send(P.encode(request))

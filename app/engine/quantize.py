@@ -1,11 +1,11 @@
 """GGUF → any llama.cpp quantization with ``llama_model_quantize`` — the real quantizer — in a
-child process (:mod:`app.engine.quantize_child`, through :func:`app.engine.child.job`), so a crash
-cannot take the app down and a cancel is a kill.
+child process (:mod:`app.engine.quantize_child`, through :func:`app.engine.child.run_job`), so a
+crash cannot take the app down and a cancel is a kill.
 
 The child starts first and loads llama.cpp (~0.2 s) while this side checks the request (the
 source's header, the importance matrix, the disk space: ~0.1 s), which counts for small models,
-whose whole quantization takes a second or two. The output is written under a temporary name and renamed into place
-on success; a failure or a cancel removes it.
+whose whole quantization takes a second or two. The output is written under a temporary name and
+renamed into place on success; a failure or a cancel removes it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from app.core.hub.download import check_disk_space
 from app.core.model import ggml_types
 from app.core.model.quant_recipe import ALL_FTYPES, IMATRIX_FTYPES
 from app.engine import protocol as P
-from app.engine.child import job, start_job
+from app.engine.child import run_job, start_job
 from app.engine.protocol import QuantizeProgress
 
 if TYPE_CHECKING:  # numpy stays out of the child until llama_cpp is loaded (imatrix_child.py says why)
@@ -128,9 +128,8 @@ def quantize(
         request = P.Quantize(source=str(src), output=str(tmp), to=to, n_threads=n_threads,
                              imatrix=str(imatrix) if imatrix is not None else None,
                              imatrix_name=kv.file if kv else "", keep=tuple(keep))  # fmt: skip
-        for msg in job("app.engine.quantize_child", request, result=P.Quantized, cancel=cancel,
-                       what=child.what, hint=child.hint, cancelled_message="Stopped; nothing was kept.",
-                       child=child):  # fmt: skip
+        for msg in run_job(child, request, result=P.Quantized, cancel=cancel,
+                           cancelled_message="Stopped; nothing was kept."):  # fmt: skip
             if isinstance(msg, P.QuantizeProgress):
                 if on_progress is not None:
                     on_progress(msg)
@@ -172,6 +171,3 @@ def _failure(log_tail: str, src: Path, out: Path) -> ConversionError:
     last = next((ln for ln in reversed(lines) if "error" in ln.lower() or "failed" in ln.lower()), "")
     return ConversionError(f"llama.cpp's quantizer failed on {src.name}{': ' + last[-200:] if last else ''}.",
                            hint="Nothing was kept.")  # fmt: skip
-
-
-# --- the child -------------------------------------------------------------------------------

@@ -90,8 +90,8 @@ def main() -> int:
     for (g, p), r in cols:
         row: dict[str, Any] = {"run": r.name}
         for what, c, measured in (("generation", g, r.gen_tok_s), ("prompt", p, r.prompt_tok_s)):
-            for which, x in (("fitted", fitted[what]), ("speed.py", {**current[what]})):
-                s = sum(v * x.get(k, 1.0) for k, v in c.items())
+            for which, x in (("fitted", fitted[what]), ("speed.py", current[what])):
+                s = sum(v * x.get(k, 1.0) for k, v in c.items())  # "fixed" is seconds already: × 1
                 row[f"{what} {which}"] = round(1 / s / measured - 1, 4)
         errors.append(row)
     print(json.dumps({
