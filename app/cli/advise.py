@@ -8,9 +8,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.cli.common import any_model, budget_of, fit_word, hardware_flags, machine_profile, reserve_flag
+from app.cli.common import (
+    any_model,
+    budget_of,
+    fit_word,
+    hardware_flags,
+    machine_profile,
+    reserve_flag,
+    workers_of,
+)
 from app.core.advice.policy import comfortable
-from app.core.advice.speed import format_tok_s
+from app.core.advice.speed_words import format_tok_s
 from app.core.errors import TailorError
 from app.core.units import format_bytes
 
@@ -18,6 +26,9 @@ from app.core.units import format_bytes
 def cmd_hw(args: argparse.Namespace) -> int:
     profile = machine_profile(args)
     data = profile.to_dict()
+    workers = workers_of(args)
+    if workers:
+        data["workers"] = [_worker_dict(w) for w in workers]
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -44,7 +55,28 @@ def cmd_hw(args: argparse.Namespace) -> int:
         print(f"note    {note}")
     for o in profile.overrides:
         print(f"override {o}")
+    for line in _worker_lines(workers):
+        print(line)
     return 0
+
+
+def _worker_dict(w: Any) -> dict[str, Any]:
+    return {"endpoint": str(w.endpoint), "usable": w.usable, "error": w.error or None, "protocol": w.version or None,
+            "round_trip_ms": round(w.rtt_s * 1000, 3),
+            "devices": [{"index": d.index, "free_bytes": d.free_bytes, "total_bytes": d.total_bytes}
+                        for d in w.devices]}  # fmt: skip
+
+
+def _worker_lines(workers: tuple[Any, ...]) -> list[str]:
+    out = []
+    for w in workers:
+        if not w.usable:
+            out.append(f"Worker  {w.endpoint}: {w.error}")
+            continue
+        for d in w.devices:
+            out.append(f"Worker  {w.endpoint} device {d.index}: {format_bytes(d.free_bytes)} free of "
+                       f"{format_bytes(d.total_bytes)} (RPC {w.version}, round trip {w.rtt_s * 1000:.2f} ms)")  # fmt: skip
+    return out
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
@@ -72,6 +104,13 @@ def cmd_advise(args: argparse.Namespace) -> int:
         fixes = corrections(advice.plans, found)
     check = _dry_run_check(model, advice) if args.dry_run else None
     runs = measured_runs(advice.plans, found)
+    pooling: tuple[str, ...] = ()
+    if workers_of(args):
+        from app.core.advice.pooling import pooling_words
+
+        alone = advise(model, budget_of(argparse.Namespace(**{**vars(args), "workers": None}), profile),
+                       n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here, failed_here=failed)  # fmt: skip
+        pooling = pooling_words(advice, alone)
     if args.json:
         out = {
             "measured_quality": here,
@@ -92,12 +131,20 @@ def cmd_advise(args: argparse.Namespace) -> int:
             "recommended": _with_run(advice.recommended, advice.plans, runs, fixes),
             "reasons": list(advice.reasons),
             "warnings": list(advice.warnings),
+            "workers": [_worker_dict(w) for w in workers_of(args)],
+            "pooling": list(pooling),
         }
         print(json.dumps(out, indent=2))
         return 0
     print(f"{model.name}  ({model.architecture}, {model.n_params / 1e9:.2f} B parameters, "
           f"{model.n_layer} layers, trained context {model.n_ctx_train:,})")  # fmt: skip
-    gpu = f", {format_bytes(budget.gpus[0].free_bytes)} VRAM" if budget.gpus and budget.can_offload else ""
+    lent = sum(g.free_bytes for g in budget.gpus if g.backend == "rpc")
+    gpu = (
+        f", {format_bytes(budget.gpus[0].free_bytes)} VRAM"
+        if budget.gpus and budget.can_offload and not lent
+        else ""
+    )
+    gpu += f", {format_bytes(lent)} on workers" if lent else ""
     print(f"Budget: {format_bytes(budget.ram_bytes)} RAM{gpu} (after headroom)\n")
     moe = model.is_moe
     experts_col = f" {'experts in RAM':>14}" if moe else ""
@@ -131,6 +178,8 @@ def cmd_advise(args: argparse.Namespace) -> int:
               f"{_fix_words(rec, rec_fix)}.")  # fmt: skip
     for w in advice.warnings:
         print(f"! {w}")
+    for line in pooling:
+        print(f"* {line}")
     if here:
         from app.core.advice.quality import quality_of
 

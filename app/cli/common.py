@@ -4,6 +4,7 @@ models named by path or library id, and the hardware flags."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,19 @@ def hardware_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vram", metavar="SIZE", help="plan for a GPU with this much VRAM (e.g. 8GB)")
     p.add_argument("--no-bandwidth", action="store_true", help="skip the memory-bandwidth measurement")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--workers", metavar="HOST:PORT,…",
+                   help="also plan over these workers (`tailorlm worker` on other machines)")  # fmt: skip
+
+
+def workers_of(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The ``--workers`` as they answer now (asked once per command)."""
+    if not getattr(args, "workers", None):
+        return ()
+    if getattr(args, "_workers", None) is None:
+        from app.core.machine.workers import parse_endpoints, probe_workers
+
+        args._workers = probe_workers(parse_endpoints(args.workers))
+    return tuple(args._workers)
 
 
 def reserve_flag(p: argparse.ArgumentParser) -> None:
@@ -41,7 +55,23 @@ def budget_of(args: argparse.Namespace, profile: Any | None = None) -> Any:
     reserve = parse_size(args.reserve) if getattr(args, "reserve", None) else DEFAULT_RAM_RESERVE_BYTES
     profile = profile or machine_profile(args)
     # speeds as this machine's benchmark runs measured them (`tailorlm bench`), once there are any
-    return calibrated(budget_from_profile(profile, ram_reserve_bytes=reserve), calibration_for(profile))
+    budget = calibrated(budget_from_profile(profile, ram_reserve_bytes=reserve), calibration_for(profile))
+    workers = workers_of(args)
+    if not workers:
+        return budget
+    from app.core.advice.pooling import with_workers
+    from app.core.errors import WorkerError
+
+    if not getattr(profile.offload, "rpc", False):
+        raise WorkerError("This llama.cpp build has no RPC backend, so it cannot use workers.",
+                          hint='Reinstall llama-cpp-python with CMAKE_ARGS="-DGGML_RPC=on" (scripts/run.sh does).')  # fmt: skip
+    if not any(w.usable for w in workers):
+        raise WorkerError("No worker can be used: " + "; ".join(f"{w.endpoint} {w.error}" for w in workers) + ".",
+                          hint="Start `tailorlm worker` there, or leave out --workers.")  # fmt: skip
+    for w in workers:
+        if not w.usable:
+            print(f"tailorlm: worker {w.endpoint} {w.error}; planning without it", file=sys.stderr)
+    return with_workers(budget, workers)
 
 
 def library_path(spec: str) -> Path | None:

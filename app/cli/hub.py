@@ -14,7 +14,7 @@ from typing import Any
 
 from app.cli.common import budget_of, fit_word, hardware_flags, reserve_flag
 from app.cli.progress import long_work, on_terminal
-from app.core.advice.speed import format_tok_s
+from app.core.advice.speed_words import format_tok_s
 from app.core.errors import TailorError
 from app.core.units import format_bytes
 

@@ -14,7 +14,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.cli import advise, bench, build, chat, hub, profiles, quality, serve
+    from app.cli import advise, bench, build, chat, hub, profiles, quality, serve, worker
 
     parser = argparse.ArgumentParser(
         prog="tailorlm",
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parsers(sub)
     profiles.add_parsers(sub)
     bench.add_parsers(sub)
+    worker.add_parsers(sub)
     return parser
 
 

@@ -154,5 +154,10 @@ class SchemaError(InvalidRequestError):
 # --- engine ----------------------------------------------------------------------------------
 
 
+class WorkerError(TailorError):
+    """A worker list that cannot be read, or a worker (``tailorlm worker``) that cannot start or be
+    used: not reachable, busy, another protocol, gone mid-answer."""
+
+
 class EngineError(TailorError):
     """The llama.cpp child process failed or ended unexpectedly."""

@@ -124,7 +124,9 @@ class ChildProcess(Generic[T]):
         self._eof_seen = False
         self._proc = subprocess.Popen(
             module_command(module, *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            # GGML_NO_BACKTRACE: an abort's gdb backtrace (seconds, ~50 lines) would push ggml's own
+            # reason out of the stderr tail the death sentence is read from
+            stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1", GGML_NO_BACKTRACE="1"),
         )  # fmt: skip
         assert self._proc.stdout is not None and self._proc.stderr is not None
         self._readers = [

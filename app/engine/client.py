@@ -39,6 +39,40 @@ _OTHER_HINT = "Load the model again."
 DRAIN_TIMEOUT_S = 30.0  # after a cancel, the child ends the request within a token or a graph node
 
 
+# ggml-rpc.cpp aborts the client when a worker stops answering (RPC_STATUS_ASSERT) or cannot be reached
+_RPC_ABORTS = ("Remote RPC server crashed", "Failed to connect to", "RPC handshake failed")
+
+
+def _worker_lost(died: ProcessDied, req: P.Load | None) -> ProcessDied:
+    """A model process that llama.cpp's RPC client aborted: which worker went away, in words."""
+    tail = "".join(died.death.stderr_tail)
+    if (
+        getattr(died, "worker_lost", False)
+        or req is None
+        or not req.rpc_devices
+        or not any(a in tail for a in _RPC_ABORTS)
+    ):
+        return died
+    from app.core.machine.workers import parse_endpoints, probe_worker
+
+    gone = []
+    for ep in parse_endpoints(",".join(dict.fromkeys(req.rpc_devices))):
+        w = probe_worker(ep, timeout_s=2.0, rounds=1)
+        if not w.usable and "busy" not in w.error:
+            gone.append(f"{ep} ({w.error})")
+    who = (
+        "worker " + ", ".join(gone)
+        if gone
+        else "a worker (" + ", ".join(dict.fromkeys(req.rpc_devices)) + ")"
+    )
+    stage = died.death.stage or "unexpectedly"
+    lost = ProcessDied(f"The model process ended {stage}: {who} stopped answering, and llama.cpp cannot "
+                       "go on without the layers it held.", death=died.death,
+                       hint="Load the model again: the next plan leaves out workers that do not answer.")  # fmt: skip
+    lost.worker_lost = True  # type: ignore[attr-defined]
+    return lost
+
+
 def _died_reading(died: ProcessDied, req: P.Load) -> ProcessDied:
     """A model process that crashed while loading, with no device error: llama.cpp hit something in
     the file it could not handle (ggml aborts on some damage instead of failing the load). Say so,
@@ -59,6 +93,7 @@ class EngineClient:
     def __init__(self) -> None:
         self._child: ChildProcess[P.Message] | None = None
         self._loaded: P.Loaded | None = None
+        self._load_req: P.Load | None = None  # the last load asked for: its workers name a lost one
         self._lock = threading.Lock()  # the child reference, the id counter
         self._next_id = 1
         self._cancelled = P.RecentIds()
@@ -141,6 +176,8 @@ class EngineClient:
                 child.stage = stage
                 try:
                     yield child
+                except ProcessDied as died:
+                    raise _worker_lost(died, self._load_req) from None
                 finally:
                     child.stage = ""
             finally:
@@ -188,13 +225,15 @@ class EngineClient:
             raise EngineError(f"No such model file: {req.model_path}")
         with self._one_request("while loading the model", start=True) as child:
             self._loaded = None
+            self._load_req = req
             child.send(P.encode(req))
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
                     msg = self._next(child, max(0.1, deadline - time.monotonic()))
                 except ProcessDied as died:
-                    raise _died_reading(died, req) from None
+                    lost = _worker_lost(died, req)
+                    raise (lost if lost is not died else _died_reading(died, req)) from None
                 if isinstance(msg, P.LoadProgress):
                     if on_progress:
                         on_progress(msg.fraction)

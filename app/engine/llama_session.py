@@ -22,7 +22,7 @@ from typing import Any
 # time (tests/gpu/speed_proof.py, 2026-12-03); with llama.cpp first, the same load works.
 import llama_cpp
 
-from app.core.errors import ContextOverflowError
+from app.core.errors import ContextOverflowError, WorkerError
 from app.engine.errors import LoadFailed
 from app.engine.expert_offload import keep_experts_in_ram
 from app.engine.host import device_free_bytes, physical_cores, ram_available_bytes
@@ -35,6 +35,7 @@ from app.engine.llama_log import (
 )
 from app.engine.page_advice import settle_pages
 from app.engine.protocol import Load, Sampling
+from app.engine.rpc_devices import attach_workers, has_local_gpu
 from app.engine.sampler import make_sampler
 from app.engine.token_stream import Decoder, GenStats, Piece, stream_answer
 
@@ -105,6 +106,11 @@ class LlamaSession:
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = req.n_gpu_layers
         keep = keep_experts_in_ram(mp, req.moe_cpu_layers)  # noqa: F841 (alive through the load)
+        try:
+            on_workers = attach_workers(L.llama_cpp._lib, mp, req.rpc_devices, req.tensor_split,  # noqa: F841 (alive too)
+                                        int(L.llama_max_devices()))  # fmt: skip
+        except WorkerError as e:
+            raise LoadFailed(str(e), hint=e.hint) from None
         if not req.use_mmap:
             mp.load_mode = L.LLAMA_LOAD_MODE_NONE
 
@@ -142,7 +148,9 @@ class LlamaSession:
             raise failed
         self.kv_tokens = []
         n_layer = int(L.llama_model_n_layer(self.model))
-        self.output_on_gpu = bool(L.llama_supports_gpu_offload()) and not 0 <= req.n_gpu_layers <= n_layer
+        # on a GPU of this machine (workers come first in the device list, so the output layer is
+        # never theirs while this machine has a GPU; llama_supports_gpu_offload() counts RPC too)
+        self.output_on_gpu = has_local_gpu(L.llama_cpp._lib) and not 0 <= req.n_gpu_layers <= n_layer
         pages = settle_pages(req.model_path, req.read_once) if req.use_mmap else None  # page_advice.py
         template = L.llama_model_chat_template(self.model, None)
         bufs = parse_buffers("".join(self.log_lines))

@@ -92,6 +92,10 @@ class Load(Message):
     # File ranges (offset, length) read only at load, whose pages the process hands back once
     # loaded (app/engine/page_advice.py); the plan computes them (ChatPlan.read_once).
     read_once: tuple[tuple[int, int], ...] = ()
+    # Workers (``tailorlm worker``) whose devices come first, one entry per device, and each
+    # device's share of the offloaded layers (workers', then this machine's GPUs): RunSettings'.
+    rpc_devices: tuple[str, ...] = ()
+    tensor_split: tuple[float, ...] = ()
 
     @classmethod
     def from_plan(cls, planned: ChatPlan, *, n_threads: int = 0) -> Load:
@@ -101,7 +105,8 @@ class Load(Message):
                    moe_cpu_layers=s.moe_cpu_layers, n_threads=n_threads,
                    n_batch=s.n_batch, n_ubatch=s.n_ubatch, type_k=s.type_k, type_v=s.type_v,
                    flash_attn="on" if s.flash_attn else "off", use_mmap=s.use_mmap, swa_full=s.swa_full,
-                   read_once=planned.read_once)  # fmt: skip
+                   read_once=planned.read_once, rpc_devices=s.rpc_devices,
+                   tensor_split=s.gpu_split if s.rpc_devices else ())  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -326,6 +331,9 @@ def decode(line: bytes | str) -> Message:
     names = {f.name for f in fields(cls)}
     if cls is Load and isinstance(data.get("read_once"), list):
         data["read_once"] = tuple((int(off), int(n)) for off, n in data["read_once"])
+    if cls is Load:
+        data["rpc_devices"] = tuple(str(e) for e in data.get("rpc_devices", ()))
+        data["tensor_split"] = tuple(float(x) for x in data.get("tensor_split", ()))
     if cls is Generate and isinstance(data.get("sampling"), dict):
         s = data["sampling"]
         s["stop"] = tuple(s.get("stop", ()))

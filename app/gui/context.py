@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from app.engine.protocol import Load
 
 THEME_KEY = "view/theme"  # "system" | "light" | "dark" (app.gui.theme.CHOICES)
+WORKERS_KEY = "machine/workers"  # "HOST:PORT,…": other machines lending memory (tailorlm worker)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class AppContext(QObject):
     # ChatModel | None: the Chat panel loaded a model, or has none any more (unloaded, its process
     # gone, the panel closing); ``chat_model`` keeps the latest for panels built later
     chat_model_changed = Signal(object)
+    # tuple[Worker, ...]: the workers were asked (Machine panel); plans now include the usable ones
+    workers_ready = Signal(object)
 
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
@@ -52,6 +55,7 @@ class AppContext(QObject):
         self._profile: Any = None
         self._library: Any = None
         self._detecting = False
+        self._workers: tuple[Any, ...] = ()
 
     # --- hardware -----------------------------------------------------------------------------
 
@@ -82,6 +86,42 @@ class AppContext(QObject):
             self.error.emit(msg, hint)
 
         start_worker(work, owner=self, on_return=done, on_error=failed, name="detect")
+
+    # --- workers: other machines lending memory ------------------------------------------------
+
+    @property
+    def workers_text(self) -> str:
+        return str(self.settings.value(WORKERS_KEY, "") or "")
+
+    @property
+    def workers(self) -> tuple[Any, ...]:
+        """The workers as they last answered (``check_workers``); plans use the usable ones."""
+        return self._workers
+
+    def check_workers(self, text: str) -> bool:
+        """Remember ``text`` ("HOST:PORT,…"), ask each worker off the GUI thread, then tell
+        ``workers_ready``; a list that does not parse is an error, and changes nothing."""
+        from app.core.machine.workers import parse_endpoints
+
+        try:
+            endpoints = parse_endpoints(text)
+        except Exception as e:  # WorkerError: what is wrong with the list, in words
+            self.error.emit(str(e), getattr(e, "hint", None) or "Write HOST:PORT, separated by commas.")
+            return False
+        self.settings.setValue(WORKERS_KEY, text.strip())
+
+        def work(report: Any, cancel: Any) -> Any:
+            from app.core.machine.workers import probe_workers
+
+            return probe_workers(endpoints)
+
+        def done(workers: Any) -> None:
+            self._workers = tuple(workers)
+            self.workers_ready.emit(self._workers)
+
+        start_worker(
+            work, owner=self, on_return=done, on_error=lambda m, h, c: self.error.emit(m, h), name="workers"
+        )
 
     # --- the chat's model ----------------------------------------------------------------------
 

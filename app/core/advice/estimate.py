@@ -64,6 +64,7 @@ VOCAB_BYTES_PER_TOKEN = 125
 # CUDA context, cuBLAS handles, loaded kernels and ggml's memory pool: used VRAM minus llama.cpp's
 # CUDA0 buffers was 605-611 MiB after a 512-token prompt and a decode on an H100, driver 580.159.04
 # (527-533 MiB right after loading; tests/gpu/results/h100.json). Metal and Vulkan are smaller.
+PIPELINE_COPIES = 4  # GGML_SCHED_MAX_COPIES (ggml-backend.cpp)
 GPU_RUNTIME_BYTES = {"cuda": 608 * MIB, "rocm": 608 * MIB, "metal": 256 * MIB, "vulkan": 384 * MIB}
 # The same runtime's share of the process's RSS (libcuda, cuBLAS, kernel images): what the
 # resident set held beyond llama.cpp's buffers and PROCESS_BASE_BYTES on that machine.
@@ -328,10 +329,31 @@ def estimate(
     # VRAM and pinned host memory are allocated whole; pageable CPU memory is touched as used.
     gpu_compute = compute_buffer_bytes(model, s, cells_full, cells_swa, gpu=s.discrete_gpu)
     gpu_devs = sorted({d for d in devices if d != "CPU"})
-    if s.discrete_gpu and not gpu_devs:
-        gpu_devs = ["GPU0"]  # no layers there, but its context and op-offload compute buffer
-    for i, d in enumerate(gpu_devs):
-        copies = _offload_copies(model, s, tensors, devices) if i == 0 and s.discrete_gpu else 0
+    if s.discrete_gpu and not any(not s.is_rpc(d) for d in gpu_devs):
+        # no layers there, but its context and op-offload compute buffer
+        gpu_devs.append(f"GPU{len(s.rpc_devices)}")
+    local_gpus = [d for d in gpu_devs if not s.is_rpc(d)]
+    ub_rows = min(s.n_ubatch, s.n_batch) * model.n_embd * 4
+    inputs = inputs_compute_bytes(model, s, cells_full, cells_swa)
+    # Everything offloaded over several devices: llama.cpp pipelines ubatches (llama-context.cpp
+    # pipeline_parallel; RPC devices have async compute and events), and the scheduler keeps
+    # GGML_SCHED_MAX_COPIES = 4 copies of each split's inputs. Measured over two workers (SmolLM2,
+    # Gemma 3: within 4 %); local multi-GPU plans keep their own rules until measured there.
+    pipeline = (
+        bool(s.rpc_devices) and len(gpu_devs) > 1 and s.n_gpu_layers > model.n_layer and not s.moe_cpu_layers
+    )
+    extra_copies = PIPELINE_COPIES - 1 if pipeline else 0
+    for d in gpu_devs:
+        if s.is_rpc(d):
+            # a worker's CPU backend runs the layers' graph; the embeddings stay here (two n_embd rows
+            # per token less than a CPU-only run: measured within 2 % on SmolLM2 and Gemma 3)
+            add(
+                d,
+                "compute",
+                compute_buffer_bytes(model, s, cells_full, cells_swa) - 2 * ub_rows + extra_copies * inputs,
+            )
+            continue
+        copies = _offload_copies(model, s, tensors, devices) if d == local_gpus[0] and s.discrete_gpu else 0
         add(d, "compute", gpu_compute + copies)
         add(d, "runtime", GPU_RUNTIME_BYTES.get(s.gpu_backend, GPU_RUNTIME_BYTES["cuda"]))
     if s.discrete_gpu:
@@ -344,8 +366,8 @@ def estimate(
             "compute",
             compute_buffer_bytes(model, s, cells_full, cells_swa, filled_tokens=filled_tokens),
         )
-    else:  # every layer offloaded to a GPU of another kind
-        add("CPU", "compute", inputs_compute_bytes(model, s, cells_full, cells_swa))
+    else:  # every layer offloaded to a GPU of another kind (or to workers)
+        add("CPU", "compute", inputs + extra_copies * (inputs - ub_rows))
     add("CPU", "output", model.n_vocab * 4 * max(1, s.n_outputs_max))
     add(
         "CPU", "runtime", PROCESS_BASE_BYTES + MODEL_BOOKKEEPING_BYTES + model.n_vocab * VOCAB_BYTES_PER_TOKEN

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from app.core.advice.policy import SAME_QUALITY_KLD
 from app.core.advice.reasons import PLACEMENT_PHRASE, tok_s_words
-from app.core.advice.speed import format_tok_s
+from app.core.advice.speed_words import format_tok_s
 from app.core.units import format_bytes
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ explain it (:mod:`app.core.advice.reasons`) both read them, so they cannot drift
 
 from __future__ import annotations
 
-from app.core.advice.speed import shown_tok_s
+from app.core.advice.speed_words import shown_tok_s
 
 # Comfortable reading speed: people read 4-7 words/s, about 5-9 tokens/s.
 DEFAULT_MIN_TOK_S = 5.0

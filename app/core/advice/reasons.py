@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from app.core.advice.naming import display_name
 from app.core.advice.policy import GOOD_KLD, SAME_QUALITY_KLD, comfortable
-from app.core.advice.speed import format_tok_s
+from app.core.advice.speed_words import format_tok_s
 from app.core.units import format_bytes
 
 if TYPE_CHECKING:
@@ -133,6 +133,28 @@ def explain(
     min_tok_s: float,
 ) -> tuple[list[str], list[str]]:
     """(reasons, warnings) for the pick ``rec`` among ``at_target`` (the plans at ``target``)."""
+    reasons, warnings = _explain(model, budget, target, at_target, plans, rec, min_tok_s)
+    if budget.gpus and all(g.backend == "rpc" for g in budget.gpus):  # the "GPUs" are workers
+        reasons = [_on_workers(r) for r in reasons]
+    return reasons, warnings
+
+
+def _on_workers(text: str) -> str:
+    for gpu, worker in (("on the GPU", "on the workers"), ("of VRAM", "of the workers' memory"),
+                        (" VRAM", " on the workers"), ("a GPU with", "workers with")):  # fmt: skip
+        text = text.replace(gpu, worker)
+    return text
+
+
+def _explain(
+    model: ModelInfo,
+    budget: Budget,
+    target: int,
+    at_target: list[Plan],
+    plans: list[Plan],
+    rec: Plan | None,
+    min_tok_s: float,
+) -> tuple[list[str], list[str]]:
     warnings = context_warnings(model, target)
     if rec is None:
         return _nothing_fits(model, budget, target, at_target, plans), warnings

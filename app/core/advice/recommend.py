@@ -43,6 +43,9 @@ class GpuBudget:
     backend: str = "cuda"
     unified: bool = False  # Apple: VRAM is RAM
     host_link_bytes_s: float | None = None  # the bus to the host (PCIe), when the driver says
+    endpoint: str = ""  # a worker's device (backend "rpc"): where it is and the link to it
+    rtt_s: float = 0.0
+    link_bytes_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,10 @@ class Plan:
             "quality": self.quality.to_dict(),
             "dominated_by": self.dominated_by,
             "alternatives": [asdict(o) for o in self.alternatives],
+            # workers: the endpoint of each "GPU<i>" that is one, and the network per generated token
+            "rpc_devices": list(self.estimate.settings.rpc_devices),
+            "tensor_split": list(self.estimate.settings.gpu_split),
+            "link_bytes_per_token": self.speed.link_bytes_per_token,
         }
 
 
@@ -183,13 +190,16 @@ def _fits(est: MemoryEstimate, budget: Budget) -> bool:
 
 
 def _settings(budget: Budget, n_ctx: int, ngl: int, type_k: str, moe_cpu: int = 0) -> RunSettings:
+    # llama.cpp's default split: in proportion to each device's free memory, workers first
     split = tuple(float(g.free_bytes) for g in budget.gpus) if len(budget.gpus) > 1 else ()
-    backend = budget.gpus[0].backend if budget.gpus else "cuda"
+    rpc = tuple(g.endpoint for g in budget.gpus if g.backend == "rpc")
+    local = [g for g in budget.gpus if g.backend != "rpc"]
+    backend = local[0].backend if local else "cuda"
     fa = True
     return RunSettings(
         n_ctx=n_ctx, n_gpu_layers=ngl, type_k=type_k, type_v=type_k, flash_attn=fa,
-        gpu_backend=backend, gpu_split=split, cpu_isa=budget.cpu_isa,
-        has_gpu=bool(budget.gpus) and budget.can_offload, moe_cpu_layers=moe_cpu,
+        gpu_backend=backend, gpu_split=split if split or not rpc else (1.0,), cpu_isa=budget.cpu_isa,
+        has_gpu=bool(local) and budget.can_offload, moe_cpu_layers=moe_cpu, rpc_devices=rpc,
     )  # fmt: skip
 
 
@@ -257,6 +267,15 @@ def best_plan(
         fixed_ngl = max(0, min(n_gpu_layers, max_ngl))
         auto_moe = moe_fixed is None and fixed_ngl > 0
         candidates = [fewest_experts_in_ram(fixed_ngl) if auto_moe else est_at(fixed_ngl, moe_fixed or 0)]
+    elif budget.gpus and all(g.backend == "rpc" for g in budget.gpus):
+        # workers only: the fewest layers on them that make it fit here (their memory is lent)
+        in_ram = _search(
+            0, max_ngl, lambda n: est_at(n, moe_fixed or 0).ram_bytes <= budget.ram_bytes, largest=False
+        )
+        fewest = est_at(in_ram, moe_fixed or 0) if in_ram is not None else None
+        candidates = [
+            fewest if fewest is not None and _gpus_fit(fewest, budget) else most_layers(moe_fixed or 0)
+        ]
     elif moe_fixed is not None or not (model.is_moe and max_ngl):
         candidates = [most_layers(moe_fixed or 0)]
     else:
@@ -274,6 +293,7 @@ def best_plan(
             cpu_threads=budget.cpu_threads, gpu_names={f"GPU{i}": g.name for i, g in enumerate(budget.gpus)},
             host_link_bytes_s=budget.gpus[0].host_link_bytes_s if budget.gpus else None,
             calibration=dict(budget.speed_calibration),
+            rpc_links={f"GPU{i}": (g.rtt_s, g.link_bytes_s) for i, g in enumerate(budget.gpus) if g.backend == "rpc"},
         )  # fmt: skip
 
     scored = [(e, speed_of(e)) for e in dict.fromkeys(candidates)]

@@ -37,11 +37,24 @@ class RunSettings:
     use_mmap: bool = True
     gpu_backend: str = "cuda"
     gpu_split: tuple[float, ...] = ()  # share of offloaded layers per GPU; () = one GPU
+    # Workers' devices (``tailorlm worker``, llama.cpp's RPC backend), one endpoint per device:
+    # they are the first entries of the split ("GPU0" …), as llama.cpp puts RPC devices first, and
+    # run the backend-neutral rules (a remote CPU: no driver context here, no repack, no op offload).
+    rpc_devices: tuple[str, ...] = ()
     cpu_isa: tuple[str, ...] = ("AVX2",)
     # llama.cpp sees this GPU (a GPU build on a machine with one; the advisor knows from the
     # budget): a discrete one then changes the CPU side too and holds a context and a compute
     # buffer even at n_gpu_layers=0. Without it GPU layers follow the backend-neutral rules.
     has_gpu: bool = False
+
+    def is_rpc(self, device: str) -> bool:
+        """Whether ``device`` ("GPU0" …) is a worker's."""
+        return (
+            bool(self.rpc_devices)
+            and device[3:].isdigit()
+            and device.startswith("GPU")
+            and int(device[3:]) < len(self.rpc_devices)
+        )
 
     @property
     def discrete_gpu(self) -> bool:

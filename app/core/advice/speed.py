@@ -33,6 +33,7 @@ from typing import Any
 from app.core.advice.buffers import OP_OFFLOAD_MIN_BATCH, kv_layer_bytes
 from app.core.advice.estimate import MemoryEstimate
 from app.core.advice.placement import is_output_tensor, is_row_lookup, layer_devices, tensor_device
+from app.core.advice.rpc_link import link_cost
 from app.core.advice.run_settings import repack_types
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
@@ -147,6 +148,8 @@ class SpeedEstimate:
     # measured run is compared with to calibrate this machine.
     terms: tuple[tuple[str, float], ...] = ()
     calibrated: bool = False  # this machine's calibration scaled the terms
+    link_bytes_per_token: int = 0  # to and from workers, per generated token (rpc_link.py)
+    link_s_per_token: float = 0.0  # the time that adds (in cpu_fixed)
 
 
 @dataclass
@@ -306,12 +309,14 @@ def predict_speed(
     depth_tokens: int | None = None,
     host_link_bytes_s: float | None = None,
     calibration: Mapping[str, float] | None = None,
+    rpc_links: dict[str, tuple[float, float]] | None = None,
 ) -> SpeedEstimate:
     """Generation and prompt speed of the plan ``est``. ``cpu_threads``: the threads llama.cpp runs
     (the physical cores); ``gpu_names``: the GPUs' names, for their compute; ``depth_tokens``: the
     tokens already in the context when generating (default: half the context);
     ``host_link_bytes_s``: the first GPU's bus to the host, one way (default PCIe 4.0 x16);
-    ``calibration``: this machine's factor per term (:mod:`app.core.advice.speed_calibration`)."""
+    ``calibration``: this machine's factor per term (:mod:`app.core.advice.speed_calibration`);
+    ``rpc_links``: each worker device's (round trip s, bytes/s)."""
     s = est.settings
     depth = depth_tokens if depth_tokens is not None else int(s.n_ctx * KV_AVERAGE_FILL)
     work = device_work(model, tensors, est, depth)
@@ -325,12 +330,16 @@ def predict_speed(
     # Op offload: a discrete GPU multiplies a prompt's batch by the weights in RAM (buffers.py).
     offload_to = "GPU0" if s.discrete_gpu and s.n_ubatch >= OP_OFFLOAD_MIN_BATCH else None
     for dev, w in work.items():
-        if dev == "CPU":
-            bw = cpu_bandwidth_bytes_s
+        if dev == "CPU" or s.is_rpc(dev):  # a worker's device is a CPU too (its bandwidth: ours)
+            bw = (
+                cpu_bandwidth_bytes_s
+                if dev == "CPU"
+                else gpu_bandwidth_bytes_s.get(dev, cpu_bandwidth_bytes_s)
+            )
             t_bw, t_fixed = _generation_s(w, bw, CPU_BANDWIDTH_EFFICIENCY, CPU_LAYER_S, CPU_RECURRENT_LAYER_S)
             hops = w.expert_layers * (CPU_LAYER_S + 2 * MOE_SPLIT_HOP_S)
             gen[dev] = (t_bw, t_fixed + hops + w.moe_layers * CPU_MOE_LAYER_S)
-            if offload_to and gpu_flops.get(offload_to):
+            if dev == "CPU" and offload_to and gpu_flops.get(offload_to):
                 # the GPU multiplies (after the copy); attention and the small ops stay on the CPU
                 link = (host_link_bytes_s or DEFAULT_HOST_LINK_BYTES_S) * HOST_COPY_EFFICIENCY
                 copy_s = w.matmul_bytes / link / s.n_ubatch
@@ -344,12 +353,24 @@ def predict_speed(
             flops = gpu_flops.get(dev, 0.0)
             compute_s = sum(w.flops.values()) / flops + w.layers * GPU_PROMPT_LAYER_S if flops else 0.0
         # a ubatch reads every weight of the device once, all experts included
-        prompt["cpu_prompt" if dev == "CPU" else "gpu_prompt"] += max(
+        prompt["cpu_prompt" if dev == "CPU" or s.is_rpc(dev) else "gpu_prompt"] += max(
             compute_s, w.weight_bytes / bw / s.n_ubatch if bw else 0.0
         )
-    if any(dev != "CPU" and w.layers for dev, w in work.items()):
+    if any(dev != "CPU" and not s.is_rpc(dev) and w.layers for dev, w in work.items()):
         gen["GPU token"] = (0.0, GPU_TOKEN_S)
     t_cpu_bw, t_cpu_fixed = gen.pop("CPU")
+    for t_bw, t_fixed in [gen.pop(d) for d in list(gen) if s.is_rpc(d)]:  # workers' CPUs
+        t_cpu_bw, t_cpu_fixed = t_cpu_bw + t_bw, t_cpu_fixed + t_fixed
+    net = (
+        link_cost(model, s, layer_devices(model.n_layer, s), depth, rpc_links or {})
+        if s.rpc_devices
+        else None
+    )
+    if net:  # the workers' network: round trips and bytes (rpc_link.py)
+        t_cpu_fixed, prompt["cpu_prompt"] = (
+            t_cpu_fixed + net.seconds_per_token,
+            prompt["cpu_prompt"] + net.prompt_seconds_per_token,
+        )
     terms = {"cpu_bytes": t_cpu_bw, "cpu_fixed": t_cpu_fixed, "gpu_bytes": sum(a for a, _ in gen.values()),
              "gpu_fixed": sum(b for _, b in gen.values()), **prompt}  # fmt: skip
     scaled = {k: v * (calibration or {}).get(k, 1.0) for k, v in terms.items()}
@@ -367,21 +388,6 @@ def predict_speed(
         bytes_per_token=sum(sum(w.read_bytes.values()) for w in work.values()),
         terms=tuple(terms.items()),
         calibrated=any(v != 1.0 for v in (calibration or {}).values()),
+        link_bytes_per_token=net.bytes_per_token if net else 0,
+        link_s_per_token=net.seconds_per_token if net else 0.0,
     )
-
-
-def shown_tok_s(tok_s: float) -> float:
-    """A speed rounded as it is shown: one decimal below 10 tokens/s, whole numbers above. Every
-    comparison with a threshold the user reads ("below a comfortable 5") uses this too, so a
-    speed shown as "5.0" is never called slower than 5."""
-    return round(tok_s, 1) if round(tok_s, 1) < 10 else float(round(tok_s))
-
-
-def format_tok_s(tok_s: float) -> str:
-    """A speed as every front end shows it — the reasons, the plan table, the catalog overview:
-    "0.4", "9.5", "12", "240", and "<0.1" for what would round to nothing. One helper, so the
-    words and the table never disagree."""
-    shown = shown_tok_s(tok_s)
-    if shown < 0.1:
-        return "<0.1"
-    return f"{shown:.1f}" if shown < 10 else f"{shown:,.0f}"

@@ -32,11 +32,12 @@ class BackendDevice:
 @dataclass(frozen=True)
 class OffloadSupport:
     supported: bool  # plans may put layers on a GPU (the build can, or an override assumes it)
-    build_supports_gpu: bool  # llama_supports_gpu_offload() of the installed build
+    build_supports_gpu: bool  # the installed build has a GPU device of its own (see detect_offload)
     installed: bool  # llama-cpp-python imports
     backends: tuple[str, ...] = ()  # GPU backends of the build: "CUDA", "Metal", "Vulkan"
     devices: tuple[BackendDevice, ...] = ()
     llama_cpp_version: str | None = None
+    rpc: bool = False  # the build has llama.cpp's RPC backend: it can use workers (tailorlm worker)
 
 
 @contextlib.contextmanager
@@ -122,8 +123,17 @@ def detect_offload() -> tuple[OffloadSupport, tuple[str, ...]]:
             missing = isinstance(e, ImportError)
             why = "llama-cpp-python is not installed" if missing else f"llama-cpp-python failed to load ({e})"
             return OffloadSupport(False, False, False), (f"{why}: nothing can run until it is.",)
-        gpu = bool(llama_cpp.llama_supports_gpu_offload())
         devices = _ggml_devices()
-    backends = tuple(dict.fromkeys(d.backend for d in devices if d.kind in ("gpu", "igpu")))
+        rpc = bool(llama_cpp.llama_supports_rpc())
+        # llama_supports_gpu_offload() is also true for a CPU-only build with the RPC backend
+        # (src/llama.cpp): a GPU of this machine is a GPU device of the build, workers aside.
+        gpu = (
+            any(d.kind in ("gpu", "igpu") and d.backend != "RPC" for d in devices)
+            if devices
+            else (bool(llama_cpp.llama_supports_gpu_offload()) and not rpc)
+        )
+    backends = tuple(
+        dict.fromkeys(d.backend for d in devices if d.kind in ("gpu", "igpu") and d.backend != "RPC")
+    )
     version = str(getattr(llama_cpp, "__version__", "")) or None
-    return OffloadSupport(gpu, gpu, True, backends, devices, version), ()
+    return OffloadSupport(gpu, gpu, True, backends, devices, version, rpc), ()

@@ -69,6 +69,7 @@ class AdvisorPanel(QWidget):
         self._timer.timeout.connect(self.recompute)
         self._build()
         ctx.profile_ready.connect(self._on_profile)
+        ctx.workers_ready.connect(lambda _workers: self._budget_changed())
         if self.profile is None:
             ctx.detect()
         else:
@@ -162,7 +163,8 @@ class AdvisorPanel(QWidget):
 
     def budget(self) -> Budget:
         """What plans may use: the detected profile with the "what if" sizes applied."""
-        return compute.budget_for(self.profile, ram_gb=self.ram_spin.value(), vram_gb=self.vram_spin.value())
+        return compute.budget_for(self.profile, ram_gb=self.ram_spin.value(), vram_gb=self.vram_spin.value(),
+                                  workers=self.ctx.workers)  # fmt: skip
 
     def _budget_changed(self) -> None:
         if self.profile is None:
@@ -175,8 +177,12 @@ class AdvisorPanel(QWidget):
             self.budget_label.setText(str(exc))
             return
         gpu = b.gpus[0] if b.gpus and b.can_offload else None
+        lent = [g for g in b.gpus if g.backend == "rpc"]
+        local = next((g for g in b.gpus if g.backend != "rpc"), None) if b.can_offload else None
         self.budget_label.setText(f"Plans may use {format_bytes(b.ram_bytes)} of RAM"
-                                  + (f" and {format_bytes(gpu.free_bytes)} of VRAM ({gpu.name})" if gpu else "")
+                                  + (f" and {format_bytes(local.free_bytes)} of VRAM ({local.name})" if local else "")
+                                  + (f", {format_bytes(sum(g.free_bytes for g in lent))} on {len(lent)} worker(s)"
+                                     if lent else "")
                                   + ", after keeping some free for the system.")  # fmt: skip
         self.ngl_spin.setEnabled(gpu is not None)
         self.ngl_spin.setToolTip("" if gpu else "No GPU to offload to: give a what-if VRAM to plan with one.")

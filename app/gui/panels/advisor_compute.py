@@ -68,8 +68,11 @@ def default_ctx(model: ModelInfo) -> int:
     return min(DEFAULT_CTX, model.n_ctx_train or DEFAULT_CTX)
 
 
-def budget_for(profile: object, *, ram_gb: float = 0.0, vram_gb: float = 0.0) -> Budget:
-    """The budget of ``profile`` as if it had ``ram_gb``/``vram_gb`` (0: as detected)."""
+def budget_for(
+    profile: object, *, ram_gb: float = 0.0, vram_gb: float = 0.0, workers: tuple[Any, ...] = ()
+) -> Budget:
+    """The budget of ``profile`` as if it had ``ram_gb``/``vram_gb`` (0: as detected), with the
+    usable ``workers`` (the Machine panel's) lending their memory."""
     from app.core.advice.recommend import budget_from_profile
     from app.core.machine.hardware import apply_overrides
 
@@ -83,7 +86,12 @@ def budget_for(profile: object, *, ram_gb: float = 0.0, vram_gb: float = 0.0) ->
     if changes:
         profile = apply_overrides(profile, **changes)  # type: ignore[arg-type]
     # speeds as this machine's benchmark runs measured them (the Benchmark button), once there are any
-    return calibrated(budget_from_profile(profile), calibration_for(profile))  # type: ignore[arg-type]
+    budget = calibrated(budget_from_profile(profile), calibration_for(profile))  # type: ignore[arg-type]
+    if any(w.usable for w in workers):
+        from app.core.advice.pooling import with_workers
+
+        budget = with_workers(budget, workers)
+    return budget
 
 
 def compute(query: AdvisorQuery, cancel: threading.Event | None = None) -> AdvisorResult:

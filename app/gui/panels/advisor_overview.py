@@ -113,7 +113,7 @@ class CatalogOverview(QWidget):
 
     def show_rows(self, rows: list[CatalogFit], n_ctx: int, min_tok_s: float) -> None:
         from app.core.advice.policy import comfortable
-        from app.core.advice.speed import format_tok_s
+        from app.core.advice.speed_words import format_tok_s
         from app.core.units import format_bytes
 
         self.rows, self._n_ctx = rows, n_ctx

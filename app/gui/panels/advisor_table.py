@@ -108,7 +108,7 @@ class PlanTable(QTableWidget):
     ) -> None:
         """Fill the rows; ``own_quant`` marks the row of the file the user has (a local GGUF)."""
         from app.core.advice.reasons import gpu_layers_text
-        from app.core.advice.speed import format_tok_s
+        from app.core.advice.speed_words import format_tok_s
         from app.core.units import format_bytes
 
         rec = result.recommended

@@ -54,7 +54,9 @@ class ChatPanel(ModelActions, ConversationActions, QWidget):
         self._store: Any = None
         self.meter = AnswerMeter()
         self._load_after_answer = False
-        self.engine = ChatEngine(profile=lambda: ctx.profile, n_threads=n_threads)
+        self.engine = ChatEngine(
+            profile=lambda: ctx.profile, n_threads=n_threads, workers=lambda: ctx.workers
+        )
         self.memory = ModelMemory(ctx.settings)  # the models used last
         self._offered: ModelRef | None = None  # the open chat's own model, offered for loading
         self._build()

@@ -76,7 +76,7 @@ class AnswerResult:
     done: P.Done | None  # None: the stream ended without a Done (should not happen)
 
 
-def plan_load(spec: LoadSpec, profile: Any) -> Any:
+def plan_load(spec: LoadSpec, profile: Any, workers: tuple[Any, ...] = ()) -> Any:
     """The ChatPlan for ``spec`` on this machine: :func:`app.core.advice.chat_plan.plan_chat`, the
     planner the terminal uses too. Raises DoesNotFitError unless it fits or ``spec.force``."""
     from app.core.advice.chat_plan import ChatOverrides, plan_chat
@@ -89,7 +89,12 @@ def plan_load(spec: LoadSpec, profile: Any) -> Any:
         profile = detect_machine(measure_bandwidth=False)  # no bandwidth: layers only
     overrides = ChatOverrides(n_ctx=spec.n_ctx, n_gpu_layers=spec.n_gpu_layers, type_kv=spec.type_k,
                               force=spec.force)  # fmt: skip
-    return plan_chat(model_from_gguf(Path(spec.model_path)), budget_from_profile(profile), overrides).check()
+    budget = budget_from_profile(profile)
+    if any(w.usable for w in workers):  # the Machine panel's workers lend their memory too
+        from app.core.advice.pooling import with_workers
+
+        budget = with_workers(budget, workers)
+    return plan_chat(model_from_gguf(Path(spec.model_path)), budget, overrides).check()
 
 
 @dataclass(frozen=True)
@@ -132,12 +137,14 @@ class ChatEngine(QObject):
     # (why it does not fit, the nearest plan that does): the load was refused; "Load anyway" forces it
     refused = Signal(str, str)
 
-    def __init__(self, *, profile: Callable[[], Any] = lambda: None, n_threads: int = 0) -> None:
+    def __init__(self, *, profile: Callable[[], Any] = lambda: None, n_threads: int = 0,
+                 workers: Callable[[], tuple[Any, ...]] = tuple) -> None:  # fmt: skip
         super().__init__()
         from app.engine.client import EngineClient
 
         self.client = EngineClient()
         self._profile = profile
+        self._workers = workers
         self._n_threads = n_threads  # 0: llama.cpp's default (physical cores); tests pass 1
         self._lane = Lane("chat-engine", parent=self)
         self._request: int | None = None  # the answer being written or queued (GUI thread)
@@ -237,7 +244,7 @@ class ChatEngine(QObject):
         if self._closing:
             return None
         try:  # planned first: a refused plan leaves the loaded model as it was
-            planned = plan_load(spec, self._profile())
+            planned = plan_load(spec, self._profile(), self._workers())
         except DoesNotFitError as exc:
             return _Refused(str(exc), exc.hint or "")
         self._stop_monitor()

@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.advice.speed import format_tok_s
+from app.core.advice.speed_words import format_tok_s
 from app.core.units import format_bytes
 from app.gui.context import AppContext
 from app.gui.workers import start_worker

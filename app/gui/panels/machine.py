@@ -31,6 +31,7 @@ from app.core.machine.sampler_client import Subscription, shared_sampler
 from app.core.units import GIB, format_bytes
 from app.gui.context import AppContext
 from app.gui.panels.machine_model_cpu import ModelCpu
+from app.gui.panels.machine_workers import WorkersBox
 
 SAMPLE_INTERVAL_S = 1.0
 HISTORY = 120  # points per chart: two minutes at one sample a second
@@ -237,6 +238,8 @@ class MachinePanel(QWidget):
             form.addRow(buddy, label)
             self.facts[key] = label
         outer.addWidget(facts)
+        self.workers_box = WorkersBox(ctx)
+        outer.addWidget(self.workers_box)
         live = QGroupBox("Live use (the loaded model's share filled in and labelled)")
         self.grid = QGridLayout(live)
         outer.addWidget(live, 1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from app.core.advice.file_verdict import verdict_for_file
 from app.core.advice.recommend import Budget, advise, best_plan
-from app.core.advice.speed import format_tok_s
+from app.core.advice.speed_words import format_tok_s
 from app.core.model.source import load_model
 from app.core.units import GIB, MIB
 

@@ -12,7 +12,7 @@ import pytest
 from app.core.advice.policy import comfortable
 from app.core.advice.reasons import a_number, context_warnings
 from app.core.advice.recommend import Advice, Budget, GpuBudget, advise
-from app.core.advice.speed import format_tok_s, shown_tok_s
+from app.core.advice.speed_words import format_tok_s, shown_tok_s
 from app.core.model.source import load_model
 from app.core.units import GIB
 

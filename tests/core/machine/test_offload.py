@@ -14,7 +14,13 @@ def test_offload_matches_the_installed_build() -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     offload, notes = detect_offload()
     assert offload.installed and notes == ()
-    assert offload.build_supports_gpu == bool(llama_cpp.llama_supports_gpu_offload())
+    # llama_supports_gpu_offload() is true for the RPC backend alone: a GPU is a GPU device of the build
+    own_gpu = any(d.kind in ("gpu", "igpu") and d.backend != "RPC" for d in offload.devices)
+    assert offload.build_supports_gpu == own_gpu
+    assert offload.build_supports_gpu == (
+        (bool(llama_cpp.llama_supports_gpu_offload()) and not offload.rpc) or own_gpu
+    )
+    assert offload.rpc == bool(llama_cpp.llama_supports_rpc())
     assert offload.supported == offload.build_supports_gpu
     assert any(d.kind == "cpu" and d.backend == "CPU" for d in offload.devices)
     assert bool(offload.backends) == any(d.kind in ("gpu", "igpu") for d in offload.devices)
