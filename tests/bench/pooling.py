@@ -23,6 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from app.core.advice.estimate import estimate  # noqa: E402
 from app.core.advice.placement import layer_devices  # noqa: E402
 from app.core.advice.rpc_link import link_cost  # noqa: E402
 from app.core.advice.run_settings import RunSettings  # noqa: E402
@@ -68,11 +69,14 @@ def bench_model(path: Path, rounds: int, tokens: int) -> dict[str, Any]:
     depth = len(PROMPT) // 4 + tokens // 2
     predicted = link_cost(model, s, layer_devices(model.n_layer, s), depth, {}).bytes_per_token
     runs: dict[str, list[dict[str, float]]] = {"alone": [], "pooled": []}
+    buffers: dict[str, int] = {}
     try:
         for _ in range(rounds):
             for name, req in (("alone", alone), ("pooled", pooled)):
                 with EngineClient() as engine:
-                    engine.load(req)
+                    loaded = engine.load(req)
+                    if name == "pooled":
+                        buffers = dict(loaded.buffers)
                     runs[name].append(_run(engine, relays if name == "pooled" else [], tokens))
     finally:
         for w in workers:
@@ -83,6 +87,12 @@ def bench_model(path: Path, rounds: int, tokens: int) -> dict[str, Any]:
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
+    est = {d.device: d.total_bytes for d in estimate(model, None, s).devices}
+    memory = []
+    for i, r in enumerate(relays):  # a worker's buffers, as llama.cpp logged them, against the estimate
+        got = sum(n for k, n in buffers.items() if f"[{r.endpoint}]" in k)
+        memory.append({"device": f"worker {i + 1}", "predicted_bytes": est[f"GPU{i}"], "measured_bytes": got,
+                       "error": est[f"GPU{i}"] / got - 1})  # fmt: skip
     ratios = [p["gen_tok_s"] / a["gen_tok_s"] for a, p in zip(runs["alone"], runs["pooled"], strict=True)]
     measured = med("pooled", "bytes_per_token")
     return {
@@ -91,7 +101,7 @@ def bench_model(path: Path, rounds: int, tokens: int) -> dict[str, Any]:
         "alone_prompt_tok_s": med("alone", "prompt_tok_s"), "pooled_prompt_tok_s": med("pooled", "prompt_tok_s"),
         "gen_ratio": statistics.median(ratios), "gen_ratios": [round(x, 3) for x in ratios],
         "bytes_per_token_measured": measured, "bytes_per_token_predicted": predicted,
-        "bytes_ratio": measured / predicted if predicted else None, "runs": runs,
+        "bytes_ratio": measured / predicted if predicted else None, "memory": memory, "runs": runs,
     }  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.bench.readme import calibration, gpu, imatrix, local, moe, ram_cgroup, server, speed_model
+from tests.bench.readme import calibration, gpu, imatrix, local, moe, pooling, ram_cgroup, server, speed_model
 from tests.bench.readme.markers import ReadmeBlockError, find_blocks, replace_blocks
 from tests.bench.readme.results import ROOT, Results
 
@@ -41,6 +41,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "download_speed": local.download_speed,
     "gguf_header_speed": local.gguf_header_speed,
     "gguf_fuzz": local.gguf_fuzz,
+    "pooling": pooling.pooling,
 }
 
 

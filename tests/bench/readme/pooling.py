@@ -1,0 +1,33 @@
+"""The block of the pooling benchmark (``tests/bench/results/pooling.json``, issue 20)."""
+
+from __future__ import annotations
+
+from tests.bench.readme.fmt import machine_words, pct, spread, table
+from tests.bench.readme.local import SHORT_NAMES
+from tests.bench.readme.results import Results
+
+
+def pooling(r: Results) -> str:
+    j = r.bench("pooling.json")
+    rows = []
+    for m in j["models"]:
+        mem = ", ".join(f"{pct(x['error'])}" for x in m["memory"])
+        rows.append([
+            SHORT_NAMES.get(m["model"], m["model"]),
+            f"{m['pooled_layers_here']} of {m['n_layer'] + 1} here, the rest split over 2 workers",
+            f"{m['alone_gen_tok_s']:.1f}", f"{m['pooled_gen_tok_s']:.1f}",
+            f"{m['gen_ratio']:.2f} ({spread(m['gen_ratios'])})",
+            f"{m['bytes_per_token_measured'] / 1024:.1f} KiB / {m['bytes_per_token_predicted'] / 1024:.1f} KiB",
+            mem,
+        ])  # fmt: skip
+    head = ["model (file's quantization)", "placement", "alone tok/s", "pooled tok/s", "pooled / alone (rounds)",
+            "network per token: measured / predicted", "worker memory: predicted vs llama.cpp"]  # fmt: skip
+    return "\n\n".join([
+        f"Measured on {machine_words(j['machine'])}, {j['rounds']} rounds of {j['tokens']} generated tokens at "
+        f"{j['n_ctx']:,} tokens of context, one thread per process, medians (pooled / alone: each round's "
+        "ratio, side by side). The workers run on this machine and the bytes are counted by a relay "
+        "between the model process and each worker, so the speeds show the protocol's own cost, not a "
+        "network's: on a LAN every token also waits one round trip per worker it passes (0.2–0.5 ms each).",
+        table(head, rows),
+        "Raw: `tests/bench/results/pooling.json`.",
+    ])  # fmt: skip
