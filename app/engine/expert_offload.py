@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-from app.core.advice.placement import expert_override_pattern
+from app.core.advice.placement import OUTPUT_HERE_PATTERN, expert_override_pattern
 
 
 class _BuftOverride(ctypes.Structure):
@@ -34,15 +34,22 @@ def _cpu_buffer_type() -> int:
     return int(handle)
 
 
-def keep_experts_in_ram(model_params: Any, moe_cpu_layers: int) -> object | None:
-    """Point ``model_params`` at an override keeping the experts of the first ``moe_cpu_layers``
-    layers in RAM. Returns what must stay alive until the model is loaded (llama.cpp reads the
-    array and its strings during ``llama_model_load_from_file``); None when nothing is overridden."""
-    pattern = expert_override_pattern(moe_cpu_layers)
-    if pattern is None:
+def keep_experts_in_ram(model_params: Any, moe_cpu_layers: int, output_here: bool = False) -> object | None:
+    """Point ``model_params`` at overrides keeping the experts of the first ``moe_cpu_layers``
+    layers in RAM, and with ``output_here`` the output matmul's weights (placement.OUTPUT_HERE_PATTERN).
+    Returns what must stay alive until the model is loaded (llama.cpp reads the array and its
+    strings during ``llama_model_load_from_file``); None when nothing is overridden."""
+    patterns = [
+        p
+        for p in (expert_override_pattern(moe_cpu_layers), OUTPUT_HERE_PATTERN if output_here else None)
+        if p
+    ]
+    if not patterns:
         return None
-    table = (_BuftOverride * 2)()
-    text = pattern.encode()
-    table[0].pattern, table[0].buft = text, _cpu_buffer_type()
+    table = (_BuftOverride * (len(patterns) + 1))()
+    texts = [p.encode() for p in patterns]
+    cpu = _cpu_buffer_type()
+    for i, text in enumerate(texts):
+        table[i].pattern, table[i].buft = text, cpu
     model_params.tensor_buft_overrides = ctypes.cast(table, ctypes.c_void_p)
-    return (table, text)
+    return (table, texts)

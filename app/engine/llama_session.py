@@ -105,7 +105,7 @@ class LlamaSession:
         t0 = time.perf_counter()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = req.n_gpu_layers
-        keep = keep_experts_in_ram(mp, req.moe_cpu_layers)  # noqa: F841 (alive through the load)
+        keep = keep_experts_in_ram(mp, req.moe_cpu_layers, req.output_here)  # noqa: F841 (alive through the load)
         try:
             on_workers = attach_workers(L.llama_cpp._lib, mp, req.rpc_devices, req.tensor_split,  # noqa: F841 (alive too)
                                         int(L.llama_max_devices()))  # fmt: skip

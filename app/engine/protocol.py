@@ -96,6 +96,7 @@ class Load(Message):
     # device's share of the offloaded layers (workers', then this machine's GPUs): RunSettings'.
     rpc_devices: tuple[str, ...] = ()
     tensor_split: tuple[float, ...] = ()
+    output_here: bool = False  # the output matmul's weights stay in RAM (RunSettings.output_here)
 
     @classmethod
     def from_plan(cls, planned: ChatPlan, *, n_threads: int = 0) -> Load:
@@ -106,7 +107,7 @@ class Load(Message):
                    n_batch=s.n_batch, n_ubatch=s.n_ubatch, type_k=s.type_k, type_v=s.type_v,
                    flash_attn="on" if s.flash_attn else "off", use_mmap=s.use_mmap, swa_full=s.swa_full,
                    read_once=planned.read_once, rpc_devices=s.rpc_devices,
-                   tensor_split=s.gpu_split if s.rpc_devices else ())  # fmt: skip
+                   tensor_split=s.gpu_split if s.rpc_devices else (), output_here=s.output_here)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,11 @@ def expert_override_pattern(moe_cpu_layers: int) -> str | None:
     return rf"^blk\.({layers}){EXPERTS_PATTERN}"
 
 
+# The output matmul's weights (tied models use token_embd, duplicated for the output layer), kept in
+# RAM by a buffer-type override when RunSettings.output_here; output_norm stays with its layer.
+OUTPUT_HERE_PATTERN = r"^(output|token_embd)\.weight$"
+
+
 def tensor_device(name: str, layer: int, devices: list[str], s: RunSettings) -> str:
     """Where llama.cpp puts a tensor of repeating layer ``layer`` given the layers' ``devices``: its
     layer's, unless it is a routed expert of one of the first ``s.moe_cpu_layers`` layers."""
@@ -71,6 +76,8 @@ def layer_devices(n_layer: int, s: RunSettings) -> list[str]:
         frac = (il - start) / n_gpu
         gpu = next((i for i, b in enumerate(bounds) if frac < b), len(bounds) - 1)
         out.append(f"GPU{gpu}")
+    if s.output_here:
+        out[n_layer] = "CPU"
     return out
 
 

@@ -13,6 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from app.core.advice.budget import DEFAULT_RAM_RESERVE_BYTES as DEFAULT_RAM_RESERVE_BYTES
+from app.core.advice.budget import DEFAULT_VRAM_RESERVE_BYTES as DEFAULT_VRAM_RESERVE_BYTES
+from app.core.advice.budget import Budget as Budget
+from app.core.advice.budget import GpuBudget as GpuBudget
+from app.core.advice.budget import budget_from_profile as budget_from_profile
 from app.core.advice.estimate import MemoryEstimate, estimate, tensors_for
 from app.core.advice.policy import DEFAULT_MIN_TOK_S, GOOD_KLD, SAME_QUALITY_KLD, comfortable
 from app.core.advice.profiles import settings_key
@@ -23,44 +28,9 @@ from app.core.advice.speed import SpeedEstimate, predict_speed
 from app.core.model import quant_recipe
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo
-from app.core.units import GIB, MIB
 
 CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)  # up to Qwen3.5-class training contexts
 DEFAULT_CTX = 4096
-# Keep this much RAM free beyond what is "available" now, for the OS and apps the user opens
-# while chatting (browsers grow); configurable per call.
-DEFAULT_RAM_RESERVE_BYTES = 1 * GIB
-# VRAM kept free per GPU beyond our estimate (which already counts the CUDA context): driver
-# growth, other apps' surfaces. llama.cpp's own --fit keeps 1024 MiB but counts no context.
-DEFAULT_VRAM_RESERVE_BYTES = 512 * MIB
-
-
-@dataclass(frozen=True)
-class GpuBudget:
-    name: str
-    free_bytes: int  # what we may use: free VRAM minus the reserve
-    bandwidth_bytes_s: float
-    backend: str = "cuda"
-    unified: bool = False  # Apple: VRAM is RAM
-    host_link_bytes_s: float | None = None  # the bus to the host (PCIe), when the driver says
-    endpoint: str = ""  # a worker's device (backend "rpc"): where it is and the link to it
-    rtt_s: float = 0.0
-    link_bytes_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What the plan may use. Build it from a MachineProfile with :func:`budget_from_profile`."""
-
-    ram_bytes: int  # available RAM minus the reserve
-    ram_bandwidth_bytes_s: float
-    gpus: tuple[GpuBudget, ...] = ()
-    can_offload: bool = True
-    cpu_isa: tuple[str, ...] = ("AVX2",)
-    notes: tuple[str, ...] = ()
-    cpu_threads: int | None = None  # the threads llama.cpp runs: the physical cores
-    # This machine's speed calibration, factor per speed term (speed_calibration.py); () = none
-    speed_calibration: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,48 +106,6 @@ class Advice:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-def budget_from_profile(
-    profile: object,
-    *,
-    ram_reserve_bytes: int = DEFAULT_RAM_RESERVE_BYTES,
-    vram_reserve_bytes: int = DEFAULT_VRAM_RESERVE_BYTES,
-) -> Budget:
-    """A Budget from an :class:`app.core.machine.hardware.MachineProfile` (plans against *free* VRAM)."""
-    p = profile
-    gpus = []
-    for g in getattr(p, "gpus", ()):
-        free = g.vram_free_bytes if g.vram_free_bytes is not None else g.vram_total_bytes
-        gpus.append(
-            GpuBudget(
-                name=g.name,
-                free_bytes=max(0, int(free or 0) - vram_reserve_bytes),
-                bandwidth_bytes_s=float(g.bandwidth_bytes_s or 300e9),  # unknown card: a modest laptop GPU
-                backend=_backend(g),
-                unified=bool(getattr(g, "unified_memory", False)),
-                host_link_bytes_s=getattr(g, "host_link_bytes_s", None),
-            )
-        )
-    offload = getattr(p, "offload", None)
-    overrides = tuple(getattr(p, "overrides", ()))
-    can = bool(getattr(offload, "supported", False)) or any("vram" in o for o in overrides)
-    return Budget(
-        ram_bytes=max(0, int(p.ram_available_bytes) - ram_reserve_bytes),  # type: ignore[attr-defined]
-        ram_bandwidth_bytes_s=float(getattr(p, "ram_bandwidth_bytes_s", None) or 20e9),
-        gpus=tuple(gpus),
-        can_offload=can and bool(gpus),
-        cpu_isa=tuple(getattr(getattr(p, "cpu", None), "isa", ()) or ()),
-        cpu_threads=getattr(getattr(p, "cpu", None), "physical_cores", None),
-    )
-
-
-def _backend(gpu: object) -> str:
-    backend = getattr(gpu, "backend", None)
-    if backend:
-        return str(backend)
-    vendor = str(getattr(gpu, "vendor", "nvidia"))
-    return {"nvidia": "cuda", "amd": "rocm", "apple": "metal"}.get(vendor, "vulkan")
-
-
 def _fits(est: MemoryEstimate, budget: Budget) -> bool:
     ram_needed = est.ram_bytes
     for i, g in enumerate(budget.gpus):
@@ -189,7 +117,9 @@ def _fits(est: MemoryEstimate, budget: Budget) -> bool:
     return ram_needed <= budget.ram_bytes
 
 
-def _settings(budget: Budget, n_ctx: int, ngl: int, type_k: str, moe_cpu: int = 0) -> RunSettings:
+def _settings(
+    budget: Budget, n_ctx: int, ngl: int, type_k: str, moe_cpu: int = 0, out_here: bool = False
+) -> RunSettings:
     # llama.cpp's default split: in proportion to each device's free memory, workers first
     split = tuple(float(g.free_bytes) for g in budget.gpus) if len(budget.gpus) > 1 else ()
     rpc = tuple(g.endpoint for g in budget.gpus if g.backend == "rpc")
@@ -200,6 +130,7 @@ def _settings(budget: Budget, n_ctx: int, ngl: int, type_k: str, moe_cpu: int = 
         n_ctx=n_ctx, n_gpu_layers=ngl, type_k=type_k, type_v=type_k, flash_attn=fa,
         gpu_backend=backend, gpu_split=split if split or not rpc else (1.0,), cpu_isa=budget.cpu_isa,
         has_gpu=bool(local) and budget.can_offload, moe_cpu_layers=moe_cpu, rpc_devices=rpc,
+        output_here=out_here and ngl > 0,
     )  # fmt: skip
 
 
@@ -244,12 +175,12 @@ def best_plan(
     """
     tensors = tensors if tensors is not None else tensors_for(model, quant)
     max_ngl = model.n_layer + 1 if budget.can_offload and budget.gpus else 0
-    cache: dict[tuple[int, int], MemoryEstimate] = {}
+    cache: dict[tuple[int, int, bool], MemoryEstimate] = {}
 
-    def est_at(ngl: int, moe: int = 0) -> MemoryEstimate:
-        key = (max(0, min(ngl, max_ngl)), max(0, min(moe, model.n_layer)) if model.is_moe else 0)
+    def est_at(ngl: int, moe: int = 0, out_here: bool = False) -> MemoryEstimate:
+        key = (max(0, min(ngl, max_ngl)), max(0, min(moe, model.n_layer)) if model.is_moe else 0, out_here)
         if key not in cache:
-            settings = _settings(budget, n_ctx, key[0], type_k, key[1])
+            settings = _settings(budget, n_ctx, key[0], type_k, key[1], out_here)
             cache[key] = estimate(model, quant, settings, tensors=tensors)
         return cache[key]
 
@@ -268,14 +199,18 @@ def best_plan(
         auto_moe = moe_fixed is None and fixed_ngl > 0
         candidates = [fewest_experts_in_ram(fixed_ngl) if auto_moe else est_at(fixed_ngl, moe_fixed or 0)]
     elif budget.gpus and all(g.backend == "rpc" for g in budget.gpus):
-        # workers only: the fewest layers on them that make it fit here (their memory is lent)
-        in_ram = _search(
-            0, max_ngl, lambda n: est_at(n, moe_fixed or 0).ram_bytes <= budget.ram_bytes, largest=False
-        )
-        fewest = est_at(in_ram, moe_fixed or 0) if in_ram is not None else None
-        candidates = [
-            fewest if fewest is not None and _gpus_fit(fewest, budget) else most_layers(moe_fixed or 0)
-        ]
+        # workers only: the fewest layers on them that make it fit here (their memory is lent), with
+        # the output matmul here (a token's hidden state crosses the network, not its logits) or not
+        moe = moe_fixed or 0
+
+        def fewest_lent(here: bool) -> MemoryEstimate:
+            k = _search(
+                0, max_ngl, lambda n: est_at(n, moe, here).ram_bytes <= budget.ram_bytes, largest=False
+            )
+            fewest = est_at(k, moe, here) if k is not None else None
+            return fewest if fewest is not None and _gpus_fit(fewest, budget) else most_layers(moe)
+
+        candidates = [fewest_lent(True), fewest_lent(False)]
     elif moe_fixed is not None or not (model.is_moe and max_ngl):
         candidates = [most_layers(moe_fixed or 0)]
     else:

@@ -52,20 +52,32 @@ def worker_splits(devices: list[str], s: RunSettings, model: ModelInfo) -> list[
     return out
 
 
-def split_bytes(sp: Split, model: ModelInfo, s: RunSettings, n_tokens: int, n_kv: int) -> int:
-    """Bytes one split moves for a batch of ``n_tokens`` with ``n_kv`` cells in the cache, both ways."""
+def split_bytes(sp: Split, model: ModelInfo, s: RunSettings, n_tokens: int, n_kv: int, *, first: bool = False) -> int:
+    """Bytes one split moves for a batch of ``n_tokens`` with ``n_kv`` cells in the cache, both ways.
+    ``first``: the first split on a worker after this machine's layers, which the scheduler sends the
+    hidden state twice (counted by tests/byte_relay.py on SmolLM2 and Gemma 3; exact to a few bytes)."""
     total = RECOMPUTE_BYTES
     if sp.first < model.n_layer:  # it takes the hidden state in
-        total += SET_TENSOR_BYTES + n_tokens * model.n_embd * 4
+        total += (2 if first else 1) * (SET_TENSOR_BYTES + n_tokens * model.n_embd * 4)
     if sp.attention_layers:
+        # per KV cache (an iSWA model has two): the KQ mask (f16 with flash attention) and the
+        # cells K and V are written to (int64 each); the positions once
+        caches = [n_kv, min(n_kv, _pad(model.sliding_window + n_tokens))] if model.has_swa else [n_kv]
         mask_cell = 2 if s.flash_attn else 4
-        total += SET_TENSOR_BYTES + n_tokens * 4  # positions
-        total += SET_TENSOR_BYTES + n_tokens * n_kv * mask_cell
+        total += SET_TENSOR_BYTES + n_tokens * 4
+        total += sum(SET_TENSOR_BYTES + n_tokens * cells * mask_cell + 2 * (SET_TENSOR_BYTES + n_tokens * 8)
+                     for cells in caches)  # fmt: skip
+    if sp.first <= model.n_layer - 1 <= sp.last:  # the last layer keeps only the rows to output
+        total += SET_TENSOR_BYTES + 4 * max(1, s.n_outputs_max)
     if sp.last >= model.n_layer:  # the logits of the last token come back
         total += GET_TENSOR_BYTES + model.n_vocab * 4 * max(1, s.n_outputs_max)
     else:
         total += GET_TENSOR_BYTES + n_tokens * model.n_embd * 4
     return total
+
+
+def _pad(n: int) -> int:
+    return -(-max(n, 1) // 256) * 256
 
 
 @dataclass(frozen=True)
@@ -80,13 +92,14 @@ def link_cost(model: ModelInfo, s: RunSettings, devices: list[str], depth: int,
               links: dict[str, tuple[float, float]]) -> LinkCost:  # fmt: skip
     """``links``: device → (round trip s, bytes/s) of its worker. ``depth``: tokens in the cache."""
     splits = worker_splits(devices, s, model)
-    n_kv = max(256, -(-max(depth, 1) // 256) * 256)
+    n_kv = _pad(depth)
     gen_bytes, gen_s, prompt_s = 0, 0.0, 0.0
     ub = max(1, min(s.n_ubatch, s.n_batch))
     for sp in splits:
         rtt, bw = links.get(sp.device, (0.0005, LAN_BYTES_S))
-        b = split_bytes(sp, model, s, 1, n_kv)
+        first = sp.first > 0 and not s.is_rpc(devices[sp.first - 1])
+        b = split_bytes(sp, model, s, 1, n_kv, first=first)
         gen_bytes += b
         gen_s += rtt + b / bw
-        prompt_s += (rtt + split_bytes(sp, model, s, ub, n_kv) / bw) / ub
+        prompt_s += (rtt + split_bytes(sp, model, s, ub, n_kv, first=first) / bw) / ub
     return LinkCost(gen_bytes, gen_s, prompt_s, len(splits))

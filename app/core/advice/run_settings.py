@@ -41,6 +41,9 @@ class RunSettings:
     # they are the first entries of the split ("GPU0" …), as llama.cpp puts RPC devices first, and
     # run the backend-neutral rules (a remote CPU: no driver context here, no repack, no op offload).
     rpc_devices: tuple[str, ...] = ()
+    # The output matmul's weights stay here (a tensor override to the CPU) although the output layer
+    # is offloaded: over workers a token then brings back its hidden state, not n_vocab logits.
+    output_here: bool = False
     cpu_isa: tuple[str, ...] = ("AVX2",)
     # llama.cpp sees this GPU (a GPU build on a machine with one; the advisor knows from the
     # budget): a discrete one then changes the CPU side too and holds a context and a compute

@@ -7,6 +7,10 @@ from tests.bench.readme.local import SHORT_NAMES
 from tests.bench.readme.results import Results
 
 
+def _kib(n: float) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
 def pooling(r: Results) -> str:
     j = r.bench("pooling.json")
     rows = []
@@ -14,14 +18,17 @@ def pooling(r: Results) -> str:
         mem = ", ".join(f"{pct(x['error'])}" for x in m["memory"])
         rows.append([
             SHORT_NAMES.get(m["model"], m["model"]),
-            f"{m['pooled_layers_here']} of {m['n_layer'] + 1} here, the rest split over 2 workers",
+            f"{m['pooled_layers_here']} of {m['n_layer'] + 1} here, the rest over 2 workers",
             f"{m['alone_gen_tok_s']:.1f}", f"{m['pooled_gen_tok_s']:.1f}",
             f"{m['gen_ratio']:.2f} ({spread(m['gen_ratios'])})",
-            f"{m['bytes_per_token_measured'] / 1024:.1f} KiB / {m['bytes_per_token_predicted'] / 1024:.1f} KiB",
+            f"{_kib(m['bytes_per_token_measured'])} / {_kib(m['bytes_per_token_predicted'])}",
+            f"{m['default_gen_ratio']:.2f} ({spread(m['default_gen_ratios'])})",
+            f"{_kib(m['default_bytes_per_token_measured'])} / {_kib(m['default_bytes_per_token_predicted'])}",
             mem,
         ])  # fmt: skip
     head = ["model (file's quantization)", "placement", "alone tok/s", "pooled tok/s", "pooled / alone (rounds)",
-            "network per token: measured / predicted", "worker memory: predicted vs llama.cpp"]  # fmt: skip
+            "network per token, measured / predicted", "llama.cpp's placement: pooled / alone",
+            "its network per token", "worker memory: predicted vs llama.cpp"]  # fmt: skip
     return "\n\n".join([
         f"Measured on {machine_words(j['machine'])}, {j['rounds']} rounds of {j['tokens']} generated tokens at "
         f"{j['n_ctx']:,} tokens of context, one thread per process, medians (pooled / alone: each round's "
@@ -29,5 +36,8 @@ def pooling(r: Results) -> str:
         "between the model process and each worker, so the speeds show the protocol's own cost, not a "
         "network's: on a LAN every token also waits one round trip per worker it passes (0.2–0.5 ms each).",
         table(head, rows),
+        "TailorLM's placement keeps the output matmul's weights here (a tensor override), so a token "
+        "brings back its hidden state; llama.cpp's own puts the output layer on the last worker, and "
+        "every token's logits (4 bytes per vocabulary entry) cross the network.",
         "Raw: `tests/bench/results/pooling.json`.",
     ])  # fmt: skip
