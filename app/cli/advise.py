@@ -68,15 +68,9 @@ def _worker_dict(w: Any) -> dict[str, Any]:
 
 
 def _worker_lines(workers: tuple[Any, ...]) -> list[str]:
-    out = []
-    for w in workers:
-        if not w.usable:
-            out.append(f"Worker  {w.endpoint}: {w.error}")
-            continue
-        for d in w.devices:
-            out.append(f"Worker  {w.endpoint} device {d.index}: {format_bytes(d.free_bytes)} free of "
-                       f"{format_bytes(d.total_bytes)} (RPC {w.version}, round trip {w.rtt_s * 1000:.2f} ms)")  # fmt: skip
-    return out
+    from app.core.machine.workers import worker_lines
+
+    return [f"Worker  {line}" for line in worker_lines(workers)]
 
 
 def cmd_advise(args: argparse.Namespace) -> int:

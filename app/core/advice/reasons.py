@@ -123,6 +123,20 @@ def context_warnings(model: ModelInfo, n_ctx: int) -> list[str]:
     return []
 
 
+def on_workers(reasons: list[str], budget: Budget) -> list[str]:
+    """The reasons in words for a budget whose "GPUs" are all workers (``tailorlm worker``)."""
+    if not (budget.gpus and all(g.backend == "rpc" for g in budget.gpus)):
+        return reasons
+    pairs = (("on the GPU", "on the workers"), ("of VRAM", "of the workers' memory"),
+             (" VRAM", " on the workers"), ("a GPU with", "workers with"))  # fmt: skip
+    out = []
+    for text in reasons:
+        for gpu, worker in pairs:
+            text = text.replace(gpu, worker)
+        out.append(text)
+    return out
+
+
 def explain(
     model: ModelInfo,
     budget: Budget,
@@ -133,28 +147,6 @@ def explain(
     min_tok_s: float,
 ) -> tuple[list[str], list[str]]:
     """(reasons, warnings) for the pick ``rec`` among ``at_target`` (the plans at ``target``)."""
-    reasons, warnings = _explain(model, budget, target, at_target, plans, rec, min_tok_s)
-    if budget.gpus and all(g.backend == "rpc" for g in budget.gpus):  # the "GPUs" are workers
-        reasons = [_on_workers(r) for r in reasons]
-    return reasons, warnings
-
-
-def _on_workers(text: str) -> str:
-    for gpu, worker in (("on the GPU", "on the workers"), ("of VRAM", "of the workers' memory"),
-                        (" VRAM", " on the workers"), ("a GPU with", "workers with")):  # fmt: skip
-        text = text.replace(gpu, worker)
-    return text
-
-
-def _explain(
-    model: ModelInfo,
-    budget: Budget,
-    target: int,
-    at_target: list[Plan],
-    plans: list[Plan],
-    rec: Plan | None,
-    min_tok_s: float,
-) -> tuple[list[str], list[str]]:
     warnings = context_warnings(model, target)
     if rec is None:
         return _nothing_fits(model, budget, target, at_target, plans), warnings

@@ -22,7 +22,7 @@ from app.core.advice.estimate import MemoryEstimate, estimate, tensors_for
 from app.core.advice.policy import DEFAULT_MIN_TOK_S, GOOD_KLD, SAME_QUALITY_KLD, comfortable
 from app.core.advice.profiles import settings_key
 from app.core.advice.quality import Quality, quality_for, quality_of
-from app.core.advice.reasons import explain
+from app.core.advice.reasons import explain, on_workers
 from app.core.advice.run_settings import RunSettings
 from app.core.advice.speed import SpeedEstimate, predict_speed
 from app.core.model import quant_recipe
@@ -303,6 +303,7 @@ def advise(
     failed = failed_here or {}
     rec = pick_plan([p for p in at_target if plan_settings(p) not in failed], min_tok_s)
     reasons, warnings = explain(model, budget, target, at_target, plans, rec, min_tok_s)
+    reasons = on_workers(reasons, budget)
     avoided = [f"{p.quant} with a {p.n_ctx:,}-token context and {p.n_gpu_layers} GPU layers is not recommended: "
                f"{failed[plan_settings(p)]}." for p in at_target if plan_settings(p) in failed]  # fmt: skip
     return Advice(model, budget, target, tuple(plans), rec, tuple(avoided + reasons), tuple(warnings))

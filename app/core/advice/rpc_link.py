@@ -52,7 +52,9 @@ def worker_splits(devices: list[str], s: RunSettings, model: ModelInfo) -> list[
     return out
 
 
-def split_bytes(sp: Split, model: ModelInfo, s: RunSettings, n_tokens: int, n_kv: int, *, first: bool = False) -> int:
+def split_bytes(
+    sp: Split, model: ModelInfo, s: RunSettings, n_tokens: int, n_kv: int, *, first: bool = False
+) -> int:
     """Bytes one split moves for a batch of ``n_tokens`` with ``n_kv`` cells in the cache, both ways.
     ``first``: the first split on a worker after this machine's layers, which the scheduler sends the
     hidden state twice (counted by tests/byte_relay.py on SmolLM2 and Gemma 3; exact to a few bytes)."""

@@ -166,3 +166,18 @@ def probe_worker(ep: Endpoint, *, timeout_s: float = 3.0, rounds: int = 5) -> Wo
 
 def probe_workers(endpoints: tuple[Endpoint, ...], *, timeout_s: float = 3.0) -> tuple[Worker, ...]:
     return tuple(probe_worker(ep, timeout_s=timeout_s) for ep in endpoints)
+
+
+def worker_lines(workers: tuple[Worker, ...]) -> list[str]:
+    """One line per worker device, or per worker that cannot be used and why (``hw``, the panel)."""
+    from app.core.units import format_bytes
+
+    lines = []
+    for w in workers:
+        if not w.usable:
+            lines.append(f"{w.endpoint}: {w.error} — left out of plans")
+            continue
+        for d in w.devices:
+            lines.append(f"{w.endpoint} device {d.index}: {format_bytes(d.free_bytes)} free of "
+                         f"{format_bytes(d.total_bytes)} (RPC {w.version}, round trip {w.rtt_s * 1000:.2f} ms)")  # fmt: skip
+    return lines

@@ -90,10 +90,11 @@ def plan_load(spec: LoadSpec, profile: Any, workers: tuple[Any, ...] = ()) -> An
     overrides = ChatOverrides(n_ctx=spec.n_ctx, n_gpu_layers=spec.n_gpu_layers, type_kv=spec.type_k,
                               force=spec.force)  # fmt: skip
     budget = budget_from_profile(profile)
-    if any(w.usable for w in workers):  # the Machine panel's workers lend their memory too
+    if workers:  # the Machine panel's workers lend their memory too: asked again, as they are now
         from app.core.advice.pooling import with_workers
+        from app.core.machine.workers import probe_workers
 
-        budget = with_workers(budget, workers)
+        budget = with_workers(budget, probe_workers(tuple(w.endpoint for w in workers)))
     return plan_chat(model_from_gguf(Path(spec.model_path)), budget, overrides).check()
 
 

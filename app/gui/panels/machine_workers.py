@@ -9,7 +9,6 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout
 
-from app.core.units import format_bytes
 from app.gui.context import AppContext
 
 HOW_TO = (
@@ -21,15 +20,9 @@ HOW_TO = (
 
 def describe_workers(workers: tuple[Any, ...]) -> str:
     """One line per worker device (or per worker that cannot be used), plain text."""
-    lines = []
-    for w in workers:
-        if not w.usable:
-            lines.append(f"{w.endpoint}: {w.error} — left out of plans")
-            continue
-        for d in w.devices:
-            lines.append(f"{w.endpoint} device {d.index}: {format_bytes(d.free_bytes)} free of "
-                         f"{format_bytes(d.total_bytes)}; round trip {w.rtt_s * 1000:.2f} ms")  # fmt: skip
-    return "\n".join(lines) or "No workers: plans use this machine only."
+    from app.core.machine.workers import worker_lines
+
+    return "\n".join(worker_lines(workers)) or "No workers: plans use this machine only."
 
 
 class WorkersBox(QGroupBox):
