@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from app.core.advice.rpc_link import LAN_BYTES_S
 from tests.bench.readme.fmt import machine_words, pct, spread, table
 from tests.bench.readme.local import SHORT_NAMES
 from tests.bench.readme.results import Results
@@ -9,6 +12,16 @@ from tests.bench.readme.results import Results
 
 def _kib(n: float) -> str:
     return f"{n / 1024:,.1f} KiB"
+
+
+def _words(j: dict[str, Any]) -> str:
+    parts = []
+    for m in j["models"]:
+        d, t = m["default_gen_ratios"], m["gen_ratios"]
+        how = "faster" if min(d) > max(t) else ("slower" if max(d) < min(t) else "on par")
+        parts.append(f"{how} for {SHORT_NAMES.get(m['model'], m['model'])} ({m['default_gen_ratio']:.2f} vs "
+                     f"{m['gen_ratio']:.2f} of alone)")  # fmt: skip
+    return ", ".join(parts)
 
 
 def pooling(r: Results) -> str:
@@ -38,6 +51,11 @@ def pooling(r: Results) -> str:
         table(head, rows),
         "TailorLM's placement keeps the output matmul's weights here (a tensor override), so a token "
         "brings back its hidden state; llama.cpp's own puts the output layer on the last worker, and "
-        "every token's logits (4 bytes per vocabulary entry) cross the network.",
+        "every token's logits (4 bytes per vocabulary entry) cross the network. On loopback that costs little "
+        "and llama.cpp's placement measured " + _words(j) + "; over gigabit Ethernet the logits "
+        "alone would add " + ", ".join(
+            f"{(m['default_bytes_per_token_measured'] - m['bytes_per_token_measured']) / LAN_BYTES_S * 1000:.1f} ms "
+            f"per token for {SHORT_NAMES.get(m['model'], m['model'])}" for m in j["models"]) + ", which is "
+        "what TailorLM's choice avoids.",
         "Raw: `tests/bench/results/pooling.json`.",
     ])  # fmt: skip
