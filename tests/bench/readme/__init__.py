@@ -42,6 +42,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "gguf_header_speed": local.gguf_header_speed,
     "gguf_fuzz": local.gguf_fuzz,
     "pooling": pooling.pooling,
+    "h200_rpc": pooling.h200_rpc,
 }
 
 

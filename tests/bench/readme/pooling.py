@@ -59,3 +59,28 @@ def pooling(r: Results) -> str:
         "what TailorLM's choice avoids.",
         "Raw: `tests/bench/results/pooling.json`.",
     ])  # fmt: skip
+
+
+def h200_rpc(r: Results) -> str:
+    j = r.gpu("h200-rpc.json")
+    rows = [[f"{c['n_gpu_layers']} of {j['n_layer'] + 1}", f"{c['gen_tok_s']:.1f} ({spread(c['gen_tok_s_rounds'], 1)})",
+             f"{c['gen_tok_s'] / j['alone_gen_tok_s']:.1f}×",
+             f"{sum(c['measured'].values()) / 2**20:,.1f} MiB", f"{c['predicted']['total'] / 2**20:,.1f} MiB", pct(c["error"], 2)]
+            for c in j["cases"]]  # fmt: skip
+    head = [
+        "layers on the worker's GPU",
+        "tok/s",
+        "vs this CPU alone",
+        "worker buffers (llama.cpp)",
+        "predicted",
+        "error",
+    ]
+    return "\n\n".join([
+        f"`tailorlm worker` lending an H200 (CUDA0, {j['worker']['total_bytes'] / 2**30:.0f} GiB reported) to a model "
+        f"process that sees no GPU (`CUDA_VISIBLE_DEVICES=\"\"`), on loopback; synthetic {j['model']} "
+        f"(Llama-3.2-1B shapes, F16) at {j['n_ctx']:,} tokens; this machine's CPU alone writes "
+        f"{j['alone_gen_tok_s']:.1f} tok/s ({spread(j['alone_gen_tok_s_rounds'], 1)}). Speeds: the median of "
+        f"{len(j['alone_gen_tok_s_rounds'])} loads, with the range.",
+        table(head, rows),
+        "Raw: `tests/gpu/results/h200-rpc.json`.",
+    ])  # fmt: skip
