@@ -37,3 +37,15 @@ run_detached() {  # SCRIPT WAIT_S FILE...: start SCRIPT --pipeline once, wait, c
     tar czf "$OUT"/logs.tgz -C $O . 2>/dev/null
   fi
 }
+
+copy_tree_once() {  # the first call copies the tree to $R: later calls re-lay the working tree
+  mkdir -p $M $O
+  if [ ! -f $O/started ]; then
+    rm -rf $R && mkdir -p $R && cp -r app tests resources pyproject.toml .gpu $R/
+  fi
+}
+
+pipeline_start() {  # into the copy, and say what machine this is
+  cd $R
+  echo "$(date +%T) pipeline start"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+}

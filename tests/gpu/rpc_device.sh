@@ -10,8 +10,7 @@ PY=python3
 . "$(dirname "$0")/device_lib.sh"
 
 pipeline() {
-  cd $R
-  echo "$(date +%T) pipeline start"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  pipeline_start
   python_env $R
   sed -i 's/-DGGML_CUDA=ON /-DGGML_CUDA=ON -DGGML_RPC=ON /' .gpu/build.sh
   $PY tests/gpu/rpc_proof.py write $M > $O/write.log 2>&1 &
@@ -25,8 +24,5 @@ pipeline() {
 
 if [ "${1:-}" = "--pipeline" ]; then pipeline; fi
 
-mkdir -p $M $O
-if [ ! -f $O/started ]; then  # later calls re-lay the working tree: the pipeline runs from a copy
-  rm -rf $R && mkdir -p $R && cp -r app tests resources pyproject.toml .gpu $R/
-fi
+copy_tree_once
 run_detached $R/tests/gpu/rpc_device.sh "${1:-540}" rpc-proof.json
