@@ -242,3 +242,23 @@ def test_hw_and_advise_plan_over_workers_from_the_command_line(two_workers, smol
     assert rec["rpc_devices"] == [w1.endpoint, w2.endpoint] and rec["link_bytes_per_token"] > 0
     assert any(b["device"] == "GPU0" and b["n_layers"] for b in rec["breakdown"])
     assert any(line.startswith("Pooled:") for line in out["pooling"])
+
+
+def test_the_worker_says_what_it_lends_and_refuses_what_passes_its_cap(smollm2_path: Path) -> None:
+    from app.engine.errors import LoadFailed
+
+    w = WorkerProc(40 * 2**20)  # less than SmolLM2's layers need
+    try:
+        assert w.proc.stdout is not None
+        first = w.proc.stdout.readline()
+        assert first.startswith(
+            f"TailorLM worker: lending CPU (up to 0.04 GiB, 1 threads) at {w.endpoint}"
+        ), first
+        with EngineClient() as engine, pytest.raises(LoadFailed) as err:
+            engine.load(P.Load(model_path=str(smollm2_path), n_ctx=512, n_gpu_layers=31,
+                               rpc_devices=(w.endpoint,), tensor_split=(1.0,)))  # fmt: skip
+        assert f"[{w.endpoint}]" in str(err.value)  # llama.cpp names the worker's buffer that did not fit
+        w.proc.kill()
+        assert "worker: refused a" in w.proc.stdout.read()
+    finally:
+        w.stop()

@@ -50,7 +50,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if mem is not None and mem <= 0:
         raise WorkerError("--mem must be more than zero.")
     serve(WorkerOptions(host=args.host, port=args.port, mem_bytes=mem, threads=args.threads,
-                        device=args.device, cache_dir=args.cache_dir))  # fmt: skip
+                        device=args.device, cache_dir=args.cache_dir),
+          announce=lambda line: print(line, flush=True))  # fmt: skip
     return 0
 
 

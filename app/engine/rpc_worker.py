@@ -18,18 +18,20 @@ explicit flag, and then warns (llama.cpp's README calls rpc-server insecure).
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.core.errors import WorkerError
+from app.core.machine.workers import Endpoint
 
 _vp, _sz = ctypes.c_void_p, ctypes.c_size_t
 # struct ggml_backend_device_i / ggml_backend_buffer_type_i / ggml_backend_buffer (the same build's
 # ggml-backend-impl.h): get_memory is the device table's 3rd pointer, alloc_buffer the buffer type's
-# 2nd, free_buffer a buffer's 1st; a buffer's size follows its 11-pointer table, buft and context.
+# 2nd, free_buffer a buffer's 1st.
 _DEV_GET_MEMORY = 2
 _BUFT_ALLOC = 1
-_BUF_SIZE_OFFSET = (11 + 2) * ctypes.sizeof(_vp)
 _GET_MEMORY = ctypes.CFUNCTYPE(None, _vp, ctypes.POINTER(_sz), ctypes.POINTER(_sz))
 _ALLOC = ctypes.CFUNCTYPE(_vp, _vp, _sz)
 _FREE = ctypes.CFUNCTYPE(None, _vp)
@@ -81,6 +83,8 @@ class _MemoryCap:
     def alloc(self, buft: int, size: int) -> int | None:
         with self.lock:
             if self.used + size > self.cap:
+                sys.stderr.write(f"worker: refused a {size / 2**20:.1f} MiB buffer: {self.used / 2**20:.1f} of "
+                                 f"{self.cap / 2**20:.1f} MiB in use\n")  # fmt: skip
                 return None
             buf = self._alloc(buft, size)
             if buf:
@@ -104,8 +108,9 @@ class _MemoryCap:
             total[0] = self.cap
 
 
-def serve(opts: WorkerOptions, *, announce: bool = True) -> None:
-    """Serve until the process ends (it returns only if the server could not start)."""
+def serve(opts: WorkerOptions, *, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until the process ends (it returns only if the server could not start); ``announce``
+    gets one line saying what is lent, where, once the server is about to listen."""
     lib = _lib()
     reg = _fn(lib, "ggml_backend_reg_by_name", _vp, ctypes.c_char_p)(b"RPC")
     if not reg:
@@ -129,9 +134,10 @@ def serve(opts: WorkerOptions, *, announce: bool = True) -> None:
     from app.engine.host import physical_cores
 
     threads = opts.threads or physical_cores()
-    endpoint = f"[{opts.host}]:{opts.port}" if ":" in opts.host else f"{opts.host}:{opts.port}"
+    endpoint = str(Endpoint(opts.host, opts.port))
     if announce:
-        f"up to {opts.mem_bytes / 2**30:.2f} GiB" if cap else "its free memory"
+        limit = f"up to {opts.mem_bytes / 2**30:.2f} GiB" if cap else "its free memory"
+        announce(f"TailorLM worker: lending {name} ({limit}, {threads} threads) at {endpoint}")
     run = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, _sz, _sz, ctypes.POINTER(_vp))(start)
     devices = (_vp * 1)(dev)
     cache = opts.cache_dir.encode() if opts.cache_dir else None
