@@ -102,7 +102,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if workers_of(args):
         from app.core.advice.pooling import pooling_words
 
-        alone = advise(model, budget_of(argparse.Namespace(**{**vars(args), "workers": None}), profile),
+        alone = advise(model, budget_of(args, profile, workers=False),
                        n_ctx=args.ctx, contexts=contexts, min_tok_s=args.min_tok_s, measured=here, failed_here=failed)  # fmt: skip
         pooling = pooling_words(advice, alone)
     if args.json:

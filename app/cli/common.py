@@ -48,7 +48,9 @@ def machine_profile(args: argparse.Namespace) -> Any:
     return apply_overrides(profile, **changes) if changes else profile
 
 
-def budget_of(args: argparse.Namespace, profile: Any | None = None) -> Any:
+def budget_of(args: argparse.Namespace, profile: Any | None = None, *, workers: bool = True) -> Any:
+    """This machine's budget for ``args`` (``--ram``/``--vram``/``--reserve``), with the ``--workers``
+    that answer unless ``workers`` is False (what this machine runs alone)."""
     from app.core.advice.recommend import DEFAULT_RAM_RESERVE_BYTES, budget_from_profile
     from app.core.advice.speed_calibration import calibrated, calibration_for
 
@@ -56,8 +58,8 @@ def budget_of(args: argparse.Namespace, profile: Any | None = None) -> Any:
     profile = profile or machine_profile(args)
     # speeds as this machine's benchmark runs measured them (`tailorlm bench`), once there are any
     budget = calibrated(budget_from_profile(profile, ram_reserve_bytes=reserve), calibration_for(profile))
-    workers = workers_of(args)
-    if not workers:
+    lent = workers_of(args) if workers else ()
+    if not lent:
         return budget
     from app.core.advice.pooling import with_workers
     from app.core.errors import WorkerError
@@ -65,13 +67,13 @@ def budget_of(args: argparse.Namespace, profile: Any | None = None) -> Any:
     if not getattr(profile.offload, "rpc", False):
         raise WorkerError("This llama.cpp build has no RPC backend, so it cannot use workers.",
                           hint='Reinstall llama-cpp-python with CMAKE_ARGS="-DGGML_RPC=on" (scripts/run.sh does).')  # fmt: skip
-    if not any(w.usable for w in workers):
-        raise WorkerError("No worker can be used: " + "; ".join(f"{w.endpoint} {w.error}" for w in workers) + ".",
+    if not any(w.usable for w in lent):
+        raise WorkerError("No worker can be used: " + "; ".join(f"{w.endpoint} {w.error}" for w in lent) + ".",
                           hint="Start `tailorlm worker` there, or leave out --workers.")  # fmt: skip
-    for w in workers:
+    for w in lent:
         if not w.usable:
             print(f"tailorlm: worker {w.endpoint} {w.error}; planning without it", file=sys.stderr)
-    return with_workers(budget, workers)
+    return with_workers(budget, lent)
 
 
 def library_path(spec: str) -> Path | None:

@@ -11,11 +11,10 @@ Typical use, two machines on a home network, with an SSH tunnel so nothing liste
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 
 from app.core.errors import WorkerError
-from app.core.machine.workers import DEFAULT_PORT
+from app.core.machine.workers import DEFAULT_PORT, Endpoint
 from app.core.units import parse_size
 
 INSECURE_WARNING = (
@@ -26,19 +25,10 @@ INSECURE_WARNING = (
 )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.engine.rpc_worker import WorkerOptions, serve
 
-    if not _is_loopback(args.host):
+    if not Endpoint(args.host, args.port).loopback:
         if not args.allow_network:
             raise WorkerError(
                 f"The worker would listen on {args.host}, beyond this machine, and llama.cpp's RPC has "

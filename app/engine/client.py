@@ -43,15 +43,14 @@ DRAIN_TIMEOUT_S = 30.0  # after a cancel, the child ends the request within a to
 _RPC_ABORTS = ("Remote RPC server crashed", "Failed to connect to", "RPC handshake failed")
 
 
+def _rpc_abort(died: ProcessDied) -> bool:
+    tail = "".join(died.death.stderr_tail)
+    return any(a in tail for a in _RPC_ABORTS)
+
+
 def _worker_lost(died: ProcessDied, req: P.Load | None) -> ProcessDied:
     """A model process that llama.cpp's RPC client aborted: which worker went away, in words."""
-    tail = "".join(died.death.stderr_tail)
-    if (
-        getattr(died, "worker_lost", False)
-        or req is None
-        or not req.rpc_devices
-        or not any(a in tail for a in _RPC_ABORTS)
-    ):
+    if req is None or not req.rpc_devices or not _rpc_abort(died):
         return died
     from app.core.machine.workers import parse_endpoints, probe_worker
 
@@ -66,11 +65,9 @@ def _worker_lost(died: ProcessDied, req: P.Load | None) -> ProcessDied:
         else "a worker (" + ", ".join(dict.fromkeys(req.rpc_devices)) + ")"
     )
     stage = died.death.stage or "unexpectedly"
-    lost = ProcessDied(f"The model process ended {stage}: {who} stopped answering, and llama.cpp cannot "
+    return ProcessDied(f"The model process ended {stage}: {who} stopped answering, and llama.cpp cannot "
                        "go on without the layers it held.", death=died.death,
                        hint="Load the model again: the next plan leaves out workers that do not answer.")  # fmt: skip
-    lost.worker_lost = True  # type: ignore[attr-defined]
-    return lost
 
 
 def _died_reading(died: ProcessDied, req: P.Load) -> ProcessDied:
@@ -79,8 +76,8 @@ def _died_reading(died: ProcessDied, req: P.Load) -> ProcessDied:
     with llama.cpp's own last error line, instead of suggesting a smaller quantization."""
     death = died.death
     crashed = death is not None and death.returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGBUS)
-    if death is None or not crashed or death.device_error or death.closed_by_app:
-        return died
+    if death is None or not crashed or death.device_error or death.closed_by_app or _rpc_abort(died):
+        return died  # a worker that went away is not the file's fault (_worker_lost says which)
     reason = load_error("".join(death.stderr_tail)) or "it gave no reason"
     return ProcessDied(f"{died} The file {Path(req.model_path).name} looks damaged: llama.cpp's last error was "
                        f"\"{reason}\".", death=death,
@@ -232,8 +229,7 @@ class EngineClient:
                 try:
                     msg = self._next(child, max(0.1, deadline - time.monotonic()))
                 except ProcessDied as died:
-                    lost = _worker_lost(died, req)
-                    raise (lost if lost is not died else _died_reading(died, req)) from None
+                    raise _died_reading(died, req) from None
                 if isinstance(msg, P.LoadProgress):
                     if on_progress:
                         on_progress(msg.fraction)

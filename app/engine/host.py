@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import Any
 
 
 def rss_bytes() -> tuple[int, int]:
@@ -42,18 +43,24 @@ def ram_available_bytes() -> int | None:
         return None
 
 
+def ggml_function(name: str, restype: Any, *argtypes: Any) -> Any:
+    """A C function of the llama.cpp build in use, with a fresh prototype (the shared CDLL's
+    attributes stay as llama-cpp-python set them). libllama's handle resolves libggml's symbols
+    too; llama_cpp._ggml would not do here, as it ignores LLAMA_CPP_LIB_PATH (llama-cpp-python
+    0.3.36) and finds no library then. Raises ImportError/OSError without llama-cpp-python,
+    AttributeError for a symbol the build lacks."""
+    from llama_cpp import llama_cpp as lib_module
+
+    return ctypes.CFUNCTYPE(restype, *argtypes)((name, lib_module._lib))
+
+
 def device_free_bytes(name: str) -> int | None:
     """Free memory of the ggml device ``name`` ("CUDA0") as its backend reports it (cudaMemGetInfo).
     Asked only after a failed load: this process already holds the device's context."""
     try:
-        # libllama's handle resolves libggml's symbols too; llama_cpp._ggml would not do here, as
-        # it ignores LLAMA_CPP_LIB_PATH (llama-cpp-python 0.3.36) and finds no library then.
-        from llama_cpp import llama_cpp as lib_module
-
-        lib = lib_module._lib
-        by_name = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(("ggml_backend_dev_by_name", lib))
+        by_name = ggml_function("ggml_backend_dev_by_name", ctypes.c_void_p, ctypes.c_char_p)
         sz = ctypes.POINTER(ctypes.c_size_t)
-        memory = ctypes.CFUNCTYPE(None, ctypes.c_void_p, sz, sz)(("ggml_backend_dev_memory", lib))
+        memory = ggml_function("ggml_backend_dev_memory", None, ctypes.c_void_p, sz, sz)
     except (ImportError, AttributeError, OSError):
         return None
     dev = by_name(name.encode())

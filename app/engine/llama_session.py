@@ -107,7 +107,7 @@ class LlamaSession:
         mp.n_gpu_layers = req.n_gpu_layers
         keep = keep_experts_in_ram(mp, req.moe_cpu_layers, req.output_here)  # noqa: F841 (alive through the load)
         try:
-            on_workers = attach_workers(L.llama_cpp._lib, mp, req.rpc_devices, req.tensor_split,  # noqa: F841 (alive too)
+            on_workers = attach_workers(mp, req.rpc_devices, req.tensor_split,  # noqa: F841 (alive too)
                                         int(L.llama_max_devices()))  # fmt: skip
         except WorkerError as e:
             raise LoadFailed(str(e), hint=e.hint) from None
@@ -150,7 +150,7 @@ class LlamaSession:
         n_layer = int(L.llama_model_n_layer(self.model))
         # on a GPU of this machine (workers come first in the device list, so the output layer is
         # never theirs while this machine has a GPU; llama_supports_gpu_offload() counts RPC too)
-        self.output_on_gpu = has_local_gpu(L.llama_cpp._lib) and not 0 <= req.n_gpu_layers <= n_layer
+        self.output_on_gpu = has_local_gpu() and not 0 <= req.n_gpu_layers <= n_layer
         pages = settle_pages(req.model_path, req.read_once) if req.use_mmap else None  # page_advice.py
         template = L.llama_model_chat_template(self.model, None)
         bufs = parse_buffers("".join(self.log_lines))

@@ -15,45 +15,42 @@ from typing import Any
 
 from app.core.errors import WorkerError
 from app.core.machine.workers import parse_endpoints, probe_worker
+from app.engine.host import ggml_function as _fn
 
 _vp = ctypes.c_void_p
 _registered: dict[str, list[int]] = {}  # endpoint → its ggml devices, in this process
 _DEV_GPU, _DEV_IGPU = 1, 2  # enum ggml_backend_dev_type
 
 
-def _fn(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> Any:
-    return ctypes.CFUNCTYPE(restype, *argtypes)((name, lib))  # type: ignore[arg-type]
-
-
-def _register(lib: ctypes.CDLL, endpoint: str) -> list[int]:
+def _register(endpoint: str) -> list[int]:
     ep = parse_endpoints(endpoint)[0]
     found = probe_worker(ep, timeout_s=5.0, rounds=1)
     if not found.usable:
         raise WorkerError(f"Worker {ep} {found.error}.",
                           hint="Check that `tailorlm worker` runs there, or plan without it.")  # fmt: skip
-    reg = _fn(lib, "ggml_backend_reg_by_name", _vp, ctypes.c_char_p)(b"RPC")
+    reg = _fn("ggml_backend_reg_by_name", _vp, ctypes.c_char_p)(b"RPC")
     if not reg:
         raise WorkerError("This llama.cpp build has no RPC backend, so it cannot use workers.",
                           hint='Reinstall llama-cpp-python with CMAKE_ARGS="-DGGML_RPC=on".')  # fmt: skip
-    add = _fn(lib, "ggml_backend_reg_get_proc_address", _vp, _vp, ctypes.c_char_p)(
+    add = _fn("ggml_backend_reg_get_proc_address", _vp, _vp, ctypes.c_char_p)(
         reg, b"ggml_backend_rpc_add_server"
     )
     server = ctypes.CFUNCTYPE(_vp, ctypes.c_char_p)(add)(str(ep).encode())
     if not server:
         raise WorkerError(f"Worker {ep} has no devices.")
-    _fn(lib, "ggml_backend_register", None, _vp)(server)
-    count = _fn(lib, "ggml_backend_reg_dev_count", ctypes.c_size_t, _vp)(server)
-    get = _fn(lib, "ggml_backend_reg_dev_get", _vp, _vp, ctypes.c_size_t)
+    _fn("ggml_backend_register", None, _vp)(server)
+    count = _fn("ggml_backend_reg_dev_count", ctypes.c_size_t, _vp)(server)
+    get = _fn("ggml_backend_reg_dev_get", _vp, _vp, ctypes.c_size_t)
     return [int(get(server, i)) for i in range(count)]
 
 
-def _local_gpus(lib: ctypes.CDLL) -> list[int]:
+def _local_gpus() -> list[int]:
     """The build's own GPUs, in registry order (llama.cpp's default list minus the workers)."""
-    count = _fn(lib, "ggml_backend_dev_count", ctypes.c_size_t)()
-    get = _fn(lib, "ggml_backend_dev_get", _vp, ctypes.c_size_t)
-    kind = _fn(lib, "ggml_backend_dev_type", ctypes.c_int, _vp)
-    reg_of = _fn(lib, "ggml_backend_dev_backend_reg", _vp, _vp)
-    reg_name = _fn(lib, "ggml_backend_reg_name", ctypes.c_char_p, _vp)
+    count = _fn("ggml_backend_dev_count", ctypes.c_size_t)()
+    get = _fn("ggml_backend_dev_get", _vp, ctypes.c_size_t)
+    kind = _fn("ggml_backend_dev_type", ctypes.c_int, _vp)
+    reg_of = _fn("ggml_backend_dev_backend_reg", _vp, _vp)
+    reg_name = _fn("ggml_backend_reg_name", ctypes.c_char_p, _vp)
     out = []
     for i in range(count):
         dev = get(i)
@@ -62,11 +59,11 @@ def _local_gpus(lib: ctypes.CDLL) -> list[int]:
     return out
 
 
-def has_local_gpu(lib: ctypes.CDLL) -> bool:
-    return bool(_local_gpus(lib))
+def has_local_gpu() -> bool:
+    return bool(_local_gpus())
 
 
-def attach_workers(lib: ctypes.CDLL, mp: Any, workers: tuple[str, ...], split: tuple[float, ...],
+def attach_workers(mp: Any, workers: tuple[str, ...], split: tuple[float, ...],
                    max_devices: int) -> tuple[object, ...]:  # fmt: skip
     """Set ``mp.devices`` (workers' devices first, as llama.cpp orders them, then this machine's
     GPUs) and ``mp.tensor_split`` when a worker is planned or was ever registered here. Returns the
@@ -76,9 +73,9 @@ def attach_workers(lib: ctypes.CDLL, mp: Any, workers: tuple[str, ...], split: t
     devices: list[int] = []
     for endpoint in dict.fromkeys(workers):
         if endpoint not in _registered:
-            _registered[endpoint] = _register(lib, endpoint)
+            _registered[endpoint] = _register(endpoint)
         devices += _registered[endpoint]
-    devices += _local_gpus(lib)
+    devices += _local_gpus()
     table = (_vp * (len(devices) + 1))(*devices, None)
     mp.devices = ctypes.addressof(table)  # a void* field in llama-cpp-python's binding
     keep: tuple[object, ...] = (table,)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from app.core.errors import WorkerError
 from app.core.machine.workers import Endpoint
+from app.engine.host import ggml_function as _fn
 
 _vp, _sz = ctypes.c_void_p, ctypes.c_size_t
 # struct ggml_backend_device_i / ggml_backend_buffer_type_i / ggml_backend_buffer (the same build's
@@ -48,25 +49,13 @@ class WorkerOptions:
     cache_dir: str | None = None  # llama.cpp's -c: keep large tensors by hash, to reload faster
 
 
-def _lib() -> ctypes.CDLL:
-    try:
-        from llama_cpp import llama_cpp as bindings
-    except (ImportError, OSError, RuntimeError) as e:
-        raise WorkerError(f"llama-cpp-python could not be loaded ({e}).") from e
-    return bindings._lib  # type: ignore[no-any-return]
-
-
-def _fn(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> ctypes._CFuncPtr:
-    return ctypes.CFUNCTYPE(restype, *argtypes)((name, lib))  # type: ignore[arg-type]
-
-
 class _MemoryCap:
     """Keeps the CPU device's live buffers under ``cap`` bytes and reports ``cap - used`` as free."""
 
-    def __init__(self, lib: ctypes.CDLL, dev: int, cap: int) -> None:
+    def __init__(self, dev: int, cap: int) -> None:
         self.cap, self.used, self.lock = cap, 0, threading.Lock()
         self.sizes: dict[int, int] = {}
-        buft = _fn(lib, "ggml_backend_cpu_buffer_type", _vp)()
+        buft = _fn("ggml_backend_cpu_buffer_type", _vp)()
         self._buft_table = (_vp * 6).from_address(buft)
         self._dev_table = (_vp * 15).from_address(dev)
         self._alloc = _ALLOC(self._buft_table[_BUFT_ALLOC])
@@ -111,26 +100,28 @@ class _MemoryCap:
 def serve(opts: WorkerOptions, *, announce: Callable[[str], None] | None = None) -> None:
     """Serve until the process ends (it returns only if the server could not start); ``announce``
     gets one line saying what is lent, where, once the server is about to listen."""
-    lib = _lib()
-    reg = _fn(lib, "ggml_backend_reg_by_name", _vp, ctypes.c_char_p)(b"RPC")
+    try:
+        reg = _fn("ggml_backend_reg_by_name", _vp, ctypes.c_char_p)(b"RPC")
+    except (ImportError, OSError, RuntimeError) as e:
+        raise WorkerError(f"llama-cpp-python could not be loaded ({e}).") from e
     if not reg:
         raise WorkerError(
             "This llama.cpp build has no RPC backend.",
             hint='Reinstall llama-cpp-python with CMAKE_ARGS="-DGGML_RPC=on" (scripts/run.sh does).',
         )
-    start = _fn(lib, "ggml_backend_reg_get_proc_address", _vp, _vp, ctypes.c_char_p)(
+    start = _fn("ggml_backend_reg_get_proc_address", _vp, _vp, ctypes.c_char_p)(
         reg, b"ggml_backend_rpc_start_server"
     )
     if not start:
         raise WorkerError("This llama.cpp build's RPC backend has no server.")
-    dev = _pick_device(lib, opts.device)
-    dev_type = _fn(lib, "ggml_backend_dev_type", ctypes.c_int, _vp)(dev)
-    name = _fn(lib, "ggml_backend_dev_name", ctypes.c_char_p, _vp)(dev).decode()
+    dev = _pick_device(opts.device)
+    dev_type = _fn("ggml_backend_dev_type", ctypes.c_int, _vp)(dev)
+    name = _fn("ggml_backend_dev_name", ctypes.c_char_p, _vp)(dev).decode()
     cap = None
     if opts.mem_bytes is not None:
         if dev_type != _DEV_TYPE_CPU:
             raise WorkerError(f"--mem caps the CPU device; {name} reports its own free memory.")
-        cap = _MemoryCap(lib, dev, opts.mem_bytes)
+        cap = _MemoryCap(dev, opts.mem_bytes)
     from app.engine.host import physical_cores
 
     threads = opts.threads or physical_cores()
@@ -146,11 +137,11 @@ def serve(opts: WorkerOptions, *, announce: Callable[[str], None] | None = None)
     raise WorkerError(f"The worker could not listen at {endpoint} (is the port in use?).")
 
 
-def _pick_device(lib: ctypes.CDLL, wanted: str) -> int:
-    count = _fn(lib, "ggml_backend_dev_count", _sz)()
-    get = _fn(lib, "ggml_backend_dev_get", _vp, _sz)
-    kind = _fn(lib, "ggml_backend_dev_type", ctypes.c_int, _vp)
-    dev_name = _fn(lib, "ggml_backend_dev_name", ctypes.c_char_p, _vp)
+def _pick_device(wanted: str) -> int:
+    count = _fn("ggml_backend_dev_count", _sz)()
+    get = _fn("ggml_backend_dev_get", _vp, _sz)
+    kind = _fn("ggml_backend_dev_type", ctypes.c_int, _vp)
+    dev_name = _fn("ggml_backend_dev_name", ctypes.c_char_p, _vp)
     devs = [get(i) for i in range(count)]
     names = [dev_name(d).decode() for d in devs]
     if wanted:

@@ -42,6 +42,11 @@ class Budget:
     # This machine's speed calibration, factor per speed term (speed_calibration.py); () = none
     speed_calibration: tuple[tuple[str, float], ...] = ()
 
+    @property
+    def workers_only(self) -> bool:
+        """Every "GPU" of the plan is a worker's device (``tailorlm worker``): no GPU of this machine."""
+        return bool(self.gpus) and all(g.backend == "rpc" for g in self.gpus)
+
 
 def budget_from_profile(
     profile: object,

@@ -38,13 +38,11 @@ def with_workers(budget: Budget, workers: Sequence[Worker]) -> Budget:
 def pooling_words(pooled: Advice, alone: Advice) -> tuple[str, ...]:
     """Whether the workers are worth it, in sentences, from the plans with and without them."""
     p, a = pooled.recommended, alone.recommended
-    if p is None or not any(
-        p.estimate.settings.is_rpc(d.device) for d in p.estimate.devices if d.total_bytes
-    ):
+    lent = sum(d.total_bytes for d in p.estimate.devices if p.estimate.settings.is_rpc(d.device)) if p else 0
+    if p is None or not lent:
         if a is not None:
             return ("The workers are not needed: the recommended plan runs on this machine alone.",)
         return ("Even with the workers nothing fits.",)
-    lent = sum(d.total_bytes for d in p.estimate.devices if p.estimate.settings.is_rpc(d.device))
     link = (f"{format_bytes(lent)} on the workers; the network carries about "
             f"{p.speed.link_bytes_per_token / 1024:.1f} KiB per generated token "
             f"({p.speed.link_s_per_token * 1000:.1f} ms of each token's time).")  # fmt: skip

@@ -125,7 +125,7 @@ def context_warnings(model: ModelInfo, n_ctx: int) -> list[str]:
 
 def on_workers(reasons: list[str], budget: Budget) -> list[str]:
     """The reasons in words for a budget whose "GPUs" are all workers (``tailorlm worker``)."""
-    if not (budget.gpus and all(g.backend == "rpc" for g in budget.gpus)):
+    if not budget.workers_only:
         return reasons
     pairs = (("on the GPU", "on the workers"), ("of VRAM", "of the workers' memory"),
              (" VRAM", " on the workers"), ("a GPU with", "workers with"))  # fmt: skip

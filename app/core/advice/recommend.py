@@ -198,7 +198,7 @@ def best_plan(
         fixed_ngl = max(0, min(n_gpu_layers, max_ngl))
         auto_moe = moe_fixed is None and fixed_ngl > 0
         candidates = [fewest_experts_in_ram(fixed_ngl) if auto_moe else est_at(fixed_ngl, moe_fixed or 0)]
-    elif budget.gpus and all(g.backend == "rpc" for g in budget.gpus):
+    elif budget.workers_only:
         # workers only: the fewest layers on them that make it fit here (their memory is lent), with
         # the output matmul here (a token's hidden state crosses the network, not its logits) or not
         moe = moe_fixed or 0

@@ -52,12 +52,8 @@ class RunSettings:
 
     def is_rpc(self, device: str) -> bool:
         """Whether ``device`` ("GPU0" …) is a worker's."""
-        return (
-            bool(self.rpc_devices)
-            and device[3:].isdigit()
-            and device.startswith("GPU")
-            and int(device[3:]) < len(self.rpc_devices)
-        )
+        index = device.removeprefix("GPU")
+        return device.startswith("GPU") and index.isdigit() and int(index) < len(self.rpc_devices)
 
     @property
     def discrete_gpu(self) -> bool:
