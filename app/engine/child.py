@@ -255,7 +255,7 @@ class ChildProcess(Generic[T]):
 
 def start_job(module: str, *, what: str, hint: str | None) -> ChildProcess[P.Message]:
     """A one-shot job's child started before its request is ready, so that its interpreter and
-    imports overlap the caller's own checks; hand it to :func:`job`, or kill and close it when a
+    imports overlap the caller's own checks; hand it to :func:`run_job`, or kill and close it when a
     check fails."""
     return ChildProcess(module, decode=P.decode, what=what, hint=hint)
 
