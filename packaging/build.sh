@@ -12,7 +12,9 @@ if ! python -m pip install -q -e ".[bundle]" > build/bundle-install.log 2>&1; th
   tail -n 40 build/bundle-install.log >&2
   exit 1
 fi
-rm -rf build/pyinstaller dist/TailorLM
+rm -rf build/pyinstaller dist/TailorLM build/native
+# the sampler's C helper, shipped inside the bundle (app/engine/native): users need no C compiler
+python -m app.engine.native build build/native > /dev/null
 start=$SECONDS
 python -m PyInstaller --noconfirm --clean --log-level WARN --workpath build/pyinstaller --distpath dist \
   packaging/tailorlm.spec

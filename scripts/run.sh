@@ -18,5 +18,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -d "${installed[0]}" ]; t
     exit 1
   fi
   echo "$want" > "$stamp"
+  # the sampler's C helper (app/engine/native), built now rather than on the first chat; without a
+  # C compiler the sampler does the same work in numpy
+  python -m app.engine.native > /dev/null 2>&1 || true
 fi
 exec python -m app "$@"

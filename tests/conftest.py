@@ -4,6 +4,7 @@ no test leaves Qt work running."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,15 +36,33 @@ def _machine_probe(tmp_path_factory: pytest.TempPathFactory) -> bytes | None:
     return cached.read_bytes() if done.returncode == 0 and cached.is_file() else None
 
 
+@pytest.fixture(scope="session")
+def _native_helper(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The sampler's C helper (app/engine/native), built once per run: every test's private home
+    starts with it in its cache, so a model process does not compile it again for each test."""
+    from app.engine import native
+
+    try:
+        return native.build(native.cached_path(tmp_path_factory.mktemp("native")))
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return None  # no C compiler: the sampler's numpy path (tests/engine/test_native_topk.py says so)
+
+
 @pytest.fixture(autouse=True)
 def _private_home(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _machine_probe: bytes | None
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    _machine_probe: bytes | None,
+    _native_helper: Path | None,
 ) -> None:
     # Never read or write the developer's real config, cache or data.
     home = tmp_path_factory.mktemp("home")
     if _machine_probe is not None:
         (home / "cache").mkdir()
         (home / "cache" / "machine_probe.json").write_bytes(_machine_probe)
+    if _native_helper is not None:
+        (home / "cache" / "native").mkdir(parents=True)
+        shutil.copy2(_native_helper, home / "cache" / "native" / _native_helper.name)
     monkeypatch.setenv("TAILORLM_HOME", str(home))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-hub"))  # nor the developer's Hugging Face cache
     monkeypatch.delenv("HF_TOKEN", raising=False)

@@ -11,11 +11,13 @@ chain:
 1. The repeat penalty touches only the tokens of the recent history (≤ ``repeat_last_n``); they
    are changed in place in llama.cpp's logits with the C sampler's own float32 arithmetic, and
    put back afterwards.
-2. The top-k candidates are found without sorting the vocabulary: the logits are viewed as a
-   grid of ``R`` rows; the column maxima take one vectorised pass. The k-th largest column
-   maximum ``t`` is a value that at least k logits reach, so every top-k logit is ≥ ``t`` — and
-   every logit ≥ ``t`` sits in a column whose maximum is ≥ ``t``. Those few columns (about k) are
-   all that is searched. Nothing is approximated: the candidates are a superset of the top k.
+2. The top-k candidates are found without sorting the vocabulary: the logits are split into
+   blocks of ``BLOCK`` consecutive tokens, whose maxima take one vectorised pass. The k-th largest
+   block maximum ``t`` is a value that at least k logits reach, so every top-k logit is ≥ ``t`` —
+   and every logit ≥ ``t`` sits in a block whose maximum is ≥ ``t``. Those few blocks (about k)
+   are all that is searched. Nothing is approximated: the candidates are a superset of the top k,
+   in token order. Both steps run in C (``app/engine/native/topk.c``, one call a token) where the
+   helper could be found or built, else in numpy: on the GPU the pick is what a token waits for.
 3. The candidates (k and a few ties) go to llama.cpp's ``top_k → top_p → min_p → temp → dist``
    chain through ``llama_sampler_apply``. Given the same candidates it is the same code as the
    full chain, with the same seeded ``mt19937``, so the distribution is llama.cpp's by
@@ -44,15 +46,16 @@ Runs only inside the model process.
 from __future__ import annotations
 
 import ctypes
-from collections import Counter, deque
+from collections import deque
 from typing import Any, Protocol
 
 import numpy as np
 
+from app.engine import native
 from app.engine.protocol import Sampling
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.h: a random seed
-GRID_ROWS = 128  # rows of the top-k grid: ~2k columns for 262k tokens, ~128 values read per column
+BLOCK = 128  # tokens per block of the top-k cut: 2,048 block maxima for 262k tokens (topk.c's TLM_BLOCK)
 
 
 class Sampler(Protocol):
@@ -186,36 +189,57 @@ class ChainSampler:
 class RepeatPenalty:
     """llama.cpp's penalties (``llama_sampler_penalties``): the last ``last_n`` sampled tokens; a
     logit of one of them is divided by the repeat penalty when positive, multiplied when not, then
-    lowered by count × the frequency penalty plus the presence penalty (float32, as in C)."""
+    lowered by count × the frequency penalty plus the presence penalty (float32, as in C).
+
+    The distinct tokens of the history and their counts are kept in two int32 arrays (``ids``,
+    ``counts``, the first ``n`` entries), updated in place as tokens come and go, so the C helper
+    and numpy read them as they are."""
 
     def __init__(self, penalty: float, last_n: int, frequency: float = 0.0, presence: float = 0.0) -> None:
         self.penalty = np.float32(penalty)
         self.frequency, self.presence = np.float32(frequency), np.float32(presence)
-        self.history: deque[int] = deque(maxlen=max(last_n, 0))
-        self.counts: Counter[int] = Counter()
-        self.active = (penalty != 1.0 or frequency != 0.0 or presence != 0.0) and last_n != 0
+        size = max(last_n, 0)
+        self.history: deque[int] = deque(maxlen=size)
+        self.ids = np.zeros(max(size, 1), dtype=np.int32)
+        self.counts = np.zeros(max(size, 1), dtype=np.int32)
+        self.n = 0
+        self._slot: dict[int, int] = {}
+        self.active = (penalty != 1.0 or frequency != 0.0 or presence != 0.0) and size > 0
 
     def accept(self, token: int) -> None:
         if not self.active:
             return
         if len(self.history) == self.history.maxlen:
-            old = self.history[0]
-            self.counts[old] -= 1
-            if not self.counts[old]:
-                del self.counts[old]
+            self._drop(self.history[0])
         self.history.append(token)
-        self.counts[token] += 1
+        slot = self._slot.get(token)
+        if slot is None:
+            slot = self._slot[token] = self.n
+            self.ids[slot], self.counts[slot] = token, 0
+            self.n += 1
+        self.counts[slot] += 1
+
+    def _drop(self, token: int) -> None:
+        slot = self._slot[token]
+        self.counts[slot] -= 1
+        if self.counts[slot]:
+            return
+        del self._slot[token]
+        self.n -= 1
+        if slot != self.n:  # the last entry fills the hole
+            last = int(self.ids[self.n])
+            self.ids[slot], self.counts[slot] = last, self.counts[self.n]
+            self._slot[last] = slot
 
     def apply(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Penalise ``logits`` in place; returns what to put back with :meth:`restore`."""
-        if not self.active or not self.counts:
+        if not self.active or not self.n:
             return None
-        ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
+        ids = self.ids[: self.n]
         saved = logits[ids]
         penalised = np.where(saved <= 0, saved * self.penalty, saved / self.penalty)
         if self.frequency or self.presence:
-            counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
-            penalised -= counts * self.frequency + self.presence
+            penalised -= self.counts[: self.n].astype(np.float32) * self.frequency + self.presence
         logits[ids] = penalised
         return ids, saved
 
@@ -225,24 +249,25 @@ class RepeatPenalty:
             logits[saved[0]] = saved[1]
 
 
-def top_candidates(logits: np.ndarray, k: int, rows: int = GRID_ROWS) -> np.ndarray:
-    """The ids of a superset of the ``k`` largest logits (all logits ≥ the k-th largest column
-    maximum of a ``rows``-row grid; see the module's docstring). Every logit that is among the
-    top k is in it, whatever the ties."""
+def top_candidates(logits: np.ndarray, k: int, block: int = BLOCK) -> np.ndarray:
+    """The ids, in token order, of a superset of the ``k`` largest logits: every logit ≥ the k-th
+    largest maximum of the blocks of ``block`` consecutive tokens (see the module's docstring).
+    Every logit that is among the top k is in it, whatever the ties. topk.c does the same in C."""
     n = logits.shape[0]
-    cols = n // rows
-    if cols <= k:  # a small vocabulary: the whole of it
+    nb = -(-n // block)
+    if nb <= k:  # a small vocabulary: the whole of it
         return np.arange(n)
-    grid = logits[: rows * cols].reshape(rows, cols)
-    col_max = grid.max(axis=0)
-    t = np.partition(col_max, cols - k)[cols - k]
-    cj = np.flatnonzero(col_max >= t)
-    r, c = np.nonzero(np.take(grid, cj, axis=1) >= t)
-    ids = r * cols + cj[c]
-    if n > rows * cols:  # the last n % rows logits are outside the grid: searched directly
-        tail = np.flatnonzero(logits[rows * cols :] >= t)
-        if tail.size:
-            ids = np.concatenate((ids, tail + rows * cols))
+    full = n // block
+    grid = logits[: full * block].reshape(full, block)
+    maxima = grid.max(axis=1)
+    if full < nb:  # the last, shorter block
+        maxima = np.append(maxima, logits[full * block :].max())
+    t = np.partition(maxima, nb - k)[nb - k]
+    rows = np.flatnonzero(maxima[:full] >= t)
+    r, c = np.nonzero(grid[rows] >= t)
+    ids = rows[r] * block + c
+    if full < nb and maxima[full] >= t:
+        ids = np.concatenate((ids, np.flatnonzero(logits[full * block :] >= t) + full * block))
     return ids
 
 
@@ -250,15 +275,26 @@ TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_
 
 
 class TopKSampler:
-    """The penalty and the top-k cut here, the rest in llama.cpp's chain (module docstring)."""
+    """The penalty and the top-k cut here, the rest in llama.cpp's chain (module docstring). The
+    cut runs in C (app/engine/native/topk.c) where the helper could be found or built, else in
+    numpy; both give the same candidates in the same order."""
 
-    def __init__(self, L: Any, n_vocab: int, s: Sampling) -> None:
+    def __init__(self, L: Any, n_vocab: int, s: Sampling, *, use_native: bool = True) -> None:
         self.L, self.logits = L, LogitsView(L, n_vocab)
         self.k = s.top_k if s.temperature > 0 else 1
-        self.penalty = RepeatPenalty(
+        self.penalty = p = RepeatPenalty(
             s.repeat_penalty, s.repeat_last_n, s.frequency_penalty, s.presence_penalty
         )
         self.chain = tail_chain(L, s) if self.k > 1 else None  # temperature 0: an argmax, no chain
+        self.native = native.topk() if use_native and self.k > 1 else None
+        self._pen = (p.ids.ctypes.data_as(native.c_int32_p), p.counts.ctypes.data_as(native.c_int32_p),
+                     np.zeros_like(p.ids, dtype=np.float32))  # fmt: skip
+        self._pen_args = (
+            float(p.penalty),
+            float(p.frequency),
+            float(p.presence),
+            self._pen[2].ctypes.data_as(native.c_float_p),
+        )
         self._capacity = 0
         self._grow(max(4 * self.k, 256))
 
@@ -277,22 +313,41 @@ class TopKSampler:
         return token
 
     def pick(self, logits: np.ndarray) -> int:
-        """The token the chain draws from ``logits`` (float32, changed only while this runs),
-        without adding it to the penalty history."""
+        """The token the chain draws from ``logits`` (float32, contiguous, changed only while this
+        runs), without adding it to the penalty history."""
+        if self.native is not None:
+            return self._select(self.native_candidates(logits))
         saved = self.penalty.apply(logits)
         try:
             if self.k == 1:  # temperature 0: greedy over the penalised logits
                 return int(np.argmax(logits))
-            return self._pick(logits, top_candidates(logits, self.k))
+            ids = top_candidates(logits, self.k)
+            m = ids.shape[0]
+            if m > self._capacity:
+                self._grow(2 * m)
+            self._ids[:m] = ids
+            np.take(logits, ids, out=self._vals[:m])
+            return self._select(m)
         finally:
             self.penalty.restore(logits, saved)
 
-    def _pick(self, logits: np.ndarray, ids: np.ndarray) -> int:
-        m = ids.shape[0]
-        if m > self._capacity:
-            self._grow(2 * m)
-        self._ids[:m] = ids
-        np.take(logits, ids, out=self._vals[:m])
+    def native_candidates(self, logits: np.ndarray) -> int:
+        """The C helper's candidates (the penalty applied) into the candidate buffer; their count."""
+        assert self.native is not None and logits.dtype == np.float32 and logits.flags.c_contiguous
+        p = self.penalty
+        n_pen = p.n if p.active else 0
+        ptr = logits.ctypes.data_as(native.c_float_p)
+        while True:
+            m = self.native.candidates(ptr, logits.shape[0], self.k, self._pen[0], self._pen[1], n_pen,
+                                       *self._pen_args, ctypes.addressof(self._buf), self._capacity)  # fmt: skip
+            if m < 0:
+                raise MemoryError("the sampler's C helper could not allocate its block maxima")
+            if m <= self._capacity:
+                return m
+            self._grow(m)
+
+    def _select(self, m: int) -> int:
+        """llama.cpp's tail chain over the first ``m`` entries of the candidate buffer."""
         arr = self._array
         arr.size, arr.selected, arr.sorted = m, -1, False
         self.L.llama_sampler_apply(self.chain, ctypes.byref(arr))

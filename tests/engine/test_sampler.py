@@ -1,7 +1,8 @@
 """The fast sampler draws from llama.cpp's own distribution (issue 15).
 
-app/engine/sampler.py does the repeat penalty and the top-k cut in numpy and hands the candidates
-to llama.cpp's chain. Here it is held against llama.cpp's whole chain on the whole vocabulary:
+app/engine/sampler.py does the repeat penalty and the top-k cut itself — in C
+(app/engine/native/topk.c) or, without a C compiler, in numpy; every test here runs both — and hands
+the candidates to llama.cpp's chain. Here it is held against llama.cpp's whole chain on the whole vocabulary:
 draw by draw with the same seed (the same mt19937 stream must pick the same token), by a
 chi-squared test of 10,000 draws per setting against the probabilities llama.cpp's chain
 assigns, and on a real model's logits, token by token.
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.engine import native
 from app.engine import protocol as P
 from app.engine.sampler import (
     ChainSampler,
@@ -29,6 +31,15 @@ from tests import models
 from tests.sampling_check import apply_to_vocabulary, chain_probabilities, chi2, chi2_critical
 
 L: Any = pytest.importorskip("llama_cpp")
+PATHS = ["C", "numpy"]  # the sampler's two ways to cut the vocabulary
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest) -> str:
+    if request.param == "C" and native.topk() is None:
+        pytest.skip(f"the C helper is not available here: {native.why_not()}")
+    return str(request.param)
+
 
 N_DRAWS = 10_000
 SETTINGS = {
@@ -91,11 +102,11 @@ def test_top_candidates_hold_every_top_k_logit(n_vocab: int) -> None:
 
 
 @pytest.mark.parametrize("name", SETTINGS)
-def test_draws_are_llama_cpps_draw_for_draw_and_in_distribution(name: str) -> None:
+def test_draws_are_llama_cpps_draw_for_draw_and_in_distribution(name: str, path: str) -> None:
     s = replace(SETTINGS[name], seed=20261203)
     logits = _logits(32_000, 7)
     history = _history(logits)
-    ours = make_sampler_for(s, 32_000)
+    ours = make_sampler_for(s, 32_000, path)
     reference = full_chain(L, 32_000, s)
     for t in history:
         ours.penalty.accept(t)
@@ -116,10 +127,10 @@ def test_draws_are_llama_cpps_draw_for_draw_and_in_distribution(name: str) -> No
         L.llama_sampler_free(reference)
 
 
-def _in_lockstep(s: P.Sampling, logits: np.ndarray, n: int) -> list[int]:
+def _in_lockstep(s: P.Sampling, logits: np.ndarray, n: int, path: str) -> list[int]:
     """``n`` draws from the fast sampler and llama.cpp's whole chain, each accepted by both, which
     must agree every time; the fast sampler's penalty history at the end."""
-    ours = make_sampler_for(s, logits.shape[0])
+    ours = make_sampler_for(s, logits.shape[0], path)
     reference = full_chain(L, logits.shape[0], s)
     try:
         for _ in range(n):
@@ -133,25 +144,26 @@ def _in_lockstep(s: P.Sampling, logits: np.ndarray, n: int) -> list[int]:
         L.llama_sampler_free(reference)
 
 
-def test_penalty_history_moves_as_llama_cpps_does() -> None:
+def test_penalty_history_moves_as_llama_cpps_does(path: str) -> None:
     """Tokens that join the history change what is penalised; 400 draws, each accepted, with a
     16-token window that wraps many times."""
     s = replace(SETTINGS["min-p, strong short penalty"], seed=5)
     logits = _logits(32_000, 3)
-    history = _in_lockstep(s, logits, 400)
+    history = _in_lockstep(s, logits, 400, path)
     assert len(history) == 16
 
 
-def test_temperature_zero_with_a_penalty_is_greedy_over_penalised_logits() -> None:
+def test_temperature_zero_with_a_penalty_is_greedy_over_penalised_logits(path: str) -> None:
     s = P.Sampling(temperature=0.0, repeat_penalty=1.5, repeat_last_n=8)
     logits = _logits(32_000, 11)
-    history = _in_lockstep(s, logits, 50)
+    history = _in_lockstep(s, logits, 50, path)
     assert len(set(history)) > 1  # the penalty moved greedy off its first choice
 
 
-def make_sampler_for(s: P.Sampling, n_vocab: int) -> TopKSampler:
-    sampler = TopKSampler(L, n_vocab, s)
+def make_sampler_for(s: P.Sampling, n_vocab: int, path: str) -> TopKSampler:
+    sampler = TopKSampler(L, n_vocab, s, use_native=path == "C")
     assert sampler.k == (s.top_k if s.temperature > 0 else 1)
+    assert (sampler.native is not None) == (path == "C" and sampler.k > 1)
     return sampler
 
 
@@ -177,7 +189,7 @@ def test_settings_pick_the_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
             sampler.close()
 
 
-def test_real_model_token_by_token_and_seeded() -> None:
+def test_real_model_token_by_token_and_seeded(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """SmolLM2's own logits, 48 tokens: the fast sampler and llama.cpp's whole chain, both seeded
     alike, pick the same token at every step; the same seed again gives the same answer."""
     from app.engine.llama_session import LlamaSession
@@ -190,8 +202,10 @@ def test_real_model_token_by_token_and_seeded() -> None:
         prompt = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
         assert session._evaluate_prompt(session.tokenize(prompt), GenStats())
         n_vocab = int(L.llama_vocab_n_tokens(session.vocab))
+        if path == "numpy":  # make_sampler, as the engine calls it, without the C helper
+            monkeypatch.setattr(native, "topk", lambda: None)
         ours, reference = make_sampler(L, session.vocab, s), full_chain(L, n_vocab, s)
-        assert isinstance(ours, TopKSampler)
+        assert isinstance(ours, TopKSampler) and (ours.native is not None) == (path == "C")
         picked = []
         try:
             for _ in range(48):

@@ -51,6 +51,11 @@ CASES = (
     ("llama-3.1-8b-instruct", "Q8_0"),
 )
 N_PROMPT, N_GEN, ROUNDS, N_CTX = 512, 256, 5, 4096
+ENGINE_SAMPLER = (
+    "app/engine/sampler.py: greedy runs in the model's graph (llama.cpp's greedy as a backend sampler) "
+    "when the output layer is on the GPU; default sampling: the repeat penalty and the exact top-k cut "
+    "on the host in one call, then llama.cpp's chain (top_p, min_p, temp, dist) on the candidates; the cut: "
+)
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -137,7 +142,7 @@ def raw_costs(path: Path, ngl: int, n_gen: int = N_GEN, n_words: int = N_PROMPT)
     import llama_cpp as L
 
     from app.engine.llama_session import LlamaSession
-    from app.engine.sampler import GreedySampler, full_chain, make_sampler
+    from app.engine.sampler import GreedySampler, TopKSampler, full_chain, make_sampler
     from app.engine.token_stream import GenStats
 
     session = LlamaSession()
@@ -160,8 +165,11 @@ def raw_costs(path: Path, ngl: int, n_gen: int = N_GEN, n_words: int = N_PROMPT)
     out: dict[str, Any] = {"n_vocab": n_vocab}
     greedy = make_sampler(L, session.vocab, P.Sampling(temperature=0, repeat_penalty=1.0))
     fast = make_sampler(L, session.vocab, s)
+    out["fast sampler path"] = sampler_path()
+    in_numpy = TopKSampler(L, n_vocab, s, use_native=False)  # the fallback without a C compiler
     chain = full_chain(L, n_vocab, s)
     modes = {"argmax": lambda: greedy.sample(session.ctx), "fast sampler": lambda: fast.sample(session.ctx),
+             "fast sampler (numpy)": lambda: in_numpy.sample(session.ctx),
              "llama.cpp chain": lambda: int(L.llama_sampler_sample(chain, session.ctx, -1))}  # fmt: skip
     runs: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(3):
@@ -177,7 +185,8 @@ def raw_costs(path: Path, ngl: int, n_gen: int = N_GEN, n_words: int = N_PROMPT)
             g.close()
     out["greedy in the graph"] = spread(in_graph)
     out["phases_us"] = {"argmax": phases(L, session, greedy, prompt, n_gen),
-                        "fast sampler": phases(L, session, fast, prompt, n_gen)}  # fmt: skip
+                        "fast sampler": phases(L, session, fast, prompt, n_gen),
+                        "fast sampler (numpy)": phases(L, session, in_numpy, prompt, n_gen)}  # fmt: skip
     try:  # llama.cpp's backend sampling: the same chain, run inside the GPU graph
         backend = full_chain(L, n_vocab, s)
         if not L.llama_set_sampler(session.ctx, 0, backend):
@@ -189,6 +198,14 @@ def raw_costs(path: Path, ngl: int, n_gen: int = N_GEN, n_words: int = N_PROMPT)
         out["backend sampling"] = {"error": repr(exc)}
     out["backend distribution"] = backend_distribution(L, session)
     return out
+
+
+def sampler_path() -> str:
+    """Which cut the engine's sampler runs on this machine: the C helper (and where), or numpy and why."""
+    from app.engine import native
+
+    lib = native.topk()
+    return f"C helper {lib.path.name}" if lib else f"numpy ({native.why_not()})"
 
 
 def phases(L: Any, session: Any, sampler: Any, prompt: str, n: int) -> dict[str, float]:
@@ -248,6 +265,8 @@ def run(args: argparse.Namespace) -> int:
         json.loads(out.read_text()) if out.exists() else {"benchmark": "gpu_speed", "speed": []}
     )
     j.setdefault("hw", cli_json("hw"))
+    # built here, once, before the model processes look for it in the same cache
+    j["engine_sampler"] = ENGINE_SAMPLER + sampler_path()
     threads = os.cpu_count() or 8
     j["threads"] = threads
     j.setdefault("models", {})

@@ -77,6 +77,16 @@ def test_the_cli_of_the_same_bundle_advises_and_chats(tmp_path: Path, smollm2_pa
     )
 
 
+def test_the_bundle_ships_the_samplers_c_helper(tmp_path: Path) -> None:
+    """The sampler's C helper is inside the bundle and is the one the bundle loads: a user's machine
+    needs no C compiler (PATH here has none of the venv, and the home is fresh)."""
+    done = subprocess.run([str(BUNDLE / "tailorlm"), "--child", "app.engine.native"], capture_output=True,
+                          text=True, env=_env(tmp_path), timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert Path(done.stdout.strip()).parent == BUNDLE / "_internal" / "app" / "engine" / "native"
+    assert not (tmp_path / "tl" / "cache" / "native").exists()  # nothing was built
+
+
 def test_the_bundle_serves_the_openai_api(tmp_path: Path, smollm2_path: Path) -> None:
     """``tailorlm serve`` from the bundle: uvicorn's protocol modules are imported by name at run
     time, so only a real request shows the bundle has them."""

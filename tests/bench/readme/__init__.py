@@ -23,6 +23,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "estimate_accuracy_modern": moe.estimate_accuracy_modern,
     "ram_cgroup": ram_cgroup.ram_cgroup,
     "engine_speed": local.engine_speed,
+    "sampler_speed": local.sampler_speed,
     "stop_latency": local.stop_latency,
     "gui_responsiveness": local.gui_responsiveness,
     "convert_speed": local.convert_speed,

@@ -176,12 +176,17 @@ def h200_speed(r: Results) -> str:
                 else ""
             )
             ph = raw.get("phases_us", {})
+            numpy_pick = (f", its numpy fallback {ph['fast sampler (numpy)']['pick']:.0f} µs"
+                          if "fast sampler (numpy)" in ph else "")  # fmt: skip
             pick = (f" (picking a token: argmax {ph['argmax']['pick']:.0f} µs, fast sampler "
-                    f"{ph['fast sampler']['pick']:.0f} µs; `llama_decode` returns in {ph['argmax']['decode call']:.0f} µs, "
-                    f"the GPU is waited for {ph['argmax']['wait']:,.0f} µs)") if ph else ""  # fmt: skip
+                    f"{ph['fast sampler']['pick']:.0f} µs{numpy_pick}; `llama_decode` returns in "
+                    f"{ph['argmax']['decode call']:.0f} µs, the GPU is waited for {ph['argmax']['wait']:,.0f} µs)"
+                    ) if ph else ""  # fmt: skip
+            numpy_rate = (f", its numpy fallback {raw['fast sampler (numpy)']['median']:.0f}"
+                          if "fast sampler (numpy)" in raw else "")  # fmt: skip
             raws.append(
                 f"{_name(s['model_id'])} ({raw['n_vocab']:,} tokens): {graph}host argmax {raw['argmax']['median']:.0f}, "
-                f"fast sampler {raw['fast sampler']['median']:.0f}, llama.cpp's chain on the host "
+                f"fast sampler {raw['fast sampler']['median']:.0f}{numpy_rate}, llama.cpp's chain on the host "
                 f"{raw['llama.cpp chain']['median']:.0f}, llama.cpp's backend sampling of the chain "
                 f"{raw['backend sampling']['median']:.0f} tok/s{pick}"
             )
@@ -190,8 +195,13 @@ def h200_speed(r: Results) -> str:
     return (
         f"{gpu['name']}, driver {gpu['driver_version']}, {j['threads']} threads, all layers on the GPU; "
         f"{j['speed'][0]['engine']['n_gen']} tokens after a {j['speed'][0]['engine']['depth']}-token prompt, "
-        f"5 interleaved rounds, medians (tok/s); in brackets the middle three rounds of sampled ÷ greedy (one "
-        f"round of a Qwen run is a timing artifact, see the JSON's timing_note). Engine: {j['engine_sampler']}.\n\n"
+        f"5 interleaved rounds, medians (tok/s); in brackets the middle three rounds of sampled ÷ greedy"
+        + (
+            " (one round of a Qwen run is a timing artifact, see the JSON's timing_note)"
+            if "timing_note" in j
+            else ""
+        )
+        + f". Engine: {j['engine_sampler']}.\n\n"
         + table(header, rows)
         + "\n\nThe host cost of each way to pick a token, in one process over the same decode loop (256 "
         "tokens, default chain): "

@@ -238,3 +238,20 @@ def gui_responsiveness(r: Results) -> str:
         + (f"; **missed: {', '.join(missed)}**" if missed else "") + ":",
         table(["", "measured", "target"], rows),
     ])  # fmt: skip
+
+
+def sampler_speed(r: Results) -> str:
+    j = r.bench("sampler_speed.json")
+
+    def us(x: dict[str, Any]) -> str:
+        return f"{x['median']:.0f} ({x['min']:.0f}–{x['max']:.0f})"
+
+    rows = [[f"{x['vocabulary']} ({x['n_vocab']:,})", us(x["pick_us"]["argmax"]), us(x["pick_us"]["C"]),
+             us(x["pick_us"]["numpy"]), f"**{x['ratios']['numpy_over_c']['median']:.1f}×**"]
+            for x in j["results"]]  # fmt: skip
+    return "\n\n".join([
+        f"{j['rounds']} interleaved rounds on {machine_words(j['machine'])}, {j['date']}; µs per token, median "
+        f"(min–max over rounds) of {j['picks_per_round']} picks a round, each from logits the caches have not "
+        f"just seen; {j['settings']}; both paths picked the same tokens:",
+        table(["vocabulary", "argmax (greedy's floor)", "C helper", "numpy fallback", "numpy ÷ C"], rows),
+    ])  # fmt: skip
