@@ -98,8 +98,13 @@ class Quantize(Message):
     output: str
     to: str  # llama.cpp file type name: "Q4_K_M"
     n_threads: int = 0  # 0 = llama.cpp's default
-    imatrix: str | None = None  # an importance-matrix file, either format
-    imatrix_name: str = ""  # what the output's quantize.imatrix.file says (the file's name)
+    # the importance matrix as the quantizer takes it, from the parent, which read and checked the
+    # file: every entry's values (sums / counts), float32, one after another in this raw file …
+    imatrix_values: str | None = None
+    imatrix_entries: tuple[tuple[str, int], ...] = ()  # … (tensor name, number of values) in order
+    # what the output's quantize.imatrix.* keys say: the file's name, the first dataset ("" for none),
+    # the entry count and the chunk count
+    imatrix_kv: tuple[str, str, int, int] = ("", "", 0, 0)
     keep: tuple[tuple[str, str], ...] = ()  # (pattern, ggml type): llama-quantize --tensor-type
 
 

@@ -2,10 +2,12 @@
 child process (:mod:`app.engine.quantize_child`, through :func:`app.engine.child.run_job`), so a
 crash cannot take the app down and a cancel is a kill.
 
-The child starts first and loads llama.cpp (~0.2 s) while this side checks the request (the
-source's header, the importance matrix, the disk space: ~0.1 s), which counts for small models,
-whose whole quantization takes a second or two. The output is written under a temporary name and
-renamed into place on success; a failure or a cancel removes it.
+The child starts first and loads llama.cpp's bindings (~0.1 s) while this side checks the request
+(the source's header, the importance matrix, the disk space: ~0.1 s), which counts for small
+models, whose whole quantization takes a second or two; the importance matrix this side read and
+checked goes to the child as the values the quantizer takes, in a raw file beside the output, so
+the child needs neither numpy nor a GGUF reader. The output is written under a temporary name and
+renamed into place on success; a failure or a cancel removes it (and the values file).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,9 +28,10 @@ from app.core.model.quant_recipe import ALL_FTYPES, IMATRIX_FTYPES
 from app.engine import protocol as P
 from app.engine.child import run_job, start_job
 from app.engine.protocol import QuantizeProgress
+from app.engine.quantize_child import KEEP_FLAG
 
 if TYPE_CHECKING:  # numpy stays out of the child until llama_cpp is loaded (imatrix_child.py says why)
-    from app.core.model.imatrix_file import Imatrix
+    from app.core.model.imatrix_file import Imatrix, ImatrixKV
     from app.core.model.info import ModelInfo
 
 __all__ = ["NEEDS_IMATRIX", "QUANT_TYPES", "QuantizeProgress", "parse_keep", "precision_warnings", "quantize"]
@@ -102,11 +106,13 @@ def quantize(
         raise ConversionError(
             f"{to} is not a quantization TailorLM can make.", hint="Choose one of: " + ", ".join(QUANT_TYPES)
         )
-    child = start_job("app.engine.quantize_child", what="llama.cpp's quantizer", hint="Nothing was kept.")
+    child = start_job("app.engine.quantize_child", *([KEEP_FLAG] if keep else []),
+                      what="llama.cpp's quantizer", hint="Nothing was kept.")  # fmt: skip
     tmp: Path | None = None
+    values: Path | None = None
     try:
         model = model_from_gguf(src)  # a truncated or corrupt file fails here, with a clear message
-        kv = None
+        kv = matrix = None
         if imatrix is not None:
             from app.core.model.imatrix_file import imatrix_kv, read_imatrix  # numpy: only with a matrix
 
@@ -124,10 +130,10 @@ def quantize(
         check_disk_space(out.parent, predicted_bytes(model, to, imatrix=kv, overrides=keep))
         tmp = out.with_name(f".{out.name}.quantizing")
         tmp.unlink(missing_ok=True)
-
-        request = P.Quantize(source=str(src), output=str(tmp), to=to, n_threads=n_threads,
-                             imatrix=str(imatrix) if imatrix is not None else None,
-                             imatrix_name=kv.file if kv else "", keep=tuple(keep))  # fmt: skip
+        request = P.Quantize(source=str(src), output=str(tmp), to=to, n_threads=n_threads, keep=tuple(keep))
+        if matrix is not None and kv is not None:
+            values = out.with_name(f".{out.name}.imatrix-values")
+            request = _with_values(request, matrix, kv, values)
         for msg in run_job(child, request, result=P.Quantized, cancel=cancel,
                            cancelled_message="Stopped; nothing was kept."):  # fmt: skip
             if isinstance(msg, P.QuantizeProgress):
@@ -143,9 +149,26 @@ def quantize(
     finally:
         child.kill()  # a request that never came (a check failed); gone already after a job
         child.close()
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+        for leftover in (tmp, values):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
     return out, warnings
+
+
+def _with_values(request: P.Quantize, matrix: Imatrix, kv: ImatrixKV, path: Path) -> P.Quantize:
+    """``request`` with the importance matrix as llama-quantize's main hands it to the quantizer:
+    each entry's ``sums / counts``, written one after another (float32) to ``path``."""
+    entries = []
+    try:
+        with path.open("wb") as f:
+            for name, v in matrix.values().items():
+                f.write(v.astype("<f4", copy=False).tobytes())
+                entries.append((name, int(v.size)))
+    except OSError as e:
+        raise ConversionError(f"Could not write the importance matrix for the quantizer beside {path.parent}: "
+                              f"{e.strerror or e}.", hint="Free some space and try again.") from e  # fmt: skip
+    return replace(request, imatrix_values=str(path), imatrix_entries=tuple(entries),
+                   imatrix_kv=(kv.file, kv.dataset or "", kv.entries, kv.chunks))  # fmt: skip
 
 
 def _check_imatrix_fits(model: ModelInfo, matrix: Imatrix, path: Path) -> None:

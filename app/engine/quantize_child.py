@@ -1,8 +1,9 @@
 """The quantizer's child process (:func:`app.engine.quantize.quantize` starts it): one
 :class:`~app.engine.protocol.Quantize` request on stdin, ``llama_model_quantize`` as llama-quantize's
 main calls it, each tensor line of llama.cpp's log sent back as a progress message. It imports no
-more than that needs: it starts while the parent checks the request, and for a small model the
-start is a tenth of the whole quantization.
+more than that needs (llama-cpp-python's bindings without its package: no numpy), and imports it
+while the parent checks the request: for a small model the start is a tenth of the whole
+quantization.
 
 Run as ``python -m app.engine.quantize_child``.
 """
@@ -12,21 +13,22 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from app.core.errors import ConversionError
 from app.engine import protocol as P
 from app.engine.child import serve_one_job
+from app.engine.host import llama_bindings
 
+KEEP_FLAG = "--keep"  # the request will carry tensor overrides: import their type check early
 _TENSOR = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 _LOG_LINES_KEPT = 40  # the child's log tail, for a failure's message
 
 
-def _ftype(name: str) -> int:
-    import llama_cpp
-
+def _ftype(L: Any, name: str) -> int:
     attr = "LLAMA_FTYPE_ALL_F32" if name == "F32" else f"LLAMA_FTYPE_MOSTLY_{name}"
-    return int(getattr(llama_cpp, attr))
+    return int(getattr(L, attr))
 
 
 def _child(request: P.Message, send: Callable[[P.Message], None]) -> P.Message:
@@ -34,8 +36,7 @@ def _child(request: P.Message, send: Callable[[P.Message], None]) -> P.Message:
     the rest goes to stderr (the parent keeps its tail)."""
     import ctypes
 
-    import llama_cpp
-
+    L = llama_bindings()
     if not isinstance(request, P.Quantize):
         raise ConversionError(f"The quantizer got a {request.kind} request.")
     partial = bytearray()  # llama.cpp logs a tensor's line in several calls
@@ -54,15 +55,13 @@ def _child(request: P.Message, send: Callable[[P.Message], None]) -> P.Message:
                 tail.append(line)
                 del tail[:-_LOG_LINES_KEPT]
 
-    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
-    params = llama_cpp.llama_model_quantize_default_params()
+    L.llama_log_set(on_log, ctypes.c_void_p(0))
+    params = L.llama_model_quantize_default_params()
     params.nthread = request.n_threads
-    params.ftype = _ftype(request.to)
+    params.ftype = _ftype(L, request.to)
     params.allow_requantize = True  # a quantized source is allowed; the parent warns about it
-    keep_alive = _c_overrides(llama_cpp, params, request)  # the arrays must outlive the call
-    rc = int(
-        llama_cpp.llama_model_quantize(request.source.encode(), request.output.encode(), ctypes.byref(params))
-    )
+    keep_alive = _c_overrides(L, params, request)  # the arrays must outlive the call
+    rc = int(L.llama_model_quantize(request.source.encode(), request.output.encode(), ctypes.byref(params)))
     del keep_alive
     if rc != 0:
         return P.Failed(stage=request.kind, message="\n".join(tail))
@@ -71,31 +70,35 @@ def _child(request: P.Message, send: Callable[[P.Message], None]) -> P.Message:
 
 def _c_overrides(L: Any, params: Any, request: P.Quantize) -> list[Any]:
     """Fill ``params`` as llama-quantize's main does from ``--imatrix`` and ``--tensor-type``: the
-    importance matrix (``sums / counts`` per entry), the four ``quantize.imatrix.*`` keys written
-    into the output, and the tensor-type patterns; each array ends with an empty terminator.
-    Returns what must stay alive until ``llama_model_quantize`` returns."""
+    importance matrix (the parent's values file, see :mod:`app.engine.quantize`), the four
+    ``quantize.imatrix.*`` keys written into the output, and the tensor-type patterns; each array
+    ends with an empty terminator. Returns what must stay alive until ``llama_model_quantize``
+    returns."""
     import ctypes
 
-    from app.core.model.imatrix_file import imatrix_kv, read_imatrix
-    from app.engine.ggml_quant import ggml_type  # ggml's own type numbers, checked against its traits
-
     alive: list[Any] = []
-    if request.imatrix:
-        matrix = read_imatrix(request.imatrix)
-        values = matrix.values()
-        data = (L.llama_model_imatrix_data * (len(values) + 1))()
-        for i, (name, v) in enumerate(values.items()):
-            data[i].name, data[i].size = name.encode(), v.size
-            data[i].data = v.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    if request.imatrix_values:
+        raw = Path(request.imatrix_values).read_bytes()
+        total = sum(n for _, n in request.imatrix_entries)
+        if len(raw) != 4 * total:
+            raise ConversionError("The importance matrix handed to the quantizer is incomplete.",
+                                  hint="Nothing was kept; try again.")  # fmt: skip
+        values = (ctypes.c_float * total).from_buffer_copy(raw)
+        data = (L.llama_model_imatrix_data * (len(request.imatrix_entries) + 1))()
+        start = 0
+        for i, (name, n) in enumerate(request.imatrix_entries):
+            data[i].name, data[i].size = name.encode(), n
+            data[i].data = ctypes.cast(ctypes.byref(values, 4 * start), ctypes.POINTER(ctypes.c_float))
+            start += n
         params.imatrix = data
         alive += [data, values]
-        kv = imatrix_kv(request.imatrix_name or request.imatrix, matrix)
-        kvs: list[tuple[str, int, Any]] = [("quantize.imatrix.file", L.LLAMA_KV_OVERRIDE_TYPE_STR, kv.file)]
-        if kv.dataset is not None:
-            kvs.append(("quantize.imatrix.dataset", L.LLAMA_KV_OVERRIDE_TYPE_STR, kv.dataset))
-        kvs.append(("quantize.imatrix.entries_count", L.LLAMA_KV_OVERRIDE_TYPE_INT, kv.entries))
-        if kv.chunks > 0:
-            kvs.append(("quantize.imatrix.chunks_count", L.LLAMA_KV_OVERRIDE_TYPE_INT, kv.chunks))
+        file, dataset, entries, chunks = request.imatrix_kv
+        kvs: list[tuple[str, int, Any]] = [("quantize.imatrix.file", L.LLAMA_KV_OVERRIDE_TYPE_STR, file)]
+        if dataset:
+            kvs.append(("quantize.imatrix.dataset", L.LLAMA_KV_OVERRIDE_TYPE_STR, dataset))
+        kvs.append(("quantize.imatrix.entries_count", L.LLAMA_KV_OVERRIDE_TYPE_INT, entries))
+        if chunks > 0:
+            kvs.append(("quantize.imatrix.chunks_count", L.LLAMA_KV_OVERRIDE_TYPE_INT, chunks))
         overrides = (L.llama_model_kv_override * (len(kvs) + 1))()  # zeroed: the last one's key is ""
         for o, (key, tag, value) in zip(overrides, kvs, strict=False):
             o.key, o.tag = key.encode(), tag
@@ -106,6 +109,8 @@ def _c_overrides(L: Any, params: Any, request: P.Quantize) -> list[Any]:
         params.kv_overrides = overrides
         alive.append(overrides)
     if request.keep:
+        from app.engine.ggml_quant import ggml_type  # ggml's own type numbers, checked against its traits
+
         tt = (L.llama_model_tensor_override * (len(request.keep) + 1))()
         for i, (pattern, type_name) in enumerate(request.keep):
             tt[i].pattern, tt[i].type = pattern.encode(), ggml_type(type_name).type_id
@@ -116,4 +121,10 @@ def _c_overrides(L: Any, params: Any, request: P.Quantize) -> list[Any]:
 
 
 if __name__ == "__main__":
+    # llama.cpp's bindings before the request: the parent starts this child before it checks the
+    # source, so loading them runs while it does; with tensor overrides, so does numpy (their types
+    # are checked against ggml's traits)
+    llama_bindings()
+    if KEEP_FLAG in sys.argv[1:]:
+        import app.engine.ggml_quant  # noqa: F401
     serve_one_job(_child)

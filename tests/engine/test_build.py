@@ -104,3 +104,18 @@ def test_bad_checkpoints_are_refused_with_one_clear_message(tmp_path: Path, smol
     with pytest.raises(MissingConfigError) as info:
         check_checkpoint(tmp_path)  # a folder of GGUFs: say which file to use instead
     assert "m.gguf" in (info.value.hint or "")
+
+
+def test_the_quantizers_child_loads_llama_cpp_without_numpy() -> None:
+    """The quantizer's child takes llama-cpp-python's bindings without its package (no numpy, jinja2
+    or gguf: a tenth of a second of a small model's quantization), and they work."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from app.engine.host import llama_bindings; L = llama_bindings(); "
+            "p = L.llama_model_quantize_default_params(); "
+            "print(p.nthread, p.quantize_output_tensor, sorted(m for m in ('numpy', 'jinja2', 'gguf') if m in sys.modules))")  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split(maxsplit=2) == ["0", "True", "[]\n"]

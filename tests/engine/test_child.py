@@ -176,3 +176,39 @@ def test_an_out_of_memory_kill_is_named_as_such() -> None:
         == "The model process ended unexpectedly: the system ran out of memory and killed it (SIGKILL)."
     )
     assert died.hint == "Use a smaller model."
+
+
+_BLAS_THREADS = """
+import ctypes, numpy  # numpy loads its BLAS; ask that library how many threads it runs
+lib = next((line.split()[-1] for line in open('/proc/self/maps') if 'openblas' in line.lower()), None)
+if lib is None:
+    print('none')
+else:
+    blas = ctypes.CDLL(lib)
+    name = next(n for n in ('scipy_openblas_get_num_threads64_', 'openblas_get_num_threads64_',
+                            'openblas_get_num_threads') if hasattr(blas, n))
+    print(getattr(blas, name)())
+"""
+
+
+def test_numpys_blas_leaves_the_cores_to_llama_cpp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A llama.cpp child runs numpy's BLAS on one thread (its spinning threads took turns from
+    llama.cpp's), unless the user chose a thread count."""
+    import subprocess
+    import sys
+
+    from app.engine.child import child_env
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: BLAS runs one thread anyway")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+
+    def threads() -> str:
+        return subprocess.run([sys.executable, "-c", _BLAS_THREADS], env=child_env(), capture_output=True,
+                              text=True, check=True, timeout=60).stdout.strip()  # fmt: skip
+
+    if threads() == "none":
+        pytest.skip("numpy here is not built on OpenBLAS")
+    assert threads() == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert threads() == "2"

@@ -55,6 +55,7 @@ def _same_file_as_llama(src: Path, ftype: str, matrix: Path | None, keep: tuple[
     ours, _ = quantize(
         src, tmp / f"ours-{ftype}.gguf", to=ftype, imatrix=matrix, keep=parse_keep(keep), n_threads=2
     )
+    assert [p.name for p in tmp.iterdir()] == [ours.name]  # the matrix's values file is gone too
     theirs = llama_quantize(src, tmp / f"llama-{ftype}.gguf", ftype, matrix, keep)
     assert ours.read_bytes() == theirs.read_bytes(), f"{ftype}: TailorLM's file differs from llama-quantize's"
     model = model_from_gguf(src)
@@ -103,6 +104,25 @@ def test_real_model_k_quants_with_a_matrix_are_byte_identical(
     _same_file_as_llama(
         smollm2_path, ftype, smol_matrix, ("attn_v=Q8_0",) if ftype == "Q2_K" else (), tmp_path
     )
+
+
+def test_cancel_with_a_matrix_leaves_nothing(tiny: tuple[Path, Path], tmp_path: Path) -> None:
+    """The values handed to the quantizer go with the output's temporary when a job is stopped."""
+    import threading
+
+    from app.core.errors import Cancelled
+
+    model, matrix = tiny
+    cancel = threading.Event()
+
+    def stop(p: object) -> None:
+        if p.fraction > 0.2:  # type: ignore[attr-defined]
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        quantize(model, tmp_path / "o.gguf", to="IQ2_XS", imatrix=matrix, n_threads=1, on_progress=stop,
+                 cancel=cancel)  # fmt: skip
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_type_that_needs_a_matrix_is_refused_before_any_work(
