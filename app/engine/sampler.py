@@ -287,14 +287,12 @@ class TopKSampler:
         )
         self.chain = tail_chain(L, s) if self.k > 1 else None  # temperature 0: an argmax, no chain
         self.native = native.topk() if use_native and self.k > 1 else None
-        self._pen = (p.ids.ctypes.data_as(native.c_int32_p), p.counts.ctypes.data_as(native.c_int32_p),
-                     np.zeros_like(p.ids, dtype=np.float32))  # fmt: skip
-        self._pen_args = (
-            float(p.penalty),
-            float(p.frequency),
-            float(p.presence),
-            self._pen[2].ctypes.data_as(native.c_float_p),
-        )
+        # the C helper's view of the penalty: the history's ids and counts (updated in place), the
+        # three factors, and room for the logits it penalises and puts back
+        self._saved = np.zeros(p.ids.shape, dtype=np.float32)
+        self._c_history = (p.ids.ctypes.data_as(native.c_int32_p), p.counts.ctypes.data_as(native.c_int32_p))
+        self._c_factors = (float(p.penalty), float(p.frequency), float(p.presence),
+                           self._saved.ctypes.data_as(native.c_float_p))  # fmt: skip
         self._capacity = 0
         self._grow(max(4 * self.k, 256))
 
@@ -338,8 +336,8 @@ class TopKSampler:
         n_pen = p.n if p.active else 0
         ptr = logits.ctypes.data_as(native.c_float_p)
         while True:
-            m = self.native.candidates(ptr, logits.shape[0], self.k, self._pen[0], self._pen[1], n_pen,
-                                       *self._pen_args, ctypes.addressof(self._buf), self._capacity)  # fmt: skip
+            m = self.native.candidates(ptr, logits.shape[0], self.k, *self._c_history, n_pen, *self._c_factors,
+                                       ctypes.addressof(self._buf), self._capacity)  # fmt: skip
             if m < 0:
                 raise MemoryError("the sampler's C helper could not allocate its block maxima")
             if m <= self._capacity:

@@ -12,8 +12,10 @@ declare -A QUANTS=([gemma-3-1b-it]="Q4_K_M Q8_0" [qwen2.5-1.5b-instruct]="Q4_K_M
                    [llama-3.2-3b-instruct]="Q4_K_M Q6_K Q8_0" [llama-3.1-8b-instruct]="Q4_K_M Q8_0")
 ORDER="gemma-3-1b-it qwen2.5-1.5b-instruct llama-3.2-3b-instruct llama-3.1-8b-instruct"
 ONLY=""
-if [ -n "${QUICK:-}" ]; then  # one model, one level: the sampler on the 262k vocabulary
-  ORDER="gemma-3-1b-it"; QUANTS=([gemma-3-1b-it]="Q4_K_M"); ONLY="--only gemma-3-1b-it:Q4_K_M"
+if [ -n "${QUICK:-}" ]; then  # the two shapes issue 15 names: the sampler on 262k and 152k vocabularies
+  ORDER="gemma-3-1b-it qwen2.5-1.5b-instruct"
+  QUANTS=([gemma-3-1b-it]="Q4_K_M" [qwen2.5-1.5b-instruct]="Q4_K_M")
+  ONLY="--only gemma-3-1b-it:Q4_K_M qwen2.5-1.5b-instruct:Q4_K_M"
 fi
 
 . "$(dirname "$0")/device_lib.sh"
