@@ -286,7 +286,7 @@ class TopKSampler:
             s.repeat_penalty, s.repeat_last_n, s.frequency_penalty, s.presence_penalty
         )
         self.chain = tail_chain(L, s) if self.k > 1 else None  # temperature 0: an argmax, no chain
-        self.native = native.topk() if use_native and self.k > 1 else None
+        self.native = native.library() if use_native and self.k > 1 else None
         # the C helper's view of the penalty: the history's ids and counts (updated in place), the
         # three factors, and room for the logits it penalises and puts back
         self._saved = np.zeros(p.ids.shape, dtype=np.float32)

@@ -22,6 +22,7 @@ from app.core.runtime import private_stdout
 from app.engine import protocol as P
 from app.engine.errors import LoadFailed
 from app.engine.host import rss_bytes
+from app.engine.native import AbortFlag
 
 if TYPE_CHECKING:
     from app.engine.llama_session import LlamaSession
@@ -36,7 +37,7 @@ class Worker:
         self.cancelled = P.RecentIds()
         self.active_lock = threading.Lock()  # the running request's id, the cancelled set, the abort flag
         self.active_request: int | None = None
-        self.abort = threading.Event()  # set: the running request is cancelled (llama.cpp polls it)
+        self.abort = AbortFlag()  # set: the running request is cancelled (llama.cpp polls it)
         self.closing = False  # Shutdown or end of input seen: no request starts any more
         self.session: LlamaSession | None = None  # created on first load: importing llama_cpp costs ~0.2 s
 

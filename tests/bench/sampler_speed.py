@@ -60,7 +60,7 @@ def _per_pick_us(pick: Callable[[np.ndarray], Any], arrays: list[np.ndarray]) ->
 def run(rounds: int) -> dict[str, Any]:
     import llama_cpp as L
 
-    lib = native.topk()
+    lib = native.library()
     if lib is None:
         raise SystemExit(f"the C helper is not available here: {native.why_not()}")
     rng = np.random.default_rng(20261204)

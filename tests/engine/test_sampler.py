@@ -36,7 +36,7 @@ PATHS = ["C", "numpy"]  # the sampler's two ways to cut the vocabulary
 
 @pytest.fixture(params=PATHS)
 def path(request: pytest.FixtureRequest) -> str:
-    if request.param == "C" and native.topk() is None:
+    if request.param == "C" and native.library() is None:
         pytest.skip(f"the C helper is not available here: {native.why_not()}")
     return str(request.param)
 
@@ -203,7 +203,7 @@ def test_real_model_token_by_token_and_seeded(path: str, monkeypatch: pytest.Mon
         assert session._evaluate_prompt(session.tokenize(prompt), GenStats())
         n_vocab = int(L.llama_vocab_n_tokens(session.vocab))
         if path == "numpy":  # make_sampler, as the engine calls it, without the C helper
-            monkeypatch.setattr(native, "topk", lambda: None)
+            monkeypatch.setattr(native, "library", lambda: None)
         ours, reference = make_sampler(L, session.vocab, s), full_chain(L, n_vocab, s)
         assert isinstance(ours, TopKSampler) and (ours.native is not None) == (path == "C")
         picked = []

@@ -49,6 +49,7 @@ from tests.gpu.gpu_proof import (  # noqa: E402
     model_from_summary,
     prompt_of,
 )
+from tests.gpu.speed_proof import answer_rates  # noqa: E402
 
 MODEL_ID, QUANT, N_CTX = "qwen3-30b-a3b", "Q4_K_M", 8192
 BUDGETS = ("8GB", "16GB")
@@ -162,16 +163,8 @@ def measure(path: Path, ngl: int, moe: int, threads: int, gpu: Nvml) -> dict[str
         rec["after_decode"] = _snapshot(gpu, client.pid)
         rec.update(ok=True, buffers=loaded.buffers, load_s=round(loaded.load_s, 2),
                    prompt_tok_s=done[0].n_prompt_tokens / (done[0].ttft_ms / 1000) if done[0].ttft_ms else None)  # fmt: skip
-        gen = []
-        for i in range(REPS):
-            t0 = time.perf_counter()
-            end = None
-            for ev in client.generate(f"{i} {text}", greedy(N_GEN), flush_ms=20):
-                if isinstance(ev, P.Done):
-                    end = ev
-            t1 = time.perf_counter()
-            assert end is not None
-            gen.append(end.n_gen_tokens / (t1 - t0 - end.ttft_ms / 1000))
+        # timed in the parent as speed_proof times it: (tokens - 1) over first token event to last event
+        gen = [answer_rates(client, f"{i} {text}", greedy(N_GEN))["gen_tok_s"] for i in range(REPS)]
         rec.update(gen_tok_s=statistics.median(gen), gen_tok_s_runs=[round(g, 2) for g in gen])
     rec["used_after_exit_bytes"] = _wait_released(gpu, base)
     vram = (rec["after_decode"]["device_used_bytes"] or 0) - (base or 0)

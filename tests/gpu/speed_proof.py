@@ -63,7 +63,9 @@ def spread(values: list[float]) -> dict[str, Any]:
             "max": round(max(values), 4), "runs": [round(v, 4) for v in values]}  # fmt: skip
 
 
-def _answer(client: EngineClient, prompt: str, s: P.Sampling) -> dict[str, float]:
+def answer_rates(client: EngineClient, prompt: str, s: P.Sampling) -> dict[str, float]:
+    """One answer timed in the parent: generation (tokens − 1) ÷ (last event − first token's event),
+    prompt tokens ÷ time to the first token's event."""
     t_send = time.perf_counter()
     t_first = t_last = None
     done = None
@@ -88,12 +90,12 @@ def engine_rounds(path: Path, ngl: int, threads: int) -> dict[str, Any]:
             P.Load(model_path=str(path), n_ctx=N_CTX, n_gpu_layers=ngl, n_threads=threads, flash_attn="on")
         )
         text = prompt_of(client, N_PROMPT - 8)
-        _answer(client, f"warm-up {text}", greedy)
+        answer_rates(client, f"warm-up {text}", greedy)
         for r in range(ROUNDS):
             sampled = P.Sampling(seed=r, max_tokens=N_GEN, ignore_eos=True)
             order = [("greedy", greedy), ("sampled", sampled)]
             for name, s in order if r % 2 == 0 else order[::-1]:
-                rows[name].append(_answer(client, f"{r} {name} {text}", s))
+                rows[name].append(answer_rates(client, f"{r} {name} {text}", s))
     g = [x["gen_tok_s"] for x in rows["greedy"]]
     sm = [x["gen_tok_s"] for x in rows["sampled"]]
     return {
@@ -204,7 +206,7 @@ def sampler_path() -> str:
     """Which cut the engine's sampler runs on this machine: the C helper (and where), or numpy and why."""
     from app.engine import native
 
-    lib = native.topk()
+    lib = native.library()
     return f"C helper {lib.path.name}" if lib else f"numpy ({native.why_not()})"
 
 

@@ -77,8 +77,8 @@ def test_the_cli_of_the_same_bundle_advises_and_chats(tmp_path: Path, smollm2_pa
     )
 
 
-def test_the_bundle_ships_the_samplers_c_helper(tmp_path: Path) -> None:
-    """The sampler's C helper is inside the bundle and is the one the bundle loads: a user's machine
+def test_the_bundle_ships_the_c_helpers(tmp_path: Path) -> None:
+    """The model process's C helpers (the sampler's cut, the abort callback) are inside the bundle and is the one the bundle loads: a user's machine
     needs no C compiler (PATH here has none of the venv, and the home is fresh)."""
     done = subprocess.run([str(BUNDLE / "tailorlm"), "--child", "app.engine.native"], capture_output=True,
                           text=True, env=_env(tmp_path), timeout=60, check=False)  # fmt: skip

@@ -1,8 +1,9 @@
 /* The sampler's hot loop in C (app/engine/sampler.py, TopKSampler): the repeat penalty and the
  * exact top-k cut over llama.cpp's logits, in one pass over the vocabulary.
  *
- * Plain C99, no Python API: app/engine/native/__init__.py compiles it with the machine's C compiler
- * (or finds the copy the app was shipped with) and calls it through ctypes. Where neither exists,
+ * Plain C99, no Python API: app/engine/native/__init__.py compiles it with abort.c into one library
+ * with the machine's C compiler (or finds the copy the app was shipped with) and calls it through
+ * ctypes. Where neither exists,
  * the sampler does the same in numpy; tests/engine/test_native_topk.py checks that both give the
  * same candidates, and tests/engine/test_sampler.py that the draws are llama.cpp's.
  *
@@ -34,8 +35,8 @@ typedef struct {
     float p;
 } tlm_token_data; /* llama_token_data (llama.h) */
 
-/* The version of this file's functions: the loader refuses a library of another version. */
-TLM_EXPORT int32_t tlm_topk_version(void) { return 1; }
+/* The version of the library's functions (this file's and abort.c's): the loader refuses another. */
+TLM_EXPORT int32_t tlm_native_version(void) { return 2; }
 
 #if defined(__SSE__) || defined(_M_X64)
 #include <xmmintrin.h>

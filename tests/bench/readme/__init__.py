@@ -24,6 +24,7 @@ GENERATORS: dict[str, Callable[[Results], str]] = {
     "ram_cgroup": ram_cgroup.ram_cgroup,
     "engine_speed": local.engine_speed,
     "sampler_speed": local.sampler_speed,
+    "abort_callback": local.abort_callback,
     "stop_latency": local.stop_latency,
     "gui_responsiveness": local.gui_responsiveness,
     "convert_speed": local.convert_speed,

@@ -255,3 +255,20 @@ def sampler_speed(r: Results) -> str:
         f"just seen; {j['settings']}; both paths picked the same tokens:",
         table(["vocabulary", "argmax (greedy's floor)", "C helper", "numpy fallback", "numpy ÷ C"], rows),
     ])  # fmt: skip
+
+
+def abort_callback(r: Results) -> str:
+    j = r.bench("abort_callback.json")
+
+    def ratio(x: dict[str, Any]) -> str:
+        return f"**{x['median']:.3f}** ({x['min']:.3f}–{x['max']:.3f}): {verdict(x['values'])}"
+
+    rows = [[SHORT_NAMES.get(x["model"], x["model"]), f"{x['tok_s']['Python']['median']:.1f}",
+             f"{x['tok_s']['C']['median']:.1f}", f"{x['tok_s']['none']['median']:.1f}",
+             ratio(x["over_python"]["C"]), ratio(x["over_python"]["none"])] for x in j["results"]]  # fmt: skip
+    return "\n\n".join([
+        f"{j['rounds']} interleaved rounds of {j['tokens_per_round']} tokens on {machine_words(j['machine'])}, "
+        f"{j['threads']} threads, {j['date']}; tok/s, medians, and each callback ÷ the Python one within "
+        "a round (median, range, \"on par\" when the range spans 1.0):",
+        table(["model", "Python callback", "C callback", "no callback", "C ÷ Python", "none ÷ Python"], rows),
+    ])  # fmt: skip
