@@ -38,14 +38,14 @@ def _machine_probe(tmp_path_factory: pytest.TempPathFactory) -> bytes | None:
 
 @pytest.fixture(scope="session")
 def _native_helper(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
-    """The sampler's C helper (app/engine/native), built once per run: every test's private home
-    starts with it in its cache, so a model process does not compile it again for each test."""
+    """The model process's C helpers (app/engine/native), built once per run: every test's private
+    home starts with them in its cache, so a model process does not compile them for each test."""
     from app.engine import native
 
     try:
         return native.build(native.cached_path(tmp_path_factory.mktemp("native")))
     except (OSError, RuntimeError, subprocess.SubprocessError):
-        return None  # no C compiler: the sampler's numpy path (tests/engine/test_native_topk.py says so)
+        return None  # no C compiler: the numpy and Python fallbacks (tests/engine/test_native.py says so)
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,9 @@
  *
  * Plain C99, no Python API: app/engine/native/__init__.py compiles it with abort.c into one library
  * with the machine's C compiler (or finds the copy the app was shipped with) and calls it through
- * ctypes. Where neither exists,
- * the sampler does the same in numpy; tests/engine/test_native_topk.py checks that both give the
- * same candidates, and tests/engine/test_sampler.py that the draws are llama.cpp's.
+ * ctypes. Where neither exists, the sampler does the same in numpy; tests/engine/test_native.py
+ * checks that both give the same candidates, and tests/engine/test_sampler.py that the draws are
+ * llama.cpp's.
  *
  * The cut: the logits are split into blocks of TLM_BLOCK consecutive tokens, and each block's
  * maximum is taken in one vectorisable pass. If t is the k-th largest block maximum, at least k
