@@ -17,13 +17,17 @@ a setting the speed model's constants were not fitted to), in a private TAILORLM
 
 The machine is shared: each run waits for the other processes to go quiet, records the share of
 the CPUs they took while it measured, and is run again (up to 3 times) when that was more than
-``speed_calibration.BUSY_SHARE`` — a busy run would not calibrate the app either.
+``speed_calibration.BUSY_SHARE`` — a busy run would not calibrate the app either. And it drifts: the
+same model's pp512 moved 20 % between two runs an hour apart, more than the errors measured here.
+So every model, the two small ones included, is benchmarked in each of ``--rounds`` rounds, the
+order rotating, and its figures are the medians over the rounds; the two small models' medians
+stand for their one bench (one profile each, as the app would have).
 
 Prints JSON: per condition, the factors, every model's measured median (min–max), both predictions
 and errors, and the median and worst absolute error of each. ``--write`` stores it as
 ``tests/bench/results/speed_calibration.json``, which the README's table is generated from.
 
-    flock /tmp/work/bench.lock python tests/bench/speed_calibration.py --write
+    flock /tmp/work/bench.lock python tests/bench/speed_calibration.py [--rounds 3] [--write]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -89,17 +94,42 @@ def _errors(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
     return {"median_abs_error": round(statistics.median(errs), 4), "worst_abs_error": round(max(errs), 4)}
 
 
-def condition(threads: int) -> dict[str, Any]:
+def _over_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's rounds as one run: the medians over rounds of each round's median, the profile of
+    the first round with those medians as its measurement."""
+    gen = [r["gen_tok_s"]["median"] for r in runs]
+    prompt = [r["prompt_tok_s"]["median"] for r in runs]
+
+    def spread(v: list[float]) -> dict[str, Any]:
+        return {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
+
+    profile = runs[0]["profile"]
+    measured = replace(
+        profile.measured, gen_tok_s=statistics.median(gen), prompt_tok_s=statistics.median(prompt)
+    )
+    return {"model": runs[0]["model"], "others_cpu_share": [x for r in runs for x in r["others_cpu_share"]],
+            "gen_tok_s": spread(gen), "prompt_tok_s": spread(prompt), "reps": [r["reps"] for r in runs],
+            "profile": replace(profile, measured=measured)}  # fmt: skip
+
+
+def condition(threads: int, rounds: int) -> dict[str, Any]:
     from app.core.advice.speed import GEN_TERMS, PROMPT_TERMS
     from app.core.advice.speed_calibration import calibrate
 
-    calib = [_bench(p, threads) for p in (models.smollm2_path(), models.gemma3_path())]
+    files = [models.smollm2_path(), models.gemma3_path(), *(case_file(c, q) for c, q in OTHERS)]
+    runs: dict[Path, list[dict[str, Any]]] = {f: [] for f in files}
+    for r in range(rounds):
+        for f in files[r % len(files) :] + files[: r % len(files)]:
+            runs[f].append(_bench(f, threads))
+            print(f"{threads}t round {r + 1}/{rounds} {f.name}: pp {runs[f][-1]['prompt_tok_s']['median']:.0f}, "
+                  f"tg {runs[f][-1]['gen_tok_s']['median']:.1f}", file=sys.stderr)  # fmt: skip
+    merged = [_over_rounds(runs[f]) for f in files]
+    calib, others = merged[:2], merged[2:]
     cal = calibrate([c["profile"] for c in calib])
     assert cal is not None
     factors = dict(cal.factors)
     rows = []
-    for catalog_id, quant in OTHERS:
-        run = _bench(case_file(catalog_id, quant), threads)
+    for run in others:
         pred = run.pop("profile").predicted
         terms = pred.terms()
         row: dict[str, Any] = dict(run)
@@ -120,6 +150,7 @@ def condition(threads: int) -> dict[str, Any]:
         c["prompt_error_before"] = round(pred.prompt_tok_s / c["prompt_tok_s"]["median"] - 1, 4)
     return {
         "threads": threads,
+        "rounds": rounds,
         "calibrated_by": [{k: v for k, v in c.items() if k != "profile"} for c in calib],
         "factors": {k: round(v, 4) for k, v in factors.items()},
         "models": rows,
@@ -135,6 +166,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true", help=f"store the result as {OUT.relative_to(ROOT)}")
     ap.add_argument("--threads", default="", help="comma-separated thread counts (default: cores, then 1)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over all the models, the order rotating")
     args = ap.parse_args()
     from app.core.advice.profiles import llama_cpp_version
     from app.core.machine.hardware import detect_machine
@@ -145,7 +177,7 @@ def main() -> int:
     cores = machine.cpu.physical_cores
     counts = [int(t) for t in args.threads.split(",") if t] or list(dict.fromkeys((cores, 1)))
     t0 = time.perf_counter()
-    conditions = [condition(t) for t in counts]
+    conditions = [condition(t, args.rounds) for t in counts]
     report = {
         "benchmark": "speed_calibration",
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

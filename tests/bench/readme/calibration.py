@@ -48,6 +48,10 @@ def speed_calibration(r: Results) -> str:
     rows = [row for c in j["conditions"] for row in _cond_rows(c)]
     m = j["machine"]
     bw = f"{m['ram_bandwidth_bytes_s'] / 1e9:.1f} GB/s ({'measured' if m['ram_bandwidth_measured'] else 'assumed'})"
+    n_rounds = j["conditions"][0].get("rounds", 1)
+    rounds = (f" in {n_rounds} rounds over all the models, the order rotating; tok/s and the errors are medians "
+              "over the rounds (min–max: the rounds' own medians), the two small models' medians standing for "
+              "their one bench" if n_rounds > 1 else "")  # fmt: skip
     return "\n".join([
         table(["model (synthetic, real shapes)", "threads", "gen tok/s (min–max)", "gen error before → after",
                "prompt tok/s (min–max)", "prompt error before → after"], rows),
@@ -55,7 +59,7 @@ def speed_calibration(r: Results) -> str:
         "Errors of the prediction against the measurement (predicted ÷ measured − 1), before calibration and "
         "after one `bench` of SmolLM2-135M and Gemma-3-270M: " + "; ".join(_summary(c) for c in j["conditions"])
         + f". Before: the speed model with the RAM bandwidth the app measured at the start, {bw}. Measured by the engine's "
-        f"benchmark (pp512, tg128 after it, up to 3 repetitions in 30 s); {machine_words(m)}; "
+        f"benchmark (pp512, tg128 after it, up to 3 repetitions in 30 s){rounds}; {machine_words(m)}; "
         "`tests/bench/results/speed_calibration.json`.",
     ])  # fmt: skip
 
