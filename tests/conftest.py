@@ -60,10 +60,13 @@ def _private_home(
     if _machine_probe is not None:
         (home / "cache").mkdir()
         (home / "cache" / "machine_probe.json").write_bytes(_machine_probe)
-    if _native_helper is not None:
-        (home / "cache" / "native").mkdir(parents=True)
-        shutil.copy2(_native_helper, home / "cache" / "native" / _native_helper.name)
     monkeypatch.setenv("TAILORLM_HOME", str(home))
+    if _native_helper is not None:
+        from app.engine import native
+
+        dest = native.cached_library()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(_native_helper, dest)
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf-hub"))  # nor the developer's Hugging Face cache
     monkeypatch.delenv("HF_TOKEN", raising=False)
     # nor the models of the developer's LM Studio and Ollama (the library scans $HOME's folders)

@@ -157,7 +157,7 @@ def test_a_failing_compiler_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setattr(native, "compiler", lambda: [sys.executable, "-c", "import sys; sys.exit('no luck')"])
     lib, why = _fresh_load(monkeypatch)
     assert lib is None and why.startswith("could not build tailorlm_native:") and "no luck" in why
-    assert not list((tmp_path / "cache" / "native").iterdir())  # no half-written library left
+    assert not list(native.cached_library().parent.iterdir())  # no half-written library left
 
 
 def test_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,8 +169,8 @@ def test_a_damaged_cached_library_is_built_again(
     helper: native.Native, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("TAILORLM_HOME", str(tmp_path))
-    cached = native.cached_path(tmp_path / "cache" / "native")
-    cached.parent.mkdir(parents=True)
+    cached = native.cached_library()
+    cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(b"\x7fELF cut short")
     lib, why = _fresh_load(monkeypatch)
     assert lib is not None and lib.path == cached and why == ""

@@ -97,9 +97,7 @@ def _load() -> tuple[Native | None, str]:
     if shipped.is_file():
         return _open(shipped)
     try:
-        from app.core import paths
-
-        cached = cached_path(paths.cache_dir() / "native")
+        cached = cached_library()
         if cached.is_file():
             found = _open(cached)
             if found[0] is not None:
@@ -109,6 +107,13 @@ def _load() -> tuple[Native | None, str]:
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         return None, f"could not build {NAME}: {e}"
     return _open(cached)
+
+
+def cached_library() -> Path:
+    """Where this user's cache keeps the library (:func:`app.core.paths.cache_dir` ``/native``)."""
+    from app.core import paths
+
+    return cached_path(paths.cache_dir() / "native")
 
 
 def cached_path(folder: Path) -> Path:
