@@ -6,9 +6,9 @@ a Python sampler); here the prompt goes in as ``llama_decode`` batches and the a
 turn, so a follow-up question only evaluates the new tokens. A cancel reaches llama.cpp through its
 abort callback, which ggml polls between graph nodes: a 512-token prompt batch stops inside the
 batch, within milliseconds. The callback is C (app/engine/native/abort.c, reading the flag of an
-:class:`~app.engine.native.AbortFlag`) where the helper library is there: ggml's CPU threads wait at a barrier while
-it runs, after every node, and a Python callback there cost ~1-2 µs each time. Runs only inside the
-engine's child.
+:class:`~app.engine.native.AbortFlag`) where the helper library is there: ggml's CPU threads wait at
+a barrier while it runs, after every node, and a Python one takes the GIL each time (on two cores
+within the noise: tests/bench/abort_callback.py). Runs only inside the engine's child.
 """
 
 from __future__ import annotations
