@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.core.advice import speed  # noqa: E402
+from app.core.advice import speed, speed_cpu  # noqa: E402
 from app.core.advice.estimate import tensors_for  # noqa: E402
 from app.core.advice.recommend import Budget, GpuBudget, Plan, best_plan  # noqa: E402
 from app.core.machine.bandwidth import DEFAULT_RAM_BANDWIDTH_BYTES_S  # noqa: E402
@@ -54,9 +54,9 @@ BIG = 1 << 50  # memory is not what is checked: every recorded run loaded
 # The constants of speed.py that were fitted to records, with how many numbers each holds, and the
 # results files each speed was fitted to (GPU: only runs with every layer on the GPU). The other
 # runs — the engine on the CPU, partial offload — are held out: checks the fit never saw.
-FITTED = {"GPU_BANDWIDTH_EFFICIENCY": 2, "GPU_LAYER_S": 1, "GPU_TOKEN_S": 1, "CPU_BANDWIDTH_EFFICIENCY": 4,
-          "CPU_LAYER_S": 1, "CPU_RECURRENT_LAYER_S": 1, "CPU_CORE_FLOPS": 4, "CPU_PROMPT_LAYER_CORE_S": 1,
-          "CPU_PROMPT_RECURRENT_LAYER_CORE_S": 1, "GPU_PROMPT_EFFICIENCY": 1, "GPU_PROMPT_LAYER_S": 1}  # fmt: skip
+FITTED = {"GPU_BANDWIDTH_EFFICIENCY": 2, "GPU_LAYER_S": 1, "GPU_TOKEN_S": 1,
+          "CPU_GEN_COSTS": len(speed_cpu.CPU_GEN_COSTS), "CPU_PROMPT_COSTS": len(speed_cpu.CPU_PROMPT_COSTS),
+          "CPU_SOLO_SPEEDUP": 1, "GPU_PROMPT_EFFICIENCY": 1, "GPU_PROMPT_LAYER_S": 1}  # fmt: skip
 FITTED_TO = {"generation": ("speed_records.json", "h100.json", "h100-before-fix.json", "h200-speed.json"),
              "prompt": ("speed_records.json", "h200-speed.json")}  # fmt: skip
 
@@ -142,10 +142,12 @@ def cpu_record_runs() -> list[Run]:
     runs = []
     for r in j["results"]:
         m = model_from_summary(r["model"], j["models"][r["model"]])
+        threads = r.get("threads", mach["threads"])  # one count for all in records before 1 and 2 threads
+        name = f"{r['model']}, {threads} thread{'s' if threads > 1 else ''}"
         runs.append(Run(
-            "tests/bench/results/speed_records.json", r["model"], "benchmark", m, str(m.file_type), n_ctx, 0, budget,
-            r["gen_tok_s"]["median"], r["prompt_tok_s"]["median"], mach["threads"], j["depth"] + j["n_gen"] // 2,
-            notes=(f"{mach['threads']} threads", "llama-bench tg128 at depth 512 and pp512",
+            "tests/bench/results/speed_records.json", name, "benchmark", m, str(m.file_type), n_ctx, 0, budget,
+            r["gen_tok_s"]["median"], r["prompt_tok_s"]["median"], threads, j["depth"] + j["n_gen"] // 2,
+            notes=(f"{threads} threads", "llama-bench tg128 at depth 512 and pp512",
                    *(["contended: other work took the cores"] if r["gen_tok_s"]["contended"] else [])),
             reference={"gen_tok_s_spread": [r["gen_tok_s"]["min"], r["gen_tok_s"]["max"]],
                        "prompt_tok_s_spread": [r["prompt_tok_s"]["min"], r["prompt_tok_s"]["max"]]},
@@ -313,7 +315,7 @@ def build() -> dict[str, Any]:
     return {
         "benchmark": "speed_model_check",
         "error": "predicted / measured - 1 (positive = the model promised more than was measured)",
-        "speed_model": {k: getattr(speed, k) for k in dir(speed) if k.isupper()},
+        "speed_model": {k: getattr(m, k) for m in (speed, speed_cpu) for k in dir(m) if k.isupper()},
         "fit": fit(rows),
         "summary": summary(rows),
         "runs": rows,

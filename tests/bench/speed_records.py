@@ -3,7 +3,9 @@
 
 For each model × quantization llama-bench (built from the installed llama-cpp-python's llama.cpp by
 ``tests/bench/engine_speed.py``) measures pp512 (a 512-token prompt at an empty cache) and tg128 at
-a depth of 512 (128 tokens written after a 512-token prompt, as in a chat), repeated. The cases are
+a depth of 512 (128 tokens written after a 512-token prompt, as in a chat), repeated, at each of
+``--threads`` (2 and 1: one thread runs without the threads' synchronisation and with less
+bandwidth, which the speed model's constants must tell apart). The cases are
 the two real test models and synthetic models with the exact tensor shapes of catalog models
 (random weights, quantized with llama.cpp's quantizer, cached as ``tests/bench/estimate_accuracy.py``
 caches its own), one of them an MoE model cut to its first layers. The RAM bandwidth is measured
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -115,7 +118,24 @@ def measure(others: Others, run: Callable[[], list[float]], attempts: int) -> di
     }
 
 
-def machine(bandwidths: list[float], threads: int) -> dict[str, Any]:
+def copy_bandwidth_bytes_s(size: int = 128 << 20, threads: int = 2, reps: int = 6) -> float:
+    """The app's probe before version 2, for comparison: a copy, (bytes read + written) / s."""
+    import numpy as np
+
+    src = np.ones(size, dtype=np.uint8)
+    dst = np.empty_like(src)
+    pairs = [(dst[i * size // threads : (i + 1) * size // threads], src[i * size // threads : (i + 1) * size // threads])
+             for i in range(threads)]  # fmt: skip
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(reps + 1):
+            start = time.perf_counter()
+            list(pool.map(lambda pair: np.copyto(*pair), pairs))
+            best = min(best, time.perf_counter() - start)
+    return 2 * size / best
+
+
+def machine(bandwidths: list[float], threads: list[int], copies: list[float]) -> dict[str, Any]:
     import importlib.metadata
 
     import llama_cpp
@@ -131,6 +151,7 @@ def machine(bandwidths: list[float], threads: int) -> dict[str, Any]:
         "ram_bandwidth_bytes_s": statistics.median(bandwidths),
         "ram_bandwidth": {"how": "app.core.machine.bandwidth.measure_ram_bandwidth_bytes_s, between rounds",
                           **spread(bandwidths)},
+        "copy_bandwidth": {"how": "the app's probe before version 2 (a copy), beside it", **spread(copies)},
         "threads": threads,
         "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
         "llama_cpp_system_info": llama_cpp.llama_print_system_info().decode().strip(),
@@ -143,9 +164,9 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"store the result as {OUT.relative_to(ROOT)}")
-    ap.add_argument(
-        "--threads", type=int, default=2, help="llama.cpp threads (default: this machine's 2 cores)"
-    )
+    ap.add_argument("--threads", default="2,1",
+                    help="comma-separated llama.cpp thread counts, each measured right after the other "
+                         "for every model (default: this machine's 2 cores, then 1)")  # fmt: skip
     ap.add_argument("--reps", type=int, default=3, help="llama-bench repetitions per invocation")
     ap.add_argument("--attempts", type=int, default=3, help="invocations per measurement while contended")
     ap.add_argument("--quick", action="store_true", help="only the two real models")
@@ -154,28 +175,32 @@ def main() -> int:
     exe = llama_bench()
     todo = cases(args.quick)
     prep_s = time.perf_counter() - t0
-    bandwidths = [measure_ram_bandwidth_bytes_s()]
+    bandwidths, copies = [measure_ram_bandwidth_bytes_s()], [copy_bandwidth_bytes_s()]
     results, summaries = [], {}
     others = Others()
+    counts = [int(t) for t in args.threads.split(",") if t]
     for c in todo:
         path: Path = c["path"]
-        pp = measure(others, partial(run_bench, exe, path, args.threads, args.reps, "-p", str(N_PROMPT), "-n", "0"),
-                     args.attempts)  # fmt: skip
-        tg = measure(others, partial(run_bench, exe, path, args.threads, args.reps,
-                                     "-p", "0", "-n", str(N_GEN), "-d", str(DEPTH)), args.attempts)  # fmt: skip
+        for threads in counts:
+            pp = measure(others, partial(run_bench, exe, path, threads, args.reps, "-p", str(N_PROMPT), "-n", "0"),
+                         args.attempts)  # fmt: skip
+            tg = measure(others, partial(run_bench, exe, path, threads, args.reps,
+                                         "-p", "0", "-n", str(N_GEN), "-d", str(DEPTH)), args.attempts)  # fmt: skip
+            results.append({"model": path.name, "origin": c["origin"], "catalog_id": c.get("catalog_id"),
+                            "threads": threads, "file_bytes": path.stat().st_size, "prompt_tok_s": pp,
+                            "gen_tok_s": tg})  # fmt: skip
+            print(json.dumps({"model": path.name, "threads": threads, "pp": pp["median"], "tg": tg["median"],
+                              "contended": [pp["contended"], tg["contended"]]}), file=sys.stderr, flush=True)  # fmt: skip
         bandwidths.append(measure_ram_bandwidth_bytes_s())
-        results.append({"model": path.name, "origin": c["origin"], "catalog_id": c.get("catalog_id"),
-                        "file_bytes": path.stat().st_size, "prompt_tok_s": pp, "gen_tok_s": tg})  # fmt: skip
+        copies.append(copy_bandwidth_bytes_s())
         summaries[path.name] = header_summary(path)
-        print(json.dumps({"model": path.name, "pp": pp["median"], "tg": tg["median"],
-                          "contended": [pp["contended"], tg["contended"]]}), file=sys.stderr, flush=True)  # fmt: skip
     report = {
         "benchmark": "speed_records",
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tool": f"llama-bench, flash attention on; pp: -p {N_PROMPT} -n 0; tg: -p 0 -n {N_GEN} -d {DEPTH}",
         "n_prompt": N_PROMPT, "n_gen": N_GEN, "depth": DEPTH, "reps": args.reps,
         "shared_machine": {"quiet_share": QUIET_SHARE, "busy_share": BUSY_SHARE, "attempts": args.attempts},
-        "machine": machine(bandwidths, args.threads),
+        "machine": machine(bandwidths, counts, copies),
         "prepare_s": round(prep_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
         "results": results,
         "models": summaries,

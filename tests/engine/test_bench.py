@@ -45,7 +45,8 @@ def test_a_bench_measures_records_and_calibrates(smollm2_path: Path) -> None:
     cal = speed_calibration.calibrate([kept])
     assert cal is not None and (cal.gen_runs, cal.prompt_runs, cal.models) == (1, 1, ("SmolLM2",))
     factors = dict(cal.factors)
-    assert set(factors) <= {"cpu_bytes", "cpu_fixed", "cpu_prompt"} and set(factors) & set(GEN_TERMS)
+    assert set(factors) <= {"cpu_bytes", "cpu_compute", "cpu_fixed", "cpu_prompt"}
+    assert set(factors) & set(GEN_TERMS)
     assert set(factors) & set(PROMPT_TERMS)
     assert all(speed_calibration.FACTOR_MIN <= v <= speed_calibration.FACTOR_MAX for v in factors.values())
 

@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 IDENTITY_BYTES = 8 << 20
 FORMAT = "tailorlm-profiles"
 # 2 added Profile.kind, Profile.predicted and Measured's n_prompt/n_gen/reps, 3 Measured's
-# others_cpu_share; older versions still read (the fields they lack take their defaults)
-VERSION = 3
-READS = (1, 2, 3)
+# others_cpu_share, 4 Predicted's cpu_compute; older versions still read (the fields they lack take
+# their defaults)
+VERSION = 4
+READS = (1, 2, 3, 4)
 MAX_IMPORT = 10_000  # entries in one import: twice the store's bound (profiles_db.MAX_PROFILES)
 OUTCOMES = ("ok", "out_of_memory", "crash")
 SOURCES = ("here", "imported")
@@ -171,6 +172,7 @@ class Predicted:
     gpu_fixed: float
     cpu_prompt: float
     gpu_prompt: float
+    cpu_compute: float = 0.0  # speed model 3 on; before, the CPU's compute was in its bytes and fixed
 
     def __post_init__(self) -> None:
         _check(0 <= self.speed_model <= 1_000, "predicted.speed_model", "is out of range")

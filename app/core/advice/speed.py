@@ -3,24 +3,27 @@
 Generation reads, for every token, the weights the token passes through, and the layers run one
 after the other, so the devices' times add up:
 
-    seconds per token = Σ over devices [ Σ bytes read ÷ (bandwidth × efficiency of the type family
-                                          there) + layers there × fixed cost per layer ]
+    seconds per token = Σ over devices [ reading + computing + fixed costs there ]
 
 Bytes read are the weights (not ``token_embd``, of which one row is read, unless it doubles as the
 output matrix; for MoE only ``n_expert_used`` of ``n_expert`` routed experts, shared experts in
-full) plus the KV cache up to the current depth. The efficiency is the share of the bandwidth
-llama.cpp's kernels reach for a type family; the fixed cost per layer is the small ops of a layer
-that move almost no data (norms, RoPE, softmax) and the thread barriers (CPU) or kernel launches
-(GPU) between them.
+full) plus the KV cache up to the current depth. On a GPU they stream at a share of its bandwidth
+that depends on the type family, plus a fixed cost per layer (kernel launches) and per token. On a
+CPU a few cores may not keep up with the memory: the bytes take the measured bandwidth (or what
+the threads can pull, with few threads), the dot products' instructions take their time per
+weight and per row by type family, divided among the threads, and each layer's small ops and
+barriers add a fixed cost — so the same file runs slower per byte on fewer threads, and a model
+of short rows slower than its bytes say.
 
 Prompt processing is compute bound: a token costs 2 FLOPs per weight it multiplies (MoE: the used
 experts), at the device's throughput — on a CPU threads × a per-core rate by kernel family, scaled
-by the vector ISA, plus a per-layer cost for the rest of the layer; on a GPU its FP16 tensor
-throughput (a table by name) × the share llama.cpp reaches — never faster than reading every
-weight once per ubatch.
+by the vector ISA, plus a per-layer cost for the rest of the layer (a recurrent layer's by the size
+of its state); on a GPU its FP16 tensor throughput (a table by name) × the share llama.cpp reaches
+— never faster than reading every weight once per ubatch.
 
 The constants are fitted to the benchmark records (``tests/bench/results/speed_records.json``: this
-repo's 2-core CPU; ``tests/gpu/results``: the GPU proofs); ``tests/bench/speed_model_check.py``
+repo's 2-core CPU at 1 and 2 threads, by ``tests/bench/fit_cpu_speed.py``, for the CPU's costs in
+:mod:`app.core.advice.speed_cpu`; ``tests/gpu/results``: the GPU proofs); ``tests/bench/speed_model_check.py``
 compares every recorded run with its prediction, and the README shows the errors.
 """
 
@@ -35,36 +38,33 @@ from app.core.advice.estimate import MemoryEstimate
 from app.core.advice.placement import is_output_tensor, is_row_lookup, layer_devices, tensor_device
 from app.core.advice.rpc_link import link_cost
 from app.core.advice.run_settings import repack_types
+from app.core.advice.speed_cpu import (
+    CPU_GEN_COSTS,
+    CPU_PROMPT_COSTS,
+    CPU_THREADS_FALLBACK,
+    VEC_DOT_TYPES,
+    barriers,
+    cpu_generation_s,
+    cpu_prompt_columns,
+    cpu_prompt_layers_s,
+    cpu_scale,
+    priced,
+)
 from app.core.model.gguf_header import TensorInfo
 from app.core.model.info import ModelInfo, layer_of
 
 # --- generation --------------------------------------------------------------------------------
-# Share of the bandwidth llama.cpp's decode kernels reach, by type family (see ``gen_family``).
-# GPU: fitted to the all-GPU runs on the H100 and the H200 (tests/gpu/results/h100*.json,
+# GPU: the share of the bandwidth llama.cpp's decode kernels reach, by type family (see
+# ``gen_family``), fitted to the all-GPU runs on the H100 and the H200 (tests/gpu/results/h100*.json,
 # h200-speed.json; CUDA's mmvq kernels): Q8_0 streams at 86 % of the spec, Q4_K_M's K-quants at
 # 66 % — unpacking a 256-weight super-block costs more than the bytes it saves (facts: 45-80 % for
-# Llama-3-8B Q4_K_M across cards); no GPU record has Q5_0, Q4_1 or Q5_1, which take Q8_0's. CPU: of
-# the numpy-copy bandwidth the app measures (app/core/machine/bandwidth.py), fitted to
-# speed_records.json (2 Zen 4 cores; tests/bench/fit_cpu_speed.py): 87 % for K-quants, 91 % for
-# Q4_0/Q8_0 and floats, 57 % for Q5_0, whose fifth bit costs more instructions than two cores have
-# per byte (Qwen2.5-0.5B's and Gemma-3's Q4_K_M, mostly Q5_0 where rows are not a multiple of 256),
-# and 52 % for ``VEC_DOT_TYPES`` (a Llama-3.2-1B at Q4_1 generates slower than at Q8_0).
+# Llama-3-8B Q4_K_M across cards); no GPU record has Q5_0, Q4_1 or Q5_1, which take Q8_0's.
 GPU_BANDWIDTH_EFFICIENCY = {"k": 0.66, "block": 0.86, "q5": 0.86, "vec": 0.86}
-CPU_BANDWIDTH_EFFICIENCY = {"k": 0.87, "block": 0.91, "q5": 0.57, "vec": 0.52}
-# Fixed cost per layer and token: the small ops of a layer (norms, RoPE, softmax) and the thread
-# barriers (CPU) or kernel launches (GPU) between them; same fits. CPU 0.19 ms at 2 threads
-# (SmolLM2-135M's 30 layers cost more than its bytes). GPU 13 µs a layer, plus 1.4 ms a token for
-# the decode call itself (graph launch and sync, the logits to the host, the engine picking a
-# token): what keeps a 1B model at ~450 tok/s on an H200 whose bandwidth would allow thousands. On
-# the CPU the fit finds no per-token cost beside the layers'.
+# GPU: 13 µs a layer (the small ops' kernel launches), plus 1.4 ms a token for the decode call itself
+# (graph launch and sync, the logits to the host, the engine picking a token): what keeps a 1B model
+# at ~450 tok/s on an H200 whose bandwidth would allow thousands.
 GPU_LAYER_S = 13e-6
 GPU_TOKEN_S = 1.4e-3
-CPU_LAYER_S = 0.19e-3
-# A layer that keeps a recurrent state instead of a KV cache (hybrids' short convolution, Mamba-2,
-# Gated DeltaNet: ``ModelInfo.recurrent_layers``) has other small ops than attention's; fitted to
-# speed_records.json's LFM2-350M, Granite-4.0-H-350M and Qwen3.5-0.8B (CPU; the GPU takes
-# GPU_LAYER_S for every layer: no GPU record has a hybrid).
-CPU_RECURRENT_LAYER_S = 0.08e-3
 # A layer that keeps its experts in RAM but the rest on the GPU (``moe_cpu_layers``) hands its
 # activations to the CPU and the experts' output back every token: two waits for the GPU's queue
 # to drain and two small copies (ggml-backend.cpp splits), besides the CPU's own per-layer cost.
@@ -80,26 +80,6 @@ KV_AVERAGE_FILL = 0.5
 
 # --- prompt processing -------------------------------------------------------------------------
 PROMPT_TOKENS = 512  # what the prompt speed is quoted for: one full ubatch into an empty cache
-# Per-core throughput (FLOP/s) of llama.cpp's CPU matmul by kernel family (see ``prompt_family``),
-# fitted to speed_records.json's pp512 (AMD EPYC Zen 4, AVX-512; fit_cpu_speed.py): ggml's own K-quant dot products
-# (ggml-cpu/quants.c) are the fastest there, the repacked GEMM (ggml-cpu/repack.cpp) next, the block
-# quants llamafile's 256-bit tinyBLAS takes (Q8_0, Q5_0, Q4_0 and floats: ggml-cpu/llamafile/sgemm.cpp)
-# after them, and slowest the block quants it does not take (Q4_1, Q5_1: ggml's row-by-row dot
-# product against activations quantized to Q8_1: llama-bench here runs SmolLM2 and a Llama-3.2-1B
-# at half their Q8_0 prompt speed at Q4_1). Other ISAs scale it by CPU_ISA_FACTOR.
-CPU_CORE_FLOPS = {"k": 149e9, "repacked": 110e9, "block": 100e9, "vec": 42e9}
-# The block quants llamafile's sgemm has no kernel for (its switch over the weight type); Q1_0 and
-# Q2_0 take the same path, with no record of their own.
-VEC_DOT_TYPES = ("Q4_1", "Q5_1", "Q1_0", "Q2_0")
-# Core-seconds per layer and prompt token beside the matmuls (attention, norms, RoPE, quantizing
-# the activations), same fit; it is what makes tiny models like SmolLM2 slower than their FLOPs.
-CPU_PROMPT_LAYER_CORE_S = 71e-6
-CPU_PROMPT_RECURRENT_LAYER_CORE_S = 27e-6  # a recurrent layer's (see CPU_RECURRENT_LAYER_S)
-# The vector ISA's width against AVX-512's: AVX2 and NEON do half the work per instruction. No
-# record checks these (this repo's CPU machine has AVX-512).
-CPU_ISA_FACTOR = {"AVX512": 1.0, "AVX2": 0.5, "NEON": 0.5}
-CPU_ISA_FACTOR_FALLBACK = 0.25  # no SIMD llama.cpp uses
-CPU_THREADS_FALLBACK = 4  # the caller does not know the cores: a typical laptop's performance cores
 # Dense FP16 tensor-core throughput by GPU name (NVIDIA data sheets, without sparsity), first match
 # wins. llama.cpp's matmuls reach GPU_PROMPT_EFFICIENCY of it at a 512-token ubatch, and the rest of
 # a layer (attention, norms) costs GPU_PROMPT_LAYER_S per token: fitted to the H200's pp512
@@ -130,11 +110,11 @@ DEFAULT_HOST_LINK_BYTES_S = 16 * 1.969e9
 
 # Raised whenever a constant or a term's meaning changes: recorded terms of another version are not
 # comparable, and the calibration leaves them out.
-SPEED_MODEL_VERSION = 2
+SPEED_MODEL_VERSION = 3
 # The terms a prediction adds up, each a time the calibration (speed_calibration.py) may scale for
-# one machine: a generated token's bytes and fixed costs on the CPU and on the GPUs, and a prompt
-# token's work on each.
-GEN_TERMS = ("cpu_bytes", "cpu_fixed", "gpu_bytes", "gpu_fixed")
+# one machine: a generated token's bytes, compute (CPU) and fixed costs on the CPU and on the GPUs,
+# and a prompt token's work on each.
+GEN_TERMS = ("cpu_bytes", "cpu_compute", "cpu_fixed", "gpu_bytes", "gpu_fixed")
 PROMPT_TERMS = ("cpu_prompt", "gpu_prompt")
 
 
@@ -142,7 +122,7 @@ PROMPT_TERMS = ("cpu_prompt", "gpu_prompt")
 class SpeedEstimate:
     tok_s: float  # generation
     prompt_tok_s: float
-    bound: str  # "GPU bandwidth", "CPU bandwidth", "CPU overhead"
+    bound: str  # "GPU bandwidth", "CPU bandwidth", "CPU compute", "CPU overhead"
     bytes_per_token: int
     # Seconds per token of each term (GEN_TERMS, PROMPT_TERMS) before any calibration: what a
     # measured run is compared with to calibrate this machine.
@@ -154,10 +134,13 @@ class SpeedEstimate:
 
 @dataclass
 class DeviceWork:
-    """What one device does: bytes one generated token reads, by ``gen_family``; FLOPs of one prompt
-    token, by ``prompt_family``; its repeating layers; the weights it holds (read once per ubatch)."""
+    """What one device does: bytes one generated token reads, by ``gen_family``, and the weights and
+    rows of the matrices it multiplies; FLOPs of one prompt token, by ``prompt_family``; its
+    repeating layers; the weights it holds (read once per ubatch)."""
 
     read_bytes: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)  # by gen_family, used experts only
+    rows: dict[str, float] = field(default_factory=dict)  # by gen_family: dot products a token takes
     flops: dict[str, float] = field(default_factory=dict)
     layers: int = 0
     weight_bytes: int = 0
@@ -183,12 +166,12 @@ def gen_family(type_name: str) -> str:
 def prompt_family(t: TensorInfo, repackable: frozenset[str]) -> str:
     """The CPU kernel that multiplies a prompt by ``t``: ``"repacked"`` (the interleaved GEMM the CPU
     backend repacks these into, when its rows come in eights, as the estimator decides), ``"k"``
-    (the other K-quants), ``"vec"`` (``VEC_DOT_TYPES``), ``"block"`` (everything else)."""
+    (the other K-quants), ``"vec"`` (``VEC_DOT_TYPES``), ``"q5"`` (Q5_0), ``"block"`` (everything
+    else)."""
     if t.type_name in repackable and len(t.shape) >= 2 and t.shape[1] % 8 == 0:
         return "repacked"
-    if t.type_name in VEC_DOT_TYPES:
-        return "vec"
-    return "k" if gen_family(t.type_name) == "k" else "block"
+    family = gen_family(t.type_name)
+    return family if family in ("k", "vec", "q5") else "block"
 
 
 def _add(d: dict[str, Any], key: str, n: float) -> None:
@@ -234,8 +217,12 @@ def device_work(
         if is_row_lookup(t.name, model.tied_embeddings):
             continue  # one row per token (the input embedding, Gemma's per-layer embeddings)
         share = _used_share(model, t)
-        _add(w.read_bytes, gen_family(t.type_name), int(t.n_bytes * share))
+        family = gen_family(t.type_name)
+        _add(w.read_bytes, family, int(t.n_bytes * share))
         w.weight_bytes += t.n_bytes
+        if len(t.shape) >= 2:
+            _add(w.weights, family, t.n_elements * share)
+            _add(w.rows, family, t.n_elements // max(t.shape[0], 1) * share)
         if len(t.shape) >= 2 and not (is_output_tensor(t.name) or tied_output):  # output: last token only
             w.matmul_bytes += t.n_bytes
             _add(
@@ -264,37 +251,12 @@ def _gpu_flops(name: str, bandwidth_bytes_s: float, backend: str) -> float:
     return bandwidth_bytes_s * GPU_FLOPS_PER_BANDWIDTH.get(backend, GPU_FLOPS_PER_BANDWIDTH_FALLBACK)
 
 
-def cpu_isa_factor(isa: tuple[str, ...]) -> float:
-    flags = {f.upper() for f in isa}
-    if any(f.startswith("AVX512") for f in flags):
-        return CPU_ISA_FACTOR["AVX512"]
-    if "AVX2" in flags:
-        return CPU_ISA_FACTOR["AVX2"]
-    if "NEON" in flags:
-        return CPU_ISA_FACTOR["NEON"]
-    return CPU_ISA_FACTOR_FALLBACK
-
-
 def _generation_s(
-    w: DeviceWork, bandwidth: float, efficiency: dict[str, float], layer_s: float, recurrent_s: float
+    w: DeviceWork, bandwidth: float, efficiency: dict[str, float], layer_s: float
 ) -> tuple[float, float]:
-    """(bandwidth time, fixed time) of one token on one device."""
+    """A GPU's (bandwidth time, fixed time) of one token."""
     t_bw = sum(n / (bandwidth * efficiency[f]) for f, n in w.read_bytes.items()) if bandwidth else 0.0
-    return t_bw, (w.layers - w.recurrent_layers) * layer_s + w.recurrent_layers * recurrent_s
-
-
-def _cpu_prompt_layers_s(w: DeviceWork, scale: float) -> float:
-    """A prompt token's time on the CPU beside the matmuls, at ``scale`` cores' worth of work."""
-    attention = w.layers - w.recurrent_layers
-    return (
-        attention * CPU_PROMPT_LAYER_CORE_S + w.recurrent_layers * CPU_PROMPT_RECURRENT_LAYER_CORE_S
-    ) / scale
-
-
-def _cpu_prompt_s(w: DeviceWork, threads: int, isa: tuple[str, ...]) -> float:
-    scale = threads * cpu_isa_factor(isa)
-    matmul = sum(f / (CPU_CORE_FLOPS[k] * scale) for k, f in w.flops.items())
-    return matmul + _cpu_prompt_layers_s(w, scale)
+    return t_bw, w.layers * layer_s
 
 
 def predict_speed(
@@ -322,6 +284,7 @@ def predict_speed(
     work = device_work(model, tensors, est, depth)
     threads = cpu_threads or CPU_THREADS_FALLBACK
     gen = {"CPU": (0.0, 0.0)}
+    cpu_compute = 0.0
     prompt = {"cpu_prompt": 0.0, "gpu_prompt": 0.0}
     gpu_flops = {
         dev: _gpu_flops((gpu_names or {}).get(dev, ""), bw, s.gpu_backend) * GPU_PROMPT_EFFICIENCY
@@ -336,20 +299,24 @@ def predict_speed(
                 if dev == "CPU"
                 else gpu_bandwidth_bytes_s.get(dev, cpu_bandwidth_bytes_s)
             )
-            t_bw, t_fixed = _generation_s(w, bw, CPU_BANDWIDTH_EFFICIENCY, CPU_LAYER_S, CPU_RECURRENT_LAYER_S)
-            hops = w.expert_layers * (CPU_LAYER_S + 2 * MOE_SPLIT_HOP_S)
+            t_bw, t_compute, t_fixed = cpu_generation_s(w, model, bw, threads)
+            cpu_compute += t_compute
+            layer_s = CPU_GEN_COSTS["layer"] / threads + CPU_GEN_COSTS["layer sync"] * barriers(threads)
+            hops = w.expert_layers * (layer_s + 2 * MOE_SPLIT_HOP_S)
             gen[dev] = (t_bw, t_fixed + hops + w.moe_layers * CPU_MOE_LAYER_S)
             if dev == "CPU" and offload_to and gpu_flops.get(offload_to):
                 # the GPU multiplies (after the copy); attention and the small ops stay on the CPU
                 link = (host_link_bytes_s or DEFAULT_HOST_LINK_BYTES_S) * HOST_COPY_EFFICIENCY
                 copy_s = w.matmul_bytes / link / s.n_ubatch
-                rest_s = _cpu_prompt_layers_s(w, threads * cpu_isa_factor(s.cpu_isa))
+                rest_s = cpu_prompt_layers_s(w, model, cpu_scale(threads, s.cpu_isa))
                 compute_s = copy_s + sum(w.flops.values()) / gpu_flops[offload_to] + rest_s
             else:
-                compute_s = _cpu_prompt_s(w, threads, s.cpu_isa)
+                compute_s = priced(cpu_prompt_columns(w, model), CPU_PROMPT_COSTS) / cpu_scale(
+                    threads, s.cpu_isa
+                )
         else:
             bw = gpu_bandwidth_bytes_s.get(dev, 0.0)
-            gen[dev] = _generation_s(w, bw, GPU_BANDWIDTH_EFFICIENCY, GPU_LAYER_S, GPU_LAYER_S)
+            gen[dev] = _generation_s(w, bw, GPU_BANDWIDTH_EFFICIENCY, GPU_LAYER_S)
             flops = gpu_flops.get(dev, 0.0)
             compute_s = sum(w.flops.values()) / flops + w.layers * GPU_PROMPT_LAYER_S if flops else 0.0
         # a ubatch reads every weight of the device once, all experts included
@@ -371,16 +338,17 @@ def predict_speed(
             t_cpu_fixed + net.seconds_per_token,
             prompt["cpu_prompt"] + net.prompt_seconds_per_token,
         )
-    terms = {"cpu_bytes": t_cpu_bw, "cpu_fixed": t_cpu_fixed, "gpu_bytes": sum(a for a, _ in gen.values()),
-             "gpu_fixed": sum(b for _, b in gen.values()), **prompt}  # fmt: skip
+    terms = {"cpu_bytes": t_cpu_bw, "cpu_compute": cpu_compute, "cpu_fixed": t_cpu_fixed,
+             "gpu_bytes": sum(a for a, _ in gen.values()), "gpu_fixed": sum(b for _, b in gen.values()),
+             **prompt}  # fmt: skip
     scaled = {k: v * (calibration or {}).get(k, 1.0) for k, v in terms.items()}
     total = sum(scaled[k] for k in GEN_TERMS)
     prompt_s = sum(scaled[k] for k in PROMPT_TERMS)
-    cpu_bw, cpu_fixed = scaled["cpu_bytes"], scaled["cpu_fixed"]
-    if total - cpu_bw - cpu_fixed >= cpu_bw + cpu_fixed:
-        bound = "GPU bandwidth"
-    else:
-        bound = "CPU bandwidth" if cpu_bw >= cpu_fixed else "CPU overhead"
+    cpu = {"CPU bandwidth": scaled["cpu_bytes"], "CPU compute": scaled["cpu_compute"],
+           "CPU overhead": scaled["cpu_fixed"]}  # fmt: skip
+    bound = (
+        "GPU bandwidth" if total - sum(cpu.values()) >= sum(cpu.values()) else max(cpu, key=cpu.__getitem__)
+    )
     return SpeedEstimate(
         tok_s=1.0 / total if total > 0 else 0.0,
         prompt_tok_s=1.0 / prompt_s if prompt_s > 0 else 0.0,

@@ -1,9 +1,10 @@
 """This machine's speed model, calibrated from its own benchmark runs (issue 19).
 
 The speed model (:mod:`app.core.advice.speed`) adds up a few terms per token — the bytes a
-generated token reads on the CPU and on the GPUs, their fixed per-layer costs, a prompt token's
-work on each — from constants fitted to other machines and a RAM bandwidth measured in a second
-(noisy: 20-40 GB/s on this repo's machine from one run to the next). Every ``tailorlm bench`` run
+generated token reads on the CPU and on the GPUs, the CPU's own compute, their fixed per-layer
+costs, a prompt token's work on each — from constants fitted to other machines and a RAM bandwidth
+measured in a second (a shared machine's neighbours move it: ±5 % here for the read the app
+measures, 34-55 GB/s for the copy it measured before). Every ``tailorlm bench`` run
 keeps its measurement beside those terms at the depth it measured (``Profile.predicted``), so a
 factor per term makes the model agree with this machine:
 

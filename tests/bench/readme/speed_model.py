@@ -34,8 +34,9 @@ def _pair(p: dict[str, float] | None) -> tuple[str, str]:
 
 # The type families of speed.gen_family and speed.prompt_family, in words.
 _GEN = {"k": "K-quants", "block": "Q4_0/Q8_0/floats", "q5": "Q5_0", "vec": "Q4_1/Q5_1"}
-_PROMPT = {"k": "K-quants", "repacked": "repacked Q4_0/Q4_K", "block": "Q8_0/Q5_0/Q4_0/floats",
+_PROMPT = {"k": "K-quants", "repacked": "repacked Q4_0/Q4_K", "block": "Q8_0/Q4_0/floats", "q5": "Q5_0",
            "vec": "Q4_1/Q5_1"}  # fmt: skip
+_KIND = {"shortconv": "short convolution", "mamba2": "Mamba-2", "gated_delta_net": "Gated DeltaNet"}
 
 
 def _per_family(values: dict[str, float], words: dict[str, str], fmt: str) -> str:
@@ -46,26 +47,37 @@ def _per_family(values: dict[str, float], words: dict[str, str], fmt: str) -> st
     return ", ".join(f"{' and '.join(names)} {fmt.format(v)}" for v, names in groups.items())
 
 
+def _costs(c: dict[str, float], prefix: str, words: dict[str, str], scale: float, fmt: str) -> str:
+    return _per_family(
+        {k.split(":", 1)[1]: v * scale for k, v in c.items() if k.startswith(prefix)}, words, fmt
+    )
+
+
 def _model_words(c: dict[str, Any], fit: dict[str, Any]) -> str:
+    g, p = c["CPU_GEN_COSTS"], c["CPU_PROMPT_COSTS"]
+    rates = {k.split(":", 1)[1]: 1 / v / 1e9 for k, v in p.items() if k.startswith("flop:") and v}
     return (
-        "Speed model as checked (`app/core/advice/speed.py`): seconds per generated token = Σ over devices "
-        "(bytes read ÷ (bandwidth × efficiency of the type family) + layers × a fixed cost per layer), "
-        f"plus {c['GPU_TOKEN_S'] * 1e3:g} ms a token when a GPU takes part. "
-        f"GPU: {_per_family(c['GPU_BANDWIDTH_EFFICIENCY'], _GEN, '{:.0%}')} of the spec bandwidth, "
-        f"{c['GPU_LAYER_S'] * 1e6:g} µs per layer; CPU: {_per_family(c['CPU_BANDWIDTH_EFFICIENCY'], _GEN, '{:.0%}')} "
-        f"of the measured copy bandwidth, {c['CPU_LAYER_S'] * 1e3:g} ms per layer "
-        f"({c['CPU_RECURRENT_LAYER_S'] * 1e3:g} ms for a layer with a recurrent state). A prompt token costs 2 "
-        "FLOPs per weight it multiplies: on the CPU at threads × "
-        f"({_per_family({k: v / 1e9 for k, v in c['CPU_CORE_FLOPS'].items()}, _PROMPT, '{:g}')} GFLOP/s "
-        f"per AVX-512 core) plus {c['CPU_PROMPT_LAYER_CORE_S'] * 1e6:g} core-µs per layer and token "
-        f"({c['CPU_PROMPT_RECURRENT_LAYER_CORE_S'] * 1e6:g} for a recurrent one), on the GPU at "
-        f"{c['GPU_PROMPT_EFFICIENCY']:.0%} of its FP16 tensor throughput plus {c['GPU_PROMPT_LAYER_S'] * 1e6:g} µs "
-        f"per layer and token. {fit['constants']} constants are fitted (least squares on relative error) to "
-        f"{fit['records']} measurements of {fit['configurations']} model × quantization × machine "
-        f"({fit['fitted']['generation']} generation, {fit['fitted']['prompt']} prompt); "
-        f"{fit['held_out']['generation']} generation and {fit['held_out']['prompt']} prompt measurements "
-        "were held out; the other constants come from data sheets, named in the module. Error = predicted "
-        '÷ measured − 1; "GPU" is any run with layers on the GPU.'
+        "Speed model as checked (`app/core/advice/speed.py`): seconds per generated token = Σ over devices of "
+        "reading, computing and fixed costs there. GPU: bytes read ÷ "
+        f"({_per_family(c['GPU_BANDWIDTH_EFFICIENCY'], _GEN, '{:.0%}')} of the spec bandwidth) + "
+        f"{c['GPU_LAYER_S'] * 1e6:g} µs per layer, plus {c['GPU_TOKEN_S'] * 1e3:g} ms a token when a GPU takes "
+        f"part. CPU: bytes read ÷ min({c['CPU_READ_EFFICIENCY']:.0%} of the measured read bandwidth, threads × "
+        f"{c['CPU_CORE_BANDWIDTH'] / 1e9:g} GB/s) + the dot products' instructions ÷ threads "
+        f"({_costs(g, 'weight:', _GEN, 1e12, '{:.3g}')} core-ps per weight; "
+        f"{_costs(g, 'row:', _GEN, 1e9, '{:.3g}')} core-ns per row) + per layer {g['layer'] * 1e6:.3g} core-µs "
+        f"÷ threads and {g['layer sync'] * 1e6:.3g} µs of barriers with more than one thread (a recurrent layer: "
+        f"{g['recurrent sync'] * 1e6:.3g} µs of barriers and, per element of its state, "
+        f"{_costs(g, 'state:', _KIND, 1e12, '{:.3g}')} core-ps). A prompt token costs 2 FLOPs per weight it "
+        f"multiplies: on the CPU at threads × ({_per_family(rates, _PROMPT, '{:.3g}')} GFLOP/s per AVX-512 "
+        f"core; one thread × {c['CPU_SOLO_SPEEDUP']:.2f}) plus {p['layer'] * 1e6:.3g} core-µs per layer "
+        f"({p['recurrent layer'] * 1e6:.3g} for a recurrent one, plus {_costs(p, 'state:', _KIND, 1e12, '{:.3g}')} "
+        f"core-ps per element of its state), on the GPU at {c['GPU_PROMPT_EFFICIENCY']:.0%} of its FP16 tensor "
+        f"throughput plus {c['GPU_PROMPT_LAYER_S'] * 1e6:g} µs per layer and token. {fit['constants']} constants "
+        f"are fitted (least squares on relative error) to {fit['records']} measurements of "
+        f"{fit['configurations']} model × quantization × threads × machine ({fit['fitted']['generation']} "
+        f"generation, {fit['fitted']['prompt']} prompt); {fit['held_out']['generation']} generation and "
+        f"{fit['held_out']['prompt']} prompt measurements were held out; the other constants come from data "
+        'sheets, named in the module. Error = predicted ÷ measured − 1; "GPU" is any run with layers on the GPU.'
     ).replace("%", " %")
 
 
@@ -81,12 +93,17 @@ def _fitted(x: dict[str, Any]) -> str:
     return " and ".join(parts) if parts else "held out"
 
 
+def _threads(t: int | list[int]) -> str:
+    counts = t if isinstance(t, list) else [t]
+    return " and ".join(str(n) for n in counts) + (" thread" if counts == [1] else " threads")
+
+
 def _records_words(rec: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     m, bw = rec["machine"], rec["machine"]["ram_bandwidth"]
     contended = sum(x[k]["contended"] for x in rec["results"] for k in ("gen_tok_s", "prompt_tok_s"))
     return (
         f"The CPU records (`speed_records.json`): llama-bench pp{rec['n_prompt']} and tg{rec['n_gen']} at a "
-        f"depth of {rec['depth']}, {rec['reps']} repetitions, {m['threads']} threads, each run after the "
+        f"depth of {rec['depth']}, {rec['reps']} repetitions, at {_threads(m['threads'])}, each run after the "
         f"machine went quiet, {contended} of {2 * len(rec['results'])} measurements contended; "
         f"{machine_words(m)}, RAM bandwidth {bw['median'] / 1e9:.1f} GB/s by the app's probe (median of "
         f"{len(bw['runs'])}, {bw['min'] / 1e9:.1f}–{bw['max'] / 1e9:.1f}). Each CPU run is predicted with "

@@ -27,6 +27,7 @@ from app.core.advice import profiles_db
 from app.core.advice.profiles import (
     IDENTITY_BYTES,
     MAX_IMPORT,
+    VERSION,
     Measured,
     Predicted,
     Profile,
@@ -315,7 +316,7 @@ def _broken(change: str) -> object:
     data = _exported()
     entry = data["profiles"][0]
     if change == "version":
-        data["version"] = 4
+        data["version"] = VERSION + 1
     elif change == "format":
         data["format"] = "something-else"
     elif change == "not a list":
@@ -362,7 +363,7 @@ def _broken(change: str) -> object:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ("version", "version 4"),
+        ("version", f"version {VERSION + 1}"),
         ("format", "not a TailorLM profiles file"),
         ("not a list", "no list"),
         ("too many", "10,001"),

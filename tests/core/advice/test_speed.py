@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.advice import speed
+from app.core.advice import speed, speed_cpu
 from app.core.advice.buffers import kv_layer_bytes
 from app.core.advice.estimate import tensors_for
 from app.core.advice.recommend import Budget, GpuBudget, Plan, best_plan
@@ -92,7 +92,60 @@ def test_prompt_speed_grows_with_the_cores_and_the_vector_width(gemma3_path: Pat
         2 * two.prompt_tok_s
     )  # compute bound, not by the bandwidth here
     assert avx2.prompt_tok_s < four.prompt_tok_s
-    assert four.tok_s == two.tok_s  # generation is the memory's, whatever the cores
+
+
+def test_generation_takes_the_memory_and_what_few_cores_can_do(gemma3_path: Path) -> None:
+    """Two cores read at the measured bandwidth, one reads less (a core cannot keep enough loads in
+    flight); the dot products' and the layers' own work is split among the threads, so more threads
+    help generation only by that part: never in proportion (llama-bench here: Gemma-3-270M 54 tok/s
+    on one thread, 75 on two)."""
+    model = model_from_gguf(gemma3_path)
+    q = str(model.file_type)
+    one, two, eight = (predict(model, q, CPU, cpu_threads=t)[1] for t in (1, 2, 8))
+    assert one.tok_s < two.tok_s < eight.tok_s < 2 * two.tok_s
+    assert two.tok_s < 1.8 * one.tok_s
+    terms = dict(two.terms)
+    assert terms["cpu_bytes"] > 0 and terms["cpu_compute"] > 0 and terms["cpu_fixed"] > 0
+    assert dict(eight.terms)["cpu_bytes"] == terms["cpu_bytes"]  # the bandwidth, not the threads, binds
+
+
+def test_short_rows_cost_more_than_their_bytes(gemma3_path: Path) -> None:
+    """Each row's dot product has a cost of its own: Gemma-3-270M's 640-wide Q8_0 output matrix
+    (262,144 rows) takes longer than its bytes at the bandwidth, a 4096-wide one of the same bytes
+    less so (perf here: 52 % of Gemma-3-270M's decode in the Q8_0 dot product for 74 % of its bytes
+    read at a lower rate than Gemma-3-1B's 1152-wide rows)."""
+    w = speed.DeviceWork(read_bytes={"block": 178_257_920}, weights={"block": 167_772_160.0})
+    narrow = replace(w, rows={"block": 262_144.0})
+    wide = replace(w, rows={"block": 40_960.0})
+    model = model_from_gguf(gemma3_path)
+    cost = {t: speed_cpu.cpu_generation_s(x, model, 40e9, 2) for t, x in (("narrow", narrow), ("wide", wide))}
+    assert cost["narrow"][0] == cost["wide"][0]  # the same bytes
+    assert cost["narrow"][1] > 2 * cost["wide"][1] > 0  # the rows' own work
+    assert sum(cost["narrow"]) > 1.15 * sum(cost["wide"])  # a sixth more than the same bytes in long rows
+
+
+def test_a_gated_delta_net_layer_costs_more_than_a_mamba2_layer() -> None:
+    """Qwen3.5's delta rule takes far longer per token than Granite-4.0-H's Mamba-2 scan of a state
+    of about the same size (the records: on one thread Qwen3.5-0.8B writes 32 tok/s, Granite-4.0-H-350M
+    73, and the fit gives the delta rule 2.6× the scan's cost per element of the state)."""
+    import json
+
+    from tests.gpu.gpu_proof import model_from_summary
+
+    records = json.loads((Path(__file__).parents[2] / "bench/results/speed_records.json").read_text())
+    qwen35, granite = (
+        model_from_summary(name, records["models"][name])
+        for name in ("qwen3.5-0.8b-Q4_K_M.gguf", "granite-4.0-h-350m-Q4_K_M.gguf")
+    )
+    one_layer = speed.DeviceWork(layers=1, recurrent_layers=1)
+    cost = {}
+    for m in (qwen35, granite):
+        cols = speed_cpu.cpu_generation_columns(one_layer, m, 40e9, 1)
+        state = [k for k in cols if k.startswith("state:")]
+        assert len(state) == 1
+        cost[state[0]] = cols[state[0]] * speed_cpu.CPU_GEN_COSTS[state[0]]
+    assert set(cost) == {"state:gated_delta_net", "state:mamba2"}
+    assert cost["state:gated_delta_net"] > 2 * cost["state:mamba2"] > 0
 
 
 def test_a_gpu_is_known_by_its_name_and_else_by_its_bandwidth() -> None:
@@ -132,7 +185,7 @@ def test_type_families(type_name: str, family: str) -> None:
 
 
 @pytest.mark.parametrize(("type_name", "family"), [("Q4_1", "vec"), ("Q5_1", "vec"), ("Q8_0", "block"),
-                                                   ("Q5_0", "block"), ("F16", "block"), ("Q6_K", "k"),
+                                                   ("Q5_0", "q5"), ("F16", "block"), ("Q6_K", "k"),
                                                    ("Q4_0", "repacked"), ("Q4_K", "repacked")])  # fmt: skip
 def test_prompt_families(type_name: str, family: str) -> None:
     """The CPU kernel a prompt's matmul takes: Q4_1/Q5_1 are the block quants llamafile's sgemm

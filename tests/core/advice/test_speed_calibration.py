@@ -103,7 +103,7 @@ def test_only_this_machines_own_benchmarks_with_this_llama_cpp_count() -> None:
 def test_the_calibration_changes_the_advisors_speeds_on_a_real_model(smollm2_path: Path) -> None:
     model = model_from_gguf(smollm2_path)
     plain = best_plan(model, "Q4_1", 2048, BUDGET)
-    factors = (("cpu_bytes", 2.0), ("cpu_fixed", 2.0), ("cpu_prompt", 4.0))
+    factors = (("cpu_bytes", 2.0), ("cpu_compute", 2.0), ("cpu_fixed", 2.0), ("cpu_prompt", 4.0))
     slow = best_plan(model, "Q4_1", 2048, dataclasses.replace(BUDGET, speed_calibration=factors))
     assert slow.speed.tok_s == pytest.approx(plain.speed.tok_s / 2)
     assert slow.speed.prompt_tok_s == pytest.approx(plain.speed.prompt_tok_s / 4)
@@ -125,7 +125,7 @@ def test_a_run_corrects_the_plans_near_it_and_one_that_no_longer_fits_is_avoided
     plan, fix = by[("Q4_1", 4096)]
     assert fix is not None and fix["from"]["n_ctx"] == 1024 and fix["from"]["kind"] == "bench"
     assert fix["ram_bytes"] == plan.ram_bytes + 300 * MIB
-    uncalibrated = 1 / sum(v for k, v in plan.speed.terms if k in ("cpu_bytes", "cpu_fixed"))
+    uncalibrated = 1 / sum(v for k, v in plan.speed.terms if k in ("cpu_bytes", "cpu_compute", "cpu_fixed"))
     assert fix["tok_s"] == pytest.approx(uncalibrated / 2, rel=1e-6)
     assert by[("Q4_1", 1024)][1] is None  # the plan that ran shows its run, not a correction
     assert by[("Q8_0", 4096)][1] is None  # another quantization is another file

@@ -49,6 +49,20 @@ def test_corrupt_bandwidth_cache_is_measured_again(monkeypatch: pytest.MonkeyPat
     )
 
 
+def test_a_figure_of_another_probe_is_measured_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Version 1 measured a copy (reads and writes), which this VM's neighbours moved between 34 and
+    55 GB/s; a cached figure of it is not comparable with today's read and is measured again."""
+    monkeypatch.setenv("TAILORLM_HOME", str(tmp_path))
+    old = {"Test CPU|8589934592": {"bytes_s": 55e9, "measured_at": "2026-11-01T00:00:00+00:00"}}
+    _write(tmp_path / "cache" / "ram_bandwidth.json", json.dumps(old))
+    monkeypatch.setattr(bandwidth, "measure_ram_bandwidth_bytes_s", lambda **_: 40e9)
+    got = bandwidth.ram_bandwidth("Test CPU", 8 * GIB)
+    assert got.bytes_s == 40e9 and not got.from_cache
+    entry = json.loads((tmp_path / "cache" / "ram_bandwidth.json").read_text())["Test CPU|8589934592"]
+    assert entry["probe"] == bandwidth.PROBE_VERSION
+    assert bandwidth.ram_bandwidth("Test CPU", 8 * GIB).from_cache  # today's figure is kept
+
+
 def test_nvidia_bandwidth_formula_against_specs() -> None:
     assert bandwidth.nvidia_bandwidth_bytes_s(2619, 5120) == pytest.approx(3.35e12, rel=0.005)  # H100 SXM
     assert bandwidth.nvidia_bandwidth_bytes_s(10501, 384) == pytest.approx(1008e9, rel=0.005)  # RTX 4090
