@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,8 @@ def gen_columns(run: Run, w: speed.DeviceWork) -> tuple[dict[str, float], float]
 
 
 def prompt_columns(run: Run, w: speed.DeviceWork, solo: float) -> dict[str, float]:
-    scale = run.threads * speed_cpu.cpu_isa_factor(run.budget.cpu_isa) * (solo if run.threads == 1 else 1.0)
+    with costs(speed_cpu.CPU_GEN_COSTS, solo):  # cpu_scale reads CPU_SOLO_SPEEDUP
+        scale = speed_cpu.cpu_scale(run.threads, run.budget.cpu_isa)
     return {k: v / scale for k, v in speed_cpu.cpu_prompt_columns(w, run.model).items()}
 
 
@@ -154,12 +155,11 @@ def main() -> int:
     gen = fit_generation(runs)
     prompt, solo = fit_prompt(runs)
     per_run: list[dict[str, Any]] = []
-    fitted_with: Callable[[dict[str, float], float], Any] = costs
     for r, w in runs:
         row: dict[str, Any] = {"run": r.name}
         for which, g, p, s in (("fitted", gen, prompt, solo),
                                ("speed_cpu.py", speed_cpu.CPU_GEN_COSTS, speed_cpu.CPU_PROMPT_COSTS, speed_cpu.CPU_SOLO_SPEEDUP)):  # fmt: skip
-            with fitted_with(dict(g), s):
+            with costs(dict(g), s):
                 cols, fixed = gen_columns(r, w)
             if r.gen_tok_s:
                 row[f"generation {which}"] = round(errors([(cols, fixed, r.gen_tok_s)], g)[0], 4)

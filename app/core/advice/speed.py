@@ -39,12 +39,11 @@ from app.core.advice.placement import is_output_tensor, is_row_lookup, layer_dev
 from app.core.advice.rpc_link import link_cost
 from app.core.advice.run_settings import repack_types
 from app.core.advice.speed_cpu import (
-    CPU_GEN_COSTS,
     CPU_PROMPT_COSTS,
     CPU_THREADS_FALLBACK,
     VEC_DOT_TYPES,
-    barriers,
     cpu_generation_s,
+    cpu_layer_s,
     cpu_prompt_columns,
     cpu_prompt_layers_s,
     cpu_scale,
@@ -301,8 +300,7 @@ def predict_speed(
             )
             t_bw, t_compute, t_fixed = cpu_generation_s(w, model, bw, threads)
             cpu_compute += t_compute
-            layer_s = CPU_GEN_COSTS["layer"] / threads + CPU_GEN_COSTS["layer sync"] * barriers(threads)
-            hops = w.expert_layers * (layer_s + 2 * MOE_SPLIT_HOP_S)
+            hops = w.expert_layers * (cpu_layer_s(threads) + 2 * MOE_SPLIT_HOP_S)
             gen[dev] = (t_bw, t_fixed + hops + w.moe_layers * CPU_MOE_LAYER_S)
             if dev == "CPU" and offload_to and gpu_flops.get(offload_to):
                 # the GPU multiplies (after the copy); attention and the small ops stay on the CPU

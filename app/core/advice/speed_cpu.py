@@ -95,10 +95,6 @@ def _state_kind(model: ModelInfo) -> str:
     return "state:" + ("mamba2" if kind == "mamba" else kind)
 
 
-def _state_elements(model: ModelInfo) -> int:
-    return model.recurrent.conv_state_elements + model.recurrent.ssm_state_elements if model.recurrent else 0
-
-
 def barriers(threads: int) -> float:
     """The cost of the threads' barriers against two threads': none for one, log2(threads) after —
     each barrier waits for the last of the threads to arrive. Two points check it: 2 threads here
@@ -114,7 +110,7 @@ def cpu_generation_columns(
     Σ column × cost. ``bandwidth``: the device's measured RAM bandwidth; ``threads``: llama.cpp's."""
     attention = w.layers - w.recurrent_layers
     many = barriers(threads)
-    cols: dict[str, float] = {"layer": attention / threads, "layer sync": attention * many}
+    cols: dict[str, float] = {"layer": attention / threads, "layer sync": attention * many}  # see cpu_layer_s
     read = sum(w.read_bytes.values())
     if bandwidth and bandwidth / CPU_GEN_COSTS["byte/bandwidth"] <= threads / CPU_GEN_COSTS["byte/core"]:
         cols["byte/bandwidth"] = read / bandwidth
@@ -125,19 +121,27 @@ def cpu_generation_columns(
     for family, n in w.rows.items():
         cols[f"row:{family}"] = n / threads
     if w.recurrent_layers:
-        cols[_state_kind(model)] = w.recurrent_layers * _state_elements(model) / threads
+        cols[_state_kind(model)] = (
+            w.recurrent_layers * (model.conv_state_elements + model.ssm_state_elements) / threads
+        )
         cols["recurrent sync"] = w.recurrent_layers * many
     return cols
 
 
+def cpu_layer_s(threads: int) -> float:
+    """One attention layer's fixed seconds per generated token: its "layer" and "layer sync" columns
+    priced (what a GPU layer whose experts run on the CPU costs there as well)."""
+    return CPU_GEN_COSTS["layer"] / threads + CPU_GEN_COSTS["layer sync"] * barriers(threads)
+
+
 def cpu_prompt_columns(w: DeviceWork, model: ModelInfo) -> dict[str, float]:
     """A prompt token's work on a CPU as the columns CPU_PROMPT_COSTS prices, in core-seconds at
-    AVX-512 (``_cpu_scale`` divides them among the threads)."""
+    AVX-512 (``cpu_scale`` divides them among the threads)."""
     cols = {f"flop:{family}": n for family, n in w.flops.items()}
     cols["layer"] = w.layers - w.recurrent_layers
     if w.recurrent_layers:
         cols["recurrent layer"] = w.recurrent_layers
-        cols[_state_kind(model)] = w.recurrent_layers * _state_elements(model)
+        cols[_state_kind(model)] = w.recurrent_layers * (model.conv_state_elements + model.ssm_state_elements)
     return cols
 
 

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 # Fallback when nothing was measured: dual-channel DDR4-3200 peaks at 51.2 GB/s
-# (2 channels x 8 bytes x 3200 MT/s); copies reach about 60 % of peak. Conservative for laptops.
+# (2 channels x 8 bytes x 3200 MT/s); copies reach about 60 % of peak, reads more. Conservative for
+# laptops.
 DEFAULT_RAM_BANDWIDTH_BYTES_S = 30e9
 # 256 MiB is twice the largest last-level caches in laptops and desktops (AMD X3D 96-128 MiB, Apple
 # Max SLC 48 MiB), so the read streams from DRAM; larger only slows first touch.
